@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from cgcnn.config import GraphConfig
@@ -575,7 +574,7 @@ class Batch:
     y: torch.Tensor | None
     positions: np.ndarray
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device) -> "Batch":
         mv = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return Batch(
             mv(self.atomic_numbers), mv(self.edge_index), mv(self.distances), mv(self.batch),
@@ -592,6 +591,8 @@ def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 def make_batch(dataset: CrystalDataset, positions: Sequence[int]) -> Batch:
     """Gather the crystals at ``positions`` into one :class:`Batch` (no Python loop)."""
+    import torch  # imported here so that graph building never pays for torch
+
     pos = np.asarray(positions, dtype=np.int64)
     gs = dataset.graphs
     nc, ec = dataset._node_counts[pos], dataset._edge_counts[pos]
@@ -619,6 +620,8 @@ def iterate_batches(
     generator: torch.Generator | None = None,
 ) -> Iterator[Batch]:
     """Batches over ``positions``; shuffled with ``generator`` (reproducible) when asked."""
+    import torch
+
     pos = np.asarray(positions, dtype=np.int64)
     if shuffle:
         pos = pos[torch.randperm(len(pos), generator=generator).numpy()]

@@ -91,23 +91,14 @@ def structure_to_graph(structure: Structure, cfg: GraphConfig, material_id: str 
     """
     check_structure(structure)
     n = len(structure)
-    centers, neighbors, _, dists = structure.get_neighbor_list(r=cfg.radius)
-    # Remove self-pairs at zero distance (never returned by pymatgen, but be defensive).
-    keep = dists > 1e-8
-    centers, neighbors, dists = centers[keep], neighbors[keep], dists[keep]
-    # Stable sort by (centre, distance): lexsort is stable, ties keep the search order.
-    order = np.lexsort((dists, centers))
-    centers, neighbors, dists = centers[order], neighbors[order], dists[order]
+    centers, neighbors, dists = neighbor_list(structure, cfg.radius)
     counts = np.bincount(centers, minlength=n)
     if (counts == 0).any():
         lonely = int(np.flatnonzero(counts == 0)[0])
         raise GraphError(
             f"atom {lonely} ({structure[lonely].species_string}) has no neighbour within {cfg.radius} Å"
         )
-    # Rank of every edge within its centre's list; keep the first max_neighbors.
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    rank = np.arange(len(centers)) - np.repeat(starts, counts)
-    sel = rank < cfg.max_neighbors
+    sel = nearest_per_centre(centers, dists, counts, cfg.max_neighbors)
     edge_index = np.stack([neighbors[sel], centers[sel]]).astype(np.int64)
     return CrystalGraph(
         atomic_numbers=np.array(structure.atomic_numbers, dtype=np.int64),
@@ -115,3 +106,50 @@ def structure_to_graph(structure: Structure, cfg: GraphConfig, material_id: str 
         distances=dists[sel].astype(np.float32),
         material_id=material_id,
     )
+
+
+def neighbor_list(structure: Structure, radius: float, numerical_tol: float = 1e-8):
+    """(centre, neighbour, distance) of every pair within ``radius``, periodic images included.
+
+    The same search, with the same arguments and hence the same order, as
+    ``Structure.get_neighbor_list`` (pymatgen's compiled ``find_points_in_spheres``),
+    without its per-site Python overhead.  Pairs come grouped by centre, ascending.
+    """
+    try:
+        from pymatgen.optimization.neighbors import find_points_in_spheres
+    except ImportError:  # pure-Python pymatgen build
+        c, nb, _, d = structure.get_neighbor_list(r=radius)
+        order = np.argsort(c, kind="stable")
+        return c[order], nb[order], d[order]
+    coords = np.ascontiguousarray(structure.cart_coords, dtype=float)
+    c, nb, _, d = find_points_in_spheres(
+        coords,
+        coords,
+        r=float(radius),
+        pbc=np.ascontiguousarray(structure.pbc, dtype=np.int64),
+        lattice=np.ascontiguousarray(structure.lattice.matrix, dtype=float),
+        tol=numerical_tol,
+    )
+    keep = ~((c == nb) & (d <= numerical_tol))
+    c, nb, d = c[keep], nb[keep], d[keep]
+    if len(c) > 1 and (np.diff(c) < 0).any():  # not grouped: group stably by centre
+        order = np.argsort(c, kind="stable")
+        c, nb, d = c[order], nb[order], d[order]
+    return c, nb, d
+
+
+def nearest_per_centre(centers: np.ndarray, dists: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` nearest pairs of every centre, nearest first.
+
+    ``centers`` must be grouped ascending (as :func:`neighbor_list` returns them).  Each
+    centre's distances are laid out in one row of a padded matrix and sorted with a
+    *stable* row-wise sort, so equal distances keep the search order.
+    """
+    n = len(counts)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    rank = np.arange(len(centers)) - np.repeat(starts, counts)
+    table = np.full((n, int(counts.max())), np.inf)
+    table[centers, rank] = dists
+    order = np.argsort(table, axis=1, kind="stable")[:, :k]
+    keep = order < counts[:, None]
+    return (starts[:, None] + order)[keep]

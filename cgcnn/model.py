@@ -97,7 +97,7 @@ class CGCNN(nn.Module):
             )
         self.config = config
         self.graph_config = graph
-        self.register_buffer("atom_table", torch.as_tensor(np.asarray(atom_table), dtype=torch.float32), persistent=False)
+        self.register_buffer("atom_table", torch.tensor(np.array(atom_table, dtype=np.float32)), persistent=False)
         self.register_buffer("centers", torch.as_tensor(graph.centers, dtype=torch.float32), persistent=False)
         self.width = float(graph.step)
 

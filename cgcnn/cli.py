@@ -1,0 +1,335 @@
+"""``python -m cgcnn`` / ``cgcnn``: one command with sub-commands.
+
+    cgcnn graphs   CIF folder(s) or snapshot -> graph set (cached, parallel)
+    cgcnn train    train a model from scratch
+    cgcnn adapt    fine-tune a checkpoint on a new dataset (freeze policy), or the control
+    cgcnn evaluate metrics + per-material table of a checkpoint on a labelled set
+    cgcnn predict  predictions for CIF files
+    cgcnn embed    last-convolution crystal features and post-FC vectors
+    cgcnn etl      raw inputs -> DS1 / DS2 / DS3 (see ``cgcnn etl --help``)
+
+Heavy imports (torch) happen inside the commands, so ``cgcnn graphs`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("cgcnn")
+
+
+# --------------------------------------------------------------------------- helpers
+def _graph_config(args, base=None):
+    from cgcnn.config import GraphConfig
+
+    data = (base.to_dict() if base is not None else GraphConfig().to_dict())
+    for key in ("radius", "max_neighbors"):
+        if getattr(args, key, None) is not None:
+            data[key] = getattr(args, key)
+    return GraphConfig.model_validate(data)
+
+
+def _is_snapshot(path: Path) -> bool:
+    return path.is_file() and (path.name.endswith(".jsonl.gz") or path.name.endswith(".jsonl"))
+
+
+def load_graph_inputs(inputs: list[str], cfg, *, workers: int = 1, cache_dir=None, on_error: str = "skip"):
+    """Graph set from: a saved graph set (``.npz``, ``.json[.gz]``, or a folder holding
+    ``graphs.npz``), a snapshot (``.jsonl.gz``), or CIF files / folders of CIFs."""
+    from cgcnn.dataset import GraphSet, build_graphs, cif_items, snapshot_structures
+
+    paths = [Path(p) for p in inputs]
+    if len(paths) == 1:
+        p = paths[0]
+        saved = p / "graphs.npz" if p.is_dir() and (p / "graphs.npz").exists() else p
+        if saved.suffix == ".npz" or saved.name.endswith(".json.gz") or saved.suffix == ".json":
+            gs = GraphSet.load_npz(saved) if saved.suffix == ".npz" else GraphSet.read_json(saved)
+            if gs.config != cfg and cfg is not None:
+                raise SystemExit(f"error: {saved} holds graphs built with {gs.config.key()}, not {cfg.key()}")
+            return gs, []
+        if _is_snapshot(p):
+            return build_graphs(snapshot_structures(p), cfg, workers=workers, cache_dir=cache_dir, on_error=on_error)
+    return build_graphs(cif_items(paths), cfg, workers=workers, cache_dir=cache_dir, on_error=on_error)
+
+
+def read_targets(path: str, column: str | None) -> dict[str, object]:
+    """``material_id -> label`` from a CSV (header with ``material_id``, or the original
+    headerless ``id_prop.csv``).  Labels are validated later, naming bad items."""
+    import pandas as pd
+
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "material_id" not in df.columns:  # original id_prop.csv: no header
+        df = pd.read_csv(path, dtype=str, header=None, keep_default_na=False)
+        df.columns = ["material_id", "target"] + [f"c{k}" for k in range(2, df.shape[1])]
+    if column is None:
+        for guess in ("target", "bg_exp", "bg_pbe", "band_gap"):
+            if guess in df.columns:
+                column = guess
+                break
+        else:
+            raise SystemExit(f"error: {path}: say which column holds the labels (--target-column); columns: {list(df.columns)}")
+    if column not in df.columns:
+        raise SystemExit(f"error: {path}: no column {column!r}; columns: {list(df.columns)}")
+    return dict(zip(df["material_id"], df[column]))
+
+
+def _train_config(args):
+    from cgcnn.config import TrainConfig, load_config
+
+    return load_config(
+        TrainConfig, args.config,
+        epochs=args.epochs, lr=args.lr, seed=args.seed, device=args.device, batch_size=args.batch_size,
+        optimizer=args.optimizer, patience=args.patience,
+    )
+
+
+def _features(path):
+    from cgcnn.features import AtomFeatures
+
+    return AtomFeatures.from_json(path) if path else AtomFeatures.default()
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_graphs(args) -> int:
+    cfg = _graph_config(args)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    gs, problems = load_graph_inputs(args.inputs, cfg, workers=args.workers, cache_dir=args.cache, on_error=args.on_error)
+    gs.save_npz(out / "graphs.npz")
+    if args.json:
+        gs.write_json(out / "graphs.json.gz")
+    _write_problems(out / "problems.csv", problems)
+    print(f"{len(gs)} graphs ({gs.config.key()}) -> {out}; {len(problems)} skipped")
+    return 0
+
+
+def _write_problems(path: Path, problems) -> None:
+    import pandas as pd
+
+    from cgcnn.dataset import atomic_write_bytes
+
+    df = pd.DataFrame([{"item": p.item_id, "reason": p.reason} for p in problems], columns=["item", "reason"])
+    atomic_write_bytes(path, df.to_csv(index=False).encode())
+
+
+def _dataset(args, cfg, features):
+    from cgcnn.dataset import CrystalDataset
+
+    gs, problems = load_graph_inputs(args.graphs, cfg, workers=args.workers, on_error=args.on_error)
+    targets = read_targets(args.targets, args.target_column) if getattr(args, "targets", None) else None
+    ds = CrystalDataset(gs, targets, features, on_error=args.on_error)
+    for p in problems + ds.problems:
+        print(f"warning: skipped {p}", file=sys.stderr)
+    return ds
+
+
+def cmd_train(args) -> int:
+    from cgcnn.config import ModelConfig, load_config
+    from cgcnn.train import fit
+
+    cfg = _train_config(args)
+    mc = load_config(ModelConfig, args.model_config)
+    ds = _dataset(args, _graph_config(args), _features(args.atom_features))
+    res = fit(ds, cfg, args.output, model_config=mc, resume=args.resume)
+    print(json.dumps({"best_checkpoint": str(res.best_checkpoint), "best_val_mae": res.best_val_mae, "best_epoch": res.best_epoch}))
+    return 0
+
+
+def cmd_adapt(args) -> int:
+    from cgcnn.adapt import adapt, train_control
+    from cgcnn.checkpoint import load_checkpoint
+    from cgcnn.config import AdaptConfig
+
+    base = load_checkpoint(args.base, atom_features=args.atom_features, radius=args.radius, max_neighbors=args.max_neighbors)
+    ds = _dataset(args, base.graph_config, base.features)
+    tc = _train_config(args)
+    if args.control:
+        res = train_control(ds, tc, args.output, model_config=base.model_config, resume=args.resume)
+    else:
+        res = adapt(base, ds, AdaptConfig(freeze=args.freeze, normalizer=args.normalizer, train=tc), args.output, resume=args.resume)
+    print(json.dumps({"best_checkpoint": str(res.best_checkpoint), "best_val_mae": res.best_val_mae, "best_epoch": res.best_epoch}))
+    return 0
+
+
+def _loaded(args):
+    from cgcnn.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        return load_checkpoint(args.checkpoint, atom_features=args.atom_features, radius=args.radius,
+                               max_neighbors=args.max_neighbors, device="cpu")
+    except CheckpointError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def cmd_evaluate(args) -> int:
+    import pandas as pd
+
+    from cgcnn.dataset import atomic_write_bytes
+    from cgcnn.metrics import regression_metrics
+    from cgcnn.train import predict
+
+    loaded = _loaded(args)
+    ds = _dataset(args, loaded.graph_config, loaded.features)
+    pred = predict(loaded, ds, device=args.device)
+    table = pd.DataFrame({"material_id": ds.ids, "target_ev": ds.y, "prediction_ev": pred})
+    table["error_ev"] = table["prediction_ev"] - table["target_ev"]
+    metrics = regression_metrics(table["target_ev"], table["prediction_ev"])
+    if args.output:
+        atomic_write_bytes(args.output, table.to_csv(index=False).encode())
+    print(json.dumps(metrics))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import pandas as pd
+
+    from cgcnn.dataset import CrystalDataset, atomic_write_bytes, build_graphs, cif_items
+    from cgcnn.train import predict
+
+    loaded = _loaded(args)
+    gs, problems = build_graphs(cif_items(args.inputs), loaded.graph_config, workers=args.workers, on_error=args.on_error, progress=False)
+    ds = CrystalDataset(gs, None, loaded.features, on_error=args.on_error)
+    for p in problems + ds.problems:
+        print(f"warning: skipped {p}", file=sys.stderr)
+    pred = predict(loaded, ds, device=args.device)
+    table = pd.DataFrame({"material_id": ds.ids, "prediction_ev": pred}).sort_values("material_id")
+    text = table.to_csv(index=False, float_format="%.6f")
+    if args.output:
+        atomic_write_bytes(args.output, text.encode())
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_embed(args) -> int:
+    import numpy as np
+
+    from cgcnn.dataset import atomic_write_bytes
+    from cgcnn.train import embed_dataset
+    import io
+
+    loaded = _loaded(args)
+    ds = _dataset(args, loaded.graph_config, loaded.features)
+    conv, hidden = embed_dataset(loaded, ds, device=args.device)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, material_id=np.array(ds.ids), conv=conv, hidden=hidden)
+    atomic_write_bytes(args.output, buf.getvalue())
+    print(f"{len(ds)} embeddings (conv {conv.shape[1]}, hidden {hidden.shape[1]}) -> {args.output}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+def _graph_args(p, required=False) -> None:
+    p.add_argument("--radius", type=float, default=None, help="neighbour cut-off in Å (default 8; the study used 7)")
+    p.add_argument("--max-neighbors", type=int, default=None, help="neighbours kept per atom (default 12; the study used 14)")
+
+
+def _common(p) -> None:
+    p.add_argument("--workers", type=int, default=1, help="processes for graph building")
+    p.add_argument("--on-error", choices=("skip", "error"), default="skip", help="bad items: skip with a warning, or stop")
+
+
+def _train_args(p) -> None:
+    p.add_argument("--config", help="TrainConfig JSON (unknown keys rejected)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
+    p.add_argument("--patience", type=int)
+    p.add_argument("--device", default=None, help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
+    p.add_argument("--output", required=True, help="run folder (checkpoints, history.csv, run.json)")
+
+
+def _data_args(p, targets_required=True) -> None:
+    p.add_argument("--graphs", nargs="+", required=True, help="graphs.npz / graphs.json.gz / snapshot .jsonl.gz / CIF files or folders")
+    p.add_argument("--targets", required=targets_required, help="CSV with material_id and a label column")
+    p.add_argument("--target-column", default=None)
+
+
+def _ckpt_args(p) -> None:
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--atom-features", default=None, help="atom_init.json (required for original CGCNN checkpoints)")
+    _graph_args(p)
+    p.add_argument("--device", default="auto")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cgcnn", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("graphs", help="build crystal graphs")
+    p.add_argument("inputs", nargs="+", help="a snapshot (.jsonl.gz), CIF files, or folders of CIFs")
+    p.add_argument("--output", required=True, help="folder for graphs.npz (+ graphs.json.gz with --json) and problems.csv")
+    p.add_argument("--cache", default=None, help="graph-cache folder (keyed by content + settings); default: none")
+    p.add_argument("--json", action="store_true", help="also write the JSON form")
+    _graph_args(p)
+    _common(p)
+    p.set_defaults(func=cmd_graphs)
+
+    p = sub.add_parser("train", help="train from scratch")
+    _data_args(p)
+    _train_args(p)
+    _graph_args(p)
+    _common(p)
+    p.add_argument("--model-config", default=None, help="ModelConfig JSON")
+    p.add_argument("--atom-features", default=None, help="atom_init.json (default: our generated table)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("adapt", help="fine-tune a base checkpoint (or train the control)")
+    p.add_argument("--base", required=True, help="base checkpoint")
+    p.add_argument("--freeze", choices=("none", "embedding", "convs", "head"), default="none")
+    p.add_argument("--normalizer", choices=("keep", "refit"), default="refit")
+    p.add_argument("--control", action="store_true", help="train the base's architecture from random weights instead")
+    p.add_argument("--atom-features", default=None)
+    _data_args(p)
+    _train_args(p)
+    _graph_args(p)
+    _common(p)
+    p.set_defaults(func=cmd_adapt)
+
+    p = sub.add_parser("evaluate", help="metrics and per-material table on a labelled set")
+    _ckpt_args(p)
+    _data_args(p)
+    _common(p)
+    p.add_argument("--output", default=None, help="per-material CSV")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict band gaps for CIF files")
+    _ckpt_args(p)
+    _common(p)
+    p.add_argument("inputs", nargs="+", help="CIF files or folders of CIFs")
+    p.add_argument("--output", default=None, help="CSV (material_id,prediction_ev); default stdout")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("embed", help="crystal features (last conv layer) and post-FC vectors")
+    _ckpt_args(p)
+    _data_args(p, targets_required=False)
+    _common(p)
+    p.add_argument("--output", required=True, help=".npz with material_id, conv, hidden")
+    p.set_defaults(func=cmd_embed)
+
+    try:
+        from cgcnn.etl import cli as etl_cli
+    except ImportError:  # pragma: no cover - the ETL sub-package is part of this package
+        etl_cli = None
+    if etl_cli is not None and hasattr(etl_cli, "add_parser"):
+        etl_cli.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
