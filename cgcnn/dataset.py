@@ -573,12 +573,13 @@ class Batch:
     num_graphs: int
     y: torch.Tensor | None
     positions: np.ndarray
+    regular: int | None = None  # M when every atom has exactly M edges (grouped by centre)
 
     def to(self, device) -> "Batch":
         mv = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return Batch(
             mv(self.atomic_numbers), mv(self.edge_index), mv(self.distances), mv(self.batch),
-            self.num_graphs, mv(self.y), self.positions,
+            self.num_graphs, mv(self.y), self.positions, self.regular,
         )
 
 
@@ -608,6 +609,7 @@ def make_batch(dataset: CrystalDataset, positions: Sequence[int]) -> Batch:
         num_graphs=len(pos),
         y=None if dataset.y is None else torch.from_numpy(dataset.y[pos]),
         positions=pos,
+        regular=m if (m := gs.config.max_neighbors) * int(nc.sum()) == int(ec.sum()) else None,
     )
 
 

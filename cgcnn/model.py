@@ -46,19 +46,30 @@ class ConvLayer(nn.Module):
         self.bn2 = nn.BatchNorm1d(atom_fea_len)
         self.softplus2 = nn.Softplus()
 
-    def forward(self, x: torch.Tensor, edge_attr: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, edge_attr: torch.Tensor, edge_index: torch.Tensor, regular: int | None = None
+    ) -> torch.Tensor:
+        """``regular=M`` says every atom has exactly M edges, grouped by centre (the
+        usual case): sums then run over a [N, M] view instead of a scatter."""
         a = self.atom_fea_len
         w = self.fc_full.weight  # [2F, 2F + G]
         src, dst = edge_index[0], edge_index[1]
-        # Atom projections: [N, 2F] for the centre role and [N, 2F] for the neighbour role.
+        # Atom projections, once per atom: centre role [N, 2F] and neighbour role [N, 2F].
         proj = x @ torch.cat([w[:, :a], w[:, a : 2 * a]], dim=0).t()
         p_centre, p_nbr = proj[:, : 2 * a], proj[:, 2 * a :]
         gated = torch.addmm(self.fc_full.bias, edge_attr, w[:, 2 * a :].t())
-        gated = gated + p_centre.index_select(0, dst) + p_nbr.index_select(0, src)
-        gated = self.bn1(gated)
+        n = x.shape[0]
+        if regular:
+            gated = (gated.view(n, regular, 2 * a) + p_centre.unsqueeze(1)).view(-1, 2 * a)
+        else:
+            gated = gated + p_centre.index_select(0, dst)
+        gated = self.bn1(gated + p_nbr.index_select(0, src))
         gate, core = gated.chunk(2, dim=1)
         msg = self.sigmoid(gate) * self.softplus1(core)
-        summed = torch.zeros((x.shape[0], a), dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
+        if regular:
+            summed = msg.view(n, regular, a).sum(dim=1)
+        else:
+            summed = torch.zeros((n, a), dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
         summed = self.bn2(summed)
         return self.softplus2(x + summed.to(x.dtype))
 
@@ -115,8 +126,9 @@ class CGCNN(nn.Module):
         """Pooled crystal features after the last convolution. Shape [B, atom_fea_len]."""
         x = self.embedding(self.atom_table.index_select(0, batch.atomic_numbers))
         edge_attr = gaussian_expand(batch.distances.to(self.centers.dtype), self.centers, self.width)
+        regular = batch.regular
         for conv in self.convs:
-            x = conv(x, edge_attr, batch.edge_index)
+            x = conv(x, edge_attr, batch.edge_index, regular)
         return mean_pool(x, batch.batch, batch.num_graphs)
 
     def _head(self, crys: torch.Tensor) -> torch.Tensor:
