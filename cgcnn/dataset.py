@@ -252,8 +252,15 @@ class GraphSet:
 
 # --------------------------------------------------------------------------- structures
 def parse_structure(obj, item_id: str):
-    """CIF text, a path, a pymatgen Structure or its dict -> Structure (errors name the item)."""
+    """CIF text, a path, a pymatgen Structure or its dict -> Structure (errors name the item).
+
+    Simple P1 CIFs (as the Materials Project writes them) go through the fast reader of
+    :mod:`cgcnn.cif`, which builds exactly the structure pymatgen's parser would; every
+    other CIF goes through pymatgen's ``CifParser``.
+    """
     from pymatgen.core import Structure
+
+    from cgcnn.cif import read_simple_cif
 
     if isinstance(obj, Structure):
         return obj
@@ -262,9 +269,9 @@ def parse_structure(obj, item_id: str):
             warnings.simplefilter("ignore")
             if isinstance(obj, Mapping):
                 return Structure.from_dict(obj)
-            if isinstance(obj, Path):
-                return Structure.from_file(obj)
-            return Structure.from_str(str(obj), fmt="cif")
+            text = obj.read_text() if isinstance(obj, Path) else str(obj)
+            fast = read_simple_cif(text)
+            return fast if fast is not None else Structure.from_str(text, fmt="cif")
     except Exception as exc:  # pymatgen raises many types for a bad CIF
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatasetError(f"{item_id}: cannot parse structure ({msg})") from None
