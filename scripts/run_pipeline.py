@@ -1,0 +1,467 @@
+#!/usr/bin/env python3
+"""Run the whole study: the notebooks in order, with papermill, into one run folder.
+
+    python scripts/run_pipeline.py                     # bundled fixture, profile "fixture"
+    python scripts/run_pipeline.py --bucket ../shared/data/bucket \\
+        --materials snapshot:../shared/data/mp_snapshot/summary.jsonl.gz --profile default
+    python scripts/run_pipeline.py --bucket s3://my-bucket --materials mp --profile paper --device cuda
+
+Run folder ``<output>/<run-id>/``:
+
+    config.json        resolved profile + inputs            environment.json  versions, git SHA, machine
+    notebooks/…        executed notebooks                   stages/*.json     one manifest per stage
+    bucket/            the run's work bucket (a copy of the raw inputs + ETL outputs)
+    data/ models/ tables/ figures/ metrics.json             written by the notebooks
+
+A stage is skipped when its manifest says it completed with the same inputs: the same
+parameters, notebook, package code, resolved settings, input files and outputs of the stages
+before it, and its own outputs are still in place.  ``--force`` runs every stage again.
+A failing stage stops the run; the message names the notebook cell that failed.
+
+The default ``--run-id`` is ``<profile>-<hash of settings and inputs>``, so running the same
+command again reuses the folder (and skips what is done).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_BUCKET = REPO / "tests" / "fixtures" / "bucket"
+DEFAULT_MATERIALS = "snapshot:" + str(REPO / "tests" / "fixtures" / "mp_snapshot" / "summary.jsonl.gz")
+SECRET_VARIABLES = ("MP_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+VERSION_PACKAGES = (
+    "cgcnn-da", "torch", "numpy", "pandas", "scipy", "pymatgen", "mp-api", "boto3", "pydantic",
+    "openTSNE", "matplotlib", "papermill", "ipykernel", "nbformat", "openpyxl",
+)
+# Files of the run folder that are never stage outputs.
+_NOT_OUTPUTS = ("notebooks/", "stages/", "config.json", "environment.json")
+
+log = logging.getLogger("run_pipeline")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One notebook of the pipeline and the parameters it declares."""
+
+    name: str
+    notebook: Path
+    params: tuple[str, ...] = ("run_dir", "config")
+
+    @property
+    def relpath(self) -> str:
+        try:
+            return self.notebook.relative_to(REPO).as_posix()
+        except ValueError:
+            return self.notebook.name
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("etl", REPO / "01-data-preparation" / "01-etl.ipynb", ("run_dir", "config", "bucket", "materials", "workers")),
+    Stage("eda", REPO / "01-data-preparation" / "02-eda.ipynb"),
+    Stage("base-model", REPO / "02-ml-dev" / "01-base-model.ipynb"),
+    Stage("domain-adaptation", REPO / "02-ml-dev" / "02-domain-adaptation.ipynb"),
+    Stage("tsne", REPO / "03-insights" / "01-tsne.ipynb"),
+)
+
+
+class StageFailed(RuntimeError):
+    """A notebook failed; ``str()`` names the stage, the cell and the error."""
+
+
+# --------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _sha256_json(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _write_json(path: Path, obj) -> None:
+    """Write JSON atomically (temporary file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file below ``root`` (relative posix paths)."""
+    return {p.relative_to(root).as_posix(): _sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def code_digest() -> str:
+    """One hash over the ``cgcnn`` package's Python code and bundled profiles."""
+    import cgcnn
+
+    root = Path(cgcnn.__file__).resolve().parent
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.suffix in (".py", ".json") and "__pycache__" not in p.parts:
+            h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def _local_path(uri: str) -> Path:
+    return Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser().resolve()
+
+
+def _file_states(run_dir: Path) -> dict[str, tuple[int, int]]:
+    states = {}
+    for p in run_dir.rglob("*"):
+        if not p.is_file():
+            continue
+        rel = p.relative_to(run_dir).as_posix()
+        if rel.startswith(_NOT_OUTPUTS) or rel in _NOT_OUTPUTS:
+            continue
+        st = p.stat()
+        states[rel] = (st.st_size, st.st_mtime_ns)
+    return states
+
+
+def _outputs_still_there(run_dir: Path, outputs: dict) -> bool:
+    for rel, rec in outputs.items():
+        p = run_dir / rel
+        if not p.is_file():
+            return False
+        st = p.stat()
+        if (st.st_size, st.st_mtime_ns) != (rec["size"], rec["mtime_ns"]) and _sha256_file(p) != rec["sha256"]:
+            return False
+    return True
+
+
+def redact_secrets(path: Path, environ: dict | None = None) -> int:
+    """Replace the values of secret environment variables in a text file by ``***``.
+
+    Returns the number of replacements (a safety net: notebooks must never print secrets).
+    """
+    env = os.environ if environ is None else environ
+    secrets = [env[k] for k in SECRET_VARIABLES if len(env.get(k, "")) >= 8]
+    if not secrets or not path.is_file():
+        return 0
+    text = path.read_text()
+    count = sum(text.count(s) for s in secrets)
+    if count:
+        for s in secrets:
+            text = text.replace(s, "***")
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return count
+
+
+def environment_info() -> dict:
+    """Package versions, git SHA, Python, platform, CPU and CUDA of this machine."""
+    import importlib.metadata as md
+
+    versions = {}
+    for name in VERSION_PACKAGES:
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = None
+    try:
+        from cgcnn.provenance import git_sha
+
+        sha = git_sha(REPO)
+    except ImportError:  # pragma: no cover
+        sha = None
+    info = {
+        "created": _now(),
+        "git_sha": sha,
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "versions": versions,
+    }
+    try:
+        import torch
+
+        info["cuda_available"] = bool(torch.cuda.is_available())
+        info["cuda"] = torch.version.cuda
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:  # pragma: no cover
+        pass
+    return info
+
+
+# --------------------------------------------------------------------------------------
+# the runner
+# --------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="run_pipeline.py",
+        description="Run the study's notebooks in order with papermill into <output>/<run-id>/.",
+    )
+    ap.add_argument("--profile", default="fixture",
+                    help="fixture | default | paper, or a profile JSON file (default: fixture)")
+    ap.add_argument("--bucket", default=str(DEFAULT_BUCKET),
+                    help="raw-data bucket: a local folder holding raw/ or s3://bucket[/prefix] (default: the bundled fixture)")
+    ap.add_argument("--materials", default=DEFAULT_MATERIALS,
+                    help="structures + PBE gaps: snapshot:PATH (summary.jsonl.gz) or mp (Materials Project API, needs MP_API_KEY)")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device (default: auto)")
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds, overriding the profile's (e.g. 0,1,2)")
+    ap.add_argument("--workers", type=int, default=None, help="graph-building processes (default: the profile's)")
+    ap.add_argument("--output", default="runs", help="folder that receives run folders (default: ./runs)")
+    ap.add_argument("--run-id", default=None, help="name of the run folder (default: <profile>-<hash of settings and inputs>)")
+    ap.add_argument("--force", action="store_true", help="run every stage even when its inputs are unchanged")
+    return ap.parse_args(argv)
+
+
+def _parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(s) for s in text.replace(" ", "").split(",") if s]
+    except ValueError:
+        raise SystemExit(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise SystemExit("--seeds is empty")
+    return seeds
+
+
+def _resolve_materials(text: str) -> str:
+    if text == "mp":
+        if not os.environ.get("MP_API_KEY"):
+            raise SystemExit("--materials mp needs the MP_API_KEY environment variable (a Materials Project API key)")
+        return "mp"
+    if text.startswith("snapshot:"):
+        path = Path(text[len("snapshot:"):]).expanduser().resolve()
+        if not path.is_file():
+            raise SystemExit(f"--materials {text}: no such snapshot file {path}")
+        return f"snapshot:{path}"
+    raise SystemExit(f"--materials must be 'snapshot:PATH' or 'mp', got {text!r}")
+
+
+class Pipeline:
+    """The run folder and its stages; :meth:`run` executes them."""
+
+    def __init__(self, args: argparse.Namespace, stages: tuple[Stage, ...] = STAGES, *, echo=print):
+        from cgcnn.study import load_profile
+
+        self.args = args
+        self.stages = stages
+        self.echo = echo
+        seeds = _parse_seeds(args.seeds)
+        self.profile = load_profile(args.profile, seeds=seeds, device=args.device)
+        if args.workers is not None:
+            self.profile = self.profile.model_validate({**self.profile.to_dict(), "workers": args.workers})
+        self.materials = _resolve_materials(args.materials)
+        self.source = args.bucket if _is_remote(args.bucket) else str(_local_path(args.bucket))
+        if not _is_remote(self.source) and not (Path(self.source) / "raw").is_dir():
+            raise SystemExit(f"--bucket {args.bucket}: no raw/ folder in {self.source}")
+        settings = self.profile.to_dict()
+        run_id = args.run_id or f"{self.profile.name}-{_sha256_json([settings, self.source, self.materials])[:10]}"
+        self.run_dir = Path(args.output).expanduser().resolve() / run_id
+        self.run_id = run_id
+        if _is_remote(self.source):
+            self.work_bucket = self.source
+        elif self.run_dir == Path(self.source) or self.run_dir in Path(self.source).parents:
+            self.work_bucket = self.source  # already the run's own bucket
+        else:
+            self.work_bucket = str(self.run_dir / "bucket")
+
+    # -- files of the run folder ---------------------------------------------------------
+    def write_run_files(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config = {
+            "run_id": self.run_id,
+            "profile": self.profile.name,
+            "settings": self.profile.to_dict(),
+            "inputs": {"bucket": self.source, "work_bucket": self.work_bucket, "materials": self.materials},
+        }
+        path = self.run_dir / "config.json"
+        if _read_json(path) != config:
+            _write_json(path, config)
+        _write_json(self.run_dir / "environment.json", environment_info())
+
+    def prepare_bucket(self) -> None:
+        """Copy local raw inputs into the run's own work bucket (never write under the source)."""
+        from cgcnn.study import work_bucket
+
+        self.work_bucket = work_bucket(self.run_dir, self.source)
+
+    def input_files(self) -> dict[str, str]:
+        """Digests of the raw inputs the ETL reads (local ones; remote ones by URI)."""
+        files: dict[str, str] = {}
+        if _is_remote(self.source):
+            files["bucket"] = self.source
+        else:
+            raw = Path(self.source) / "raw"
+            files.update({f"bucket/raw/{k}": v for k, v in _tree_digest(raw).items()})
+        if self.materials.startswith("snapshot:"):
+            files["materials"] = _sha256_file(Path(self.materials[len("snapshot:"):]))
+        else:
+            files["materials"] = self.materials
+        return files
+
+    def stage_parameters(self, stage: Stage) -> dict:
+        known = {
+            "run_dir": str(self.run_dir),
+            "config": str(self.run_dir / "config.json"),
+            "bucket": self.work_bucket,
+            "materials": self.materials,
+            "workers": self.profile.workers,
+        }
+        return {k: known[k] for k in stage.params if k in known}
+
+    def manifest_path(self, index: int, stage: Stage) -> Path:
+        return self.run_dir / "stages" / f"{index + 1:02d}-{stage.name}.json"
+
+    def executed_path(self, stage: Stage) -> Path:
+        return self.run_dir / "notebooks" / stage.relpath
+
+    # -- running -----------------------------------------------------------------------
+    def run(self) -> int:
+        """Execute (or skip) every stage in order. Returns 0, or 1 when a stage failed."""
+        self.write_run_files()
+        self.prepare_bucket()
+        self.echo(f"run folder: {self.run_dir}")
+        common = {
+            "code_sha256": code_digest(),
+            "settings_sha256": _sha256_json(self.profile.to_dict()),
+            "files": self.input_files(),
+        }
+        upstream: dict[str, str] = {}
+        total = time.perf_counter()
+        for index, stage in enumerate(self.stages):
+            params = self.stage_parameters(stage)
+            inputs = {
+                **common,
+                "parameters": params,
+                "notebook_sha256": _sha256_file(stage.notebook),
+                "upstream": dict(upstream),
+            }
+            digest = _sha256_json(inputs)
+            mpath = self.manifest_path(index, stage)
+            old = _read_json(mpath)
+            label = f"[{index + 1}/{len(self.stages)}] {stage.relpath}"
+            if (
+                not self.args.force
+                and old is not None
+                and old.get("status") == "completed"
+                and old.get("input_digest") == digest
+                and _outputs_still_there(self.run_dir, old.get("outputs", {}))
+            ):
+                self.echo(f"{label}: skipped (inputs unchanged)")
+                upstream[stage.name] = old["outputs_digest"]
+                continue
+            try:
+                manifest = self._execute(stage, params, inputs, digest, mpath, label)
+            except StageFailed as exc:
+                self.echo(str(exc))
+                return 1
+            upstream[stage.name] = manifest["outputs_digest"]
+        self.echo(f"done in {time.perf_counter() - total:.1f} s: {self.run_dir}")
+        return 0
+
+    def _execute(self, stage: Stage, params: dict, inputs: dict, digest: str, mpath: Path, label: str) -> dict:
+        import papermill as pm
+        from papermill.exceptions import PapermillExecutionError
+
+        out_nb = self.executed_path(stage)
+        out_nb.parent.mkdir(parents=True, exist_ok=True)
+        before = _file_states(self.run_dir)
+        manifest = {
+            "stage": stage.name,
+            "notebook": stage.relpath,
+            "executed_notebook": out_nb.relative_to(self.run_dir).as_posix(),
+            "status": "running",
+            "input_digest": digest,
+            "inputs": inputs,
+            "started": _now(),
+        }
+        _write_json(mpath, manifest)
+        self.echo(f"{label}: running …")
+        t0 = time.perf_counter()
+        error: dict | None = None
+        try:
+            pm.execute_notebook(
+                str(stage.notebook), str(out_nb), parameters=params, kernel_name="python3",
+                cwd=str(self.run_dir), progress_bar=False, log_output=False,
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],  # no kernel start-up chatter
+            )
+        except PapermillExecutionError as exc:
+            first = next((ln for ln in (exc.source or "").splitlines() if ln.strip()), "")
+            error = {
+                "cell_index": exc.cell_index, "execution_count": exc.exec_count,
+                "source": exc.source, "ename": exc.ename, "evalue": exc.evalue,
+            }
+            message = (
+                f"{label}: FAILED in cell {exc.cell_index} (execution count {exc.exec_count}) of "
+                f"{stage.relpath}: {exc.ename}: {exc.evalue}\n"
+                f"    cell starts with: {first}\n"
+                f"    executed notebook (with the traceback): {out_nb}"
+            )
+        except Exception as exc:  # kernel died, notebook missing, …
+            error = {"ename": type(exc).__name__, "evalue": str(exc)}
+            message = f"{label}: FAILED before or outside a cell of {stage.relpath}: {type(exc).__name__}: {exc}"
+        seconds = time.perf_counter() - t0
+        if redact_secrets(out_nb):
+            self.echo(f"{label}: secret values found in the executed notebook were replaced by ***")
+        after = _file_states(self.run_dir)
+        changed = sorted(k for k, v in after.items() if before.get(k) != v)
+        outputs = {
+            rel: {"sha256": _sha256_file(self.run_dir / rel), "size": after[rel][0], "mtime_ns": after[rel][1]}
+            for rel in changed
+        }
+        manifest.update(
+            status="failed" if error else "completed",
+            finished=_now(),
+            seconds=round(seconds, 2),
+            outputs=outputs,
+            outputs_digest=_sha256_json({k: v["sha256"] for k, v in outputs.items()}),
+        )
+        if error:
+            manifest["error"] = error
+        _write_json(mpath, manifest)
+        if error:
+            raise StageFailed(message)
+        self.echo(f"{label}: done in {seconds:.1f} s")
+        return manifest
+
+
+def main(argv: list[str] | None = None, stages: tuple[Stage, ...] = STAGES) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("papermill").setLevel(logging.ERROR)
+    args = parse_args(argv)
+    pipeline = Pipeline(args, stages)
+    return pipeline.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

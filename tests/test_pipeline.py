@@ -1,0 +1,234 @@
+"""Behaviour of scripts/run_pipeline.py, checked with tiny throwaway notebooks in tmp_path.
+
+The real notebooks are executed in tests/test_notebooks.py; here the stages are two or three
+notebooks of a few lines, so every run takes seconds.
+"""
+
+import gzip
+import importlib.util
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_runner():
+    spec = importlib.util.spec_from_file_location("run_pipeline", REPO / "scripts" / "run_pipeline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rp = _load_runner()
+
+
+def _notebook(path: Path, *cells: str) -> Path:
+    """A notebook whose first cell (tagged ``parameters``) declares run_dir and config."""
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('run_dir = "."\nconfig = "fixture"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params] + [nbformat.v4.new_code_cell(c) for c in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """A source bucket (raw/ with one file), a snapshot file and three small stages."""
+    bucket = tmp_path / "source-bucket"
+    (bucket / "raw").mkdir(parents=True)
+    (bucket / "raw" / "validation_set.csv").write_text("material_id,bg_exp\nfx-1,1.0\n")
+    snapshot = tmp_path / "summary.jsonl.gz"
+    snapshot.write_bytes(gzip.compress(b'{"material_id": "fx-1"}\n', mtime=0))
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    first = _notebook(
+        nbs / "first.ipynb",
+        "from pathlib import Path\n"
+        "out = Path(run_dir) / 'data'\nout.mkdir(exist_ok=True)\n"
+        "(out / 'a.txt').write_text('alpha')",
+    )
+    second = _notebook(
+        nbs / "second.ipynb",
+        "from pathlib import Path\n"
+        "text = (Path(run_dir) / 'data' / 'a.txt').read_text()\n"
+        "(Path(run_dir) / 'metrics.json').write_text('{\"models\": {}}')\n"
+        "(Path(run_dir) / 'b.txt').write_text(text.upper())",
+    )
+    stages = (rp.Stage("first", first), rp.Stage("second", second))
+    return {"bucket": bucket, "snapshot": snapshot, "stages": stages, "nbs": nbs, "out": tmp_path / "runs"}
+
+
+def _run(inputs, *extra, stages=None):
+    argv = [
+        "--bucket", str(inputs["bucket"]),
+        "--materials", f"snapshot:{inputs['snapshot']}",
+        "--output", str(inputs["out"]),
+        "--run-id", "test-run",
+        *extra,
+    ]
+    lines: list[str] = []
+    args = rp.parse_args(argv)
+    pipeline = rp.Pipeline(args, stages or inputs["stages"], echo=lines.append)
+    code = pipeline.run()
+    return code, "\n".join(lines), pipeline.run_dir
+
+
+def test_run_folder_holds_config_environment_notebooks_and_manifests(inputs):
+    code, text, run_dir = _run(inputs, "--seeds", "3,4", "--device", "cpu")
+    assert code == 0, text
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["profile"] == "fixture"
+    assert config["settings"]["seeds"] == [3, 4]
+    assert config["settings"]["device"] == "cpu"
+    assert config["inputs"]["materials"] == f"snapshot:{inputs['snapshot']}"
+    env = json.loads((run_dir / "environment.json").read_text())
+    assert env["versions"]["torch"] and env["versions"]["papermill"]
+    assert "git_sha" in env
+    assert (run_dir / "notebooks" / "first.ipynb").is_file()
+    assert (run_dir / "notebooks" / "second.ipynb").is_file()
+    assert (run_dir / "b.txt").read_text() == "ALPHA"
+    manifest = json.loads((run_dir / "stages" / "01-first.json").read_text())
+    assert manifest["status"] == "completed"
+    assert list(manifest["outputs"]) == ["data/a.txt"]
+    assert manifest["inputs"]["parameters"]["run_dir"] == str(run_dir)
+
+
+def test_raw_inputs_are_copied_into_the_run_and_the_source_is_untouched(inputs):
+    before = sorted((p.relative_to(inputs["bucket"]), p.read_bytes()) for p in inputs["bucket"].rglob("*") if p.is_file())
+    code, text, run_dir = _run(inputs)
+    assert code == 0, text
+    after = sorted((p.relative_to(inputs["bucket"]), p.read_bytes()) for p in inputs["bucket"].rglob("*") if p.is_file())
+    assert after == before
+    copied = run_dir / "bucket" / "raw" / "validation_set.csv"
+    assert copied.read_bytes() == (inputs["bucket"] / "raw" / "validation_set.csv").read_bytes()
+    assert json.loads((run_dir / "config.json").read_text())["inputs"]["work_bucket"] == str(run_dir / "bucket")
+
+
+def test_second_run_with_the_same_inputs_skips_every_stage(inputs):
+    assert _run(inputs)[0] == 0
+    code, text, run_dir = _run(inputs)
+    assert code == 0
+    assert text.count("skipped (inputs unchanged)") == 2
+    assert "running" not in text
+
+
+def test_force_runs_every_stage_again(inputs):
+    assert _run(inputs)[0] == 0
+    code, text, _ = _run(inputs, "--force")
+    assert code == 0
+    assert "skipped" not in text
+    assert text.count("done in") >= 2
+
+
+def test_changed_notebook_reruns_from_that_stage_on(inputs):
+    assert _run(inputs)[0] == 0
+    second = inputs["nbs"] / "second.ipynb"
+    nb = nbformat.read(second, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("print('changed')"))
+    nbformat.write(nb, second)
+    code, text, _ = _run(inputs)
+    assert code == 0
+    assert "first.ipynb: skipped" in text
+    assert "second.ipynb: running" in text
+
+
+def test_changed_upstream_output_reruns_the_later_stage(inputs):
+    assert _run(inputs)[0] == 0
+    first = inputs["nbs"] / "first.ipynb"
+    nb = nbformat.read(first, as_version=4)
+    nb.cells[-1].source = nb.cells[-1].source.replace("'alpha'", "'beta'")
+    nbformat.write(nb, first)
+    code, text, run_dir = _run(inputs)
+    assert code == 0
+    assert "skipped" not in text
+    assert (run_dir / "b.txt").read_text() == "BETA"
+
+
+def test_deleted_output_reruns_its_stage(inputs):
+    code, _, run_dir = _run(inputs)
+    assert code == 0
+    (run_dir / "b.txt").unlink()
+    code, text, _ = _run(inputs)
+    assert "first.ipynb: skipped" in text
+    assert "second.ipynb: running" in text
+    assert (run_dir / "b.txt").is_file()
+
+
+def test_failing_stage_stops_the_run_and_names_the_cell(inputs):
+    bad = _notebook(
+        inputs["nbs"] / "bad.ipynb",
+        "x = 1",
+        "raise ValueError('boom: the fixture is broken')",
+    )
+    stages = (inputs["stages"][0], rp.Stage("bad", bad), inputs["stages"][1])
+    code, text, run_dir = _run(inputs, stages=stages)
+    assert code == 1
+    # cells of the executed notebook: injected parameters, parameters, x = 1, raise  -> index 3
+    assert "FAILED in cell 3" in text
+    assert "bad.ipynb" in text
+    assert "ValueError: boom: the fixture is broken" in text
+    assert "raise ValueError('boom" in text
+    manifest = json.loads((run_dir / "stages" / "02-bad.json").read_text())
+    assert manifest["status"] == "failed"
+    assert manifest["error"]["cell_index"] == 3
+    assert not (run_dir / "stages" / "03-second.json").exists()  # the run stopped
+    assert not (run_dir / "b.txt").exists()
+
+
+def test_failed_stage_is_retried_on_the_next_run(inputs):
+    bad = _notebook(inputs["nbs"] / "flaky.ipynb", "raise RuntimeError('first time')")
+    stages = (rp.Stage("flaky", bad),)
+    assert _run(inputs, stages=stages)[0] == 1
+    _notebook(bad, "print('fixed')")
+    code, text, _ = _run(inputs, stages=stages)
+    assert code == 0
+    assert "skipped" not in text
+
+
+def test_default_run_id_depends_on_profile_and_inputs(inputs):
+    def run_id(*extra):
+        argv = ["--bucket", str(inputs["bucket"]), "--materials", f"snapshot:{inputs['snapshot']}",
+                "--output", str(inputs["out"]), *extra]
+        return rp.Pipeline(rp.parse_args(argv), inputs["stages"], echo=lambda s: None).run_id
+
+    assert run_id() == run_id()
+    assert run_id().startswith("fixture-")
+    assert run_id("--seeds", "7") != run_id()
+
+
+def test_bad_arguments_are_rejected_with_a_message(inputs, monkeypatch):
+    monkeypatch.delenv("MP_API_KEY", raising=False)
+    with pytest.raises(SystemExit, match="MP_API_KEY"):
+        rp.Pipeline(rp.parse_args(["--bucket", str(inputs["bucket"]), "--materials", "mp"]))
+    with pytest.raises(SystemExit, match="snapshot:PATH"):
+        rp.Pipeline(rp.parse_args(["--bucket", str(inputs["bucket"]), "--materials", "somewhere"]))
+    with pytest.raises(SystemExit, match="no raw/ folder"):
+        rp.Pipeline(rp.parse_args(["--bucket", str(inputs["nbs"]), "--materials", f"snapshot:{inputs['snapshot']}"]))
+    with pytest.raises(SystemExit, match="integers"):
+        rp.Pipeline(rp.parse_args(["--bucket", str(inputs["bucket"]), "--materials",
+                                   f"snapshot:{inputs['snapshot']}", "--seeds", "a,b"]))
+
+
+def test_secret_values_are_redacted_from_executed_notebooks(tmp_path):
+    path = tmp_path / "nb.ipynb"
+    path.write_text('{"text": "key=abcdefgh12345 and again abcdefgh12345"}')
+    n = rp.redact_secrets(path, {"MP_API_KEY": "abcdefgh12345"})
+    assert n == 2
+    assert "abcdefgh12345" not in path.read_text()
+    assert path.read_text().count("***") == 2
+
+
+def test_secret_in_the_environment_never_reaches_the_run_folder(inputs, monkeypatch):
+    monkeypatch.setenv("MP_API_KEY", "sekrit-value-123456")
+    leaky = _notebook(inputs["nbs"] / "leaky.ipynb", "import os\nprint(os.environ['MP_API_KEY'])")
+    code, text, run_dir = _run(inputs, stages=(rp.Stage("leaky", leaky),))
+    assert code == 0
+    assert "replaced by ***" in text
+    for p in run_dir.rglob("*"):
+        if p.is_file() and p.suffix in (".json", ".ipynb"):
+            assert "sekrit-value-123456" not in p.read_text()
