@@ -1,6 +1,6 @@
 """Benchmark: crystal-graph building, ours vs the original CGCNN data loader's approach.
 
-Three figures on the first ``--n`` structures of a snapshot (single process):
+Figures on ``--n`` structures of a snapshot (evenly spread over the file, or the first ones) (single process):
 
 * our path end to end: ``cgcnn.dataset.build_graphs`` without cache (CIF parse included);
 * the neighbour search alone, on pre-parsed structures: ours
@@ -8,13 +8,16 @@ Three figures on the first ``--n`` structures of a snapshot (single process):
   row-wise sort) vs the reference, which does what the original ``CIFData.__getitem__`` did:
   ``structure.get_all_neighbors(r)``, ``sorted(..., key=distance)`` for every atom, then
   pad / truncate to ``max_neighbors``;
-* end to end for both (CIF parse + neighbour search);
+* end to end for both: ours = ``build_graphs`` (our CIF reader + our search), reference =
+  pymatgen's CIF parser (``Structure.from_str``, as the original's ``Structure.from_file``)
+  + the reference search;
 
 and, unless ``--cli skip``, the wall time of a cold ``cgcnn graphs SNAPSHOT --output EMPTY_DIR
 --workers 2`` subprocess over the whole snapshot (interpreter start and imports included).
 
-The two paths are checked to agree: for every atom, the distances of the kept neighbours
-must match (the reference's padding entries aside).
+The paths are checked to agree: for every atom, the distances of the kept neighbours must
+match the reference's (its padding entries aside), and ``build_graphs``'s graphs must equal
+``structure_to_graph`` on pymatgen-parsed structures.
 
 Usage:
     .venv/bin/python benchmarks/bench_graphs.py --snapshot ../shared/data/mp_snapshot/summary.jsonl.gz --n 1000
@@ -23,8 +26,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
 import platform
 import shutil
@@ -39,22 +40,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cgcnn.config import GraphConfig  # noqa: E402
-from cgcnn.dataset import build_graphs  # noqa: E402
+from cgcnn.dataset import build_graphs, parse_structure  # noqa: E402
 from cgcnn.graph import structure_to_graph  # noqa: E402
-
-
-def first_records(path: Path, n: int) -> list[tuple[str, str]]:
-    """(material_id, CIF text) of the first ``n`` snapshot lines."""
-    out = []
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            rec = json.loads(line)
-            out.append((rec["material_id"], rec["structure_cif"]))
-            if len(out) == n:
-                break
-    return out
+from snapshot_sample import select_records  # noqa: E402
 
 
 def parse(cif: str):
@@ -122,17 +113,20 @@ def run_cli(snapshot: Path, workers: int) -> tuple[float | None, str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--snapshot", type=Path, required=True, help="summary.jsonl.gz")
-    ap.add_argument("--n", type=int, default=1000, help="structures (the first N lines)")
+    ap.add_argument("--n", type=int, default=1000, help="number of structures")
+    ap.add_argument("--select", choices=("spread", "first"), default="spread",
+                    help="N lines evenly spread over the file (default) or the first N")
     ap.add_argument("--radius", type=float, default=8.0)
     ap.add_argument("--max-neighbors", type=int, default=12)
+    ap.add_argument("--chunk", type=int, default=100, help="structures per interleaved timing chunk")
     ap.add_argument("--cli", choices=("full", "skip"), default="full", help="time the cold CLI on the whole snapshot")
     ap.add_argument("--cli-workers", type=int, default=2)
     args = ap.parse_args(argv)
 
     cfg = GraphConfig(radius=args.radius, max_neighbors=args.max_neighbors)
-    items = first_records(args.snapshot, args.n)
+    items = [(r["material_id"], r["structure_cif"]) for r in select_records(args.snapshot, args.n, args.select)]
     n = len(items)
-    print(f"settings: snapshot={args.snapshot} n={n} radius={cfg.radius} max_neighbors={cfg.max_neighbors} "
+    print(f"settings: snapshot={args.snapshot} n={n} select={args.select} radius={cfg.radius} max_neighbors={cfg.max_neighbors} "
           f"python={platform.python_version()} cpus={os.cpu_count()} machine={platform.machine()} load_avg_1min={os.getloadavg()[0]:.2f}")
 
     # warm-up: first-call imports and caches of both paths stay out of the timings
@@ -142,29 +136,47 @@ def main(argv: list[str] | None = None) -> int:
         reference_neighbours(s, cfg.radius, cfg.max_neighbors)
     build_graphs(items[:10], cfg, cache_dir=None, workers=1, progress=False)
 
-    # 1. our path end to end (parse + graph), no cache, one process
-    (gs, problems), t_ours_e2e = timed(lambda: build_graphs(items, cfg, cache_dir=None, workers=1, progress=False))
-    print(f"ours end to end (build_graphs, parse included): {t_ours_e2e:.2f} s, {n / t_ours_e2e:.1f} structures/s, "
-          f"{len(gs)} graphs, {len(problems)} problems")
-
-    # 2. CIF parse alone (shared by both paths)
-    structures, t_parse = timed(lambda: [parse(cif) for _, cif in items])
+    # The paths are timed chunk by chunk, interleaved, so that a change in machine load
+    # affects both alike.
+    t_ours_e2e = t_parse_ref = t_parse_ours = t_ours_nb = t_ref_nb = 0.0
+    problems, built, structures, ours, refs = [], [], [], [], []
+    for k in range(0, n, args.chunk):
+        chunk = items[k : k + args.chunk]
+        # 1. our path end to end (parse + graph), no cache, one process
+        (gs, probs), t = timed(lambda: build_graphs(chunk, cfg, cache_dir=None, workers=1, progress=False))
+        t_ours_e2e += t
+        built += [gs[i] if i in gs else None for i, _ in chunk]
+        problems += probs
+        # 2. CIF parse: pymatgen's parser (what the original used) and ours
+        parsed, t = timed(lambda: [parse(cif) for _, cif in chunk])
+        t_parse_ref += t
+        structures += parsed
+        _, t = timed(lambda: [parse_structure(cif, i) for i, cif in chunk])
+        t_parse_ours += t
+        # 3. neighbour search alone on the same parsed structures: ours, then the reference
+        g, t = timed(lambda: [structure_to_graph(s, cfg) for s in parsed])
+        t_ours_nb += t
+        ours += g
+        r, t = timed(lambda: [reference_neighbours(s, cfg.radius, cfg.max_neighbors) for s in parsed])
+        t_ref_nb += t
+        refs += r
     n_atoms = sum(len(s) for s in structures)
-    print(f"CIF parse alone: {t_parse:.2f} s ({n / t_parse:.1f} structures/s); {n_atoms} atoms, "
-          f"{n_atoms / n:.1f} per structure")
-
-    # 3. neighbour search alone on parsed structures
-    ours, t_ours_nb = timed(lambda: [structure_to_graph(s, cfg) for s in structures])
-    refs, t_ref_nb = timed(lambda: [reference_neighbours(s, cfg.radius, cfg.max_neighbors) for s in structures])
+    print(f"{n_atoms} atoms, {n_atoms / n:.1f} per structure")
+    print(f"ours end to end (build_graphs, parse included): {t_ours_e2e:.2f} s, {n / t_ours_e2e:.1f} structures/s, "
+          f"{sum(b is not None for b in built)} graphs, {len(problems)} problems")
+    print(f"CIF parse, pymatgen Structure.from_str (reference): {t_parse_ref:.2f} s ({n / t_parse_ref:.1f} structures/s)")
+    print(f"CIF parse, ours (cgcnn.dataset.parse_structure): {t_parse_ours:.2f} s ({n / t_parse_ours:.1f} structures/s)")
     print(f"neighbour search, ours (structure_to_graph): {t_ours_nb:.2f} s ({n / t_ours_nb:.1f} structures/s)")
     print(f"neighbour search, reference (get_all_neighbors + sort + pad): {t_ref_nb:.2f} s ({n / t_ref_nb:.1f} structures/s)")
     n_agree = sum(agree(g, d, cfg.radius) for g, (_, d) in zip(ours, refs))
-    print(f"agreement: kept-neighbour distances equal for {n_agree}/{n} structures")
+    print(f"agreement: kept-neighbour distances equal to the reference for {n_agree}/{n} structures")
+    n_same = sum(b is not None and b.equals(g) for b, g in zip(built, ours))
+    print(f"agreement: build_graphs graph identical to structure_to_graph(pymatgen-parsed) for {n_same}/{n}")
 
     nb_ratio = t_ref_nb / t_ours_nb
-    ref_e2e = t_parse + t_ref_nb
+    ref_e2e = t_parse_ref + t_ref_nb
     e2e_ratio = ref_e2e / t_ours_e2e
-    print(f"reference end to end (parse + search): {ref_e2e:.2f} s ({n / ref_e2e:.1f} structures/s)")
+    print(f"reference end to end (pymatgen parse + reference search): {ref_e2e:.2f} s ({n / ref_e2e:.1f} structures/s)")
     print(f"ratio reference/ours: neighbour search {nb_ratio:.1f}x, end to end {e2e_ratio:.1f}x")
 
     cli_part = "cli skipped"

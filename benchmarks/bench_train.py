@@ -1,6 +1,7 @@
 """Benchmark: CGCNN training throughput with the original defaults.
 
-Builds graphs for the first ``--n`` snapshot structures that have a PBE gap, then trains with
+Builds graphs for ``--n`` snapshot structures that have a PBE gap (evenly spread over the
+file, or the first ones), then trains with
 ``cgcnn.train.fit`` using the original CGCNN defaults (batch 256, atom_fea_len 64,
 h_fea_len 128, 3 convolutions, 1 hidden layer, SGD lr 0.01 momentum 0.9) for ``--epochs``
 epochs on all ``n`` crystals (no validation or test split, so an epoch is pure training).
@@ -15,8 +16,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
 import platform
 import resource
@@ -29,6 +28,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
@@ -36,21 +36,7 @@ from cgcnn.config import GraphConfig, ModelConfig, TrainConfig  # noqa: E402
 from cgcnn.dataset import CrystalDataset, build_graphs  # noqa: E402
 from cgcnn.features import AtomFeatures  # noqa: E402
 from cgcnn.train import fit, resolve_device  # noqa: E402
-
-
-def labelled_records(path: Path, n: int) -> tuple[list[tuple[str, str]], dict[str, float]]:
-    """First ``n`` (material_id, CIF) with a non-null band gap, and their gaps."""
-    items, targets = [], {}
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            rec = json.loads(line)
-            if rec["band_gap"] is None:
-                continue
-            items.append((rec["material_id"], rec["structure_cif"]))
-            targets[rec["material_id"]] = float(rec["band_gap"])
-            if len(items) == n:
-                break
-    return items, targets
+from snapshot_sample import select_records  # noqa: E402
 
 
 def peak_rss_gb() -> float:
@@ -63,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--snapshot", type=Path, required=True)
     ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--select", choices=("spread", "first"), default="spread",
+                    help="N labelled lines evenly spread over the file (default) or the first N")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2, help="processes for graph building")
     ap.add_argument("--radius", type=float, default=8.0)
@@ -81,13 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         seed=0, device=args.device,
     )
     device = resolve_device(args.device)
-    print(f"settings: snapshot={args.snapshot} n={args.n} epochs={args.epochs} batch={train_cfg.batch_size} "
+    print(f"settings: snapshot={args.snapshot} n={args.n} select={args.select} epochs={args.epochs} batch={train_cfg.batch_size} "
           f"optimizer=sgd lr={train_cfg.lr} momentum={train_cfg.momentum} atom_fea_len={model_cfg.atom_fea_len} "
           f"h_fea_len={model_cfg.h_fea_len} n_conv={model_cfg.n_conv} graph={graph_cfg.key()} device={device} "
           f"torch={torch.__version__} threads={torch.get_num_threads()} cpus={os.cpu_count()} "
           f"python={platform.python_version()} load_avg_1min={os.getloadavg()[0]:.2f}")
 
-    items, targets = labelled_records(args.snapshot, args.n)
+    records = select_records(args.snapshot, args.n, args.select, labelled=True)
+    items = [(r["material_id"], r["structure_cif"]) for r in records]
+    targets = {r["material_id"]: float(r["band_gap"]) for r in records}
     t0 = time.perf_counter()
     graphs, problems = build_graphs(items, graph_cfg, workers=args.workers, progress=False)
     t_graphs = time.perf_counter() - t0
