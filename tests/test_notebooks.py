@@ -1,0 +1,196 @@
+"""Every notebook, executed through papermill on the bundled fixture (profile ``fixture``).
+
+The notebooks depend on each other (ETL -> EDA -> M1 -> adaptation -> t-SNE), so one
+module-scoped run of ``scripts/run_pipeline.py`` executes them in order; each
+``test_notebook_<name>`` then checks its own notebook's outputs.  Fixture facts used below
+(tests/fixtures/README.md): DS2 has 23 materials and DS3 6; DS3 has HSE06 for 5 and G0W0 for
+4 materials; fx-29 (ZnS, wurtzite) is the DS3 material with a DS2 polymorph (fx-10).
+"""
+
+import ast
+import importlib.util
+import json
+import sys
+import math
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = {
+    "etl": "01-data-preparation/01-etl.ipynb",
+    "eda": "01-data-preparation/02-eda.ipynb",
+    "base-model": "02-ml-dev/01-base-model.ipynb",
+    "domain-adaptation": "02-ml-dev/02-domain-adaptation.ipynb",
+    "tsne": "03-insights/01-tsne.ipynb",
+}
+ALL_MODELS = ["pbe", "pbe_linear", "hse06", "g0w0", "m1", "m2", "m2_none", "m2_embedding", "m2_convs", "m2_head", "control"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _load_runner():
+    spec = importlib.util.spec_from_file_location("run_pipeline_nb", REPO / "scripts" / "run_pipeline.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+rp = _load_runner()
+
+
+@pytest.fixture(scope="module")
+def fixture_run(tmp_path_factory):
+    """Run the whole pipeline once on the fixture; returns (exit code, printed lines, run folder)."""
+    out = tmp_path_factory.mktemp("runs")
+    lines: list[str] = []
+    args = rp.parse_args(["--output", str(out), "--run-id", "fixture-test", "--device", "cpu"])
+    pipeline = rp.Pipeline(args, echo=lines.append)
+    code = pipeline.run()
+    return code, "\n".join(lines), pipeline.run_dir
+
+
+def _completed(fixture_run, stage: str) -> Path:
+    code, text, run_dir = fixture_run
+    manifest = next((run_dir / "stages").glob(f"*-{stage}.json"), None)
+    if manifest is None or json.loads(manifest.read_text())["status"] != "completed":
+        pytest.fail(f"stage {stage} did not complete (pipeline exit code {code}):\n{text}")
+    executed = run_dir / "notebooks" / NOTEBOOKS[stage]
+    nb = nbformat.read(executed, as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")  # it really ran
+    return run_dir
+
+
+def _png(path: Path) -> bool:
+    return path.is_file() and path.read_bytes()[:8] == PNG
+
+
+def test_notebook_etl(fixture_run):
+    run_dir = _completed(fixture_run, "etl")
+    meta = json.loads((run_dir / "data" / "etl.json").read_text())
+    assert meta["counts"]["ds2"] == 23
+    assert meta["counts"]["ds3"] == 6
+    ds1 = pd.read_csv(run_dir / meta["files"]["ds1_csv"])
+    assert len(ds1) == meta["counts"]["ds1"] > 0
+    assert ds1["bg_pbe"].between(0, 5, inclusive="left").all()
+    counts = pd.read_csv(run_dir / "tables" / "etl_counts.csv", index_col=0)
+    assert list(counts.index) == ["DS1", "DS2", "DS3"]
+    drops = pd.read_csv(run_dir / "tables" / "etl_drops.csv", index_col=0)
+    assert "overlap_ds3" in drops.index
+    # the source fixture was copied, never written to
+    assert (run_dir / "bucket" / "raw" / "validation_set.csv").read_bytes() == \
+        (REPO / "tests" / "fixtures" / "bucket" / "raw" / "validation_set.csv").read_bytes()
+    assert not (REPO / "tests" / "fixtures" / "bucket" / "processed").exists()
+
+
+def test_notebook_eda(fixture_run):
+    run_dir = _completed(fixture_run, "eda")
+    for name in ("eda_gaps.png", "eda_classes.png", "eda_pbe_vs_experiment.png"):
+        assert _png(run_dir / "figures" / name), name
+    meta = json.loads((run_dir / "data" / "etl.json").read_text())
+    anions = pd.read_csv(run_dir / "tables" / "eda_anion_classes.csv", index_col=0)
+    assert list(anions.columns) == ["DS1", "DS2", "DS3"]
+    assert anions.sum().to_dict() == {"DS1": meta["counts"]["ds1"], "DS2": 23, "DS3": 6}
+    # DS3 of the fixture: ZnTe, GaN, CdSe, ZnS, InN, SnO2 -> 2 chalcogenides... by hand:
+    # chalcogenides ZnTe, CdSe, ZnS (3); pnictides GaN, InN (2); oxide SnO2 (1)
+    assert anions.loc["chalcogenide", "DS3"] == 3
+    assert anions.loc["pnictide", "DS3"] == 2
+    assert anions.loc["oxide", "DS3"] == 1
+    systems = pd.read_csv(run_dir / "tables" / "eda_crystal_systems.csv", index_col=0)
+    assert systems.loc["hexagonal", "DS3"] == 4  # four wurtzites
+    assert systems.loc["tetragonal", "DS3"] == 1  # rutile SnO2
+
+
+def test_notebook_base_model(fixture_run):
+    from cgcnn.checkpoint import load_checkpoint
+
+    run_dir = _completed(fixture_run, "base-model")
+    loaded = load_checkpoint(run_dir / "models" / "m1" / "best.pt")
+    assert loaded.graph_config.radius == 7.0 and loaded.graph_config.max_neighbors == 14
+    metrics = pd.read_csv(run_dir / "tables" / "m1_ds1_metrics.csv", index_col=0)
+    assert list(metrics.index) == ["train", "val", "test"]
+    assert np.isfinite(metrics["mae"]).all()
+    assert _png(run_dir / "figures" / "m1_history.png")
+
+
+def test_notebook_domain_adaptation(fixture_run):
+    run_dir = _completed(fixture_run, "domain-adaptation")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert list(metrics["models"]) == ALL_MODELS
+    for name, entry in metrics["models"].items():
+        for key in ("mae", "rmse", "r2", "n"):
+            assert math.isfinite(entry[key]), (name, key)
+    models = metrics["models"]
+    assert models["pbe"]["n"] == 6 and models["hse06"]["n"] == 5 and models["g0w0"]["n"] == 4
+    assert models["m1"]["n"] == 6
+    for name in ("pbe_linear", "m2", "m2_none", "control"):
+        assert models[name]["seeds"] == 2 and math.isfinite(models[name]["mae_std"])
+    for name in ("pbe", "hse06", "g0w0", "m1"):
+        assert "mae_std" not in models[name]
+    # raw PBE by hand from the DS3 table
+    meta = json.loads((run_dir / "data" / "etl.json").read_text())
+    ds3 = pd.read_csv(run_dir / meta["files"]["ds3_csv"])
+    assert models["pbe"]["mae"] == pytest.approx((ds3["bg_pbe"] - ds3["bg_exp"]).abs().mean())
+    # the linear correction of seed 0 is fitted on seed 0's DS2 training split only
+    ds2 = pd.read_csv(run_dir / meta["files"]["ds2_csv"]).set_index("material_id")
+    splits = pd.read_csv(run_dir / "tables" / "ds2_splits.csv")
+    train = splits[(splits["seed"] == 0) & (splits["split"] == "train")]["material_id"]
+    slope, intercept = np.polyfit(ds2.loc[train, "bg_pbe"], ds2.loc[train, "bg_exp"], 1)
+    per_seed = pd.read_csv(run_dir / "tables" / "ds3_metrics_per_seed.csv")
+    row = per_seed[(per_seed["model"] == "pbe_linear") & (per_seed["seed"] == 0)].iloc[0]
+    assert row["mae"] == pytest.approx((slope * ds3["bg_pbe"] + intercept - ds3["bg_exp"]).abs().mean())
+    # DS3 without the DS2 polymorph (fx-29 ZnS)
+    assert metrics["ds3_without_ds2_polymorphs"]["excluded"] == ["fx-29"]
+    assert metrics["ds3_without_ds2_polymorphs"]["models"]["pbe"]["n"] == 5
+    # choices: (4 policies + control) x (2 rates on seed 0 + the chosen rate on seed 1)
+    runs = pd.read_csv(run_dir / "tables" / "adaptation_runs.csv")
+    assert len(runs) == 5 * 3
+    assert metrics["selected_policy"] in ("none", "embedding", "convs", "head")
+    assert _png(run_dir / "figures" / "ds3_parity.png")
+    assert len(pd.read_csv(run_dir / "tables" / "ds3_predictions.csv")) == 6
+
+
+def test_notebook_tsne(fixture_run):
+    run_dir = _completed(fixture_run, "tsne")
+    for model in ("m1", "m2"):
+        for layer in ("conv", "hidden"):
+            assert _png(run_dir / "figures" / f"tsne_{model}_{layer}.png")
+            coords = pd.read_csv(run_dir / "tables" / f"tsne_{model}_{layer}.csv")
+            assert coords["dataset"].value_counts().to_dict() == {"DS2": 23, "DS3": 6}
+            assert np.isfinite(coords[["x", "y"]].to_numpy()).all()
+    assert set(coords.loc[coords["dataset"] == "DS3", "formula"]) == {"ZnTe", "GaN", "CdSe", "ZnS", "InN", "SnO2"}
+
+
+def test_rerun_with_unchanged_inputs_skips_every_stage(fixture_run):
+    code, _, run_dir = fixture_run
+    assert code == 0
+    lines: list[str] = []
+    args = rp.parse_args(["--output", str(run_dir.parent), "--run-id", run_dir.name, "--device", "cpu"])
+    assert rp.Pipeline(args, echo=lines.append).run() == 0
+    assert sum("skipped (inputs unchanged)" in line for line in lines) == len(NOTEBOOKS)
+
+
+@pytest.mark.parametrize("rel", list(NOTEBOOKS.values()))
+def test_committed_notebook_is_thin_and_has_no_outputs(rel):
+    nb = nbformat.read(REPO / rel, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    assert {"run_dir", "config"} <= {n.id for n in ast.walk(ast.parse(code[0].source)) if isinstance(n, ast.Name)}
+    for cell in code:
+        assert cell.get("outputs") == [] and cell.get("execution_count") is None
+        source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith("%"))
+        tree = ast.parse(source)
+        assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))]
+
+
+def test_committed_notebooks_match_their_generator():
+    spec = importlib.util.spec_from_file_location("make_notebooks", REPO / "scripts" / "make_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert set(module.NOTEBOOKS) == set(NOTEBOOKS.values())
+    assert module.main(["--check"]) == 0
