@@ -176,6 +176,11 @@ def scatter_map(
                        vmin=lo, vmax=hi, s=70, marker="D", edgecolors="black", linewidths=0.8, label=projected_name)
         cbar = ax.figure.colorbar(sc, ax=ax, fraction=0.046, pad=0.02)
         cbar.set_label(colour_label)
+        # marker key: small dots = fitted set, diamonds = projected set
+        ax.scatter([], [], s=12, color="grey", label=f"{fitted_name} (fitted)")
+        if len(projected):
+            ax.scatter([], [], s=70, marker="D", color="grey", edgecolors="black", label=f"{projected_name} (projected)")
+        ax.legend(fontsize=7, loc="best", handles=ax.collections[-2 if len(projected) else -1:])
     else:
         fit_s = pd.Series(fitted_values).astype(str).reset_index(drop=True)
         proj_s = pd.Series(proj_vals).astype(str).reset_index(drop=True)
@@ -188,7 +193,7 @@ def scatter_map(
             mp = (proj_s == cat).to_numpy()
             if mp.any():
                 ax.scatter(projected[mp, 0], projected[mp, 1], color=colours[cat], s=70, marker="D",
-                           edgecolors="black", linewidths=0.8)
+                           edgecolors="black", linewidths=0.8, label=None if m.any() else cat)
         ax.legend(fontsize=7, markerscale=1.2, loc="best", frameon=True, title=colour_label or None, title_fontsize=7)
     if labels is not None:
         for (x, y), text in zip(projected, labels):

@@ -76,3 +76,22 @@ def test_profiles_ship_as_package_data():
 def test_papermill_and_ipykernel_are_runtime_dependencies():
     names = {_name(d) for d in _pyproject()["project"]["dependencies"]}
     assert {"papermill", "ipykernel", "nbformat", "opentsne", "matplotlib"} <= names
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (REPO / "README.md").read_text().splitlines()
+    commands = [line for line in readme if line.startswith("python3 -m venv .venv") and line.endswith("-m pytest")]
+    assert len(commands) == 1
+    ci = (REPO / ".ci" / "run").read_text()
+    assert ci.startswith("#!/usr/bin/env bash")
+    assert "set -euo pipefail" in ci
+    assert commands[0] + " || status=$?" in ci.splitlines()
+    assert 'exit "${status}"' in ci  # pytest's exit code (5 = no tests) is passed on, never swallowed
+
+
+def test_readme_pipeline_command_uses_the_same_install():
+    readme = (REPO / "README.md").read_text().splitlines()
+    setup = [line for line in readme if line.startswith("python3 -m venv .venv")]
+    assert len(setup) == 2
+    assert setup[0].endswith("scripts/run_pipeline.py")
+    assert setup[0].rsplit(" && ", 1)[0] == setup[1].rsplit(" && ", 1)[0]
