@@ -158,7 +158,7 @@ def load_checkpoint(
         stored = AtomFeatures.from_dict(raw["atom_features"]["table"], source=raw["atom_features"].get("source"))
         if atom_features is not None:
             given = atom_features if isinstance(atom_features, AtomFeatures) else AtomFeatures.from_json(atom_features)
-            if not np.allclose(given.table, stored.table):
+            if given != stored:
                 raise CheckpointError(f"{path}: the given atom features differ from the table stored in the checkpoint")
         for name, given_v, own in (("radius", radius, graph.radius), ("max_neighbors", max_neighbors, graph.max_neighbors)):
             if given_v is not None and float(given_v) != float(own):

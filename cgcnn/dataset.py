@@ -102,6 +102,28 @@ class GraphSet:
             dup = next(i for i in self.ids if self.ids.count(i) > 1)
             raise DatasetError(f"duplicate material id {dup!r} in graph set")
         self._index = {m: k for k, m in enumerate(self.ids)}
+        self._group_edges_by_centre()
+
+    def _group_edges_by_centre(self) -> None:
+        """Keep every graph's edges grouped by centre (stable), and note which graphs give
+        every atom exactly ``max_neighbors`` edges (the model's fast "regular" path)."""
+        n_graphs = len(self.ids)
+        n_edges = np.diff(self.edge_ptr)
+        node_start = np.repeat(self.node_ptr[:-1], n_edges)
+        centre = self.edge_index[1] + node_start  # global centre index of every edge
+        if len(centre) > 1 and (np.diff(centre) < 0).any():
+            order = np.argsort(centre, kind="stable")  # graphs stay in place: offsets increase
+            self.edge_index = self.edge_index[:, order]
+            self.distances = self.distances[order]
+            centre = centre[order]
+        counts = np.bincount(centre, minlength=int(self.node_ptr[-1]))
+        is_full = (counts == self.config.max_neighbors).astype(np.int8)
+        n_nodes = np.diff(self.node_ptr)
+        full = np.zeros(n_graphs, dtype=bool)
+        has_nodes = n_nodes > 0
+        if has_nodes.any():
+            full[has_nodes] = np.minimum.reduceat(is_full, self.node_ptr[:-1][has_nodes]) == 1
+        self.full = full
 
     # -- construction
     @classmethod
@@ -616,7 +638,7 @@ def make_batch(dataset: CrystalDataset, positions: Sequence[int]) -> Batch:
         num_graphs=len(pos),
         y=None if dataset.y is None else torch.from_numpy(dataset.y[pos]),
         positions=pos,
-        regular=m if (m := gs.config.max_neighbors) * int(nc.sum()) == int(ec.sum()) else None,
+        regular=gs.config.max_neighbors if bool(gs.full[pos].all()) else None,
     )
 
 

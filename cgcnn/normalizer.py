@@ -15,11 +15,12 @@ class Normalizer:
 
     @classmethod
     def fit(cls, y: np.ndarray) -> "Normalizer":
-        """Fit on training targets. A constant target gets std 1 (no scaling)."""
+        """Fit on training targets (sample std, as the original's ``torch.std``).
+        A constant target, or a single one, gets std 1 (no scaling)."""
         y = np.asarray(y, dtype=np.float64)
         if y.size == 0:
             raise ValueError("cannot fit a normaliser on an empty training split")
-        std = float(y.std())
+        std = float(y.std(ddof=1)) if y.size > 1 else 1.0
         return cls(float(y.mean()), std if std > 1e-8 else 1.0)
 
     def norm(self, y):

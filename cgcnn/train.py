@@ -108,8 +108,26 @@ def predict_normalised(model: CGCNN, dataset: CrystalDataset, positions, batch_s
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
 
+def check_elements(dataset: CrystalDataset, features: AtomFeatures) -> None:
+    """Refuse a dataset holding elements the model's atom-feature table does not cover."""
+    present = np.unique(dataset.graphs.atomic_numbers)
+    missing = [int(z) for z in present if not features.supports(int(z))]
+    if missing:
+        from pymatgen.core import Element
+
+        names = ", ".join(f"{Element.from_Z(z).symbol} (Z={z})" for z in missing)
+        holders = [m for k, m in enumerate(dataset.ids)
+                   if np.isin(dataset.graphs.atomic_numbers[dataset.graphs.node_ptr[k]:dataset.graphs.node_ptr[k + 1]], missing).any()]
+        raise ValueError(
+            f"the model's atom-feature table has no features for {names}, found in {len(holders)} "
+            f"material(s), e.g. {', '.join(holders[:5])}; build the dataset with the checkpoint's features "
+            f"(CrystalDataset(..., loaded.features)) to skip them"
+        )
+
+
 def predict(loaded: Loaded, dataset: CrystalDataset, *, batch_size: int = 256, device: str | torch.device = "auto") -> np.ndarray:
     """Predictions in eV for every crystal of ``dataset`` (its order)."""
+    check_elements(dataset, loaded.features)
     dev = resolve_device(device)
     loaded.model.to(dev)
     z = predict_normalised(loaded.model, dataset, np.arange(len(dataset)), batch_size, dev)
@@ -119,6 +137,7 @@ def predict(loaded: Loaded, dataset: CrystalDataset, *, batch_size: int = 256, d
 @torch.no_grad()
 def embed_dataset(loaded: Loaded, dataset: CrystalDataset, *, batch_size: int = 256, device: str | torch.device = "auto") -> tuple[np.ndarray, np.ndarray]:
     """(last-convolution crystal features [n, atom_fea_len], post-FC vectors [n, h_fea_len])."""
+    check_elements(dataset, loaded.features)
     dev = resolve_device(device)
     model = loaded.model.to(dev).eval()
     conv, hidden = [], []
@@ -185,6 +204,7 @@ def fit(
     torch.manual_seed(cfg.seed)
     if init is not None:
         features, graph = init.features, init.graph_config
+        check_elements(dataset, features)
         model = build_model(init.model_config, features, graph)
         model.load_state_dict(init.model.state_dict())
     else:
@@ -206,6 +226,13 @@ def fit(
     last_path, best_path = out / "last.pt", out / "best.pt"
     if resume and last_path.exists():
         raw = read_checkpoint(last_path)
+        # Same settings required, except the epoch budget (a run may be extended) and the device.
+        loose = lambda d: {k: v for k, v in (d or {}).items() if k not in ("epochs", "device")}  # noqa: E731
+        if loose(raw.get("train_config")) != loose(cfg.to_dict()) or raw.get("freeze") != freeze:
+            raise ValueError(
+                f"{last_path} was written with other settings (train config / freeze policy); "
+                "resume only with the settings of the interrupted run, or use a new output folder"
+            )
         model.load_state_dict(raw["state_dict"])
         optimizer.load_state_dict(raw["optimizer"])
         generator.set_state(raw["generator_state"])
@@ -263,7 +290,7 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss) * batch.num_graphs
+            loss_sum += loss.item() * batch.num_graphs
             abs_sum += float((pred.detach() - target).abs().sum()) * norm.std
             n_seen += batch.num_graphs
         val_mae = math.nan

@@ -168,11 +168,6 @@ def test_adapting_to_graphs_with_other_settings_is_refused(base, tiny_items, tin
         adapt(base, ds, AdaptConfig(train=adapt_train), tmp_path, progress=False)
 
 
-@pytest.mark.xfail(
-    reason="BUG: fit(init=...) uses the base model's feature table but never checks the dataset's elements "
-    "against it; K (Z=19), absent from the base table, silently gets an all-zero feature vector",
-    strict=True,
-)
 def test_element_missing_from_the_base_feature_table_is_refused(base, tiny_items, tiny_targets, tiny_features, adapt_train, tmp_path):
     kcl = [(f"KCl-{k}", kcl_structure(KCL_A * s)) for k, s in enumerate((0.97, 0.99, 1.01, 1.03))]
     graphs, _ = build_graphs(kcl + tiny_items, base.graph_config, progress=False)

@@ -173,11 +173,6 @@ def test_original_checkpoint_with_the_wrong_radius_is_refused(reference_dir, nam
         load_checkpoint(reference_dir / name, atom_features=reference_dir / "atom_init.json", radius=wrong_radius, max_neighbors=12)
 
 
-@pytest.mark.xfail(
-    reason="BUG: predict(loaded, dataset) looks atoms up in the checkpoint's feature table without checking "
-    "that it supports the dataset's elements; K (Z=19), absent from it, silently gets an all-zero vector",
-    strict=True,
-)
 def test_predicting_an_element_the_checkpoint_has_no_features_for_is_refused(tiny_run, tiny_features):
     a = 6.29  # rock salt KCl
     kcl = Structure(Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]]), ["K", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
@@ -198,12 +193,6 @@ def test_our_checkpoint_accepts_its_own_table_and_refuses_other_values(tiny_run,
         load_checkpoint(tiny_run.best_checkpoint, atom_features=shifted)
 
 
-@pytest.mark.xfail(
-    reason="BUG: load_checkpoint compares a given feature table with np.allclose(given.table, stored.table); "
-    "tables with a different number of rows raise numpy's broadcasting ValueError instead of CheckpointError "
-    "(the CLI then shows a traceback instead of 'error: ...')",
-    strict=True,
-)
 def test_a_feature_table_of_another_size_is_refused_cleanly(tiny_run, tiny_features):
     # the checkpoint's table plus neodymium (Z=60): more rows than the stored table
     bigger = AtomFeatures.from_dict({**tiny_features.to_dict(), "60": [0.1] * tiny_features.length})

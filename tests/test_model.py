@@ -182,12 +182,6 @@ def test_distances_are_expanded_with_the_graph_settings(model, tiny_graph_config
     assert GraphConfig(radius=8).n_gaussians == 41  # the original CGCNN's 41 features
 
 
-@pytest.mark.xfail(
-    reason="BUG: make_batch sets Batch.regular from edge counts alone (M * atoms == edges) and ConvLayer's "
-    "regular path then assumes edge e belongs to centre e // M; a graph set whose edges are not grouped by "
-    "centre (nothing in GraphSet / read_json / load_npz checks or restores the order) is convolved wrongly",
-    strict=True,
-)
 def test_prediction_does_not_depend_on_the_order_edges_are_listed_in(model, tiny_dataset):
     rng = np.random.default_rng(0)
     shuffled = []

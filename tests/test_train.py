@@ -53,7 +53,7 @@ def test_split_refuses_too_few_samples():
 
 def test_normaliser_by_hand():
     norm = Normalizer.fit([1.0, 2.0, 3.0, 6.0])
-    assert norm.mean == 3.0 and norm.std == pytest.approx(math.sqrt(3.5))  # ((4 + 1 + 0 + 9) / 4)
+    assert norm.mean == 3.0 and norm.std == pytest.approx(math.sqrt(14 / 3))  # (4 + 1 + 0 + 9) / (4 - 1), like torch.std
     assert norm.denorm(norm.norm(5.0)) == pytest.approx(5.0)
     assert Normalizer.fit([2.0, 2.0]).std == 1.0  # a constant target is not scaled
     with pytest.raises(ValueError, match="empty"):
