@@ -1,0 +1,542 @@
+"""Materials Project access: the live ``mp-api`` client and an offline snapshot, one interface.
+
+Both sources answer the two queries the ETL needs:
+
+* :meth:`MaterialsSource.by_ids` — records (structure, reduced formula, space group, PBE gap,
+  energy above hull) for a batch of material ids;
+* :meth:`MaterialsSource.by_formula` — every record with a given reduced formula, for
+  literature tables that give a formula (+ space group) instead of an id.
+
+A formula is turned into one id by :func:`match_formula`, a fixed rule (same reduced
+formula; same space group when the table gives one; then the lowest energy above hull; then
+the smallest id) so that re-running the ETL always picks the same material.
+
+Snapshots are gzipped JSON lines (schema of ``../shared/data/mp_snapshot/summary.jsonl.gz``:
+``material_id, formula_pretty, spacegroup_number, spacegroup_symbol, nsites, band_gap,
+band_gap_source, structure_cif``; snapshots written by :func:`write_snapshot` add
+``energy_above_hull``) with a ``metadata.json`` beside them that records the database version.
+The API key is read from ``MP_API_KEY`` and never logged or written anywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gzip
+import hashlib
+import json
+import os
+import re
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+__all__ = [
+    "FormulaMatch",
+    "MaterialRecord",
+    "MaterialsError",
+    "MaterialsSource",
+    "MPSource",
+    "SnapshotSource",
+    "crystal_system",
+    "match_formula",
+    "open_materials",
+    "reduced_formula",
+    "write_snapshot",
+]
+
+_LIVE_FIELDS = [
+    "material_id",
+    "formula_pretty",
+    "symmetry",
+    "nsites",
+    "band_gap",
+    "energy_above_hull",
+    "structure",
+]
+
+
+class MaterialsError(RuntimeError):
+    """A Materials Project query or snapshot could not be served."""
+
+
+@dataclass(frozen=True)
+class MaterialRecord:
+    """What the ETL keeps of one Materials Project summary document."""
+
+    material_id: str
+    formula: str
+    spacegroup_number: int | None
+    spacegroup_symbol: str | None
+    nsites: int
+    band_gap: float | None
+    structure_cif: str
+    energy_above_hull: float | None = None
+    band_gap_source: str | None = None
+
+    def to_snapshot(self) -> dict:
+        return {
+            "material_id": self.material_id,
+            "formula_pretty": self.formula,
+            "spacegroup_number": self.spacegroup_number,
+            "spacegroup_symbol": self.spacegroup_symbol,
+            "nsites": self.nsites,
+            "band_gap": self.band_gap,
+            "band_gap_source": self.band_gap_source,
+            "energy_above_hull": self.energy_above_hull,
+            "structure_cif": self.structure_cif,
+        }
+
+    @classmethod
+    def from_snapshot(cls, rec: dict) -> "MaterialRecord":
+        gap = rec.get("band_gap")
+        ehull = rec.get("energy_above_hull")
+        sg = rec.get("spacegroup_number")
+        return cls(
+            material_id=str(rec["material_id"]),
+            formula=str(rec["formula_pretty"]),
+            spacegroup_number=None if sg is None else int(sg),
+            spacegroup_symbol=rec.get("spacegroup_symbol"),
+            nsites=int(rec["nsites"]),
+            band_gap=None if gap is None else float(gap),
+            structure_cif=rec["structure_cif"],
+            energy_above_hull=None if ehull is None else float(ehull),
+            band_gap_source=rec.get("band_gap_source"),
+        )
+
+
+def crystal_system(spacegroup_number: int | None) -> str | None:
+    """Crystal system of an international space-group number (1–230)."""
+    if spacegroup_number is None:
+        return None
+    n = int(spacegroup_number)
+    for upper, name in (
+        (2, "triclinic"),
+        (15, "monoclinic"),
+        (74, "orthorhombic"),
+        (142, "tetragonal"),
+        (167, "trigonal"),
+        (194, "hexagonal"),
+        (230, "cubic"),
+    ):
+        if 1 <= n <= upper:
+            return name
+    return None
+
+
+def reduced_formula(formula: str) -> str:
+    """Materials Project style reduced formula (``Cd(GaSe2)2``); ValueError if unparseable."""
+    from pymatgen.core import Composition
+
+    text = str(formula).strip()
+    if not text:
+        raise ValueError("empty formula")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return Composition(text).reduced_formula
+        except Exception as exc:  # pymatgen raises ValueError/KeyError/... for bad input
+            raise ValueError(f"cannot parse formula {formula!r}: {exc}") from None
+
+
+def _natural_key(material_id: str) -> tuple:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", material_id))
+
+
+@dataclass(frozen=True)
+class FormulaMatch:
+    """Outcome of :func:`match_formula`.
+
+    ``status`` is ``unique`` (one candidate left), ``ambiguous`` (several left; the rule
+    picked ``material_id``) or ``unmatched`` (``material_id`` is None).
+    """
+
+    formula: str
+    spacegroup: str | None
+    material_id: str | None
+    status: Literal["unique", "ambiguous", "unmatched"]
+    candidates: tuple[str, ...]
+    detail: str
+
+
+def _spacegroup_matches(rec: MaterialRecord, spacegroup: int | str) -> bool:
+    if isinstance(spacegroup, int):
+        return rec.spacegroup_number == spacegroup
+    text = str(spacegroup).strip()
+    if re.fullmatch(r"\d+(\.0*)?", text):
+        return rec.spacegroup_number == int(float(text))
+    norm = text.replace(" ", "").replace("_", "")
+    sym = (rec.spacegroup_symbol or "").replace(" ", "").replace("_", "")
+    return sym == norm
+
+
+def match_formula(
+    candidates: Iterable[MaterialRecord], formula: str, spacegroup: int | str | None = None
+) -> FormulaMatch:
+    """Pick one material for a (formula, space group) row of a literature table.
+
+    Rule, applied in order:
+      1. same reduced formula;
+      2. same space group, when one is given (number, or Hermann–Mauguin symbol with spaces
+         ignored);
+      3. lowest energy above hull (records without one sort last);
+      4. smallest material id (natural order), so ties resolve the same way every run.
+    """
+    sg = None if spacegroup is None or str(spacegroup).strip() in {"", "nan"} else spacegroup
+    try:
+        target = reduced_formula(formula)
+    except ValueError as exc:
+        return FormulaMatch(str(formula), None if sg is None else str(sg), None, "unmatched", (), str(exc))
+    same = [r for r in candidates if r.formula == target]
+    if sg is not None:
+        with_sg = [r for r in same if _spacegroup_matches(r, sg)]
+        if not with_sg:
+            detail = (
+                f"no material with formula {target} and space group {sg}"
+                + (f" (formula found with space groups {sorted({r.spacegroup_symbol for r in same if r.spacegroup_symbol})})" if same else "")
+            )
+            return FormulaMatch(target, str(sg), None, "unmatched", tuple(r.material_id for r in same), detail)
+        same = with_sg
+    if not same:
+        return FormulaMatch(target, None if sg is None else str(sg), None, "unmatched", (), f"no material with formula {target}")
+    ranked = sorted(
+        same,
+        key=lambda r: (
+            r.energy_above_hull is None,
+            r.energy_above_hull if r.energy_above_hull is not None else 0.0,
+            _natural_key(r.material_id),
+        ),
+    )
+    ids = tuple(r.material_id for r in ranked)
+    if len(ranked) == 1:
+        return FormulaMatch(target, None if sg is None else str(sg), ids[0], "unique", ids, "one candidate")
+    best = ranked[0]
+    how = (
+        f"lowest energy above hull ({best.energy_above_hull:g} eV/atom)"
+        if best.energy_above_hull is not None
+        else "smallest id (no energy above hull known)"
+    )
+    return FormulaMatch(
+        target, None if sg is None else str(sg), best.material_id, "ambiguous", ids,
+        f"{len(ranked)} candidates; picked {best.material_id} by {how}",
+    )
+
+
+class MaterialsSource(Protocol):
+    """What the ETL asks of the Materials Project (live or snapshot)."""
+
+    kind: str
+
+    def by_ids(self, ids: Iterable[str]) -> dict[str, MaterialRecord]:
+        """Records of the ids that exist; absent ids are simply missing from the result."""
+        ...
+
+    def by_formula(self, formulas: Iterable[str]) -> dict[str, list[MaterialRecord]]:
+        """Reduced formula -> every record with that formula."""
+        ...
+
+    @property
+    def database_version(self) -> str | None: ...
+
+    def provenance(self) -> dict:
+        """JSON-able description (database version, checksums); never holds secrets."""
+        ...
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def iter_snapshot(path: str | Path) -> Iterator[dict]:
+    """Raw records of a snapshot file (``.jsonl.gz`` or plain ``.jsonl``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MaterialsError(f"snapshot file {path} does not exist")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except ValueError as exc:
+                raise MaterialsError(f"{path}:{lineno}: not a JSON record ({exc})") from None
+
+
+class SnapshotSource:
+    """An offline snapshot serving the same queries as the live client.
+
+    The whole file is indexed on first use (the study's 21k records take about a second).
+    """
+
+    kind = "snapshot"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser().resolve()
+        if not self.path.is_file():
+            raise MaterialsError(f"snapshot file {self.path} does not exist")
+        self._by_id: dict[str, MaterialRecord] | None = None
+        self._by_formula: dict[str, list[MaterialRecord]] | None = None
+        meta_path = self.path.parent / "metadata.json"
+        self.metadata: dict = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        self._sha256: str | None = None
+
+    def _index(self) -> dict[str, MaterialRecord]:
+        if self._by_id is None:
+            by_id: dict[str, MaterialRecord] = {}
+            by_formula: dict[str, list[MaterialRecord]] = {}
+            for raw in iter_snapshot(self.path):
+                try:
+                    rec = MaterialRecord.from_snapshot(raw)
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise MaterialsError(f"{self.path}: malformed record {raw.get('material_id')!r}: {exc}") from None
+                by_id.setdefault(rec.material_id, rec)
+                by_formula.setdefault(rec.formula, []).append(rec)
+            self._by_id, self._by_formula = by_id, by_formula
+        return self._by_id
+
+    def __len__(self) -> int:
+        return len(self._index())
+
+    def by_ids(self, ids: Iterable[str]) -> dict[str, MaterialRecord]:
+        index = self._index()
+        return {i: index[i] for i in ids if i in index}
+
+    def by_formula(self, formulas: Iterable[str]) -> dict[str, list[MaterialRecord]]:
+        self._index()
+        assert self._by_formula is not None
+        out = {}
+        for f in formulas:
+            try:
+                key = reduced_formula(f)
+            except ValueError:
+                continue
+            out[key] = list(self._by_formula.get(key, []))
+        return out
+
+    @property
+    def sha256(self) -> str:
+        if self._sha256 is None:
+            self._sha256 = _sha256_file(self.path)
+        return self._sha256
+
+    @property
+    def database_version(self) -> str | None:
+        return self.metadata.get("database_version")
+
+    def provenance(self) -> dict:
+        return {
+            "kind": "snapshot",
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "database_version": self.database_version,
+            "description": self.metadata.get("description"),
+            "created": self.metadata.get("created"),
+            "n_materials": self.metadata.get("n_materials"),
+        }
+
+    def __repr__(self) -> str:
+        return f"SnapshotSource({str(self.path)!r})"
+
+
+def _batched(items: list, n: int) -> Iterator[list]:
+    for start in range(0, len(items), n):
+        yield items[start : start + n]
+
+
+class MPSource:
+    """The live Materials Project through ``mp_api.client.MPRester``.
+
+    Args:
+        api_key: defaults to the ``MP_API_KEY`` environment variable (never logged).
+        endpoint: API root; defaults to ``MP_API_ENDPOINT`` or the public Materials Project.
+        batch_size: ids (or formulas) per request.
+    """
+
+    kind = "mp"
+
+    def __init__(self, api_key: str | None = None, endpoint: str | None = None, *, batch_size: int = 500):
+        key = api_key or os.environ.get("MP_API_KEY")
+        if not key:
+            raise MaterialsError(
+                "no Materials Project API key: set the MP_API_KEY environment variable "
+                "(or use --materials snapshot:PATH for an offline snapshot)"
+            )
+        self._api_key = key
+        endpoint = endpoint or os.environ.get("MP_API_ENDPOINT") or "https://api.materialsproject.org/"
+        self.endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
+        self.batch_size = batch_size
+        self._rester = None
+        self._id_aliases: dict[str, str] = {}
+
+    def __repr__(self) -> str:  # the key stays out of reprs and logs
+        return f"MPSource(endpoint={self.endpoint!r})"
+
+    @property
+    def rester(self):
+        if self._rester is None:
+            from mp_api.client import MPRester
+
+            try:
+                self._rester = MPRester(
+                    api_key=self._api_key,
+                    endpoint=self.endpoint,
+                    use_document_model=False,
+                    mute_progress_bars=True,
+                )
+            except Exception as exc:
+                raise MaterialsError(f"cannot connect to the Materials Project at {self.endpoint}: {_scrub(exc, self._api_key)}") from None
+        return self._rester
+
+    @property
+    def database_version(self) -> str | None:
+        return self.rester.db_version or None
+
+    def _search(self, **query) -> list[dict]:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return list(self.rester.materials.summary.search(fields=_LIVE_FIELDS, **query))
+        except Exception as exc:
+            raise MaterialsError(f"Materials Project query failed at {self.endpoint}: {_scrub(exc, self._api_key)}") from None
+
+    def _record(self, doc: dict) -> MaterialRecord:
+        from pymatgen.core import Structure
+        from pymatgen.io.cif import CifWriter
+
+        raw = doc.get("structure")
+        structure = raw if isinstance(raw, Structure) else Structure.from_dict(raw)
+        sym = doc.get("symmetry") or {}
+        mid = str(doc["material_id"])
+        gap = doc.get("band_gap")
+        ehull = doc.get("energy_above_hull")
+        return MaterialRecord(
+            material_id=self._id_aliases.get(mid, mid),
+            formula=doc.get("formula_pretty") or structure.composition.reduced_formula,
+            spacegroup_number=sym.get("number"),
+            spacegroup_symbol=sym.get("symbol"),
+            nsites=int(doc.get("nsites") or len(structure)),
+            band_gap=None if gap is None else float(gap),
+            structure_cif=str(CifWriter(structure)),
+            energy_above_hull=None if ehull is None else float(ehull),
+            band_gap_source="materials_project",
+        )
+
+    def by_ids(self, ids: Iterable[str]) -> dict[str, MaterialRecord]:
+        from mp_api.client.core.utils import validate_ids
+
+        wanted = list(dict.fromkeys(ids))
+        out: dict[str, MaterialRecord] = {}
+        for batch in _batched(wanted, self.batch_size):
+            valid = []
+            for mid in batch:
+                try:
+                    canonical = validate_ids([mid])[0]
+                except Exception:  # not an id the API accepts: it cannot be in MP
+                    continue
+                # the client normalises ids (e.g. zero padding); answer in the caller's spelling
+                self._id_aliases[canonical] = mid
+                valid.append(mid)
+            if not valid:
+                continue
+            for doc in self._search(material_ids=valid, chunk_size=min(1000, len(valid))):
+                rec = self._record(doc)
+                if rec.material_id in batch:
+                    out[rec.material_id] = rec
+        return {i: out[i] for i in wanted if i in out}
+
+    def by_formula(self, formulas: Iterable[str]) -> dict[str, list[MaterialRecord]]:
+        targets = []
+        for f in formulas:
+            try:
+                targets.append(reduced_formula(f))
+            except ValueError:
+                continue
+        targets = list(dict.fromkeys(targets))
+        out: dict[str, list[MaterialRecord]] = {t: [] for t in targets}
+        for batch in _batched(targets, min(self.batch_size, 50)):
+            for doc in self._search(formula=batch):
+                rec = self._record(doc)
+                if rec.formula in out:
+                    out[rec.formula].append(rec)
+        return out
+
+    def provenance(self) -> dict:
+        return {"kind": "mp", "endpoint": self.endpoint, "database_version": self.database_version}
+
+
+def _scrub(exc: Exception, secret: str) -> str:
+    text = str(exc)
+    return text.replace(secret, "***") if secret else text
+
+
+def open_materials(spec: "str | MaterialsSource", *, batch_size: int = 500) -> "MaterialsSource":
+    """``snapshot:PATH`` (or a ``.jsonl[.gz]`` path), ``mp`` or ``mp:ENDPOINT``."""
+    if not isinstance(spec, str):
+        return spec
+    if spec.startswith("snapshot:"):
+        return SnapshotSource(spec[len("snapshot:") :])
+    if spec == "mp":
+        return MPSource(batch_size=batch_size)
+    if spec.startswith("mp:"):
+        return MPSource(endpoint=spec[3:], batch_size=batch_size)
+    if spec.endswith((".jsonl.gz", ".jsonl")):
+        return SnapshotSource(spec)
+    raise MaterialsError(f"unknown materials source {spec!r}: use snapshot:PATH, mp or mp:ENDPOINT")
+
+
+def write_snapshot(
+    source: MaterialsSource,
+    path: str | Path,
+    *,
+    ids: Iterable[str] = (),
+    formulas: Iterable[str] = (),
+    description: str | None = None,
+) -> dict:
+    """Freeze what ``source`` answers for ``ids`` and ``formulas`` into a snapshot file.
+
+    Writes ``path`` (gzipped JSON lines sorted by id, byte-reproducible) and
+    ``metadata.json`` beside it (database version, counts, the file's sha256).  Returns the
+    metadata.
+    """
+    path = Path(path).expanduser().resolve()
+    from cgcnn.etl.storage import StorageError, protected_roots
+
+    for guard in protected_roots():
+        if path == guard or guard in path.parents:
+            raise StorageError(f"refusing to write a snapshot under the shared data folder {guard}")
+    records = dict(source.by_ids(list(ids)))
+    for recs in source.by_formula(list(formulas)).values():
+        for rec in recs:
+            records.setdefault(rec.material_id, rec)
+    lines = [
+        json.dumps(records[k].to_snapshot(), ensure_ascii=False, sort_keys=False)
+        for k in sorted(records)
+    ]
+    data = gzip.compress(("\n".join(lines) + ("\n" if lines else "")).encode(), mtime=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    n_null = sum(1 for r in records.values() if r.band_gap is None)
+    prov = source.provenance()
+    meta = {
+        "description": description
+        or f"Materials Project summary records frozen by `cgcnn etl snapshot` from {prov.get('kind')}",
+        "database_version": prov.get("database_version"),
+        "source": {k: v for k, v in prov.items() if k != "path"},
+        "n_materials": len(records),
+        "n_band_gap_null": n_null,
+        "band_gap_functional": "Materials Project summary band_gap (PBE/GGA+U for the study's releases)",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "fields": list(MaterialRecord.__dataclass_fields__),
+    }
+    (path.parent / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
