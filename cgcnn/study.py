@@ -5,7 +5,8 @@ settings and seeds, then shows the returned tables and figures.  Every function 
 artefacts into a given *run folder*::
 
     <run>/config.json            resolved profile + inputs (written by scripts/run_pipeline.py)
-    <run>/data/                  DS1/DS2/DS3 tables, graphs (.npz), ETL report (run_etl_stage)
+    <run>/bucket/                the work bucket (raw/ copy + ETL outputs; work_bucket, run_etl_stage)
+    <run>/data/etl.json          where DS1/DS2/DS3 tables, graphs and reports are (run_etl_stage)
     <run>/models/m1/             base model on DS1 (train_base)
     <run>/models/m2/<policy>/lr-<lr>/seed-<s>/   adapted models (run_adaptation)
     <run>/models/control/lr-<lr>/seed-<s>/       from-scratch control on DS2
@@ -37,11 +38,10 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cgcnn.config import FreezePolicy, GraphConfig, ModelConfig, NormalizerPolicy, TrainConfig

@@ -47,7 +47,6 @@ VERSION_PACKAGES = (
 # Files of the run folder that are never stage outputs.
 _NOT_OUTPUTS = ("notebooks/", "stages/", "config.json", "environment.json")
 
-log = logging.getLogger("run_pipeline")
 
 
 @dataclass(frozen=True)
@@ -280,6 +279,12 @@ class Pipeline:
         self.profile = load_profile(args.profile, seeds=seeds, device=args.device)
         if args.workers is not None:
             self.profile = self.profile.model_validate({**self.profile.to_dict(), "workers": args.workers})
+        if args.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise SystemExit("--device cuda: CUDA is not available here (torch "
+                                 f"{torch.__version__}); use --device auto or cpu")
         self.materials = _resolve_materials(args.materials)
         self.source = args.bucket if _is_remote(args.bucket) else str(_local_path(args.bucket))
         if not _is_remote(self.source) and not (Path(self.source) / "raw").is_dir():

@@ -234,3 +234,13 @@ def test_secret_in_the_environment_never_reaches_the_run_folder(inputs, monkeypa
     for p in run_dir.rglob("*"):
         if p.is_file() and p.suffix in (".json", ".ipynb"):
             assert "sekrit-value-123456" not in p.read_text()
+
+
+def test_cuda_is_refused_up_front_when_absent(inputs):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SystemExit, match="CUDA is not available"):
+        rp.Pipeline(rp.parse_args(["--bucket", str(inputs["bucket"]), "--materials",
+                                   f"snapshot:{inputs['snapshot']}", "--device", "cuda"]))
