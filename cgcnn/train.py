@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from cgcnn.allocator import keep_freed_memory
 from cgcnn.checkpoint import Loaded, build_model, checkpoint_dict, read_checkpoint, save_checkpoint
 from cgcnn.config import GraphConfig, ModelConfig, TrainConfig
 from cgcnn.dataset import CrystalDataset, atomic_write_bytes, iterate_batches
@@ -100,6 +101,7 @@ def _autocast(device: torch.device, enabled: bool):
 
 @torch.no_grad()
 def predict_normalised(model: CGCNN, dataset: CrystalDataset, positions, batch_size: int, device: torch.device, amp: bool = False) -> np.ndarray:
+    keep_freed_memory()
     model.eval()
     out = []
     for batch in iterate_batches(dataset, positions, batch_size):
@@ -188,6 +190,7 @@ def fit(
     if dataset.y is None:
         raise ValueError("fit needs a labelled dataset")
     device = resolve_device(cfg.device)
+    keep_freed_memory()  # large edge tensors: reuse freed memory instead of page-faulting it in
 
     if splits is None:
         train_pos, val_pos, test_pos = split_indices(len(dataset), cfg.val_fraction, cfg.test_fraction, cfg.seed)
