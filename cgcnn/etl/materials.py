@@ -383,12 +383,14 @@ class MPSource:
             from mp_api.client import MPRester
 
             try:
-                self._rester = MPRester(
-                    api_key=self._api_key,
-                    endpoint=self.endpoint,
-                    use_document_model=False,
-                    mute_progress_bars=True,
-                )
+                with warnings.catch_warnings():  # client/server version chatter
+                    warnings.simplefilter("ignore")
+                    self._rester = MPRester(
+                        api_key=self._api_key,
+                        endpoint=self.endpoint,
+                        use_document_model=False,
+                        mute_progress_bars=True,
+                    )
             except Exception as exc:
                 raise MaterialsError(f"cannot connect to the Materials Project at {self.endpoint}: {_scrub(exc, self._api_key)}") from None
         return self._rester

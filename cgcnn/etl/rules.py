@@ -118,14 +118,19 @@ def table_from_cells(cells: pd.DataFrame, header_rows: int, where: str) -> tuple
     """
     if len(cells) < header_rows:
         raise EtlError(f"{where} has fewer than {header_rows} header rows")
-    names = []
+    names: list[str] = []
     for j in range(cells.shape[1]):
         name = ""
         for i in range(header_rows):
             text = _cell_text(cells.iat[i, j])
             if text:
                 name = text
-        names.append(name or f"column_{j + 1}")
+        name = name or f"column_{j + 1}"
+        base, n = name, 1
+        while name in names:  # repeated header text: "PBE", "PBE_2", …
+            n += 1
+            name = f"{base}_{n}"
+        names.append(name)
     body = cells.iloc[header_rows:].reset_index(drop=True)
     body.columns = names
     return body, header_rows + 1

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from cgcnn.etl.config import EtlConfig, ExperimentalSource
+from cgcnn.etl.config import EtlConfig
 from cgcnn.etl.materials import MaterialRecord, MaterialsSource, open_materials
 from cgcnn.etl.rules import (
     DROP_COLUMNS,
@@ -85,6 +85,11 @@ class EtlResult:
             f"dropped rows: {c['dropped']} "
             + ", ".join(f"{k} {v}" for k, v in c["drops_by_reason"].items() if v),
             f"DS2 source conflicts: {c['conflicts']}; DS3 polymorph pairs: {c['polymorphs']}",
+            *(
+                [f"WARNING: {sum(c['drops_by_dataset']['ds3'].values())} DS3 row(s) could not be used (see drops)"]
+                if sum(c["drops_by_dataset"]["ds3"].values())
+                else []
+            ),
             f"report: {self.paths.get('report')}",
         ]
         return "\n".join(lines)
@@ -95,10 +100,10 @@ class EtlResult:
 
 
 # ------------------------------------------------------------------------------ inputs
-def _fmt(src: ExperimentalSource) -> str:
-    if src.format != "auto":
-        return src.format
-    return "xlsx" if src.key.lower().endswith((".xlsx", ".xlsm")) else "csv"
+def _fmt(key: str, fmt: str = "auto") -> str:
+    if fmt != "auto":
+        return fmt
+    return "xlsx" if key.lower().endswith((".xlsx", ".xlsm")) else "csv"
 
 
 def _read_table(bucket: Bucket, key: str, fmt: str, header_rows: int, sheet) -> tuple[pd.DataFrame, int]:
@@ -118,7 +123,10 @@ def _say(progress: bool, message: str) -> None:
 
 # ------------------------------------------------------------------------------ graphs
 def _graph_key(items: list[tuple[str, str]], cfg) -> str:
-    digest = hashlib.sha256(f"graph:{cfg.key()}\n".encode())
+    """Content key of one dataset's graphs: graph settings, format version, ids and CIF bytes."""
+    from cgcnn.dataset import JSON_FORMAT, JSON_VERSION
+
+    digest = hashlib.sha256(f"graph:{cfg.key()}:{JSON_FORMAT}:{JSON_VERSION}\n".encode())
     for mid, cif in items:
         digest.update(mid.encode() + b"\0" + hashlib.sha256(cif.encode()).digest() + b"\n")
     return digest.hexdigest()
@@ -242,14 +250,14 @@ def read_inputs(bucket: Bucket, config: EtlConfig) -> RawInputs:
         data = bucket.read_bytes(key)
         checksums[key] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
-    ds1 = _read_table(bucket, config.ds1.ids_key, "csv", 1, 0)
+    ds1 = _read_table(bucket, config.ds1.ids_key, _fmt(config.ds1.ids_key), 1, 0)
     note(config.ds1.ids_key)
     ds2 = []
     for src in config.ds2.sources:
-        df, first = _read_table(bucket, src.key, _fmt(src), src.header_rows, src.sheet)
+        df, first = _read_table(bucket, src.key, _fmt(src.key, src.format), src.header_rows, src.sheet)
         note(src.key)
         ds2.append(SourceTable(src, df, first))
-    ds3 = _read_table(bucket, config.ds3.key, "csv", 1, 0)
+    ds3 = _read_table(bucket, config.ds3.key, _fmt(config.ds3.key), 1, 0)
     note(config.ds3.key)
     return RawInputs(ds1, ds2, ds3, checksums)
 

@@ -186,3 +186,10 @@ def test_snapshot_from_live_client_serves_the_same_records(fake_mp, tmp_path):
     # byte-reproducible
     write_snapshot(MPSource(), tmp_path / "again" / "summary.jsonl.gz", ids=["mp-149", "fx-7"], formulas=["CdSe"])
     assert (tmp_path / "again" / "summary.jsonl.gz").read_bytes() == out.read_bytes()
+
+
+def test_mp_source_unreachable_endpoint(monkeypatch):
+    monkeypatch.setenv("MP_API_KEY", "0" * 32)
+    src = MPSource(endpoint="http://127.0.0.1:1/")  # nothing listens on port 1
+    with pytest.raises(MaterialsError, match=r"cannot connect to the Materials Project at http://127\.0\.0\.1:1/"):
+        src.by_ids(["mp-149"])

@@ -266,3 +266,9 @@ def test_etl_config_defaults_and_json(tmp_path):
     path.write_text('{"ds2": {"conflict_treshold": 0.3}}')
     with pytest.raises(ValueError, match="conflict_treshold"):
         EtlConfig.load(path)
+
+
+def test_repeated_and_blank_header_cells_get_unique_names():
+    cells = pd.DataFrame([["id", "gap", "gap", None], ["mp-1", 1.0, 2.0, "x"]], dtype=object)
+    body, first_line = table_from_cells(cells, 1, "t.csv")
+    assert list(body.columns) == ["id", "gap", "gap_2", "column_4"] and first_line == 2
