@@ -6,31 +6,16 @@ Every server listens on 127.0.0.1 and speaks real HTTP, so the production code p
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 import uuid
-import warnings
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
-
-from cgcnn.etl.materials import MaterialRecord
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+from etl_helpers import FakeMP, make_record
 
 
 # --------------------------------------------------------------------------------------------
 # toy crystals, named by formula
 # --------------------------------------------------------------------------------------------
-def _cif(structure) -> str:
-    from pymatgen.io.cif import CifWriter
-
-    return str(CifWriter(structure))
-
-
 @pytest.fixture(scope="session")
 def crystals():
     """Small structures built in code: formula -> (Structure, space-group number, symbol)."""
@@ -50,21 +35,6 @@ def crystals():
     }
 
 
-def make_record(crystals, name: str, material_id: str, band_gap: float | None, ehull: float | None = 0.0) -> MaterialRecord:
-    structure, number, symbol = crystals[name]
-    return MaterialRecord(
-        material_id=material_id,
-        formula=structure.composition.reduced_formula,
-        spacegroup_number=number,
-        spacegroup_symbol=symbol,
-        nsites=len(structure),
-        band_gap=band_gap,
-        structure_cif=_cif(structure),
-        energy_above_hull=ehull,
-        band_gap_source="test",
-    )
-
-
 @pytest.fixture(scope="session")
 def toy_records(crystals):
     """Seven records; ``fx-…`` and ``mp-…`` ids mixed on purpose."""
@@ -82,84 +52,6 @@ def toy_records(crystals):
 # --------------------------------------------------------------------------------------------
 # a loopback Materials Project API
 # --------------------------------------------------------------------------------------------
-class FakeMP:
-    """Answers ``/heartbeat`` and ``/materials/summary/`` like the Materials Project API.
-
-    Documents are built from MaterialRecords (structure as a pymatgen dict, symmetry
-    nested as in the summary document).  ``requests`` logs (path, query) of every call.
-    """
-
-    db_version = "2099.01.01.fixture"
-
-    def __init__(self, records: list[MaterialRecord], api_key: str):
-        from mp_api.client.core.utils import validate_ids
-        from pymatgen.core import Structure
-
-        self.api_key = api_key
-        self.docs = {}
-        self.alias = {}
-        for rec in records:
-            with warnings.catch_warnings():  # "coordinates rounded to ideal values"
-                warnings.simplefilter("ignore")
-                structure = Structure.from_str(rec.structure_cif, fmt="cif")
-            self.docs[rec.material_id] = {
-                "material_id": rec.material_id,
-                "formula_pretty": rec.formula,
-                "symmetry": {"number": rec.spacegroup_number, "symbol": rec.spacegroup_symbol},
-                "nsites": rec.nsites,
-                "band_gap": rec.band_gap,
-                "energy_above_hull": rec.energy_above_hull,
-                "structure": structure.as_dict(),
-            }
-            self.alias[validate_ids([rec.material_id])[0]] = rec.material_id
-        self.requests: list[tuple[str, dict]] = []
-        self.fail_next = 0
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep pytest output clean
-                pass
-
-            def _send(self, status: int, body: dict):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                url = urlparse(self.path)
-                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-                fake.requests.append((url.path, query))
-                if url.path.rstrip("/") == "/heartbeat":
-                    return self._send(200, {"db_version": fake.db_version, "access_controlled_batch_ids": [], "version": "0.87.3"})
-                if self.headers.get("x-api-key") != fake.api_key:
-                    return self._send(401, {"detail": "invalid API key"})
-                if url.path.rstrip("/") != "/materials/summary":
-                    return self._send(404, {"detail": f"no route {url.path}"})
-                docs = list(fake.docs.values())
-                if "material_ids" in query:
-                    wanted = {fake.alias.get(i, i) for i in query["material_ids"].split(",")}
-                    docs = [d for d in docs if d["material_id"] in wanted]
-                if "formula" in query:
-                    wanted = set(query["formula"].split(","))
-                    docs = [d for d in docs if d["formula_pretty"] in wanted]
-                fields = query.get("_fields", "").split(",") if query.get("_fields") else None
-                skip, limit = int(query.get("_skip", 0)), int(query.get("_limit", 1000))
-                page = docs[skip : skip + limit]
-                if fields:
-                    page = [{k: d[k] for k in fields if k in d} for d in page]
-                return self._send(200, {"data": page, "meta": {"total_doc": len(docs)}})
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def summary_requests(self) -> list[dict]:
-        return [q for p, q in self.requests if p.startswith("/materials/summary")]
-
-
 @pytest.fixture
 def fake_mp(toy_records, monkeypatch):
     key = uuid.uuid4().hex  # MPRester insists on 32 characters

@@ -7,7 +7,7 @@ import hashlib
 import json
 
 import pytest
-from conftest import make_record
+from etl_helpers import make_record
 
 from cgcnn.etl.materials import (
     MaterialsError,

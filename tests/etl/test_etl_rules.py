@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_record
+from etl_helpers import make_record
 
 from cgcnn.etl.config import DS1Config, DS2Config, DS3Config, EtlConfig, ExperimentalSource, GapWindow
 from cgcnn.etl.rules import (

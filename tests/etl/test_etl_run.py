@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import FakeMP
+from etl_helpers import FakeMP
 
 from cgcnn.config import GraphConfig
 from cgcnn.dataset import GraphSet
