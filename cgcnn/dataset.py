@@ -241,7 +241,7 @@ class GraphSet:
     def write_json(self, path: str | Path) -> None:
         """Write the graphs as JSON (gzip when ``path`` ends in ``.gz``), atomically."""
         text = json.dumps(self.to_json_dict(), separators=(",", ":")).encode()
-        data = gzip.compress(text, mtime=0) if str(path).endswith(".gz") else text
+        data = gzip.compress(text, compresslevel=3, mtime=0) if str(path).endswith(".gz") else text
         atomic_write_bytes(path, data)
 
     @classmethod
