@@ -206,11 +206,12 @@ def cmd_predict(args) -> int:
 
 
 def cmd_embed(args) -> int:
+    import io
+
     import numpy as np
 
     from cgcnn.dataset import atomic_write_bytes
     from cgcnn.train import embed_dataset
-    import io
 
     loaded = _loaded(args)
     ds = _dataset(args, loaded.graph_config, loaded.features)

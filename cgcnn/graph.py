@@ -71,11 +71,12 @@ def structure_to_graph(structure: Structure, cfg: GraphConfig, material_id: str 
     """Build the radius graph CGCNN convolves over.
 
     Each atom keeps its ``cfg.max_neighbors`` nearest neighbours within ``cfg.radius`` (Å),
-    periodic images included, found with pymatgen's vectorised
-    ``Structure.get_neighbor_list``.  Neighbours are ordered by distance with a *stable*
-    sort over the neighbour search's own order, so equal distances at the cut are broken
-    exactly as the original implementation (Python's stable ``sorted`` over
-    ``get_all_neighbors``) broke them.
+    periodic images included, found with pymatgen's compiled neighbour search (the one
+    behind ``Structure.get_neighbor_list``: one call per structure, no per-atom loop).
+    Neighbours are ordered by distance with a *stable* sort over the search's own order,
+    so equal distances at the cut are broken exactly as the original implementation
+    (Python's stable ``sorted`` over ``get_all_neighbors``, which runs the same search)
+    broke them.
 
     Difference from the original: an atom with fewer than ``max_neighbors`` neighbours
     keeps only the neighbours it has.  The original padded the list with atom 0 at
