@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cgcnn.config import GraphConfig
 from cgcnn.graph import CrystalGraph, GraphError, structure_to_graph

@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cgcnn.allocator import keep_freed_memory
 from cgcnn.checkpoint import Loaded, build_model, checkpoint_dict, read_checkpoint, save_checkpoint
