@@ -16,10 +16,8 @@ import io
 import json
 import logging
 import multiprocessing as mp
-import os
-import tempfile
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cgcnn.config import GraphConfig
+from cgcnn.fileio import atomic_write_bytes  # re-exported: imported from here elsewhere
 from cgcnn.graph import CrystalGraph, GraphError, structure_to_graph
 
 log = logging.getLogger(__name__)
@@ -52,21 +51,6 @@ class Problem:
 
 class DatasetError(ValueError):
     """Bad input that names the offending item."""
-
-
-# --------------------------------------------------------------------------- atomic writes
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- graph sets
@@ -463,8 +447,16 @@ def build_graphs(
 
 
 # --------------------------------------------------------------------------- snapshot
-def read_snapshot(path: str | Path) -> Iterator[dict]:
-    """Records of a Materials Project snapshot (gzip JSON lines, one material a line)."""
+def read_snapshot(
+    path: str | Path,
+    *,
+    bad_line: Callable[[str | Path, int, json.JSONDecodeError], Exception] | None = None,
+) -> Iterator[dict]:
+    """Records of a Materials Project snapshot (gzip JSON lines, one material a line).
+
+    A line that is not JSON raises :class:`DatasetError`, or ``bad_line(path, line number,
+    error)`` where given (so that callers can raise their own error type).
+    """
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
@@ -473,6 +465,8 @@ def read_snapshot(path: str | Path) -> Iterator[dict]:
             try:
                 yield json.loads(line)
             except json.JSONDecodeError as exc:
+                if bad_line is not None:
+                    raise bad_line(path, n, exc) from None
                 raise DatasetError(f"{path}: line {n} is not valid JSON ({exc.msg})") from None
 
 

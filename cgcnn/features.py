@@ -56,13 +56,14 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+
+from cgcnn.fileio import atomic_write_text
 
 __all__ = [
     "AtomFeatures",
@@ -333,16 +334,7 @@ class AtomFeatures:
         """Write :meth:`to_dict` as JSON atomically (temporary file, then ``os.replace``)."""
         path = Path(path)
         text = json.dumps(self.to_dict())
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        return atomic_write_text(path, text)
 
     def fingerprint(self) -> str:
         """sha256 of the supported atomic numbers and their float32 vectors."""

@@ -10,7 +10,6 @@ leaks open figures; a notebook shows one by leaving it as the cell's last expres
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from cgcnn.classes import ANION_CLASSES, CRYSTAL_SYSTEMS
+from cgcnn.fileio import atomic_path
 
 # Qualitative colours for categories (tab10 + tab20 extras), in a fixed order.
 _QUALITATIVE = (
@@ -108,12 +108,8 @@ def fit_tsne(
 def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> Path:
     """Write ``fig`` as PNG atomically (temporary file in the target folder, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     return path
 
 

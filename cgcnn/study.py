@@ -31,7 +31,6 @@ Protocol (Masood et al., Cell Rep. Phys. Sci. 2023, re-implemented):
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -46,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cgcnn.config import FreezePolicy, GraphConfig, ModelConfig, NormalizerPolicy, TrainConfig
 from cgcnn.etl.config import EtlConfig
+from cgcnn.fileio import atomic_write_bytes, json_safe
 
 PROFILE_NAMES = ("fixture", "default", "paper")
 
@@ -207,38 +207,14 @@ def load_profile(name_or_path: str | os.PathLike, *, seeds: list[int] | None = N
 # --------------------------------------------------------------------------------------
 # Run folder helpers
 # --------------------------------------------------------------------------------------
-def _write_bytes_atomic(path: Path, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
-
-
 def write_json(path: str | os.PathLike, obj) -> Path:
     """Write JSON atomically; NaN/inf become ``null``."""
-    return _write_bytes_atomic(Path(path), (json.dumps(_json_safe(obj), indent=2) + "\n").encode())
+    return atomic_write_bytes(Path(path), (json.dumps(json_safe(obj), indent=2) + "\n").encode())
 
 
 def write_table(path: str | os.PathLike, df: "pd.DataFrame", *, index: bool = True) -> Path:
     """Write a CSV table atomically."""
-    return _write_bytes_atomic(Path(path), df.to_csv(index=index).encode())
-
-
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        try:
-            obj = obj.item()
-        except (TypeError, ValueError):
-            pass
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+    return atomic_write_bytes(Path(path), df.to_csv(index=index).encode())
 
 
 def run_paths(run_dir: str | os.PathLike) -> dict[str, Path]:
@@ -314,7 +290,7 @@ def run_etl_stage(run_dir: str | os.PathLike, bucket: str, materials: str, profi
         if root is not None:
             path = (Path(root) / key).resolve()
         else:
-            path = _write_bytes_atomic(paths["data"] / key.replace("/", "_"), store.read_bytes(key))
+            path = atomic_write_bytes(paths["data"] / key.replace("/", "_"), store.read_bytes(key))
         files[name] = os.path.relpath(path, run.resolve()) if run.resolve() in path.parents else str(path)
     write_json(paths["data"] / "etl.json", {
         "bucket": result.bucket, "materials": materials, "counts": result.counts,

@@ -36,6 +36,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cgcnn.fileio import atomic_write_text, sha256_file
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BUCKET = REPO / "tests" / "fixtures" / "bucket"
 DEFAULT_MATERIALS = "snapshot:" + str(REPO / "tests" / "fixtures" / "mp_snapshot" / "summary.jsonl.gz")
@@ -85,24 +87,13 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _sha256_json(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _write_json(path: Path, obj) -> None:
     """Write JSON atomically (temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def _read_json(path: Path) -> dict | None:
@@ -114,7 +105,7 @@ def _read_json(path: Path) -> dict | None:
 
 def _tree_digest(root: Path) -> dict[str, str]:
     """sha256 of every file below ``root`` (relative posix paths)."""
-    return {p.relative_to(root).as_posix(): _sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def code_digest() -> str:
@@ -156,7 +147,7 @@ def _outputs_still_there(run_dir: Path, outputs: dict) -> bool:
         if not p.is_file():
             return False
         st = p.stat()
-        if (st.st_size, st.st_mtime_ns) != (rec["size"], rec["mtime_ns"]) and _sha256_file(p) != rec["sha256"]:
+        if (st.st_size, st.st_mtime_ns) != (rec["size"], rec["mtime_ns"]) and sha256_file(p) != rec["sha256"]:
             return False
     return True
 
@@ -170,14 +161,12 @@ def redact_secrets(path: Path, environ: dict | None = None) -> int:
     secrets = [env[k] for k in SECRET_VARIABLES if len(env.get(k, "")) >= 8]
     if not secrets or not path.is_file():
         return 0
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     count = sum(text.count(s) for s in secrets)
     if count:
         for s in secrets:
             text = text.replace(s, "***")
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     return count
 
 
@@ -329,7 +318,7 @@ class Pipeline:
             raw = Path(self.source) / "raw"
             files.update({f"bucket/raw/{k}": v for k, v in _tree_digest(raw).items()})
         if self.materials.startswith("snapshot:"):
-            files["materials"] = _sha256_file(Path(self.materials[len("snapshot:"):]))
+            files["materials"] = sha256_file(Path(self.materials[len("snapshot:"):]))
         else:
             files["materials"] = self.materials
         return files
@@ -368,7 +357,7 @@ class Pipeline:
             inputs = {
                 **common,
                 "parameters": params,
-                "notebook_sha256": _sha256_file(stage.notebook),
+                "notebook_sha256": sha256_file(stage.notebook),
                 "upstream": dict(upstream),
             }
             digest = _sha256_json(inputs)
@@ -441,7 +430,7 @@ class Pipeline:
         after = _file_states(self.run_dir)
         changed = sorted(k for k, v in after.items() if before.get(k) != v)
         outputs = {
-            rel: {"sha256": _sha256_file(self.run_dir / rel), "size": after[rel][0], "mtime_ns": after[rel][1]}
+            rel: {"sha256": sha256_file(self.run_dir / rel), "size": after[rel][0], "mtime_ns": after[rel][1]}
             for rel in changed
         }
         manifest.update(

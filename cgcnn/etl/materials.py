@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from cgcnn.fileio import atomic_write_bytes, sha256_file
+
 __all__ = [
     "FormulaMatch",
     "MaterialRecord",
@@ -244,28 +246,17 @@ class MaterialsSource(Protocol):
         ...
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def iter_snapshot(path: str | Path) -> Iterator[dict]:
     """Raw records of a snapshot file (``.jsonl.gz`` or plain ``.jsonl``)."""
     path = Path(path)
     if not path.is_file():
         raise MaterialsError(f"snapshot file {path} does not exist")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except ValueError as exc:
-                raise MaterialsError(f"{path}:{lineno}: not a JSON record ({exc})") from None
+    from cgcnn.dataset import read_snapshot  # imported here: cgcnn.etl does not load pymatgen
+
+    def bad_line(path, lineno, exc) -> MaterialsError:
+        return MaterialsError(f"{path}:{lineno}: not a JSON record ({exc})")
+
+    yield from read_snapshot(path, bad_line=bad_line)
 
 
 class SnapshotSource:
@@ -322,7 +313,7 @@ class SnapshotSource:
     @property
     def sha256(self) -> str:
         if self._sha256 is None:
-            self._sha256 = _sha256_file(self.path)
+            self._sha256 = sha256_file(self.path)
         return self._sha256
 
     @property
@@ -521,10 +512,7 @@ def write_snapshot(
         for k in sorted(records)
     ]
     data = gzip.compress(("\n".join(lines) + ("\n" if lines else "")).encode(), mtime=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data)
     n_null = sum(1 for r in records.values() if r.band_gap is None)
     prov = source.provenance()
     meta = {

@@ -25,15 +25,14 @@ import gzip
 import hashlib
 import io
 import json
-import math
-import os
-import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pandas as pd
+
+from cgcnn.fileio import atomic_write_bytes, json_safe  # json_safe is re-exported
 
 __all__ = [
     "Bucket",
@@ -68,24 +67,6 @@ def _guard(path: Path) -> None:
                 f"refusing to write {path}: it lies under the shared data folder {guard} "
                 "(copy raw/ into a work bucket with prepare_work_bucket first)"
             )
-
-
-def json_safe(obj: Any) -> Any:
-    """Recursively replace NaN/inf floats by ``None`` and numpy scalars by Python ones."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):  # numpy scalar
-        try:
-            obj = obj.item()
-        except (TypeError, ValueError):
-            pass
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if obj is pd.NA or obj is pd.NaT:
-        return None
-    return obj
 
 
 def _dumps(obj: Any, indent: int | None) -> bytes:
@@ -174,34 +155,10 @@ class Bucket(ABC):
     def download_file(self, key: str, path: str | Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, self.read_bytes(key))
+        atomic_write_bytes(path, self.read_bytes(key), fsync=True)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 class LocalBucket(Bucket):
@@ -243,7 +200,7 @@ class LocalBucket(Bucket):
         if not self.writable:
             raise StorageError(f"bucket {self.uri} is read-only; refusing to write {key}")
         _guard(path)
-        _atomic_write(path, data)
+        atomic_write_bytes(path, data, fsync=True)
 
     def ensure_writable(self) -> None:
         """Fail early (before any work) if writes would be refused."""
