@@ -172,20 +172,10 @@ def redact_secrets(path: Path, environ: dict | None = None) -> int:
 
 def environment_info() -> dict:
     """Package versions, git SHA, Python, platform, CPU and CUDA of this machine."""
-    import importlib.metadata as md
+    from cgcnn.provenance import git_sha, package_versions
 
-    versions = {}
-    for name in VERSION_PACKAGES:
-        try:
-            versions[name] = md.version(name)
-        except md.PackageNotFoundError:
-            versions[name] = None
-    try:
-        from cgcnn.provenance import git_sha
-
-        sha = git_sha(REPO)
-    except ImportError:  # pragma: no cover
-        sha = None
+    versions = package_versions(VERSION_PACKAGES)
+    sha = git_sha(REPO)
     info = {
         "created": _now(),
         "git_sha": sha,
