@@ -28,37 +28,24 @@ FIXTURE_SNAPSHOT = FIXTURES / "mp_snapshot" / "summary.jsonl.gz"
 # this file also runs on its own.
 if str(REPO / "tests" / "etl") not in sys.path:
     sys.path.insert(0, str(REPO / "tests" / "etl"))
-from etl_helpers import FakeMP  # noqa: E402
+from etl_helpers import FakeMP, moto_server, point_aws_at  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def moto_endpoint():
     """moto's server (ThreadedMotoServer, real HTTP) on 127.0.0.1; yields its URL."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture
 def secrets(moto_endpoint, monkeypatch, tmp_path):
     """Fresh random credentials in the environment (AWS for moto, MP for FakeMP); no real AWS config."""
-    for name in list(os.environ):
-        if name.startswith("AWS_") or name.startswith("MP_API"):
-            monkeypatch.delenv(name, raising=False)
     aws_key_id = "AKIA" + uuid.uuid4().hex[:16].upper()
     aws_secret = uuid.uuid4().hex + uuid.uuid4().hex[:8]  # 40 characters, like a real secret key
     mp_key = uuid.uuid4().hex  # MPRester insists on 32 characters
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", aws_key_id)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", aws_secret)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    point_aws_at(monkeypatch, moto_endpoint, tmp_path, key_id=aws_key_id, secret=aws_secret,
+                 clear_prefixes=("AWS_", "MP_API"))
     monkeypatch.setenv("MP_API_KEY", mp_key)
     return {"aws_secret": aws_secret, "mp_key": mp_key}
 

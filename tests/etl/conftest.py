@@ -6,11 +6,10 @@ Every server listens on 127.0.0.1 and speaks real HTTP, so the production code p
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
-from etl_helpers import FakeMP, make_record
+from etl_helpers import FakeMP, make_record, moto_server, point_aws_at
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,28 +69,14 @@ def fake_mp(toy_records, monkeypatch):
 @pytest.fixture(scope="session")
 def moto_endpoint():
     """moto's server (ThreadedMotoServer, real HTTP) on 127.0.0.1; yields its URL."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture
 def s3_env(moto_endpoint, monkeypatch, tmp_path):
     """Point boto3 at moto with dummy credentials; isolate from any real AWS config."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    point_aws_at(monkeypatch, moto_endpoint, tmp_path)
     return moto_endpoint
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import warnings
@@ -108,3 +109,37 @@ class FakeMP:
 
     def summary_requests(self) -> list[dict]:
         return [q for p, q in self.requests if p.startswith("/materials/summary")]
+
+
+# --------------------------------------------------------------------------------------------
+# moto's S3 server on loopback, and an environment pointing boto3 at it
+# --------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def moto_server():
+    """moto's server (ThreadedMotoServer, real HTTP) on 127.0.0.1; yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def point_aws_at(monkeypatch, endpoint: str, tmp_path, *, key_id: str = "testing", secret: str = "testing",
+                 clear_prefixes: tuple[str, ...] = ("AWS_",)) -> None:
+    """Credentials and endpoint for boto3 from the environment only (no real AWS config read)."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(clear_prefixes):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
