@@ -23,18 +23,10 @@ from cgcnn.etl.rules import (
 
 
 @pytest.fixture(scope="module")
-def records(crystals):
-    """id -> record.  Gaps: NaCl 5.0, CsCl 5.1, Si 0.61, CdSe 0.51 / 0.60, GaAs 0.19 / none, metal 0."""
-    recs = [
-        make_record(crystals, "NaCl", "mp-22862", 5.0),
-        make_record(crystals, "CsCl", "fx-7", 5.1),
-        make_record(crystals, "Si", "mp-149", 0.61),
-        make_record(crystals, "CdSe-zb", "mp-2691", 0.51),
-        make_record(crystals, "CdSe-wz", "mp-1070", 0.60, ehull=0.002),
-        make_record(crystals, "GaAs", "mp-2534", 0.19),
-        make_record(crystals, "GaAs", "fx-2534", None, ehull=None),
-        make_record(crystals, "NaCl", "fx-0", 0.0, ehull=0.3),
-    ]
+def records(toy_records, crystals):
+    """id -> record: the shared toy records (NaCl 5.0, CsCl 5.1, Si 0.61, CdSe 0.51 / 0.60,
+    GaAs 0.19 / none) plus a metal (gap 0)."""
+    recs = [*toy_records, make_record(crystals, "NaCl", "fx-0", 0.0, ehull=0.3)]
     return {r.material_id: r for r in recs}
 
 
