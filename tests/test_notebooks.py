@@ -10,7 +10,6 @@ module-scoped run of ``scripts/run_pipeline.py`` executes them in order; each
 import ast
 import importlib.util
 import json
-import sys
 import math
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from pipeline_runner import rp
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = {
@@ -29,17 +29,6 @@ NOTEBOOKS = {
 }
 ALL_MODELS = ["pbe", "pbe_linear", "hse06", "g0w0", "m1", "m2", "m2_none", "m2_embedding", "m2_convs", "m2_head", "control"]
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _load_runner():
-    spec = importlib.util.spec_from_file_location("run_pipeline_nb", REPO / "scripts" / "run_pipeline.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-rp = _load_runner()
 
 
 @pytest.fixture(scope="module")

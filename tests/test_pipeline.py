@@ -5,26 +5,12 @@ notebooks of a few lines, so every run takes seconds.
 """
 
 import gzip
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_runner():
-    spec = importlib.util.spec_from_file_location("run_pipeline", REPO / "scripts" / "run_pipeline.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-rp = _load_runner()
+from pipeline_runner import rp
 
 
 def _notebook(path: Path, *cells: str) -> Path:
