@@ -31,12 +31,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
-from cgcnn.config import GraphConfig, ModelConfig, TrainConfig  # noqa: E402
-from cgcnn.dataset import CrystalDataset, build_graphs  # noqa: E402
-from cgcnn.features import AtomFeatures  # noqa: E402
-from cgcnn.train import fit, resolve_device  # noqa: E402
 from snapshot_sample import select_records  # noqa: E402
+
+from cgcnn.building import build_graphs  # noqa: E402
+from cgcnn.config import GraphConfig, ModelConfig, TrainConfig  # noqa: E402
+from cgcnn.dataset import CrystalDataset  # noqa: E402
+from cgcnn.features import AtomFeatures  # noqa: E402
+from cgcnn.inference import resolve_device  # noqa: E402
+from cgcnn.train import fit  # noqa: E402
 
 
 def peak_rss_gb() -> float:

@@ -19,19 +19,19 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from cgcnn.config import FORMAT_VERSION, GraphConfig, ModelConfig
-from cgcnn.dataset import atomic_write_bytes
+from cgcnn.errors import CgcnnError
 from cgcnn.features import AtomFeatures
+from cgcnn.fileio import atomic_write_bytes
 from cgcnn.model import CGCNN
 from cgcnn.normalizer import Normalizer
 
 FORMAT = "cgcnn-da/checkpoint"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(CgcnnError, ValueError):
     """A checkpoint that cannot be used as asked (the message says why)."""
 
 

@@ -40,7 +40,8 @@ def _is_snapshot(path: Path) -> bool:
 def load_graph_inputs(inputs: list[str], cfg, *, workers: int = 1, cache_dir=None, on_error: str = "skip"):
     """Graph set from: a saved graph set (``.npz``, ``.json[.gz]``, or a folder holding
     ``graphs.npz``), a snapshot (``.jsonl.gz``), or CIF files / folders of CIFs."""
-    from cgcnn.dataset import GraphSet, build_graphs, cif_items, snapshot_structures
+    from cgcnn.building import build_graphs, cif_items, snapshot_structures
+    from cgcnn.graphset import GraphSet
 
     paths = [Path(p) for p in inputs]
     if len(paths) == 1:
@@ -110,7 +111,7 @@ def cmd_graphs(args) -> int:
 def _write_problems(path: Path, problems) -> None:
     import pandas as pd
 
-    from cgcnn.dataset import atomic_write_bytes
+    from cgcnn.fileio import atomic_write_bytes
 
     df = pd.DataFrame([{"item": p.item_id, "reason": p.reason} for p in problems], columns=["item", "reason"])
     atomic_write_bytes(path, df.to_csv(index=False).encode())
@@ -168,9 +169,9 @@ def _loaded(args):
 def cmd_evaluate(args) -> int:
     import pandas as pd
 
-    from cgcnn.dataset import atomic_write_bytes
+    from cgcnn.fileio import atomic_write_bytes
+    from cgcnn.inference import predict
     from cgcnn.metrics import regression_metrics
-    from cgcnn.train import predict
 
     loaded = _loaded(args)
     ds = _dataset(args, loaded.graph_config, loaded.features)
@@ -187,8 +188,10 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     import pandas as pd
 
-    from cgcnn.dataset import CrystalDataset, atomic_write_bytes, build_graphs, cif_items
-    from cgcnn.train import predict
+    from cgcnn.building import build_graphs, cif_items
+    from cgcnn.dataset import CrystalDataset
+    from cgcnn.fileio import atomic_write_bytes
+    from cgcnn.inference import predict
 
     loaded = _loaded(args)
     gs, problems = build_graphs(cif_items(args.inputs), loaded.graph_config, workers=args.workers, on_error=args.on_error, progress=False)
@@ -210,8 +213,8 @@ def cmd_embed(args) -> int:
 
     import numpy as np
 
-    from cgcnn.dataset import atomic_write_bytes
-    from cgcnn.train import embed_dataset
+    from cgcnn.fileio import atomic_write_bytes
+    from cgcnn.inference import embed_dataset
 
     loaded = _loaded(args)
     ds = _dataset(args, loaded.graph_config, loaded.features)

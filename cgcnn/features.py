@@ -63,6 +63,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from cgcnn.errors import CgcnnError
 from cgcnn.fileio import atomic_write_text
 
 __all__ = [
@@ -128,7 +129,7 @@ _MEASURED = tuple(_CONTINUOUS)
 _MIN_MEASURED = 3
 
 
-class UnsupportedElementError(ValueError):
+class UnsupportedElementError(CgcnnError, ValueError):
     """An atomic number has no row in an :class:`AtomFeatures` table."""
 
 

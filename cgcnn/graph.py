@@ -14,9 +14,10 @@ import numpy as np
 from pymatgen.core import Structure
 
 from cgcnn.config import GraphConfig
+from cgcnn.errors import CgcnnError
 
 
-class GraphError(ValueError):
+class GraphError(CgcnnError, ValueError):
     """A structure cannot become a graph (the message says why)."""
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from cgcnn.batch import Batch
 from cgcnn.config import GraphConfig, ModelConfig
-from cgcnn.dataset import Batch
 from cgcnn.features import gaussian_expand
 
 

@@ -43,7 +43,13 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cgcnn.config import FreezePolicy, GraphConfig, ModelConfig, NormalizerPolicy, TrainConfig
+from cgcnn.config import (
+    FreezePolicy,
+    GraphConfig,
+    ModelConfig,
+    NormalizerPolicy,
+    TrainConfig,
+)
 from cgcnn.etl.config import EtlConfig
 from cgcnn.fileio import atomic_write_bytes, json_safe
 
@@ -342,8 +348,8 @@ class StudyData:
         return {"DS1": self.ds1, "DS2": self.ds2, "DS3": self.ds3}
 
     def graphs(self, name: str):
-        """The :class:`~cgcnn.dataset.GraphSet` of ``"ds1"``, ``"ds2"`` or ``"ds3"`` (loaded once)."""
-        from cgcnn.dataset import GraphSet
+        """The :class:`~cgcnn.graphset.GraphSet` of ``"ds1"``, ``"ds2"`` or ``"ds3"`` (loaded once)."""
+        from cgcnn.graphset import GraphSet
 
         if name not in self._graphs:
             self._graphs[name] = GraphSet.load_npz(self.files[f"{name}_graphs"])
@@ -419,7 +425,8 @@ def train_base(run_dir: str | os.PathLike, profile: StudyProfile, *, progress: b
     """
     from cgcnn.checkpoint import load_checkpoint
     from cgcnn.features import AtomFeatures
-    from cgcnn.train import fit, predict
+    from cgcnn.inference import predict
+    from cgcnn.train import fit
 
     profile.apply_threads()
 
@@ -700,8 +707,8 @@ def evaluate_ds3(run_dir: str | os.PathLike, profile: StudyProfile, adaptation: 
     Writes ``metrics.json`` (atomically) and ``tables/ds3_*.csv``.
     """
     from cgcnn.checkpoint import load_checkpoint
+    from cgcnn.inference import predict
     from cgcnn.metrics import LinearCorrection
-    from cgcnn.train import predict
 
     profile.apply_threads()
 
@@ -823,7 +830,7 @@ def embed_datasets(run_dir: str | os.PathLike, profile: StudyProfile, model: str
                    datasets: tuple[str, ...] = ("ds2", "ds3"), seed: int | None = None) -> Embeddings:
     """Last-convolution features and post-FC vectors of ``datasets`` from one model."""
     from cgcnn.checkpoint import load_checkpoint
-    from cgcnn.train import embed_dataset
+    from cgcnn.inference import embed_dataset
 
     profile.apply_threads()
 

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -31,26 +30,24 @@ import torch
 from tqdm import tqdm
 
 from cgcnn.allocator import keep_freed_memory
-from cgcnn.checkpoint import Loaded, build_model, checkpoint_dict, read_checkpoint, save_checkpoint
+from cgcnn.batch import iterate_batches
+from cgcnn.checkpoint import (
+    Loaded,
+    build_model,
+    checkpoint_dict,
+    read_checkpoint,
+    save_checkpoint,
+)
 from cgcnn.config import GraphConfig, ModelConfig, TrainConfig
-from cgcnn.dataset import CrystalDataset, atomic_write_bytes, iterate_batches
+from cgcnn.dataset import CrystalDataset
 from cgcnn.features import AtomFeatures
+from cgcnn.fileio import atomic_write_bytes
 from cgcnn.freeze import apply_freeze, train_mode
-from cgcnn.model import CGCNN
+from cgcnn.inference import autocast, check_elements, predict_normalised, resolve_device
 from cgcnn.normalizer import Normalizer
 from cgcnn.provenance import run_metadata
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU; anything else is passed to torch."""
-    if str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but CUDA is not available on this machine")
-    return dev
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -91,63 +88,6 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def _autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@torch.no_grad()
-def predict_normalised(model: CGCNN, dataset: CrystalDataset, positions, batch_size: int, device: torch.device, amp: bool = False) -> np.ndarray:
-    keep_freed_memory()
-    model.eval()
-    out = []
-    for batch in iterate_batches(dataset, positions, batch_size):
-        with _autocast(device, amp):
-            out.append(model(batch.to(device)).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
-
-
-def check_elements(dataset: CrystalDataset, features: AtomFeatures) -> None:
-    """Refuse a dataset holding elements the model's atom-feature table does not cover."""
-    present = np.unique(dataset.graphs.atomic_numbers)
-    missing = [int(z) for z in present if not features.supports(int(z))]
-    if missing:
-        from pymatgen.core import Element
-
-        names = ", ".join(f"{Element.from_Z(z).symbol} (Z={z})" for z in missing)
-        holders = [m for k, m in enumerate(dataset.ids)
-                   if np.isin(dataset.graphs.atomic_numbers[dataset.graphs.node_ptr[k]:dataset.graphs.node_ptr[k + 1]], missing).any()]
-        raise ValueError(
-            f"the model's atom-feature table has no features for {names}, found in {len(holders)} "
-            f"material(s), e.g. {', '.join(holders[:5])}; build the dataset with the checkpoint's features "
-            f"(CrystalDataset(..., loaded.features)) to skip them"
-        )
-
-
-def predict(loaded: Loaded, dataset: CrystalDataset, *, batch_size: int = 256, device: str | torch.device = "auto") -> np.ndarray:
-    """Predictions in eV for every crystal of ``dataset`` (its order)."""
-    check_elements(dataset, loaded.features)
-    dev = resolve_device(device)
-    loaded.model.to(dev)
-    z = predict_normalised(loaded.model, dataset, np.arange(len(dataset)), batch_size, dev)
-    return loaded.normalizer.denorm(z.astype(np.float64))
-
-
-@torch.no_grad()
-def embed_dataset(loaded: Loaded, dataset: CrystalDataset, *, batch_size: int = 256, device: str | torch.device = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """(last-convolution crystal features [n, atom_fea_len], post-FC vectors [n, h_fea_len])."""
-    check_elements(dataset, loaded.features)
-    dev = resolve_device(device)
-    model = loaded.model.to(dev).eval()
-    conv, hidden = [], []
-    for batch in iterate_batches(dataset, np.arange(len(dataset)), batch_size):
-        c, h = model.embed(batch.to(dev))
-        conv.append(c.cpu())
-        hidden.append(h.cpu())
-    return torch.cat(conv).numpy(), torch.cat(hidden).numpy()
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:
@@ -287,7 +227,7 @@ def fit(
                 continue  # batch norm needs two atoms; a lone one-atom crystal is dropped
             batch = batch.to(device)
             target = y_norm[torch.from_numpy(batch.positions)].to(device)
-            with _autocast(device, cfg.amp):
+            with autocast(device, cfg.amp):
                 pred = model(batch).float()
             loss = torch.nn.functional.mse_loss(pred, target)
             optimizer.zero_grad(set_to_none=True)

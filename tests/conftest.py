@@ -18,9 +18,11 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
+from cgcnn.building import build_graphs
 from cgcnn.config import GraphConfig, ModelConfig, TrainConfig
-from cgcnn.dataset import CrystalDataset, GraphSet, build_graphs
+from cgcnn.dataset import CrystalDataset
 from cgcnn.features import AtomFeatures
+from cgcnn.graphset import GraphSet
 
 # The models here are tiny: one intra-op thread is fastest, and on a busy machine extra
 # threads only wait for each other (a 3-epoch fit takes seconds instead of ~0.1 s).

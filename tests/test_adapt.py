@@ -9,9 +9,10 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from cgcnn.adapt import adapt, apply_freeze, train_control
+from cgcnn.building import build_graphs
 from cgcnn.checkpoint import build_model, load_checkpoint, read_checkpoint
 from cgcnn.config import AdaptConfig, GraphConfig
-from cgcnn.dataset import CrystalDataset, build_graphs
+from cgcnn.dataset import CrystalDataset
 from cgcnn.features import AtomFeatures
 from cgcnn.freeze import frozen_prefixes, train_mode
 from cgcnn.train import split_indices

@@ -11,12 +11,19 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
-from cgcnn.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from cgcnn.batch import make_batch
+from cgcnn.building import build_graphs, cif_items
+from cgcnn.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from cgcnn.config import FORMAT_VERSION, GraphConfig, ModelConfig
-from cgcnn.dataset import CrystalDataset, build_graphs, cif_items, make_batch
+from cgcnn.dataset import CrystalDataset
 from cgcnn.features import AtomFeatures
+from cgcnn.inference import predict
 from cgcnn.model import CGCNN
-from cgcnn.train import predict
 
 
 class NotATensor:

@@ -12,8 +12,9 @@ from pymatgen.io.cif import CifWriter
 
 from cgcnn.checkpoint import load_checkpoint
 from cgcnn.cli import main
-from cgcnn.dataset import CrystalDataset, GraphSet
-from cgcnn.train import predict
+from cgcnn.dataset import CrystalDataset
+from cgcnn.graphset import GraphSet
+from cgcnn.inference import predict
 
 GRAPH_ARGS = ["--radius", "4", "--max-neighbors", "12"]
 TRAIN_ARGS = ["--epochs", "2", "--batch-size", "6", "--optimizer", "adam", "--lr", "0.01", "--seed", "0", "--device", "cpu"]

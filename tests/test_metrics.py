@@ -8,7 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cgcnn.metrics import LinearCorrection, baseline_table, regression_metrics, summarise_seeds
+from cgcnn.metrics import (
+    LinearCorrection,
+    baseline_table,
+    regression_metrics,
+    summarise_seeds,
+)
 
 
 def test_metrics_by_hand():

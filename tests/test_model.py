@@ -10,10 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cgcnn.batch import make_batch
 from cgcnn.config import GraphConfig, ModelConfig
-from cgcnn.dataset import CrystalDataset, GraphSet, make_batch
+from cgcnn.dataset import CrystalDataset
 from cgcnn.features import gaussian_expand
 from cgcnn.graph import CrystalGraph
+from cgcnn.graphset import GraphSet
 from cgcnn.model import CGCNN, ConvLayer, mean_pool
 
 N_ATOM_FEA, N_NBR_FEA = 4, 5

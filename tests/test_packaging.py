@@ -1,9 +1,9 @@
 """environment.yml (conda) and pyproject.toml (pip) must list the same packages."""
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]

@@ -94,7 +94,7 @@ def _plain(name: str, blob: bytes) -> bytes:
 
 
 def test_etl_stage_on_s3_and_live_mp(tmp_path, secrets, fixture_bucket, fixture_mp):
-    from cgcnn.dataset import GraphSet
+    from cgcnn.graphset import GraphSet
     from cgcnn.study import load_data, load_profile, run_etl_stage, work_bucket
 
     name, client, raw = fixture_bucket

@@ -17,8 +17,9 @@ import cgcnn
 from cgcnn.checkpoint import read_checkpoint
 from cgcnn.config import ModelConfig, TrainConfig, load_config
 from cgcnn.dataset import CrystalDataset
+from cgcnn.inference import resolve_device
 from cgcnn.normalizer import Normalizer
-from cgcnn.train import fit, lr_factor, resolve_device, split_indices
+from cgcnn.train import fit, lr_factor, split_indices
 
 
 def weights(path) -> dict[str, torch.Tensor]:

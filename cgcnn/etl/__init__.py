@@ -5,7 +5,14 @@
 :mod:`cgcnn.etl.storage` and :mod:`cgcnn.etl.materials` for the two external interfaces.
 """
 
-from cgcnn.etl.config import DS1Config, DS2Config, DS3Config, EtlConfig, ExperimentalSource, GapWindow
+from cgcnn.etl.config import (
+    DS1Config,
+    DS2Config,
+    DS3Config,
+    EtlConfig,
+    ExperimentalSource,
+    GapWindow,
+)
 from cgcnn.etl.materials import (
     MaterialRecord,
     MaterialsError,
@@ -17,7 +24,13 @@ from cgcnn.etl.materials import (
 )
 from cgcnn.etl.rules import DROP_REASONS, EtlError
 from cgcnn.etl.run import EtlResult, load_report, prepare_work_bucket, run_etl
-from cgcnn.etl.storage import LocalBucket, MissingObjectError, S3Bucket, StorageError, open_bucket
+from cgcnn.etl.storage import (
+    LocalBucket,
+    MissingObjectError,
+    S3Bucket,
+    StorageError,
+    open_bucket,
+)
 
 __all__ = [
     "DROP_REASONS",

@@ -155,7 +155,7 @@ class EtlConfig(_Strict):
     write_xlsx: bool = True
     graph_cache_dir: str | None = Field(
         None,
-        description="local folder for a per-structure graph cache (cgcnn.dataset.GraphCache), e.g. "
+        description="local folder for a per-structure graph cache (cgcnn.building.GraphCache), e.g. "
         "inside the run folder; None: no per-structure cache (a dataset whose structures and graph "
         "settings are unchanged is still reused whole from the bucket's graphs/)",
     )

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from cgcnn.errors import CgcnnError
 from cgcnn.fileio import atomic_write_bytes, sha256_file
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "crystal_system",
     "match_formula",
     "open_materials",
+    "read_snapshot",
     "reduced_formula",
     "write_snapshot",
 ]
@@ -59,7 +61,7 @@ _LIVE_FIELDS = [
 ]
 
 
-class MaterialsError(RuntimeError):
+class MaterialsError(CgcnnError, RuntimeError):
     """A Materials Project query or snapshot could not be served."""
 
 
@@ -246,17 +248,22 @@ class MaterialsSource(Protocol):
         ...
 
 
-def iter_snapshot(path: str | Path) -> Iterator[dict]:
-    """Raw records of a snapshot file (``.jsonl.gz`` or plain ``.jsonl``)."""
+def read_snapshot(path: str | Path) -> Iterator[dict]:
+    """Records of a Materials Project snapshot (gzip JSON lines or plain ``.jsonl``, one
+    material a line).  A missing file or a line that is not JSON raises
+    :class:`MaterialsError` naming the file and the line."""
     path = Path(path)
     if not path.is_file():
         raise MaterialsError(f"snapshot file {path} does not exist")
-    from cgcnn.dataset import read_snapshot  # imported here: cgcnn.etl does not load pymatgen
-
-    def bad_line(path, lineno, exc) -> MaterialsError:
-        return MaterialsError(f"{path}:{lineno}: not a JSON record ({exc})")
-
-    yield from read_snapshot(path, bad_line=bad_line)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise MaterialsError(f"{path}: line {n} is not valid JSON ({exc.msg})") from None
 
 
 class SnapshotSource:
@@ -281,7 +288,7 @@ class SnapshotSource:
         if self._by_id is None:
             by_id: dict[str, MaterialRecord] = {}
             by_formula: dict[str, list[MaterialRecord]] = {}
-            for raw in iter_snapshot(self.path):
+            for raw in read_snapshot(self.path):
                 try:
                     rec = MaterialRecord.from_snapshot(raw)
                 except (KeyError, TypeError, ValueError) as exc:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from cgcnn.errors import CgcnnError
 from cgcnn.etl.config import DS1Config, DS2Config, DS3Config, ExperimentalSource
 from cgcnn.etl.materials import (
     FormulaMatch,
@@ -71,7 +72,7 @@ MATCH_COLUMNS = ["dataset", "source", "row", "formula", "spacegroup", "status", 
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
-class EtlError(ValueError):
+class EtlError(CgcnnError, ValueError):
     """The inputs or the configuration do not fit together (e.g. a missing column)."""
 
 

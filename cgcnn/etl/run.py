@@ -124,7 +124,7 @@ def _say(progress: bool, message: str) -> None:
 # ------------------------------------------------------------------------------ graphs
 def _graph_key(items: list[tuple[str, str]], cfg) -> str:
     """Content key of one dataset's graphs: graph settings, format version, ids and CIF bytes."""
-    from cgcnn.dataset import JSON_FORMAT, JSON_VERSION
+    from cgcnn.graphset import JSON_FORMAT, JSON_VERSION
 
     digest = hashlib.sha256(f"graph:{cfg.key()}:{JSON_FORMAT}:{JSON_VERSION}\n".encode())
     for mid, cif in items:
@@ -145,7 +145,7 @@ def _build_or_reuse_graphs(
 
     Returns (manifest entries per dataset, problems per dataset as (id, reason)).
     """
-    from cgcnn.dataset import build_graphs
+    from cgcnn.building import build_graphs
 
     cfg = config.graph
     items = {ds: [(m, records[m].structure_cif) for m in tables[ds]["material_id"]] for ds in DATASETS}

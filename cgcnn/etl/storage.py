@@ -32,6 +32,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
+from cgcnn.errors import CgcnnError
 from cgcnn.fileio import atomic_write_bytes, json_safe  # json_safe is re-exported
 
 __all__ = [
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 
-class StorageError(OSError):
+class StorageError(CgcnnError, OSError):
     """A bucket operation failed; the message names the bucket and key."""
 
 

@@ -16,6 +16,7 @@ from cgcnn.etl.materials import (
     crystal_system,
     match_formula,
     open_materials,
+    read_snapshot,
     reduced_formula,
     write_snapshot,
 )
@@ -193,3 +194,10 @@ def test_mp_source_unreachable_endpoint(monkeypatch):
     src = MPSource(endpoint="http://127.0.0.1:1/")  # nothing listens on port 1
     with pytest.raises(MaterialsError, match=r"cannot connect to the Materials Project at http://127\.0\.0\.1:1/"):
         src.by_ids(["mp-149"])
+
+
+def test_snapshot_line_that_is_not_json_is_named(tmp_path):
+    path = tmp_path / "summary.jsonl"
+    path.write_text('{"material_id": "mp-1"}\n{not json\n')
+    with pytest.raises(MaterialsError, match="line 2"):
+        list(read_snapshot(path))

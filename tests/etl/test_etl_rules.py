@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 from etl_helpers import make_record
 
-from cgcnn.etl.config import DS1Config, DS2Config, DS3Config, EtlConfig, ExperimentalSource, GapWindow
+from cgcnn.etl.config import (
+    DS1Config,
+    DS2Config,
+    DS3Config,
+    EtlConfig,
+    ExperimentalSource,
+    GapWindow,
+)
 from cgcnn.etl.rules import (
     EtlError,
     SourceTable,

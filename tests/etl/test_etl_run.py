@@ -15,10 +15,16 @@ import pytest
 from etl_helpers import FakeMP
 
 from cgcnn.config import GraphConfig
-from cgcnn.dataset import GraphSet
-from cgcnn.etl import EtlConfig, SnapshotSource, StorageError, prepare_work_bucket, run_etl
+from cgcnn.etl import (
+    EtlConfig,
+    SnapshotSource,
+    StorageError,
+    prepare_work_bucket,
+    run_etl,
+)
 from cgcnn.etl.cli import main as etl_main
 from cgcnn.etl.storage import S3Bucket, protected_roots
+from cgcnn.graphset import GraphSet
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"

@@ -1,0 +1,243 @@
+"""Structures in, crystal graphs out: parsing, content keys, the on-disk cache, parallel builds.
+
+Graphs are built once (in parallel, with a progress bar) and cached on disk in compact
+``.npz`` shards keyed by *structure content + graph settings*; training only ever reads
+them.  Inputs are discovered here too: CIF files and folders (:func:`cif_items`) and
+Materials Project snapshots (:func:`snapshot_structures`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cgcnn.config import GraphConfig
+from cgcnn.errors import DatasetError, OnError, Problem
+from cgcnn.graph import CrystalGraph, GraphError, structure_to_graph
+from cgcnn.graphset import GraphSet
+
+log = logging.getLogger(__name__)
+
+
+def parse_structure(obj, item_id: str):
+    """CIF text, a path, a pymatgen Structure or its dict -> Structure (errors name the item).
+
+    Simple P1 CIFs (as the Materials Project writes them) go through the fast reader of
+    :mod:`cgcnn.cif`, which builds exactly the structure pymatgen's parser would; every
+    other CIF goes through pymatgen's ``CifParser``.
+    """
+    from pymatgen.core import Structure
+
+    from cgcnn.cif import read_simple_cif
+
+    if isinstance(obj, Structure):
+        return obj
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if isinstance(obj, Mapping):
+                return Structure.from_dict(obj)
+            text = obj.read_text() if isinstance(obj, Path) else str(obj)
+            fast = read_simple_cif(text)
+            return fast if fast is not None else Structure.from_str(text, fmt="cif")
+    except Exception as exc:  # pymatgen raises many types for a bad CIF
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatasetError(f"{item_id}: cannot parse structure ({msg})") from None
+
+
+def content_key(obj, config: GraphConfig) -> str:
+    """Cache key: sha256 of the structure's content and the graph settings."""
+    from pymatgen.core import Structure
+
+    h = hashlib.sha256(config.key().encode())
+    if isinstance(obj, Structure):
+        h.update(b"structure:")
+        h.update(np.round(obj.lattice.matrix, 8).tobytes())
+        h.update(np.round(obj.frac_coords, 8).tobytes())
+        h.update(" ".join(site.species_string for site in obj).encode())
+    elif isinstance(obj, Path):
+        h.update(b"cif:")
+        h.update(obj.read_bytes())
+    elif isinstance(obj, Mapping):
+        h.update(b"dict:")
+        h.update(json.dumps(obj, sort_keys=True, default=str).encode())
+    else:
+        h.update(b"cif:")
+        h.update(str(obj).encode())
+    return h.hexdigest()[:32]
+
+
+def _build_one(item_id: str, obj, config: GraphConfig) -> CrystalGraph | Problem:
+    try:
+        structure = parse_structure(obj, item_id)
+        return structure_to_graph(structure, config, material_id=item_id)
+    except DatasetError as exc:
+        return Problem(item_id, str(exc).removeprefix(f"{item_id}: "))
+    except GraphError as exc:
+        return Problem(item_id, str(exc))
+
+
+def _build_chunk(chunk: list[tuple[str, object]], config: GraphConfig) -> list[CrystalGraph | Problem]:
+    return [_build_one(i, o, config) for i, o in chunk]
+
+
+# --------------------------------------------------------------------------- cache
+class GraphCache:
+    """Graphs on disk, keyed by structure content + graph settings.
+
+    The cache is a folder of ``.npz`` shards (one per build that added graphs); each shard
+    is a :class:`GraphSet` whose ids are content keys.  Nothing is ever rewritten in place:
+    new graphs go to a new shard written atomically.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self._shards: dict[Path, GraphSet] = {}
+
+    def _load(self) -> dict[str, tuple[GraphSet, int]]:
+        found: dict[str, tuple[GraphSet, int]] = {}
+        if not self.folder.is_dir():
+            return found
+        for p in sorted(self.folder.glob("shard-*.npz")):
+            if p not in self._shards:
+                try:
+                    self._shards[p] = GraphSet.load_npz(p)
+                except Exception as exc:  # a damaged shard is ignored, never fatal
+                    log.warning("ignoring unreadable graph-cache shard %s (%s)", p, exc)
+                    continue
+            s = self._shards[p]
+            for k, key in enumerate(s.ids):
+                found[key] = (s, k)
+        return found
+
+    def lookup(self, keys: Iterable[str]) -> dict[str, CrystalGraph]:
+        index = self._load()
+        return {k: index[k][0].graph(index[k][1]) for k in keys if k in index}
+
+    def add(self, keyed: Mapping[str, CrystalGraph], config: GraphConfig) -> Path | None:
+        if not keyed:
+            return None
+        shard = GraphSet.from_graphs(list(keyed), list(keyed.values()), config)
+        name = hashlib.sha256("\n".join(sorted(keyed)).encode()).hexdigest()[:16]
+        path = self.folder / f"shard-{name}.npz"
+        shard.save_npz(path)
+        return path
+
+
+def build_graphs(
+    items: Iterable[tuple[str, object]],
+    config: GraphConfig,
+    *,
+    cache_dir: str | Path | None = None,
+    workers: int = 1,
+    on_error: OnError = "skip",
+    progress: bool = True,
+    chunk_size: int = 64,
+) -> tuple[GraphSet, list[Problem]]:
+    """Build (or fetch from the cache) the graphs of ``items``.
+
+    Args:
+        items: ``(material_id, structure)`` pairs; a structure is CIF text, a CIF path,
+            a pymatgen ``Structure`` or its dict.
+        config: graph settings.
+        cache_dir: folder of the on-disk cache (keyed by content + settings); ``None``
+            disables caching.
+        workers: processes used for parsing and neighbour search.
+        on_error: ``"skip"`` logs a warning naming each bad item and carries on;
+            ``"error"`` raises :class:`DatasetError` at the first bad item.
+
+    Returns:
+        The graph set (input order, bad items left out) and the list of problems.
+    """
+    items = list(items)
+    seen: set[str] = set()
+    problems: list[Problem] = []
+    todo: list[tuple[str, object]] = []
+    for item_id, obj in items:
+        if item_id in seen:
+            problems.append(Problem(item_id, "duplicate material id (first occurrence kept)"))
+            continue
+        seen.add(item_id)
+        todo.append((item_id, obj))
+
+    keys = {i: content_key(o, config) for i, o in todo}
+    cache = GraphCache(cache_dir) if cache_dir is not None else None
+    cached = cache.lookup(keys.values()) if cache else {}
+    missing = [(i, o) for i, o in todo if keys[i] not in cached]
+    built: dict[str, CrystalGraph] = {}
+
+    def handle(result: CrystalGraph | Problem) -> None:
+        if isinstance(result, Problem):
+            if on_error == "error":
+                raise DatasetError(str(result))
+            log.warning("skipping %s", result)
+            problems.append(result)
+        else:
+            built[result.material_id] = result
+
+    bar = tqdm(total=len(missing), desc="graphs", unit="struct", disable=not progress or not missing)
+    chunks = [missing[k : k + chunk_size] for k in range(0, len(missing), chunk_size)]
+    if workers > 1 and len(chunks) > 1:
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            for chunk_results in pool.map(_build_chunk, chunks, [config] * len(chunks)):
+                for r in chunk_results:
+                    handle(r)
+                bar.update(len(chunk_results))
+    else:
+        for chunk in chunks:
+            for r in _build_chunk(chunk, config):
+                handle(r)
+            bar.update(len(chunk))
+    bar.close()
+
+    if cache is not None and built:
+        cache.add({keys[i]: g for i, g in built.items()}, config)
+
+    ids, graphs = [], []
+    for item_id, _ in todo:
+        if item_id in built:
+            g = built[item_id]
+        elif keys[item_id] in cached:
+            g = cached[keys[item_id]]
+            g.material_id = item_id
+        else:
+            continue
+        ids.append(item_id)
+        graphs.append(g)
+    return GraphSet.from_graphs(ids, graphs, config), problems
+
+
+# --------------------------------------------------------------------------- inputs
+def snapshot_structures(path: str | Path, ids: Iterable[str] | None = None) -> Iterator[tuple[str, str]]:
+    """``(material_id, CIF text)`` pairs of a snapshot, optionally only for ``ids``."""
+    from cgcnn.etl.materials import (
+        read_snapshot,  # imported here: graph building never loads the ETL
+    )
+
+    wanted = set(ids) if ids is not None else None
+    for rec in read_snapshot(path):
+        if wanted is None or rec["material_id"] in wanted:
+            yield rec["material_id"], rec["structure_cif"]
+
+
+def cif_items(paths: Iterable[str | Path]) -> list[tuple[str, Path]]:
+    """``(file stem, path)`` for CIF files and every ``*.cif`` inside given folders."""
+    out: list[tuple[str, Path]] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += [(f.stem, f) for f in sorted(p.glob("*.cif"))]
+        elif p.exists():
+            out.append((p.stem, p))
+        else:
+            raise DatasetError(f"{p}: no such file or folder")
+    return out

@@ -1,0 +1,32 @@
+"""Errors and skipped items shared by every step of the data flow.
+
+Every error a user can cause (a bad file, a bad id, a bad column, bad settings) derives from
+:class:`CgcnnError` and carries one line that names the item; the command line prints that
+line and exits non-zero instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+OnError = Literal["skip", "error"]
+
+
+class CgcnnError(Exception):
+    """An expected failure caused by the input: its message names the item and what to do."""
+
+
+class DatasetError(CgcnnError, ValueError):
+    """Bad input that names the offending item."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """An item that was skipped, and why."""
+
+    item_id: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.item_id}: {self.reason}"

@@ -1,0 +1,92 @@
+"""Inference: device choice, predictions and embeddings of a loaded model on a dataset.
+
+The single path from a loaded checkpoint (:class:`~cgcnn.checkpoint.Loaded`) and a
+:class:`~cgcnn.dataset.CrystalDataset` to band gaps in eV (:func:`predict`) or to crystal
+features (:func:`embed_dataset`).  Training uses :func:`predict_normalised` for validation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from cgcnn.allocator import keep_freed_memory
+from cgcnn.batch import iterate_batches
+from cgcnn.checkpoint import Loaded
+from cgcnn.dataset import CrystalDataset
+from cgcnn.features import AtomFeatures
+from cgcnn.model import CGCNN
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when present, else CPU; anything else is passed to torch."""
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but CUDA is not available on this machine")
+    return dev
+
+
+
+def autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+
+@torch.no_grad()
+def predict_normalised(model: CGCNN, dataset: CrystalDataset, positions, batch_size: int, device: torch.device, amp: bool = False) -> np.ndarray:
+    keep_freed_memory()
+    model.eval()
+    out = []
+    for batch in iterate_batches(dataset, positions, batch_size):
+        with autocast(device, amp):
+            out.append(model(batch.to(device)).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+
+def check_elements(dataset: CrystalDataset, features: AtomFeatures) -> None:
+    """Refuse a dataset holding elements the model's atom-feature table does not cover."""
+    present = np.unique(dataset.graphs.atomic_numbers)
+    missing = [int(z) for z in present if not features.supports(int(z))]
+    if missing:
+        from pymatgen.core import Element
+
+        names = ", ".join(f"{Element.from_Z(z).symbol} (Z={z})" for z in missing)
+        holders = [m for k, m in enumerate(dataset.ids)
+                   if np.isin(dataset.graphs.atomic_numbers[dataset.graphs.node_ptr[k]:dataset.graphs.node_ptr[k + 1]], missing).any()]
+        raise ValueError(
+            f"the model's atom-feature table has no features for {names}, found in {len(holders)} "
+            f"material(s), e.g. {', '.join(holders[:5])}; build the dataset with the checkpoint's features "
+            f"(CrystalDataset(..., loaded.features)) to skip them"
+        )
+
+
+
+def predict(loaded: Loaded, dataset: CrystalDataset, *, batch_size: int = 256, device: str | torch.device = "auto") -> np.ndarray:
+    """Predictions in eV for every crystal of ``dataset`` (its order)."""
+    check_elements(dataset, loaded.features)
+    dev = resolve_device(device)
+    loaded.model.to(dev)
+    z = predict_normalised(loaded.model, dataset, np.arange(len(dataset)), batch_size, dev)
+    return loaded.normalizer.denorm(z.astype(np.float64))
+
+
+
+@torch.no_grad()
+def embed_dataset(loaded: Loaded, dataset: CrystalDataset, *, batch_size: int = 256, device: str | torch.device = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """(last-convolution crystal features [n, atom_fea_len], post-FC vectors [n, h_fea_len])."""
+    check_elements(dataset, loaded.features)
+    dev = resolve_device(device)
+    model = loaded.model.to(dev).eval()
+    conv, hidden = [], []
+    for batch in iterate_batches(dataset, np.arange(len(dataset)), batch_size):
+        c, h = model.embed(batch.to(dev))
+        conv.append(c.cpu())
+        hidden.append(h.cpu())
+    return torch.cat(conv).numpy(), torch.cat(hidden).numpy()

@@ -1,0 +1,34 @@
+"""Batching (cgcnn.batch)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cgcnn.batch import make_batch
+
+# -- batching --------------------------------------------------------------------------------
+
+
+def test_batch_offsets_edge_indices_and_maps_atoms_to_crystals(tiny_dataset):
+    positions = [tiny_dataset.ids.index(m) for m in ("NaCl-101", "Si-097", "CsCl-101")]
+    batch = make_batch(tiny_dataset, positions)
+    graphs = [tiny_dataset.graphs.graph(k) for k in positions]
+    assert batch.num_graphs == 3
+    assert batch.batch.tolist() == [0, 0, 1, 1, 2, 2]  # two atoms per crystal
+    expected = np.concatenate([g.edge_index + 2 * k for k, g in enumerate(graphs)], axis=1)
+    assert np.array_equal(batch.edge_index.numpy(), expected)
+    assert np.array_equal(batch.distances.numpy(), np.concatenate([g.distances for g in graphs]))
+    assert np.array_equal(batch.atomic_numbers.numpy(), np.concatenate([g.atomic_numbers for g in graphs]))
+    assert np.array_equal(batch.y.numpy(), tiny_dataset.y[positions])
+    # every edge stays inside its own crystal
+    assert np.array_equal(batch.batch[batch.edge_index[0]], batch.batch[batch.edge_index[1]])
+
+
+def test_batch_is_regular_only_when_every_atom_has_max_neighbors_edges(tiny_dataset, tiny_graph_config):
+    m = tiny_graph_config.max_neighbors
+    pos = {k: tiny_dataset.ids.index(k) for k in ("MgO-097", "LiF-103", "NaCl-103", "CsCl-099")}
+    assert tiny_dataset.graphs.graph(pos["MgO-097"]).neighbour_counts().tolist() == [m, m]
+    assert tiny_dataset.graphs.graph(pos["NaCl-103"]).neighbour_counts().tolist() == [6, 6]  # a/√2 > 4 Å
+    assert make_batch(tiny_dataset, [pos["MgO-097"], pos["LiF-103"]]).regular == m
+    assert make_batch(tiny_dataset, [pos["MgO-097"], pos["NaCl-103"]]).regular is None
+    assert make_batch(tiny_dataset, [pos["CsCl-099"]]).regular is None  # 8 each, fewer than 12
