@@ -14,17 +14,32 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from cgcnn.errors import CgcnnError
+
 FORMAT_VERSION = 1
 
 
-class _Strict(BaseModel):
+class ConfigError(CgcnnError, ValueError):
+    """A configuration file that cannot be read."""
+
+
+class StrictModel(BaseModel):
+    """Base of every configuration in the package (graph, model, training, adaptation, ETL,
+    study profile): unknown keys are rejected, instances are frozen, ``to_dict`` gives the
+    JSON form and ``load`` reads a JSON file."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
 
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides):
+        """Same as ``load_config(cls, path, **overrides)``."""
+        return load_config(cls, path, **overrides)
 
-class GraphConfig(_Strict):
+
+class GraphConfig(StrictModel):
     """How a crystal becomes a graph.
 
     Each atom keeps its ``max_neighbors`` nearest neighbours within ``radius`` Å (periodic
@@ -57,7 +72,7 @@ class GraphConfig(_Strict):
         return f"r{self.radius:g}-n{self.max_neighbors}-d{self.dmin:g}-s{self.step:g}"
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     """CGCNN architecture (names follow Xie & Grossman's implementation)."""
 
     orig_atom_fea_len: int = Field(92, ge=1)
@@ -68,7 +83,7 @@ class ModelConfig(_Strict):
     n_h: int = Field(1, ge=1)
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     """Optimisation settings for ``cgcnn.train.fit``."""
 
     epochs: int = Field(30, ge=1)
@@ -98,7 +113,7 @@ FreezePolicy = Literal["none", "embedding", "convs", "head"]
 NormalizerPolicy = Literal["keep", "refit"]
 
 
-class AdaptConfig(_Strict):
+class AdaptConfig(StrictModel):
     """Domain adaptation: fine-tune a base checkpoint on a new dataset."""
 
     freeze: FreezePolicy = "none"
@@ -106,10 +121,23 @@ class AdaptConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
-def load_config(cls: type[_Strict], path: str | Path | None = None, **overrides) -> _Strict:
-    """Read a JSON config file (unknown keys rejected) and apply keyword overrides."""
+def load_config(cls: type[StrictModel], path: str | Path | None = None, **overrides) -> StrictModel:
+    """The one config loader: read a JSON file (unknown keys rejected), apply top-level
+    keyword overrides (``None`` means "not given"), validate.
+
+    Raises:
+        ConfigError: the file does not exist or is not JSON (the message names the file).
+        pydantic.ValidationError: a key is unknown or a value is out of range.
+    """
     data: dict = {}
     if path is not None:
-        data = json.loads(Path(path).read_text())
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config file {path} is not JSON (line {exc.lineno}: {exc.msg})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a JSON object, not {type(data).__name__}")
     data.update({k: v for k, v in overrides.items() if v is not None})
     return cls.model_validate(data)

@@ -1,17 +1,27 @@
-"""What produced a run: package versions, git SHA, machine — written beside every output."""
+"""What produced a run: package versions, git SHA, machine — written beside every output.
+
+:func:`collect` is the one collector: the pipeline runner writes it as ``environment.json``,
+``fit`` into ``run.json``, the ETL into its report.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata as md
+import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
-PACKAGES = ("cgcnn-da", "torch", "numpy", "pandas", "pymatgen", "mp-api", "boto3", "openTSNE", "papermill", "pydantic")
+PACKAGES = (
+    "cgcnn-da", "torch", "numpy", "pandas", "scipy", "scikit-learn", "matminer", "pymatgen", "mp-api",
+    "boto3", "pydantic", "openTSNE", "matplotlib", "papermill", "ipykernel", "nbformat", "openpyxl",
+)
 
 
 def package_versions(names=PACKAGES) -> dict[str, str | None]:
+    """Installed version of every package in ``names`` (None when absent)."""
     out = {}
     for n in names:
         try:
@@ -34,14 +44,29 @@ def git_sha(repo: str | Path | None = None) -> str | None:
         return None
 
 
-def run_metadata() -> dict:
+def _torch_info() -> dict:
+    if "torch" not in sys.modules:  # never import torch just to describe the machine
+        return {}
     import torch
 
+    cuda = torch.cuda.is_available()
     return {
-        "versions": package_versions(),
-        "git_sha": git_sha(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "cuda_available": cuda,
+        "cuda": torch.version.cuda,
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def collect(repo: str | Path | None = None) -> dict:
+    """Versions, git SHA, Python, platform, CPU count and (when torch is loaded) CUDA / GPU."""
+    return {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_sha": git_sha(repo),
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "versions": package_versions(),
+        **_torch_info(),
     }

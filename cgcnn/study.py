@@ -41,13 +41,14 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from cgcnn.config import (
     FreezePolicy,
     GraphConfig,
     ModelConfig,
     NormalizerPolicy,
+    StrictModel,
     TrainConfig,
 )
 from cgcnn.etl.config import EtlConfig
@@ -59,14 +60,7 @@ PROFILE_NAMES = ("fixture", "default", "paper")
 # --------------------------------------------------------------------------------------
 # Profiles
 # --------------------------------------------------------------------------------------
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
-
-
-class BaseSettings(_Strict):
+class BaseSettings(StrictModel):
     """Base model M1 on DS1."""
 
     train: TrainConfig
@@ -75,7 +69,7 @@ class BaseSettings(_Strict):
     )
 
 
-class AdaptSettings(_Strict):
+class AdaptSettings(StrictModel):
     """Domain adaptation on DS2 and the from-scratch control."""
 
     policies: list[FreezePolicy] = Field(default_factory=lambda: ["none", "embedding", "convs", "head"], min_length=1)
@@ -108,7 +102,7 @@ class AdaptSettings(_Strict):
         return list(self.control_lr_grid or self.lr_grid)
 
 
-class TsneSettings(_Strict):
+class TsneSettings(StrictModel):
     """openTSNE settings.  ``perplexity=None`` -> ``min(30, (n - 1) / 3)`` for n fitted points."""
 
     perplexity: float | None = Field(None, gt=0)
@@ -119,7 +113,7 @@ class TsneSettings(_Strict):
     models: list[Literal["m1", "m2", "control"]] = Field(default_factory=lambda: ["m1", "m2"], min_length=1)
 
 
-class StudyProfile(_Strict):
+class StudyProfile(StrictModel):
     """Everything the pipeline needs besides the data location.
 
     ``graph`` is the single source of the graph settings: it is copied into ``etl.graph``

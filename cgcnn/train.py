@@ -45,7 +45,7 @@ from cgcnn.fileio import atomic_write_bytes
 from cgcnn.freeze import apply_freeze, train_mode
 from cgcnn.inference import autocast, check_elements, predict_normalised, resolve_device
 from cgcnn.normalizer import Normalizer
-from cgcnn.provenance import run_metadata
+from cgcnn.provenance import collect
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def fit(
         "freeze": freeze,
         "normalizer": norm.to_dict(),
         "n": {k: len(v) for k, v in split_ids.items()},
-        **run_metadata(),
+        **collect(),
         **(meta or {}),
     }
     atomic_write_bytes(out / "run.json", json.dumps(run_info, indent=2).encode())

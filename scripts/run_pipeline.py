@@ -30,7 +30,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -42,10 +41,6 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BUCKET = REPO / "tests" / "fixtures" / "bucket"
 DEFAULT_MATERIALS = "snapshot:" + str(REPO / "tests" / "fixtures" / "mp_snapshot" / "summary.jsonl.gz")
 SECRET_VARIABLES = ("MP_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-VERSION_PACKAGES = (
-    "cgcnn-da", "torch", "numpy", "pandas", "scipy", "pymatgen", "mp-api", "boto3", "pydantic",
-    "openTSNE", "matplotlib", "papermill", "ipykernel", "nbformat", "openpyxl",
-)
 # Files of the run folder that are never stage outputs.
 _NOT_OUTPUTS = ("notebooks/", "stages/", "config.json", "environment.json")
 
@@ -172,29 +167,11 @@ def redact_secrets(path: Path, environ: dict | None = None) -> int:
 
 def environment_info() -> dict:
     """Package versions, git SHA, Python, platform, CPU and CUDA of this machine."""
-    from cgcnn.provenance import git_sha, package_versions
+    import torch  # noqa: F401  (loaded so that the CUDA / GPU fields are filled)
 
-    versions = package_versions(VERSION_PACKAGES)
-    sha = git_sha(REPO)
-    info = {
-        "created": _now(),
-        "git_sha": sha,
-        "python": platform.python_version(),
-        "executable": sys.executable,
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "versions": versions,
-    }
-    try:
-        import torch
+    from cgcnn.provenance import collect
 
-        info["cuda_available"] = bool(torch.cuda.is_available())
-        info["cuda"] = torch.version.cuda
-        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-        info["torch_threads"] = torch.get_num_threads()
-    except ImportError:  # pragma: no cover
-        pass
-    return info
+    return collect(REPO)
 
 
 # --------------------------------------------------------------------------------------

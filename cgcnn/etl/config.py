@@ -6,14 +6,12 @@ is an error.  Nothing here reads environment variables.
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from cgcnn.config import GraphConfig
+from cgcnn.config import GraphConfig, StrictModel
 
 __all__ = [
     "DS1Config",
@@ -25,11 +23,8 @@ __all__ = [
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class GapWindow(_Strict):
+class GapWindow(StrictModel):
     """An interval of band gaps in eV; ``None`` leaves a side open."""
 
     min: float | None = None
@@ -58,7 +53,7 @@ class GapWindow(_Strict):
         return f"{lo}, {hi} eV"
 
 
-class ExperimentalSource(_Strict):
+class ExperimentalSource(StrictModel):
     """One experimental band-gap table and how to read it.
 
     A row is located by ``id_column`` when that cell holds an id; otherwise by
@@ -85,7 +80,7 @@ class ExperimentalSource(_Strict):
         return self
 
 
-class DS1Config(_Strict):
+class DS1Config(StrictModel):
     """DS1: PBE gaps of the listed Materials Project ids."""
 
     ids_key: str = "raw/ds1_material_ids.csv"
@@ -112,7 +107,7 @@ def _default_sources() -> list[ExperimentalSource]:
     ]
 
 
-class DS2Config(_Strict):
+class DS2Config(StrictModel):
     """DS2: experimental gaps merged over ``sources`` (first = highest priority)."""
 
     sources: list[ExperimentalSource] = Field(default_factory=_default_sources, min_length=1)
@@ -127,7 +122,7 @@ class DS2Config(_Strict):
         return self
 
 
-class DS3Config(_Strict):
+class DS3Config(StrictModel):
     """DS3: the validation table (experimental, HSE06 and G0W0 gaps)."""
 
     key: str = "raw/validation_set.csv"
@@ -140,7 +135,7 @@ class DS3Config(_Strict):
     g0w0_column: str | None = "bg_g0w0"
 
 
-class EtlConfig(_Strict):
+class EtlConfig(StrictModel):
     """All ETL settings.  ``EtlConfig.load(path)`` reads one from JSON.
 
     ``graph`` defaults to the package's CGCNN defaults (8 Å, 12 neighbours); the original
@@ -160,18 +155,3 @@ class EtlConfig(_Strict):
         "settings are unchanged is still reused whole from the bucket's graphs/)",
     )
     mp_batch_size: int = Field(500, ge=1, le=10000)
-
-    @classmethod
-    def load(cls, path: str | Path | None = None, **overrides) -> "EtlConfig":
-        """Read a JSON file (unknown keys rejected) and apply top-level overrides."""
-        data: dict = {}
-        if path is not None:
-            try:
-                data = json.loads(Path(path).read_text())
-            except FileNotFoundError:
-                raise FileNotFoundError(f"ETL config file {path} does not exist") from None
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.model_validate(data)
-
-    def to_dict(self) -> dict:
-        return self.model_dump(mode="json")

@@ -40,6 +40,7 @@ from cgcnn.etl.rules import (
     table_from_cells,
 )
 from cgcnn.etl.storage import Bucket, LocalBucket, StorageError, open_bucket
+from cgcnn.provenance import collect
 
 __all__ = ["EtlResult", "RawInputs", "load_report", "prepare_work_bucket", "read_inputs", "run_etl"]
 
@@ -412,7 +413,7 @@ def run_etl(
         "gap_windows": {"ds1": config.ds1.gap_window.describe(), "ds2": config.ds2.gap_window.describe()},
         "graphs": {ds: graph_entries.get(ds) for ds in DATASETS} if config.build_graphs else None,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
-        "versions": _versions(),
+        "environment": collect(),
         "drops": drops.to_dict(orient="records"),
         "conflicts": conflicts.to_dict(orient="records"),
         "polymorphs": polymorphs.to_dict(orient="records"),
@@ -441,18 +442,6 @@ def run_etl(
     )
     _say(progress, result.summary().replace("\n", "\n[etl] "))
     return result
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("cgcnn-da", "pymatgen", "mp-api", "pandas", "boto3"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 # ------------------------------------------------------------------------------ work bucket
