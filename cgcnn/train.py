@@ -44,6 +44,7 @@ from cgcnn.features import AtomFeatures
 from cgcnn.fileio import atomic_write_bytes
 from cgcnn.freeze import apply_freeze, train_mode
 from cgcnn.inference import autocast, check_elements, predict_normalised, resolve_device
+from cgcnn.model import CGCNN
 from cgcnn.normalizer import Normalizer
 from cgcnn.provenance import collect
 
@@ -94,6 +95,146 @@ def _write_history(path: Path, rows: list[dict]) -> None:
     atomic_write_bytes(path, pd.DataFrame(rows).to_csv(index=False).encode())
 
 
+# --------------------------------------------------------------------------- fit, in phases
+@dataclass
+class _Run:
+    """Everything one training run carries from epoch to epoch (and into ``last.pt``)."""
+
+    model: CGCNN
+    features: AtomFeatures
+    norm: Normalizer
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    cfg: TrainConfig
+    freeze: str
+    meta: dict
+    history: list[dict]
+    start_epoch: int = 0
+    best_mae: float = math.inf
+    best_epoch: int = -1
+    stale: int = 0
+
+    def checkpoint(self, epoch: int, splits_n: dict, git_sha: str | None) -> dict:
+        extra = {
+            "train_config": self.cfg.to_dict(),
+            "freeze": self.freeze,
+            "optimizer": self.optimizer.state_dict(),
+            "generator_state": self.generator.get_state(),
+            "history": self.history,
+            "best_val_mae": float(self.best_mae),
+            "best_epoch": int(self.best_epoch),
+            "stale_epochs": int(self.stale),
+            "meta": {"splits_n": splits_n, "git_sha": git_sha, **self.meta},
+        }
+        return checkpoint_dict(self.model, self.features, self.norm, epoch=epoch, extra=extra)
+
+
+def resolve_splits(dataset: CrystalDataset, cfg: TrainConfig, splits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, test) positions: the given ``splits`` or ``split_indices`` with ``cfg.seed``."""
+    if splits is None:
+        train_pos, val_pos, test_pos = split_indices(len(dataset), cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    else:
+        train_pos, val_pos = np.asarray(splits[0], dtype=np.int64), np.asarray(splits[1], dtype=np.int64)
+        test_pos = np.asarray(splits[2], dtype=np.int64) if len(splits) > 2 else np.zeros(0, np.int64)
+    if len(train_pos) == 0:
+        raise ValueError("the training split is empty")
+    return train_pos, val_pos, test_pos
+
+
+def initial_model(dataset: CrystalDataset, model_config: ModelConfig | None, init: Loaded | None) -> tuple[CGCNN, AtomFeatures]:
+    """A fresh model sized for ``dataset`` (seeded by the caller), or a copy of ``init``."""
+    if init is not None:
+        features, graph = init.features, init.graph_config
+        check_elements(dataset, features)
+        model = build_model(init.model_config, features, graph)
+        model.load_state_dict(init.model.state_dict())
+    else:
+        features, graph = dataset.features, dataset.config
+        mc = (model_config or ModelConfig()).model_copy(update={"nbr_fea_len": graph.n_gaussians, "orig_atom_fea_len": features.length})
+        model = build_model(mc, features, graph)
+    if graph != dataset.config:
+        raise ValueError(f"dataset graphs use {dataset.config.key()} but the model was trained on {graph.key()}")
+    return model, features
+
+
+def resume_from(run: _Run, last_path: Path) -> None:
+    """Load weights, optimiser, shuffling state, history and early-stopping counters of an
+    interrupted run; refuse a ``last.pt`` written with other settings."""
+    raw = read_checkpoint(last_path)
+    # Same settings required, except the epoch budget (a run may be extended) and the device.
+    loose = lambda d: {k: v for k, v in (d or {}).items() if k not in ("epochs", "device")}  # noqa: E731
+    if loose(raw.get("train_config")) != loose(run.cfg.to_dict()) or raw.get("freeze") != run.freeze:
+        raise ValueError(
+            f"{last_path} was written with other settings (train config / freeze policy); "
+            "resume only with the settings of the interrupted run, or use a new output folder"
+        )
+    run.model.load_state_dict(raw["state_dict"])
+    run.optimizer.load_state_dict(raw["optimizer"])
+    run.generator.set_state(raw["generator_state"])
+    run.history = list(raw["history"])
+    run.start_epoch = raw["epoch"] + 1
+    run.best_mae, run.best_epoch, run.stale = raw["best_val_mae"], raw["best_epoch"], raw["stale_epochs"]
+    log.info("resuming %s at epoch %d", last_path.parent, run.start_epoch)
+
+
+def train_epoch(run: _Run, dataset: CrystalDataset, train_pos: np.ndarray, y_norm: torch.Tensor, lr: float, device: torch.device) -> tuple[float, float]:
+    """One pass over the training split; returns (mean loss, mean absolute error in eV)."""
+    cfg, model, optimizer = run.cfg, run.model, run.optimizer
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    train_mode(model)
+    loss_sum, abs_sum, n_seen = 0.0, 0.0, 0
+    for batch in iterate_batches(dataset, train_pos, cfg.batch_size, shuffle=True, generator=run.generator):
+        if batch.atomic_numbers.numel() < 2:
+            continue  # batch norm needs two atoms; a lone one-atom crystal is dropped
+        batch = batch.to(device)
+        target = y_norm[torch.from_numpy(batch.positions)].to(device)
+        with autocast(device, cfg.amp):
+            pred = model(batch).float()
+        loss = torch.nn.functional.mse_loss(pred, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * batch.num_graphs
+        abs_sum += float((pred.detach() - target).abs().sum()) * run.norm.std
+        n_seen += batch.num_graphs
+    return loss_sum / max(n_seen, 1), abs_sum / max(n_seen, 1)
+
+
+def validate(run: _Run, dataset: CrystalDataset, val_pos: np.ndarray, device: torch.device) -> float:
+    """Validation MAE in eV (NaN without a validation split)."""
+    if not len(val_pos):
+        return math.nan
+    z = predict_normalised(run.model, dataset, val_pos, run.cfg.batch_size, device, run.cfg.amp)
+    return float(np.mean(np.abs(run.norm.denorm(z.astype(np.float64)) - dataset.y[val_pos])))
+
+
+def record_epoch(run: _Run, epoch: int, lr: float, losses: tuple[float, float], val_mae: float, seconds: float, *, has_val: bool) -> bool:
+    """Update history and early-stopping counters; True when this epoch is the new best
+    (every epoch is, without a validation split)."""
+    improved = not has_val or val_mae < run.best_mae
+    if improved:
+        run.best_mae, run.best_epoch, run.stale = val_mae, epoch, 0
+    else:
+        run.stale += 1
+    run.history.append(
+        {"epoch": epoch, "lr": lr, "train_loss": losses[0], "train_mae": losses[1], "val_mae": val_mae, "seconds": seconds}
+    )
+    return improved
+
+
+def write_run_files(out: Path, run: _Run, graph: GraphConfig, split_ids: dict[str, list[str]]) -> dict:
+    """``run.json`` (resolved configs, normaliser, split sizes, provenance) and ``splits.json``."""
+    run_info = {
+        "train_config": run.cfg.to_dict(), "model_config": run.model.config.to_dict(), "graph_config": graph.to_dict(),
+        "freeze": run.freeze, "normalizer": run.norm.to_dict(), "n": {k: len(v) for k, v in split_ids.items()},
+        **collect(), **run.meta,
+    }
+    atomic_write_bytes(out / "run.json", json.dumps(run_info, indent=2).encode())
+    atomic_write_bytes(out / "splits.json", json.dumps(split_ids, indent=1).encode())
+    return run_info
+
+
 def fit(
     dataset: CrystalDataset,
     cfg: TrainConfig,
@@ -110,6 +251,10 @@ def fit(
 ) -> FitResult:
     """Train and keep the best checkpoint on validation MAE.
 
+    Phases: splits (:func:`resolve_splits`) → normaliser on the training split → model
+    (:func:`initial_model`) → optional resume (:func:`resume_from`) → per epoch
+    :func:`train_epoch`, :func:`validate`, :func:`record_epoch`, checkpoints.
+
     Args:
         dataset: labelled crystals.
         cfg: optimisation settings (seed, epochs, optimiser, schedule, early stopping...).
@@ -124,6 +269,10 @@ def fit(
         normalizer: a fixed normaliser (e.g. the base model's); default: fitted on the
             training split.
         resume: continue from ``out_dir/last.pt`` when it exists.
+
+    Example:
+        >>> result = fit(dataset, TrainConfig(epochs=50, optimizer="adamw", lr=3e-3), "runs/m1")
+        >>> result.best_checkpoint  # runs/m1/best.pt
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -132,146 +281,45 @@ def fit(
     device = resolve_device(cfg.device)
     keep_freed_memory()  # large edge tensors: reuse freed memory instead of page-faulting it in
 
-    if splits is None:
-        train_pos, val_pos, test_pos = split_indices(len(dataset), cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    else:
-        train_pos, val_pos = np.asarray(splits[0], dtype=np.int64), np.asarray(splits[1], dtype=np.int64)
-        test_pos = np.asarray(splits[2], dtype=np.int64) if len(splits) > 2 else np.zeros(0, np.int64)
-    if len(train_pos) == 0:
-        raise ValueError("the training split is empty")
+    train_pos, val_pos, test_pos = resolve_splits(dataset, cfg, splits)
     split_ids = {name: [dataset.ids[k] for k in pos] for name, pos in (("train", train_pos), ("val", val_pos), ("test", test_pos))}
-
     norm = normalizer if normalizer is not None else Normalizer.fit(dataset.y[train_pos])
     y_norm = torch.from_numpy(norm.norm(dataset.y.astype(np.float64)).astype(np.float32))
 
     torch.manual_seed(cfg.seed)
-    if init is not None:
-        features, graph = init.features, init.graph_config
-        check_elements(dataset, features)
-        model = build_model(init.model_config, features, graph)
-        model.load_state_dict(init.model.state_dict())
-    else:
-        features: AtomFeatures = dataset.features
-        graph: GraphConfig = dataset.config
-        mc = model_config or ModelConfig()
-        mc = mc.model_copy(update={"nbr_fea_len": graph.n_gaussians, "orig_atom_fea_len": features.length})
-        model = build_model(mc, features, graph)
-    if graph != dataset.config:
-        raise ValueError(f"dataset graphs use {dataset.config.key()} but the model was trained on {graph.key()}")
+    model, features = initial_model(dataset, model_config, init)
     model.to(device)
     apply_freeze(model, freeze)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, cfg)
-    generator = torch.Generator().manual_seed(cfg.seed)
-
-    history: list[dict] = []
-    start_epoch, best_mae, best_epoch, stale = 0, math.inf, -1, 0
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+    run = _Run(model, features, norm, optimizer, torch.Generator().manual_seed(cfg.seed), cfg, freeze, meta or {}, [])
     last_path, best_path = out / "last.pt", out / "best.pt"
     if resume and last_path.exists():
-        raw = read_checkpoint(last_path)
-        # Same settings required, except the epoch budget (a run may be extended) and the device.
-        loose = lambda d: {k: v for k, v in (d or {}).items() if k not in ("epochs", "device")}  # noqa: E731
-        if loose(raw.get("train_config")) != loose(cfg.to_dict()) or raw.get("freeze") != freeze:
-            raise ValueError(
-                f"{last_path} was written with other settings (train config / freeze policy); "
-                "resume only with the settings of the interrupted run, or use a new output folder"
-            )
-        model.load_state_dict(raw["state_dict"])
-        optimizer.load_state_dict(raw["optimizer"])
-        generator.set_state(raw["generator_state"])
-        history = list(raw["history"])
-        start_epoch = raw["epoch"] + 1
-        best_mae, best_epoch, stale = raw["best_val_mae"], raw["best_epoch"], raw["stale_epochs"]
-        log.info("resuming %s at epoch %d", out, start_epoch)
+        resume_from(run, last_path)
 
-    run_info = {
-        "train_config": cfg.to_dict(),
-        "model_config": model.config.to_dict(),
-        "graph_config": graph.to_dict(),
-        "freeze": freeze,
-        "normalizer": norm.to_dict(),
-        "n": {k: len(v) for k, v in split_ids.items()},
-        **collect(),
-        **(meta or {}),
-    }
-    atomic_write_bytes(out / "run.json", json.dumps(run_info, indent=2).encode())
-    atomic_write_bytes(out / "splits.json", json.dumps(split_ids, indent=1).encode())
+    run_info = write_run_files(out, run, dataset.config, split_ids)
+    save = lambda path, epoch: save_checkpoint(path, run.checkpoint(epoch, run_info["n"], run_info.get("git_sha")))  # noqa: E731
 
-    def save(path: Path, epoch: int) -> None:
-        extra = {
-            "train_config": cfg.to_dict(),
-            "freeze": freeze,
-            "optimizer": optimizer.state_dict(),
-            "generator_state": generator.get_state(),
-            "history": history,
-            "best_val_mae": float(best_mae),
-            "best_epoch": int(best_epoch),
-            "stale_epochs": int(stale),
-            "meta": {"splits_n": run_info["n"], "git_sha": run_info.get("git_sha"), **(meta or {})},
-        }
-        save_checkpoint(path, checkpoint_dict(model, features, norm, epoch=epoch, extra=extra))
-
-    stopped = stale >= (cfg.patience or math.inf)
-    bar = tqdm(range(start_epoch, cfg.epochs), desc="epochs", disable=not progress, initial=start_epoch, total=cfg.epochs)
+    stopped = run.stale >= (cfg.patience or math.inf)
+    bar = tqdm(range(run.start_epoch, cfg.epochs), desc="epochs", disable=not progress, initial=run.start_epoch, total=cfg.epochs)
     for epoch in bar:
         if stopped:
             break
         t0 = time.perf_counter()
         lr = cfg.lr * lr_factor(cfg, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        train_mode(model)
-        loss_sum, abs_sum, n_seen = 0.0, 0.0, 0
-        for batch in iterate_batches(dataset, train_pos, cfg.batch_size, shuffle=True, generator=generator):
-            if batch.atomic_numbers.numel() < 2:
-                continue  # batch norm needs two atoms; a lone one-atom crystal is dropped
-            batch = batch.to(device)
-            target = y_norm[torch.from_numpy(batch.positions)].to(device)
-            with autocast(device, cfg.amp):
-                pred = model(batch).float()
-            loss = torch.nn.functional.mse_loss(pred, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * batch.num_graphs
-            abs_sum += float((pred.detach() - target).abs().sum()) * norm.std
-            n_seen += batch.num_graphs
-        val_mae = math.nan
-        if len(val_pos):
-            z = predict_normalised(model, dataset, val_pos, cfg.batch_size, device, cfg.amp)
-            val_mae = float(np.mean(np.abs(norm.denorm(z.astype(np.float64)) - dataset.y[val_pos])))
-        improved = (not len(val_pos)) or val_mae < best_mae
-        if improved:
-            best_mae, best_epoch, stale = (val_mae if len(val_pos) else math.nan), epoch, 0
-        else:
-            stale += 1
-        history.append(
-            {
-                "epoch": epoch,
-                "lr": lr,
-                "train_loss": loss_sum / max(n_seen, 1),
-                "train_mae": abs_sum / max(n_seen, 1),
-                "val_mae": val_mae,
-                "seconds": time.perf_counter() - t0,
-            }
-        )
-        if improved:
+        losses = train_epoch(run, dataset, train_pos, y_norm, lr, device)
+        val_mae = validate(run, dataset, val_pos, device)
+        if record_epoch(run, epoch, lr, losses, val_mae, time.perf_counter() - t0, has_val=len(val_pos) > 0):
             save(best_path, epoch)
         save(last_path, epoch)
-        _write_history(out / "history.csv", history)
-        bar.set_postfix(train_mae=f"{history[-1]['train_mae']:.3f}", val_mae=f"{val_mae:.3f}")
-        if cfg.patience is not None and stale >= cfg.patience:
-            log.info("early stopping at epoch %d (best %d, val MAE %.4f eV)", epoch, best_epoch, best_mae)
+        _write_history(out / "history.csv", run.history)
+        bar.set_postfix(train_mae=f"{losses[1]:.3f}", val_mae=f"{val_mae:.3f}")
+        if cfg.patience is not None and run.stale >= cfg.patience:
+            log.info("early stopping at epoch %d (best %d, val MAE %.4f eV)", epoch, run.best_epoch, run.best_mae)
             stopped = True
     bar.close()
     if not best_path.exists():  # resumed a finished run
-        save(best_path, history[-1]["epoch"] if history else 0)
+        save(best_path, run.history[-1]["epoch"] if run.history else 0)
     return FitResult(
-        best_checkpoint=best_path,
-        last_checkpoint=last_path,
-        history=pd.DataFrame(history),
-        best_val_mae=float(best_mae),
-        best_epoch=int(best_epoch),
-        normalizer=norm,
-        splits=split_ids,
+        best_checkpoint=best_path, last_checkpoint=last_path, history=pd.DataFrame(run.history),
+        best_val_mae=float(run.best_mae), best_epoch=int(run.best_epoch), normalizer=norm, splits=split_ids,
     )
