@@ -13,7 +13,7 @@ import json
 import logging
 import multiprocessing as mp
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -241,3 +241,65 @@ def cif_items(paths: Iterable[str | Path]) -> list[tuple[str, Path]]:
         else:
             raise DatasetError(f"{p}: no such file or folder")
     return out
+
+
+def _is_snapshot(path: Path) -> bool:
+    return path.is_file() and (path.name.endswith(".jsonl.gz") or path.name.endswith(".jsonl"))
+
+
+def _saved_graph_set(path: Path) -> Path | None:
+    """The graph-set file behind ``path`` (``.npz``, ``.json[.gz]``, or a folder holding
+    ``graphs.npz``), or None."""
+    saved = path / "graphs.npz" if path.is_dir() and (path / "graphs.npz").exists() else path
+    if saved.is_file() and (saved.suffix == ".npz" or saved.suffix == ".json" or saved.name.endswith(".json.gz")):
+        return saved
+    return None
+
+
+def structure_items(structures) -> list[tuple[str, object]]:
+    """``(id, structure)`` pairs from pymatgen ``Structure``s: one, a list (ids ``"0"``,
+    ``"1"``, …) or a mapping ``{id: structure}``."""
+    from pymatgen.core import Structure
+
+    if isinstance(structures, Structure):
+        return [("0", structures)]
+    if isinstance(structures, Mapping):
+        return [(str(k), v) for k, v in structures.items()]
+    return [(str(k), s) for k, s in enumerate(structures)]
+
+
+def read_inputs(
+    inputs,
+    config: GraphConfig,
+    *,
+    workers: int = 1,
+    cache_dir: str | Path | None = None,
+    on_error: OnError = "skip",
+    progress: bool = True,
+) -> tuple[GraphSet, list[Problem]]:
+    """Graphs of every kind of input the package accepts.
+
+    ``inputs`` is a saved graph set (``.npz``, ``.json[.gz]``, or a folder holding
+    ``graphs.npz``), a Materials Project snapshot (``.jsonl[.gz]``), CIF files or folders of
+    CIFs (a path or a list of paths), a :class:`~cgcnn.graphset.GraphSet`, or pymatgen
+    ``Structure``s (one, a list, or ``{id: structure}``).
+
+    Raises:
+        DatasetError: a path does not exist, a saved graph set was built with other graph
+            settings, or (``on_error="error"``) an item cannot be read.
+    """
+    if isinstance(inputs, GraphSet):
+        graphs, where = inputs, "the given graph set holds graphs"
+    elif isinstance(inputs, (str, Path)) or (isinstance(inputs, Sequence) and all(isinstance(x, (str, Path)) for x in inputs)):
+        paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(x) for x in inputs]
+        saved = _saved_graph_set(paths[0]) if len(paths) == 1 else None
+        if saved is None:
+            items = snapshot_structures(paths[0]) if len(paths) == 1 and _is_snapshot(paths[0]) else cif_items(paths)
+            return build_graphs(items, config, workers=workers, cache_dir=cache_dir, on_error=on_error, progress=progress)
+        graphs = GraphSet.load_npz(saved) if saved.suffix == ".npz" else GraphSet.read_json(saved)
+        where = f"{saved} holds graphs"
+    else:
+        return build_graphs(structure_items(inputs), config, workers=workers, cache_dir=cache_dir, on_error=on_error, progress=progress)
+    if config is not None and graphs.config != config:
+        raise DatasetError(f"{where} built with {graphs.config.key()}, not {config.key()}; rebuild them from the structures")
+    return graphs, []

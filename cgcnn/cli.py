@@ -33,28 +33,11 @@ def _graph_config(args, base=None):
     return GraphConfig.model_validate(data)
 
 
-def _is_snapshot(path: Path) -> bool:
-    return path.is_file() and (path.name.endswith(".jsonl.gz") or path.name.endswith(".jsonl"))
-
-
 def load_graph_inputs(inputs: list[str], cfg, *, workers: int = 1, cache_dir=None, on_error: str = "skip"):
-    """Graph set from: a saved graph set (``.npz``, ``.json[.gz]``, or a folder holding
-    ``graphs.npz``), a snapshot (``.jsonl.gz``), or CIF files / folders of CIFs."""
-    from cgcnn.building import build_graphs, cif_items, snapshot_structures
-    from cgcnn.graphset import GraphSet
+    """Graph set and skipped items of the command's inputs (see :func:`cgcnn.building.read_inputs`)."""
+    from cgcnn.building import read_inputs
 
-    paths = [Path(p) for p in inputs]
-    if len(paths) == 1:
-        p = paths[0]
-        saved = p / "graphs.npz" if p.is_dir() and (p / "graphs.npz").exists() else p
-        if saved.suffix == ".npz" or saved.name.endswith(".json.gz") or saved.suffix == ".json":
-            gs = GraphSet.load_npz(saved) if saved.suffix == ".npz" else GraphSet.read_json(saved)
-            if gs.config != cfg and cfg is not None:
-                raise SystemExit(f"error: {saved} holds graphs built with {gs.config.key()}, not {cfg.key()}")
-            return gs, []
-        if _is_snapshot(p):
-            return build_graphs(snapshot_structures(p), cfg, workers=workers, cache_dir=cache_dir, on_error=on_error)
-    return build_graphs(cif_items(paths), cfg, workers=workers, cache_dir=cache_dir, on_error=on_error)
+    return read_inputs(inputs, cfg, workers=workers, cache_dir=cache_dir, on_error=on_error)
 
 
 def read_targets(path: str, column: str | None) -> dict[str, object]:
@@ -123,8 +106,7 @@ def _dataset(args, cfg, features):
     gs, problems = load_graph_inputs(args.graphs, cfg, workers=args.workers, on_error=args.on_error)
     targets = read_targets(args.targets, args.target_column) if getattr(args, "targets", None) else None
     ds = CrystalDataset(gs, targets, features, on_error=args.on_error)
-    for p in problems + ds.problems:
-        print(f"warning: skipped {p}", file=sys.stderr)
+    _warn_skipped(problems + ds.problems)
     return ds
 
 
@@ -185,22 +167,19 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_predict(args) -> int:
-    import pandas as pd
-
-    from cgcnn.building import build_graphs, cif_items
-    from cgcnn.dataset import CrystalDataset
-    from cgcnn.fileio import atomic_write_bytes
-    from cgcnn.inference import predict
-
-    loaded = _loaded(args)
-    gs, problems = build_graphs(cif_items(args.inputs), loaded.graph_config, workers=args.workers, on_error=args.on_error, progress=False)
-    ds = CrystalDataset(gs, None, loaded.features, on_error=args.on_error)
-    for p in problems + ds.problems:
+def _warn_skipped(problems) -> None:
+    for p in problems:
         print(f"warning: skipped {p}", file=sys.stderr)
-    pred = predict(loaded, ds, device=args.device)
-    table = pd.DataFrame({"material_id": ds.ids, "prediction_ev": pred}).sort_values("material_id")
-    text = table.to_csv(index=False, float_format="%.6f")
+
+
+def cmd_predict(args) -> int:
+    from cgcnn.fileio import atomic_write_bytes
+    from cgcnn.predictor import Predictor
+
+    model = Predictor(_loaded(args), device=args.device)
+    table = model.predict(args.inputs, on_error=args.on_error, workers=args.workers)
+    _warn_skipped(table.attrs["skipped"])
+    text = table.sort_values("material_id").to_csv(index=False, float_format="%.6f")
     if args.output:
         atomic_write_bytes(args.output, text.encode())
     else:
@@ -214,15 +193,15 @@ def cmd_embed(args) -> int:
     import numpy as np
 
     from cgcnn.fileio import atomic_write_bytes
-    from cgcnn.inference import embed_dataset
+    from cgcnn.predictor import Predictor
 
-    loaded = _loaded(args)
-    ds = _dataset(args, loaded.graph_config, loaded.features)
-    conv, hidden = embed_dataset(loaded, ds, device=args.device)
+    model = Predictor(_loaded(args), device=args.device)
+    emb = model.embed(args.graphs, on_error=args.on_error, workers=args.workers)
+    _warn_skipped(emb.skipped)
     buf = io.BytesIO()
-    np.savez_compressed(buf, material_id=np.array(ds.ids), conv=conv, hidden=hidden)
+    np.savez_compressed(buf, material_id=np.array(emb.ids), conv=emb.conv, hidden=emb.hidden)
     atomic_write_bytes(args.output, buf.getvalue())
-    print(f"{len(ds)} embeddings (conv {conv.shape[1]}, hidden {hidden.shape[1]}) -> {args.output}")
+    print(f"{len(emb.ids)} embeddings (conv {emb.conv.shape[1]}, hidden {emb.hidden.shape[1]}) -> {args.output}")
     return 0
 
 
@@ -305,10 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="per-material CSV")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="predict band gaps for CIF files")
+    p = sub.add_parser("predict", help="predict band gaps for structures")
     _ckpt_args(p)
     _common(p)
-    p.add_argument("inputs", nargs="+", help="CIF files or folders of CIFs")
+    p.add_argument("inputs", nargs="+", help="CIF files or folders of CIFs, a snapshot (.jsonl.gz), or a saved graph set (.npz / .json.gz)")
     p.add_argument("--output", default=None, help="CSV (material_id,prediction_ev); default stdout")
     p.set_defaults(func=cmd_predict)
 
@@ -329,10 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
+    from cgcnn.errors import CgcnnError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (CgcnnError, ValidationError) as exc:
+        first = str(exc).strip().splitlines()
+        raise SystemExit(f"error: {' '.join(first[:3]) if isinstance(exc, ValidationError) else first[0]}") from None
 
 
 if __name__ == "__main__":

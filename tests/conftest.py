@@ -11,12 +11,13 @@ here reads or writes outside ``tmp_path`` except the read-only reference files i
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from pymatgen.core import Lattice, Structure
+from pymatgen.core import Structure
 
 from cgcnn.building import build_graphs
 from cgcnn.config import GraphConfig, ModelConfig, TrainConfig
@@ -33,21 +34,11 @@ REFERENCE = SHARED_DATA / "cgcnn_reference"
 
 
 # --------------------------------------------------------------------------- crystals
-def fcc_primitive(a: float) -> Lattice:
-    """Primitive lattice of a face-centred cubic cell of edge ``a``."""
-    return Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]])
-
-
-def rocksalt(a: float, cation: str, anion: str) -> Structure:
-    return Structure(fcc_primitive(a), [cation, anion], [[0, 0, 0], [0.5, 0.5, 0.5]])
-
-
-def zincblende(a: float, cation: str, anion: str) -> Structure:
-    return Structure(fcc_primitive(a), [cation, anion], [[0, 0, 0], [0.25, 0.25, 0.25]])
-
-
-def caesium_chloride(a: float, cation: str = "Cs", anion: str = "Cl") -> Structure:
-    return Structure(Lattice.cubic(a), [cation, anion], [[0, 0, 0], [0.5, 0.5, 0.5]])
+# The textbook cells live in tests/fixtures/crystals.py (one place for every test and the
+# fixture generator); it is importable from every test folder as ``crystals``.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
+from crystals import caesium_chloride, conventional, rocksalt, zincblende  # noqa: E402
+from crystals import h2_in_box as _h2_in_box
 
 
 @pytest.fixture(scope="session")
@@ -61,9 +52,7 @@ def cscl() -> Structure:
 def nacl() -> Structure:
     """Rock salt NaCl, Fm-3m conventional cell, a = 5.64 Å (8 atoms).
     6 nearest at a/2 = 2.82 Å, then 12 at a/√2 = 3.988 Å."""
-    fcc = [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]
-    shifted = [[(c + 0.5) % 1 for c in site] for site in fcc]  # Cl: Na's sites moved by (½, ½, ½)
-    return Structure(Lattice.cubic(5.64), ["Na"] * 4 + ["Cl"] * 4, fcc + shifted)
+    return conventional("rocksalt", ("Na", "Cl"), 5.64)
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +66,7 @@ def si() -> Structure:
 def h2_in_box() -> Structure:
     """An H2 molecule (0.74 Å bond) alone in a 12 Å cubic box: one neighbour per atom
     within 3 Å (the periodic images are 12 Å away)."""
-    return Structure(Lattice.cubic(12.0), ["H", "H"], [[0, 0, 0], [0.74 / 12.0, 0, 0]], coords_are_cartesian=False)
+    return _h2_in_box(12.0, 0.74)
 
 
 # --------------------------------------------------------------------------- tiny dataset
