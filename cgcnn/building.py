@@ -164,7 +164,11 @@ def build_graphs(
     todo: list[tuple[str, object]] = []
     for item_id, obj in items:
         if item_id in seen:
-            problems.append(Problem(item_id, "duplicate material id (first occurrence kept)"))
+            dup = Problem(item_id, "duplicate material id (first occurrence kept)")
+            if on_error == "error":
+                raise DatasetError(str(dup))
+            log.info("skipping %s", dup)
+            problems.append(dup)
             continue
         seen.add(item_id)
         todo.append((item_id, obj))
@@ -179,7 +183,7 @@ def build_graphs(
         if isinstance(result, Problem):
             if on_error == "error":
                 raise DatasetError(str(result))
-            log.warning("skipping %s", result)
+            log.info("skipping %s", result)
             problems.append(result)
         else:
             built[result.material_id] = result
@@ -231,11 +235,12 @@ def snapshot_structures(path: str | Path, ids: Iterable[str] | None = None) -> I
 
 
 def cif_items(paths: Iterable[str | Path]) -> list[tuple[str, Path]]:
-    """``(file stem, path)`` for CIF files and every ``*.cif`` inside given folders."""
+    """``(file stem, path)`` for CIF files and every ``*.cif`` inside given folders (the
+    extension in any case: ``.cif``, ``.CIF``)."""
     out: list[tuple[str, Path]] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += [(f.stem, f) for f in sorted(p.glob("*.cif"))]
+            out += [(f.stem, f) for f in sorted(p.iterdir()) if f.is_file() and f.suffix.lower() == ".cif"]
         elif p.exists():
             out.append((p.stem, p))
         else:

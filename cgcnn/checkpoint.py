@@ -91,9 +91,16 @@ def read_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot be read safely with torch.load(weights_only=True): {exc}") from None
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, or would run code when unpickled
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: cannot be read safely with torch.load(weights_only=True) ({reason[:200]}); "
+            "is it a complete checkpoint written by cgcnn or the original CGCNN?"
+        ) from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: holds a {type(raw).__name__}, not a checkpoint (a dict with weights and settings)")
+    return raw
 
 
 def is_original(raw: dict) -> bool:
@@ -137,7 +144,10 @@ def load_checkpoint(
             )
         features = atom_features if isinstance(atom_features, AtomFeatures) else AtomFeatures.from_json(atom_features)
         state = raw["state_dict"]
-        cfg = original_model_config(state, features.length)
+        try:
+            cfg = original_model_config(state, features.length)
+        except (KeyError, IndexError, AttributeError, TypeError) as exc:
+            raise CheckpointError(f"{path}: the weights are not those of a CGCNN (missing or malformed {exc}); is this a CGCNN checkpoint?") from None
         graph = GraphConfig(radius=float(radius), max_neighbors=int(max_neighbors), dmin=0.0, step=step)
         if graph.n_gaussians != cfg.nbr_fea_len:
             raise CheckpointError(
@@ -153,9 +163,13 @@ def load_checkpoint(
     elif raw.get("format") == FORMAT:
         if raw.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(f"{path}: checkpoint format version {raw.get('format_version')} is not {FORMAT_VERSION}")
-        cfg = ModelConfig.model_validate(raw["model_config"])
-        graph = GraphConfig.model_validate(raw["graph_config"])
-        stored = AtomFeatures.from_dict(raw["atom_features"]["table"], source=raw["atom_features"].get("source"))
+        try:
+            cfg = ModelConfig.model_validate(raw["model_config"])
+            graph = GraphConfig.model_validate(raw["graph_config"])
+            stored = AtomFeatures.from_dict(raw["atom_features"]["table"], source=raw["atom_features"].get("source"))
+            state, normalizer = raw["state_dict"], Normalizer.from_dict(raw["normalizer"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: damaged checkpoint (missing or malformed {str(exc).splitlines()[0][:120]})") from None
         if atom_features is not None:
             given = atom_features if isinstance(atom_features, AtomFeatures) else AtomFeatures.from_json(atom_features)
             if given != stored:
@@ -164,8 +178,6 @@ def load_checkpoint(
             if given_v is not None and float(given_v) != float(own):
                 raise CheckpointError(f"{path}: {name}={given_v} given but the checkpoint was trained with {own}")
         features = stored
-        state = raw["state_dict"]
-        normalizer = Normalizer.from_dict(raw["normalizer"])
         meta = {k: raw.get(k) for k in ("epoch", "best_val_mae", "best_epoch", "meta", "train_config")}
     else:
         raise CheckpointError(f"{path}: not a CGCNN checkpoint (no state_dict / unknown format {raw.get('format')!r})")

@@ -40,27 +40,6 @@ def load_graph_inputs(inputs: list[str], cfg, *, workers: int = 1, cache_dir=Non
     return read_inputs(inputs, cfg, workers=workers, cache_dir=cache_dir, on_error=on_error)
 
 
-def read_targets(path: str, column: str | None) -> dict[str, object]:
-    """``material_id -> label`` from a CSV (header with ``material_id``, or the original
-    headerless ``id_prop.csv``).  Labels are validated later, naming bad items."""
-    import pandas as pd
-
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if "material_id" not in df.columns:  # original id_prop.csv: no header
-        df = pd.read_csv(path, dtype=str, header=None, keep_default_na=False)
-        df.columns = ["material_id", "target"] + [f"c{k}" for k in range(2, df.shape[1])]
-    if column is None:
-        for guess in ("target", "bg_exp", "bg_pbe", "band_gap"):
-            if guess in df.columns:
-                column = guess
-                break
-        else:
-            raise SystemExit(f"error: {path}: say which column holds the labels (--target-column); columns: {list(df.columns)}")
-    if column not in df.columns:
-        raise SystemExit(f"error: {path}: no column {column!r}; columns: {list(df.columns)}")
-    return dict(zip(df["material_id"], df[column]))
-
-
 def _train_config(args):
     from cgcnn.config import TrainConfig, load_config
 
@@ -79,10 +58,15 @@ def _features(path):
 
 # --------------------------------------------------------------------------- commands
 def cmd_graphs(args) -> int:
+    from cgcnn.errors import DatasetError
+
     cfg = _graph_config(args)
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     gs, problems = load_graph_inputs(args.inputs, cfg, workers=args.workers, cache_dir=args.cache, on_error=args.on_error)
+    _warn_skipped(problems)
+    if len(gs) == 0:
+        first = f" (first: {problems[0]})" if problems else ""
+        raise DatasetError(f"no structure could be read from {', '.join(args.inputs)}; {len(problems)} skipped{first}")
     gs.save_npz(out / "graphs.npz")
     if args.json:
         gs.write_json(out / "graphs.json.gz")
@@ -101,13 +85,23 @@ def _write_problems(path: Path, problems) -> None:
 
 
 def _dataset(args, cfg, features):
-    from cgcnn.dataset import CrystalDataset
+    from cgcnn.dataset import CrystalDataset, read_targets
 
     gs, problems = load_graph_inputs(args.graphs, cfg, workers=args.workers, on_error=args.on_error)
     targets = read_targets(args.targets, args.target_column) if getattr(args, "targets", None) else None
     ds = CrystalDataset(gs, targets, features, on_error=args.on_error)
     _warn_skipped(problems + ds.problems)
     return ds
+
+
+def _print_fit(res) -> None:
+    import math
+
+    summary = {"best_checkpoint": str(res.best_checkpoint), "best_epoch": res.best_epoch, "best_val_mae": res.best_val_mae}
+    if math.isnan(res.best_val_mae):
+        summary["best_val_mae"] = None
+        summary["note"] = "no validation split (too few crystals or val_fraction 0): the last epoch is kept as best"
+    print(json.dumps(summary))
 
 
 def cmd_train(args) -> int:
@@ -118,7 +112,7 @@ def cmd_train(args) -> int:
     mc = load_config(ModelConfig, args.model_config)
     ds = _dataset(args, _graph_config(args), _features(args.atom_features))
     res = fit(ds, cfg, args.output, model_config=mc, resume=args.resume)
-    print(json.dumps({"best_checkpoint": str(res.best_checkpoint), "best_val_mae": res.best_val_mae, "best_epoch": res.best_epoch}))
+    _print_fit(res)
     return 0
 
 
@@ -134,18 +128,15 @@ def cmd_adapt(args) -> int:
         res = train_control(ds, tc, args.output, model_config=base.model_config, resume=args.resume)
     else:
         res = adapt(base, ds, AdaptConfig(freeze=args.freeze, normalizer=args.normalizer, train=tc), args.output, resume=args.resume)
-    print(json.dumps({"best_checkpoint": str(res.best_checkpoint), "best_val_mae": res.best_val_mae, "best_epoch": res.best_epoch}))
+    _print_fit(res)
     return 0
 
 
 def _loaded(args):
-    from cgcnn.checkpoint import CheckpointError, load_checkpoint
+    from cgcnn.checkpoint import load_checkpoint
 
-    try:
-        return load_checkpoint(args.checkpoint, atom_features=args.atom_features, radius=args.radius,
-                               max_neighbors=args.max_neighbors, device="cpu")
-    except CheckpointError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    return load_checkpoint(args.checkpoint, atom_features=args.atom_features, radius=args.radius,
+                           max_neighbors=args.max_neighbors, device="cpu")
 
 
 def cmd_evaluate(args) -> int:
@@ -244,7 +235,8 @@ def _ckpt_args(p) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cgcnn", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every step (and every skipped item)")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks of errors (also: CGCNN_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("graphs", help="build crystal graphs")
@@ -307,20 +299,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def error_line(exc: BaseException) -> str | None:
+    """The one-line message of an expected failure (bad input, bad settings, a file that
+    cannot be read or written), or None for a bug (which keeps its traceback)."""
     from pydantic import ValidationError
 
     from cgcnn.errors import CgcnnError
 
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or exc.title
+        return f"error: invalid setting {where!r} in {exc.title}: {first['msg']} ({exc.error_count()} error(s) in all); fix the config or option"
+    if isinstance(exc, CgcnnError):
+        text = str(exc).strip().splitlines()
+        return f"error: {text[0] if text else type(exc).__name__}"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"error: {exc.filename}: {exc.strerror or exc}; check the path and its permissions"
+    return None
+
+
+def debugging(args=None) -> bool:
+    """Tracebacks are shown with ``--debug`` or a non-empty ``CGCNN_DEBUG``."""
+    import os
+
+    return bool(getattr(args, "debug", False) or os.environ.get("CGCNN_DEBUG"))
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (CgcnnError, ValidationError) as exc:
-        first = str(exc).strip().splitlines()
-        raise SystemExit(f"error: {' '.join(first[:3]) if isinstance(exc, ValidationError) else first[0]}") from None
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    except Exception as exc:
+        line = error_line(exc)
+        if line is None or debugging(args):
+            raise
+        raise SystemExit(line) from None

@@ -16,6 +16,7 @@ from cgcnn.allocator import keep_freed_memory
 from cgcnn.batch import iterate_batches
 from cgcnn.checkpoint import Loaded
 from cgcnn.dataset import CrystalDataset
+from cgcnn.errors import DatasetError
 from cgcnn.features import AtomFeatures
 from cgcnn.model import CGCNN
 
@@ -60,7 +61,7 @@ def check_elements(dataset: CrystalDataset, features: AtomFeatures) -> None:
         names = ", ".join(f"{Element.from_Z(z).symbol} (Z={z})" for z in missing)
         holders = [m for k, m in enumerate(dataset.ids)
                    if np.isin(dataset.graphs.atomic_numbers[dataset.graphs.node_ptr[k]:dataset.graphs.node_ptr[k + 1]], missing).any()]
-        raise ValueError(
+        raise DatasetError(
             f"the model's atom-feature table has no features for {names}, found in {len(holders)} "
             f"material(s), e.g. {', '.join(holders[:5])}; build the dataset with the checkpoint's features "
             f"(CrystalDataset(..., loaded.features)) to skip them"

@@ -40,15 +40,21 @@ from cgcnn.checkpoint import (
 )
 from cgcnn.config import GraphConfig, ModelConfig, TrainConfig
 from cgcnn.dataset import CrystalDataset
+from cgcnn.errors import CgcnnError
 from cgcnn.features import AtomFeatures
 from cgcnn.fileio import atomic_write_bytes
 from cgcnn.freeze import apply_freeze, train_mode
 from cgcnn.inference import autocast, check_elements, predict_normalised, resolve_device
+from cgcnn.lock import RunLock
 from cgcnn.model import CGCNN
 from cgcnn.normalizer import Normalizer
 from cgcnn.provenance import collect
 
 log = logging.getLogger(__name__)
+
+
+class TrainingError(CgcnnError, ValueError):
+    """Training cannot start: no labels, too few samples, or a resume with other settings."""
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -59,7 +65,10 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
     if val_fraction > 0 and n >= 3:
         n_val = max(n_val, 1)
     if n - n_val - n_test < 1:
-        raise ValueError(f"{n} samples are too few for val_fraction={val_fraction}, test_fraction={test_fraction}")
+        raise TrainingError(
+            f"{n} samples are too few for val_fraction={val_fraction}, test_fraction={test_fraction}; "
+            "give more labelled crystals (check the skipped items) or smaller fractions"
+        )
     return np.sort(perm[n_val + n_test :]), np.sort(perm[:n_val]), np.sort(perm[n_val : n_val + n_test])
 
 
@@ -137,7 +146,7 @@ def resolve_splits(dataset: CrystalDataset, cfg: TrainConfig, splits) -> tuple[n
         train_pos, val_pos = np.asarray(splits[0], dtype=np.int64), np.asarray(splits[1], dtype=np.int64)
         test_pos = np.asarray(splits[2], dtype=np.int64) if len(splits) > 2 else np.zeros(0, np.int64)
     if len(train_pos) == 0:
-        raise ValueError("the training split is empty")
+        raise TrainingError("the training split is empty; give explicit splits with training positions")
     return train_pos, val_pos, test_pos
 
 
@@ -153,7 +162,7 @@ def initial_model(dataset: CrystalDataset, model_config: ModelConfig | None, ini
         mc = (model_config or ModelConfig()).model_copy(update={"nbr_fea_len": graph.n_gaussians, "orig_atom_fea_len": features.length})
         model = build_model(mc, features, graph)
     if graph != dataset.config:
-        raise ValueError(f"dataset graphs use {dataset.config.key()} but the model was trained on {graph.key()}")
+        raise TrainingError(f"dataset graphs use {dataset.config.key()} but the model was trained on {graph.key()}; rebuild the graphs with the model's settings")
     return model, features
 
 
@@ -164,7 +173,7 @@ def resume_from(run: _Run, last_path: Path) -> None:
     # Same settings required, except the epoch budget (a run may be extended) and the device.
     loose = lambda d: {k: v for k, v in (d or {}).items() if k not in ("epochs", "device")}  # noqa: E731
     if loose(raw.get("train_config")) != loose(run.cfg.to_dict()) or raw.get("freeze") != run.freeze:
-        raise ValueError(
+        raise TrainingError(
             f"{last_path} was written with other settings (train config / freeze policy); "
             "resume only with the settings of the interrupted run, or use a new output folder"
         )
@@ -235,6 +244,35 @@ def write_run_files(out: Path, run: _Run, graph: GraphConfig, split_ids: dict[st
     return run_info
 
 
+def run_epochs(run: _Run, dataset: CrystalDataset, positions, y_norm: torch.Tensor, device: torch.device,
+               out: Path, run_info: dict, progress: bool) -> None:
+    """The epoch loop: train, validate, record, checkpoint (``best.pt`` on improvement,
+    ``last.pt`` and ``history.csv`` every epoch), stop early after ``patience`` stale epochs."""
+    cfg, (train_pos, val_pos) = run.cfg, positions
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    save = lambda path, epoch: save_checkpoint(path, run.checkpoint(epoch, run_info["n"], run_info.get("git_sha")))  # noqa: E731
+    stopped = run.stale >= (cfg.patience or math.inf)
+    bar = tqdm(range(run.start_epoch, cfg.epochs), desc="epochs", disable=not progress, initial=run.start_epoch, total=cfg.epochs)
+    for epoch in bar:
+        if stopped:
+            break
+        t0 = time.perf_counter()
+        lr = cfg.lr * lr_factor(cfg, epoch)
+        losses = train_epoch(run, dataset, train_pos, y_norm, lr, device)
+        val_mae = validate(run, dataset, val_pos, device)
+        if record_epoch(run, epoch, lr, losses, val_mae, time.perf_counter() - t0, has_val=len(val_pos) > 0):
+            save(best_path, epoch)
+        save(last_path, epoch)
+        _write_history(out / "history.csv", run.history)
+        bar.set_postfix(train_mae=f"{losses[1]:.3f}", val_mae=f"{val_mae:.3f}")
+        if cfg.patience is not None and run.stale >= cfg.patience:
+            log.info("early stopping at epoch %d (best %d, val MAE %.4f eV)", epoch, run.best_epoch, run.best_mae)
+            stopped = True
+    bar.close()
+    if not best_path.exists():  # resumed a finished run
+        save(best_path, run.history[-1]["epoch"] if run.history else 0)
+
+
 def fit(
     dataset: CrystalDataset,
     cfg: TrainConfig,
@@ -275,13 +313,14 @@ def fit(
         >>> result.best_checkpoint  # runs/m1/best.pt
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if dataset.y is None:
-        raise ValueError("fit needs a labelled dataset")
+        raise TrainingError("fit needs a labelled dataset (targets)")
     device = resolve_device(cfg.device)
     keep_freed_memory()  # large edge tensors: reuse freed memory instead of page-faulting it in
 
     train_pos, val_pos, test_pos = resolve_splits(dataset, cfg, splits)
+    if not len(val_pos):
+        log.warning("no validation split: every epoch counts as the best, best_val_mae is NaN and early stopping is off")
     split_ids = {name: [dataset.ids[k] for k in pos] for name, pos in (("train", train_pos), ("val", val_pos), ("test", test_pos))}
     norm = normalizer if normalizer is not None else Normalizer.fit(dataset.y[train_pos])
     y_norm = torch.from_numpy(norm.norm(dataset.y.astype(np.float64)).astype(np.float32))
@@ -295,30 +334,10 @@ def fit(
     last_path, best_path = out / "last.pt", out / "best.pt"
     if resume and last_path.exists():
         resume_from(run, last_path)
-
-    run_info = write_run_files(out, run, dataset.config, split_ids)
-    save = lambda path, epoch: save_checkpoint(path, run.checkpoint(epoch, run_info["n"], run_info.get("git_sha")))  # noqa: E731
-
-    stopped = run.stale >= (cfg.patience or math.inf)
-    bar = tqdm(range(run.start_epoch, cfg.epochs), desc="epochs", disable=not progress, initial=run.start_epoch, total=cfg.epochs)
-    for epoch in bar:
-        if stopped:
-            break
-        t0 = time.perf_counter()
-        lr = cfg.lr * lr_factor(cfg, epoch)
-        losses = train_epoch(run, dataset, train_pos, y_norm, lr, device)
-        val_mae = validate(run, dataset, val_pos, device)
-        if record_epoch(run, epoch, lr, losses, val_mae, time.perf_counter() - t0, has_val=len(val_pos) > 0):
-            save(best_path, epoch)
-        save(last_path, epoch)
-        _write_history(out / "history.csv", run.history)
-        bar.set_postfix(train_mae=f"{losses[1]:.3f}", val_mae=f"{val_mae:.3f}")
-        if cfg.patience is not None and run.stale >= cfg.patience:
-            log.info("early stopping at epoch %d (best %d, val MAE %.4f eV)", epoch, run.best_epoch, run.best_mae)
-            stopped = True
-    bar.close()
-    if not best_path.exists():  # resumed a finished run
-        save(best_path, run.history[-1]["epoch"] if run.history else 0)
+    out.mkdir(parents=True, exist_ok=True)  # only now: a run refused above leaves nothing behind
+    with RunLock(out, what="training output folder"):
+        run_info = write_run_files(out, run, dataset.config, split_ids)
+        run_epochs(run, dataset, (train_pos, val_pos), y_norm, device, out, run_info, progress)
     return FitResult(
         best_checkpoint=best_path, last_checkpoint=last_path, history=pd.DataFrame(run.history),
         best_val_mae=float(run.best_mae), best_epoch=int(run.best_epoch), normalizer=norm, splits=split_ids,
