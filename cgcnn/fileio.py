@@ -9,6 +9,7 @@ file, and hash files and JSON-able objects the same way everywhere.
 * :func:`atomic_path` is the same for writers that want a path (``fig.savefig(tmp)``).
 * :func:`sha256_file` hashes a file in 1 MiB blocks.
 * :func:`json_safe` turns an object into one ``json.dumps(..., allow_nan=False)`` accepts.
+* :func:`write_json` writes such an object atomically (indent 2, trailing newline).
 
 Only the standard library is imported here, so scripts can use this module cheaply.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
 import os
 import sys
@@ -25,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "json_safe", "sha256_file"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "json_safe", "sha256_file", "write_json"]
 
 
 def _umask() -> int:
@@ -104,3 +106,13 @@ def json_safe(obj: Any) -> Any:
     if pd is not None and (obj is pd.NA or obj is pd.NaT):
         return None
     return obj
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically (indent 2, trailing newline).
+
+    The object goes through :func:`json_safe` first: NaN/inf become ``null``, numpy scalars
+    plain numbers.  Returns ``path``.
+    """
+    text = json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n"
+    return atomic_write_bytes(Path(path), text.encode())

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cgcnn.fileio import atomic_write_text, sha256_file
+from cgcnn.fileio import atomic_write_text, sha256_file, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BUCKET = REPO / "tests" / "fixtures" / "bucket"
@@ -86,11 +86,6 @@ def _sha256_json(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _write_json(path: Path, obj) -> None:
-    """Write JSON atomically (temporary file in the same folder, then rename)."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -113,14 +108,6 @@ def code_digest() -> str:
         if p.is_file() and p.suffix in (".py", ".json") and "__pycache__" not in p.parts:
             h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()
-
-
-def _is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
-
-
-def _local_path(uri: str) -> Path:
-    return Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser().resolve()
 
 
 def _file_states(run_dir: Path) -> dict[str, tuple[int, int]]:
@@ -226,15 +213,13 @@ class Pipeline:
     """The run folder and its stages; :meth:`run` executes them."""
 
     def __init__(self, args: argparse.Namespace, stages: tuple[Stage, ...] = STAGES, *, echo=print):
-        from cgcnn.study import load_profile
+        from cgcnn.study import bucket_location, is_remote, load_profile, work_bucket
 
         self.args = args
         self.stages = stages
         self.echo = echo
         seeds = _parse_seeds(args.seeds)
-        self.profile = load_profile(args.profile, seeds=seeds, device=args.device)
-        if args.workers is not None:
-            self.profile = self.profile.model_validate({**self.profile.to_dict(), "workers": args.workers})
+        self.profile = load_profile(args.profile, seeds=seeds, device=args.device, workers=args.workers)
         if args.device == "cuda":
             import torch
 
@@ -242,19 +227,14 @@ class Pipeline:
                 raise SystemExit("--device cuda: CUDA is not available here (torch "
                                  f"{torch.__version__}); use --device auto or cpu")
         self.materials = _resolve_materials(args.materials)
-        self.source = args.bucket if _is_remote(args.bucket) else str(_local_path(args.bucket))
-        if not _is_remote(self.source) and not (Path(self.source) / "raw").is_dir():
+        self.source = bucket_location(args.bucket)
+        if not is_remote(self.source) and not (Path(self.source) / "raw").is_dir():
             raise SystemExit(f"--bucket {args.bucket}: no raw/ folder in {self.source}")
         settings = self.profile.to_dict()
         run_id = args.run_id or f"{self.profile.name}-{_sha256_json([settings, self.source, self.materials])[:10]}"
         self.run_dir = Path(args.output).expanduser().resolve() / run_id
         self.run_id = run_id
-        if _is_remote(self.source):
-            self.work_bucket = self.source
-        elif self.run_dir == Path(self.source) or self.run_dir in Path(self.source).parents:
-            self.work_bucket = self.source  # already the run's own bucket
-        else:
-            self.work_bucket = str(self.run_dir / "bucket")
+        self.work_bucket = work_bucket(self.run_dir, self.source, copy=False)  # named now, filled by prepare_bucket
 
     # -- files of the run folder ---------------------------------------------------------
     def write_run_files(self) -> None:
@@ -267,8 +247,8 @@ class Pipeline:
         }
         path = self.run_dir / "config.json"
         if _read_json(path) != config:
-            _write_json(path, config)
-        _write_json(self.run_dir / "environment.json", environment_info())
+            write_json(path, config)
+        write_json(self.run_dir / "environment.json", environment_info())
 
     def prepare_bucket(self) -> None:
         """Copy local raw inputs into the run's own work bucket (never write under the source)."""
@@ -278,8 +258,10 @@ class Pipeline:
 
     def input_files(self) -> dict[str, str]:
         """Digests of the raw inputs the ETL reads (local ones; remote ones by URI)."""
+        from cgcnn.study import is_remote
+
         files: dict[str, str] = {}
-        if _is_remote(self.source):
+        if is_remote(self.source):
             files["bucket"] = self.source
         else:
             raw = Path(self.source) / "raw"
@@ -366,7 +348,7 @@ class Pipeline:
             "inputs": inputs,
             "started": _now(),
         }
-        _write_json(mpath, manifest)
+        write_json(mpath, manifest)
         self.echo(f"{label}: running …")
         t0 = time.perf_counter()
         error: dict | None = None
@@ -409,7 +391,7 @@ class Pipeline:
         )
         if error:
             manifest["error"] = error
-        _write_json(mpath, manifest)
+        write_json(mpath, manifest)
         if error:
             raise StageFailed(message)
         self.echo(f"{label}: done in {seconds:.1f} s")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
 FIXTURE_RAW = FIXTURES / "bucket" / "raw"
 FIXTURE_SNAPSHOT = FIXTURES / "mp_snapshot" / "summary.jsonl.gz"

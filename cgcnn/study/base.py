@@ -1,0 +1,90 @@
+"""Stage 3: the base model M1, trained on the PBE gaps of DS1 into ``<run>/models/m1/``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cgcnn.study.data import load_data
+from cgcnn.study.profiles import StudyProfile
+from cgcnn.study.rundir import run_paths, write_table
+
+
+@dataclass
+class BaseResult:
+    """M1: its checkpoint, training history and DS1 train/validation/test metrics."""
+
+    checkpoint: Path
+    history: pd.DataFrame
+    metrics: pd.DataFrame
+    best_epoch: int
+    seconds: float
+    n_crystals: int
+
+
+def metrics_row(y_true, y_pred) -> dict:
+    """:func:`cgcnn.metrics.regression_metrics` of two array-likes (as float arrays)."""
+    from cgcnn.metrics import regression_metrics
+
+    return regression_metrics(np.asarray(y_true, float), np.asarray(y_pred, float))
+
+
+def _ds1_ids(ds1: pd.DataFrame, profile: StudyProfile) -> list[str]:
+    """DS1 ids to train on: all, or a random subset of ``base.max_crystals`` (seeded by the base seed)."""
+    ids = list(ds1["material_id"])
+    limit = profile.base.max_crystals
+    if limit is not None and limit < len(ids):
+        keep = np.sort(np.random.default_rng(profile.base.train.seed).choice(len(ids), size=limit, replace=False))
+        ids = [ids[k] for k in keep]
+    return ids
+
+
+def train_base(run_dir: str | os.PathLike, profile: StudyProfile, *, progress: bool = False) -> BaseResult:
+    """Train M1 on DS1 (PBE gaps) into ``<run>/models/m1/`` and score it on the DS1 splits.
+
+    ``profile.base.max_crystals`` limits DS1 to a random subset (seeded by the base seed).
+    """
+    from cgcnn.checkpoint import load_checkpoint
+    from cgcnn.features import AtomFeatures
+    from cgcnn.inference import predict
+    from cgcnn.train import fit
+
+    profile.apply_threads()
+
+    run = Path(run_dir)
+    paths = run_paths(run)
+    data = load_data(run)
+    dataset = data.dataset("ds1", "bg_pbe", AtomFeatures.default(), ids=_ds1_ids(data.ds1, profile))
+    cfg = profile.train_config(profile.base.train)
+    out = paths["models"] / "m1"
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    result = fit(dataset, cfg, out, model_config=profile.model, progress=progress,
+                 meta={"role": "base", "dataset": "DS1", "profile": profile.name})
+    seconds = time.perf_counter() - t0
+    loaded = load_checkpoint(result.best_checkpoint)
+    pred = predict(loaded, dataset, device=profile.device)
+    position = {m: k for k, m in enumerate(dataset.ids)}
+    rows = []
+    for split, split_ids in result.splits.items():
+        pos = [position[m] for m in split_ids]
+        if pos:
+            rows.append({"split": split, **metrics_row(dataset.y[pos], pred[pos])})
+    metrics = pd.DataFrame(rows).set_index("split")
+    write_table(paths["tables"] / "m1_ds1_metrics.csv", metrics)
+    write_table(paths["tables"] / "m1_history.csv", result.history, index=False)
+    return BaseResult(result.best_checkpoint, result.history, metrics, result.best_epoch, seconds, len(dataset))
+
+
+def base_checkpoint(run_dir: str | os.PathLike) -> Path:
+    """``<run>/models/m1/best.pt``; names the notebook to run when it is missing."""
+    path = run_paths(run_dir)["models"] / "m1" / "best.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the base-model stage (02-ml-dev/01-base-model.ipynb) first")
+    return path

@@ -1,0 +1,206 @@
+"""Study profiles: every setting of a run besides the data location.
+
+A profile (``cgcnn/profiles/<name>.json``, or any JSON file of the same shape) names the graph
+and model settings, the ETL rules, the base model's training, the adaptation grid, the seeds
+and the t-SNE settings.  The adaptation grid composes the package's adaptation concepts
+(:class:`cgcnn.config.AdaptConfig`: freeze policy, normaliser policy, training settings);
+:meth:`StudyProfile.adapt_config` is the one place that turns a grid point into an
+``AdaptConfig``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Literal, get_args
+
+from pydantic import Field, model_validator
+
+from cgcnn.config import (
+    AdaptConfig,
+    FreezePolicy,
+    GraphConfig,
+    ModelConfig,
+    NormalizerPolicy,
+    StrictModel,
+    TrainConfig,
+)
+from cgcnn.etl.config import EtlConfig
+
+PROFILE_NAMES = ("fixture", "default", "paper")
+
+
+class BaseSettings(StrictModel):
+    """Base model M1 on DS1."""
+
+    train: TrainConfig
+    max_crystals: int | None = Field(
+        None, ge=10, description="train on a random subset of DS1 of this size (seeded); None = all of DS1"
+    )
+
+
+class AdaptSettings(StrictModel):
+    """Domain adaptation on DS2 and the from-scratch control: a grid of :class:`AdaptConfig`.
+
+    Each fit of the grid is one ``AdaptConfig`` (``freeze`` = one of ``policies``,
+    ``normalizer``, ``train`` with the grid's learning rate and seed); its freeze and
+    normaliser policies are the package's types, with the package's default normaliser.
+    """
+
+    policies: list[FreezePolicy] = Field(default_factory=lambda: list(get_args(FreezePolicy)), min_length=1)
+    normalizer: NormalizerPolicy = AdaptConfig.model_fields["normalizer"].default
+    train: TrainConfig = Field(description="epochs = upper bound; patience = early stopping on DS2 validation")
+    lr_grid: list[float] = Field(min_length=1)
+    control_train: TrainConfig | None = Field(None, description="control settings; default: same as train")
+    control_lr_grid: list[float] | None = Field(None, description="default: lr_grid")
+    selection_seeds: int | None = Field(
+        1, ge=1, description="learning rates are compared on the first N seeds (None = all seeds)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> AdaptSettings:
+        if len(set(self.policies)) != len(self.policies):
+            raise ValueError(f"freeze policies must be unique, got {self.policies}")
+        for grid in (self.lr_grid, self.control_lr_grid or []):
+            if any(lr <= 0 for lr in grid):
+                raise ValueError(f"learning rates must be positive, got {grid}")
+        if self.train.val_fraction <= 0:
+            raise ValueError("adaptation needs a DS2 validation split (adapt.train.val_fraction > 0)")
+        return self
+
+    @property
+    def control(self) -> TrainConfig:
+        return self.control_train or self.train
+
+    @property
+    def control_grid(self) -> list[float]:
+        return list(self.control_lr_grid or self.lr_grid)
+
+    def split_seeds(self, seeds: list[int]) -> tuple[list[int], list[int]]:
+        """``seeds`` as (seeds the learning rates are compared on, the other seeds)."""
+        n = len(seeds) if self.selection_seeds is None else min(self.selection_seeds, len(seeds))
+        return list(seeds[:n]), list(seeds[n:])
+
+
+class TsneSettings(StrictModel):
+    """openTSNE settings.  ``perplexity=None`` -> ``min(30, (n - 1) / 3)`` for n fitted points."""
+
+    perplexity: float | None = Field(None, gt=0)
+    n_iter: int = Field(500, ge=10)
+    early_exaggeration_iter: int = Field(250, ge=0)
+    standardize: bool = True
+    seed: int = 0
+    models: list[Literal["m1", "m2", "control"]] = Field(default_factory=lambda: ["m1", "m2"], min_length=1)
+
+
+class StudyProfile(StrictModel):
+    """Everything the pipeline needs besides the data location.
+
+    ``graph`` is the single source of the graph settings: it is copied into ``etl.graph``
+    (an ``etl`` section naming different graph settings is rejected).
+    """
+
+    name: str
+    description: str = ""
+    graph: GraphConfig
+    model: ModelConfig
+    etl: EtlConfig = Field(default_factory=EtlConfig)
+    base: BaseSettings
+    adapt: AdaptSettings
+    seeds: list[int] = Field(min_length=1)
+    tsne: TsneSettings = Field(default_factory=TsneSettings)
+    workers: int | None = Field(None, ge=1, description="graph-building processes; None = all cores")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch.set_num_threads for training and inference; None = torch's default"
+    )
+    device: str = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _graph_into_etl(cls, data):
+        if isinstance(data, dict) and "graph" in data:
+            graph = GraphConfig.model_validate(data["graph"]) if not isinstance(data["graph"], GraphConfig) else data["graph"]
+            etl = data.get("etl") or {}
+            etl = etl.to_dict() if isinstance(etl, EtlConfig) else dict(etl)
+            if "graph" in etl and GraphConfig.model_validate(etl["graph"]) != graph:
+                raise ValueError("etl.graph differs from graph; give the graph settings once, under 'graph'")
+            etl["graph"] = graph.model_dump(mode="json")
+            data = {**data, "etl": etl}
+            model = data.get("model")
+            if isinstance(model, dict) and "nbr_fea_len" not in model:
+                data["model"] = {**model, "nbr_fea_len": graph.n_gaussians}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> StudyProfile:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be unique, got {self.seeds}")
+        return self
+
+    def with_overrides(self, *, seeds: list[int] | None = None, device: str | None = None,
+                       workers: int | None = None) -> StudyProfile:
+        """A copy with other seeds, device and/or workers (validated again; ``None`` = keep)."""
+        return StudyProfile.model_validate(_overridden(self.to_dict(), seeds=seeds, device=device, workers=workers))
+
+    def train_config(self, cfg: TrainConfig, **update) -> TrainConfig:
+        """``cfg`` with this profile's device (and any other updates) applied."""
+        return TrainConfig.model_validate({**cfg.to_dict(), "device": self.device, **update})
+
+    def adapt_config(self, policy: FreezePolicy, *, lr: float, seed: int) -> AdaptConfig:
+        """The :class:`AdaptConfig` of one adaptation fit: ``policy`` frozen, learning rate ``lr``, ``seed``."""
+        train = self.train_config(self.adapt.train, lr=lr, seed=seed)
+        return AdaptConfig(freeze=policy, normalizer=self.adapt.normalizer, train=train)
+
+    def control_config(self, *, lr: float, seed: int) -> TrainConfig:
+        """The training settings of one from-scratch control fit."""
+        return self.train_config(self.adapt.control, lr=lr, seed=seed)
+
+    def apply_threads(self) -> None:
+        """Apply ``torch_threads`` (tiny models run faster on one thread than on several)."""
+        if self.torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
+
+
+def _overridden(data: dict, **overrides) -> dict:
+    """``data`` with the given top-level keys replaced (``None`` means "not given", as in ``load_config``)."""
+    return {**data, **{k: (list(v) if k == "seeds" else v) for k, v in overrides.items() if v is not None}}
+
+
+def profile_path(name: str) -> Path:
+    """Path of a bundled profile (``fixture``, ``default``, ``paper``)."""
+    if name not in PROFILE_NAMES:
+        raise ValueError(f"unknown profile {name!r}; bundled profiles: {', '.join(PROFILE_NAMES)} (or give a JSON path)")
+    return Path(str(resources.files("cgcnn") / "profiles" / f"{name}.json"))
+
+
+def _run_settings(path: Path) -> dict | None:
+    """The profile a run's ``config.json`` holds under ``"settings"``; None for a profile file."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # StrictModel.load reports it, naming the file
+    if isinstance(data, dict) and "settings" in data and "name" not in data:
+        return data["settings"]
+    return None
+
+
+def load_profile(name_or_path: str | os.PathLike, *, seeds: list[int] | None = None, device: str | None = None,
+                 workers: int | None = None) -> StudyProfile:
+    """Load a bundled profile by name, a profile JSON file, or a run's ``config.json``.
+
+    A run's ``config.json`` (written by ``scripts/run_pipeline.py``) holds the resolved
+    profile under ``"settings"``.  ``seeds``, ``device`` and ``workers`` override the file's
+    values (``None``: keep them).
+    """
+    text = str(name_or_path)
+    path = profile_path(text) if text in PROFILE_NAMES else Path(text)
+    if not path.is_file():
+        raise FileNotFoundError(f"profile {text!r}: no such file (bundled profiles: {', '.join(PROFILE_NAMES)})")
+    settings = _run_settings(path)
+    if settings is not None:
+        return StudyProfile.model_validate(_overridden(settings, seeds=seeds, device=device, workers=workers))
+    return StudyProfile.load(path, seeds=None if seeds is None else list(seeds), device=device, workers=workers)

@@ -1,0 +1,70 @@
+"""The run folder: its standard paths, the table writer, and the work bucket.
+
+Every stage writes into one *run folder* (layout in :mod:`cgcnn.study`).  JSON files are
+written with :func:`cgcnn.fileio.write_json`, CSV tables with :func:`write_table`, both
+atomically.  :func:`work_bucket` is the only place that decides which bucket the ETL writes
+to; the runner (``scripts/run_pipeline.py``) and the ETL notebook both call it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cgcnn.fileio import atomic_write_bytes, write_json
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["bucket_location", "is_remote", "run_paths", "work_bucket", "write_json", "write_table"]
+
+
+def write_table(path: str | os.PathLike, df: pd.DataFrame, *, index: bool = True) -> Path:
+    """Write a CSV table atomically."""
+    return atomic_write_bytes(Path(path), df.to_csv(index=index).encode())
+
+
+def run_paths(run_dir: str | os.PathLike) -> dict[str, Path]:
+    """The standard sub-folders of a run folder (created on demand by the writers)."""
+    run = Path(run_dir)
+    return {"run": run, "data": run / "data", "models": run / "models", "tables": run / "tables",
+            "figures": run / "figures", "metrics": run / "metrics.json"}
+
+
+def is_remote(bucket: str | os.PathLike) -> bool:
+    """Whether ``bucket`` is a remote URI (``s3://…``); ``file://`` and plain paths are local."""
+    text = str(bucket)
+    return "://" in text and not text.startswith("file://")
+
+
+def bucket_location(bucket: str | os.PathLike) -> str:
+    """A remote URI as it is; a local bucket (path or ``file://``) as an absolute, resolved path."""
+    text = str(bucket)
+    if is_remote(text):
+        return text
+    return str(Path(text.removeprefix("file://")).expanduser().resolve())
+
+
+def work_bucket(run_dir: str | os.PathLike, bucket: str | os.PathLike, *, copy: bool = True) -> str:
+    """The bucket the ETL may write to.
+
+    A local folder outside the run folder is never written: its ``raw/`` inputs are copied
+    into ``<run>/bucket/raw/`` (files with identical bytes are not copied again) and that
+    copy is returned.  An ``s3://`` bucket, or a folder already inside the run, is returned
+    as it is (the ETL writes ``processed/``, ``graphs/``, ``reports/`` beside ``raw/``, as in
+    the original workflow).  ``copy=False`` only names the work bucket (nothing is copied).
+    """
+    location = bucket_location(bucket)
+    if is_remote(location):
+        return location
+    source = Path(location)
+    run = Path(run_dir).expanduser().resolve()
+    if source == run or run in source.parents:
+        return str(source)
+    target = run / "bucket"
+    if copy:
+        from cgcnn.etl import prepare_work_bucket
+
+        prepare_work_bucket(source, target)
+    return str(target)
