@@ -27,6 +27,10 @@ La2O2S double anion (oxychalcogenide); BiOCl double anion (oxyhalide, Bi is the 
 electronegative element); Bi2Te3 chalcogenide; SiC and PtSi tetrelides; NiAl intermetallic.
 Known limits: molecular cations such as NH4⁺ are not recognised (NH4Cl counts as a
 pnictohalide) and water of crystallisation counts as oxide (FeCl2·4H2O is an oxyhalide).
+
+:func:`crystal_system` (space-group number -> crystal system) is the one such mapping of the
+package: the ETL writes its ``crystal_system`` column with it.  pymatgen is imported only when
+a formula is analysed, so the ETL can use this module without loading pymatgen.
 """
 
 from __future__ import annotations
@@ -35,9 +39,12 @@ import math
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import pandas as pd
-from pymatgen.core import Composition, Element
+
+if TYPE_CHECKING:
+    from pymatgen.core import Element
 
 # Anion groups: element symbol -> group name.
 ANION_GROUPS: dict[str, str] = {
@@ -117,6 +124,8 @@ def _double_anion_name(groups: list[str]) -> str:
 @lru_cache(maxsize=65536)
 def anion_analysis(formula: str) -> AnionAnalysis:
     """Apply the module's anion rule to ``formula`` (any string pymatgen's Composition parses)."""
+    from pymatgen.core import Composition, Element
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # noble gases have no Pauling electronegativity
         comp = Composition(formula)
@@ -158,15 +167,22 @@ def anion_class(formula: str) -> str:
 
 def n_elements(formula: str) -> int:
     """Number of distinct elements in ``formula``."""
+    from pymatgen.core import Composition
+
     return len(Composition(formula).elements)
 
 
-def crystal_system(spacegroup_number: int) -> str:
+def crystal_system(spacegroup_number: int | None) -> str | None:
     """Crystal system of an International Tables space-group number (1–230).
 
+    ``None`` (space group unknown) gives ``None``; the ETL writes that as an empty cell and
+    :func:`classify_frame` shows it as ``"unknown"``.
+
     Raises:
-        ValueError: for a number outside 1–230.
+        ValueError: for a number outside 1–230 (a corrupt record, not a missing value).
     """
+    if spacegroup_number is None:
+        return None
     number = int(spacegroup_number)
     if not 1 <= number <= 230:
         raise ValueError(f"space-group number must be in 1..230, got {spacegroup_number!r}")
@@ -181,6 +197,8 @@ def classify_frame(df: pd.DataFrame, *, formula_col: str = "formula",
     """Return a copy of ``df`` with ``anion_class``, ``anion_subclass``, ``n_elements`` and
     ``crystal_system`` columns (``"unknown"`` where the space group is missing).
 
+    A ``crystal_system`` column already in ``df`` (the ETL writes one with
+    :func:`crystal_system`) is kept as it is; otherwise it is derived from ``spacegroup_col``.
     Categorical columns use the display order of :data:`ANION_CLASSES` / :data:`CRYSTAL_SYSTEMS`.
     """
     out = df.copy()
@@ -188,7 +206,15 @@ def classify_frame(df: pd.DataFrame, *, formula_col: str = "formula",
     out["anion_class"] = pd.Categorical([a.anion_class for a in analyses], categories=ANION_CLASSES)
     out["anion_subclass"] = [a.subclass for a in analyses]
     out["n_elements"] = [len(a.anions) + len(a.cations) for a in analyses]
-    if spacegroup_col is not None and spacegroup_col in out.columns:
-        systems = ["unknown" if pd.isna(sg) else crystal_system(int(sg)) for sg in out[spacegroup_col]]
-        out["crystal_system"] = pd.Categorical(systems, categories=(*CRYSTAL_SYSTEMS, "unknown"))
+    if "crystal_system" in out.columns:
+        systems = [None if pd.isna(s) else str(s) for s in out["crystal_system"]]
+    elif spacegroup_col is not None and spacegroup_col in out.columns:
+        systems = [None if pd.isna(sg) else crystal_system(int(sg)) for sg in out[spacegroup_col]]
+    else:
+        return out
+    unknown = sorted({s for s in systems if s is not None} - set(CRYSTAL_SYSTEMS))
+    if unknown:
+        raise ValueError(f"crystal_system column holds names that are not crystal systems: {unknown}")
+    systems = ["unknown" if s is None else s for s in systems]
+    out["crystal_system"] = pd.Categorical(systems, categories=(*CRYSTAL_SYSTEMS, "unknown"))
     return out

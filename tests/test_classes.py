@@ -66,7 +66,7 @@ def test_every_class_is_in_the_display_order():
     "number, system",
     [(1, "triclinic"), (2, "triclinic"), (3, "monoclinic"), (15, "monoclinic"),
      (16, "orthorhombic"), (74, "orthorhombic"), (75, "tetragonal"), (142, "tetragonal"),
-     (143, "trigonal"), (167, "trigonal"), (168, "hexagonal"), (194, "hexagonal"),
+     (143, "trigonal"), (167, "trigonal"), (168, "hexagonal"), (186, "hexagonal"), (194, "hexagonal"),
      (195, "cubic"), (216, "cubic"), (225, "cubic"), (230, "cubic")],
 )
 def test_crystal_system_boundaries(number, system):
@@ -77,6 +77,18 @@ def test_crystal_system_boundaries(number, system):
 def test_crystal_system_rejects_numbers_outside_1_to_230(bad):
     with pytest.raises(ValueError, match="1..230"):
         crystal_system(bad)
+
+
+def test_crystal_system_of_an_unknown_space_group_is_none():
+    assert crystal_system(None) is None
+
+
+def test_importing_classes_does_not_load_pymatgen():
+    import subprocess
+    import sys
+
+    code = "import cgcnn.classes, sys; assert 'pymatgen' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
 def test_n_elements_counts_distinct_elements():
@@ -94,3 +106,14 @@ def test_classify_frame_adds_columns_and_marks_missing_space_groups():
     assert list(out["crystal_system"]) == ["cubic", "hexagonal", "unknown"]
     assert list(out["crystal_system"].cat.categories) == [*CRYSTAL_SYSTEMS, "unknown"]
     assert "anion_class" not in df.columns  # input left unchanged
+
+
+def test_classify_frame_keeps_the_crystal_system_column_the_etl_wrote():
+    # as read back from processed/ds*.csv: the ETL wrote crystal_system with the same function
+    df = pd.DataFrame({"formula": ["GaAs", "ZnO", "Si"], "spacegroup_number": [216, 186, None],
+                       "crystal_system": ["cubic", "hexagonal", None]})
+    out = classify_frame(df)
+    assert list(out["crystal_system"]) == ["cubic", "hexagonal", "unknown"]
+    assert list(out["crystal_system"].cat.categories) == [*CRYSTAL_SYSTEMS, "unknown"]
+    with pytest.raises(ValueError, match="not crystal systems"):
+        classify_frame(df.assign(crystal_system=["cubic", "hexagonal", "rhombic"]))
