@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from cgcnn.errors import CgcnnError
-from cgcnn.fileio import atomic_write_bytes, json_safe  # json_safe is re-exported
+from cgcnn.fileio import atomic_write_bytes, json_safe
 
 __all__ = [
     "Bucket",
@@ -41,7 +41,6 @@ __all__ = [
     "MissingObjectError",
     "S3Bucket",
     "StorageError",
-    "json_safe",
     "open_bucket",
     "protected_roots",
 ]
