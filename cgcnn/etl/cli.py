@@ -26,8 +26,8 @@ __all__ = ["add_parser", "build_parser", "main"]
 def _fixable() -> tuple[type[BaseException], ...]:
     from pydantic import ValidationError
 
+    from cgcnn.etl.cells import EtlError
     from cgcnn.etl.materials import MaterialsError
-    from cgcnn.etl.rules import EtlError
     from cgcnn.etl.storage import StorageError
 
     return (StorageError, MaterialsError, EtlError, ValidationError, FileNotFoundError)
@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_run(args) -> int:
     from cgcnn.etl.config import EtlConfig
-    from cgcnn.etl.run import prepare_work_bucket, run_etl
+    from cgcnn.etl.inputs import prepare_work_bucket
+    from cgcnn.etl.run import run_etl
 
     config = EtlConfig.load(args.config)
     if args.raw_from:
@@ -92,8 +93,8 @@ def _cmd_snapshot(args) -> int:
     import pandas as pd
 
     from cgcnn.etl.config import EtlConfig
+    from cgcnn.etl.inputs import read_inputs
     from cgcnn.etl.materials import open_materials, write_snapshot
-    from cgcnn.etl.run import read_inputs
     from cgcnn.etl.storage import open_bucket
 
     if bool(args.bucket) == bool(args.ids):
@@ -115,7 +116,7 @@ def _cmd_snapshot(args) -> int:
 
 
 def _cmd_prepare(args) -> int:
-    from cgcnn.etl.run import prepare_work_bucket
+    from cgcnn.etl.inputs import prepare_work_bucket
 
     out = prepare_work_bucket(args.raw_from, args.bucket)
     print(f"{out['bucket']}: {len(out['copied'])} copied, {len(out['skipped'])} unchanged")

@@ -1,4 +1,4 @@
-"""Wrangling rules: raw tables + Materials Project records -> DS1, DS2, DS3 and reports.
+"""Wrangling rules: raw tables + Materials Project records -> DS1, DS2, DS3 and their drops.
 
 Pure functions over DataFrames; nothing here touches storage or the network.  Every raw
 row ends up either in a dataset or in the drop report with one of :data:`DROP_REASONS`:
@@ -11,40 +11,47 @@ row ends up either in a dataset or in the drop report with one of :data:`DROP_RE
                   already gives this material
 ``overlap_ds3``   the material is in the validation set DS3
 ``graph_error``   no crystal graph could be built from the structure
+
+Cells become values in :mod:`cgcnn.etl.cells`; rows become material ids in
+:mod:`cgcnn.etl.resolve`; the report tables are assembled in :mod:`cgcnn.etl.report`.
+DS2 is built in two steps that can be run alone:
+:func:`read_source_labels` (one source table -> one label per material) and
+:func:`merge_labels` (every source -> one row per material, by source priority).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import pandas as pd
 
-from cgcnn.errors import CgcnnError
+from cgcnn.classes import crystal_system
+from cgcnn.etl.cells import EtlError, cell_text, parse_gap, require_columns
 from cgcnn.etl.config import DS1Config, DS2Config, DS3Config, ExperimentalSource
-from cgcnn.etl.materials import (
-    FormulaMatch,
-    MaterialRecord,
-    crystal_system,
-    reduced_formula,
-)
+from cgcnn.etl.materials import MaterialRecord
+from cgcnn.etl.resolve import formula_note, resolve_rows
 
 __all__ = [
     "BASE_COLUMNS",
+    "DATASETS",
     "DROP_COLUMNS",
     "DROP_REASONS",
-    "EtlError",
+    "Label",
+    "NOTE_COLUMNS",
     "Outcome",
+    "SourceLabels",
+    "SourceTable",
     "build_ds1",
     "build_ds2",
     "build_ds3",
-    "find_polymorphs",
-    "parse_gap",
-    "table_from_cells",
+    "merge_labels",
+    "read_source_labels",
 ]
 
+DATASETS = ("ds1", "ds2", "ds3")
 DROP_REASONS = (
     "not_in_mp",
     "no_label",
@@ -67,80 +74,6 @@ BASE_COLUMNS = [
 ]
 DS2_COLUMNS = BASE_COLUMNS + ["bg_exp", "bg_exp_source"]
 DS3_COLUMNS = BASE_COLUMNS + ["bg_exp", "bg_exp_source", "bg_hse06", "bg_g0w0"]
-MATCH_COLUMNS = ["dataset", "source", "row", "formula", "spacegroup", "status", "material_id", "candidates", "detail"]
-
-_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
-
-
-class EtlError(CgcnnError, ValueError):
-    """The inputs or the configuration do not fit together (e.g. a missing column)."""
-
-
-def _is_missing(value) -> bool:
-    if value is None or value is pd.NA:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and value.strip() == ""
-
-
-def _cell_text(value) -> str:
-    return "" if _is_missing(value) else str(value).strip()
-
-
-def parse_gap(value) -> tuple[float | None, str]:
-    """A band-gap cell -> (eV, status) with status ``ok``, ``missing`` or ``unparseable``.
-
-    Numbers and plain decimal text (``"1.5"``, ``" 2e0 "``) are accepted; ranges such as
-    ``"3.8-3.7"``, units, booleans and non-finite values are ``unparseable``.
-    """
-    if _is_missing(value):
-        return None, "missing"
-    if isinstance(value, bool):
-        return None, "unparseable"
-    if isinstance(value, (int, float)) or hasattr(value, "dtype"):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            return None, "unparseable"
-        return (number, "ok") if math.isfinite(number) else (None, "unparseable")
-    text = str(value).strip()
-    if _NUMBER.fullmatch(text):
-        return float(text), "ok"
-    return None, "unparseable"
-
-
-def table_from_cells(cells: pd.DataFrame, header_rows: int, where: str) -> tuple[pd.DataFrame, int]:
-    """Name the columns of a header-less sheet from its first ``header_rows`` rows.
-
-    Each column takes the lowest non-empty header cell above it (so a caption row spanning
-    the functional names is skipped).  Returns the body and the 1-based line number of its
-    first row.
-    """
-    if len(cells) < header_rows:
-        raise EtlError(f"{where} has fewer than {header_rows} header rows")
-    names: list[str] = []
-    for j in range(cells.shape[1]):
-        name = ""
-        for i in range(header_rows):
-            text = _cell_text(cells.iat[i, j])
-            if text:
-                name = text
-        name = name or f"column_{j + 1}"
-        base, n = name, 1
-        while name in names:  # repeated header text: "PBE", "PBE_2", …
-            n += 1
-            name = f"{base}_{n}"
-        names.append(name)
-    body = cells.iloc[header_rows:].reset_index(drop=True)
-    body.columns = names
-    return body, header_rows + 1
-
-
-def _require(df: pd.DataFrame, columns: list[str | None], where: str) -> None:
-    missing = [c for c in columns if c is not None and c not in df.columns]
-    if missing:
-        raise EtlError(f"{where} has no column {missing[0]!r} (columns: {list(df.columns)})")
 
 
 @dataclass
@@ -166,17 +99,22 @@ def _drop(dataset, source, row, material_id, reason, detail="", value="") -> dic
         "material_id": material_id or "",
         "reason": reason,
         "detail": detail,
-        "value": _cell_text(value),
+        "value": cell_text(value),
     }
 
 
 def _base(rec: MaterialRecord) -> dict:
+    """The dataset columns every material has (:data:`BASE_COLUMNS`)."""
+    try:
+        system = crystal_system(rec.spacegroup_number)  # None when the space group is unknown
+    except ValueError as exc:
+        raise EtlError(f"Materials Project record {rec.material_id}: {exc}") from None
     return {
         "material_id": rec.material_id,
         "formula": rec.formula,
         "spacegroup_number": rec.spacegroup_number,
         "spacegroup_symbol": rec.spacegroup_symbol,
-        "crystal_system": crystal_system(rec.spacegroup_number),
+        "crystal_system": system,
         "nsites": rec.nsites,
         "bg_pbe": rec.band_gap,
     }
@@ -192,80 +130,6 @@ def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
     return df
 
 
-def resolve_rows(
-    df: pd.DataFrame,
-    *,
-    id_column: str | None,
-    formula_column: str | None,
-    spacegroup_column: str | None,
-    formula_candidates: Mapping[str, list[MaterialRecord]],
-    dataset: str,
-    source: str,
-    first_line: int,
-) -> tuple[list[str | None], list[str], list[dict]]:
-    """Material id per row: the id cell if filled, else the formula-matching rule.
-
-    Returns (ids, why-unresolved per row, formula-match report rows).
-    """
-    from cgcnn.etl.materials import match_formula
-
-    ids: list[str | None] = []
-    why: list[str] = []
-    matches: list[dict] = []
-    for i in range(len(df)):
-        line = first_line + i
-        mid = _cell_text(df.iat[i, df.columns.get_loc(id_column)]) if id_column else ""
-        if mid:
-            ids.append(mid)
-            why.append("")
-            continue
-        formula = _cell_text(df.iat[i, df.columns.get_loc(formula_column)]) if formula_column else ""
-        if not formula:
-            ids.append(None)
-            why.append("no material id" + (" and no formula" if formula_column else ""))
-            continue
-        sg_cell = df.iat[i, df.columns.get_loc(spacegroup_column)] if spacegroup_column else None
-        sg = None if _is_missing(sg_cell) else sg_cell
-        if isinstance(sg, float) and sg.is_integer():
-            sg = int(sg)
-        try:
-            key = reduced_formula(formula)
-        except ValueError:
-            key = formula
-        result: FormulaMatch = match_formula(formula_candidates.get(key, []), formula, sg)
-        matches.append(
-            {
-                "dataset": dataset,
-                "source": source,
-                "row": line,
-                "formula": formula,
-                "spacegroup": "" if sg is None else str(sg),
-                "status": result.status,
-                "material_id": result.material_id or "",
-                "candidates": " ".join(result.candidates),
-                "detail": result.detail,
-            }
-        )
-        ids.append(result.material_id)
-        why.append("" if result.material_id else f"formula {formula}: {result.detail}")
-    return ids, why, matches
-
-
-def _formula_note(dataset, source, line, rec: MaterialRecord, table_formula: str) -> dict | None:
-    text = _cell_text(table_formula)
-    if not text:
-        return None
-    try:
-        ours = reduced_formula(text)
-    except ValueError:
-        return {"dataset": dataset, "source": source, "row": line, "material_id": rec.material_id,
-                "kind": "formula_unparseable", "detail": f"table formula {text!r} could not be parsed"}
-    if ours != rec.formula:
-        return {"dataset": dataset, "source": source, "row": line, "material_id": rec.material_id,
-                "kind": "formula_mismatch", "detail": f"table says {text} ({ours}), Materials Project says {rec.formula}"}
-    return None
-
-
 def build_ds1(
     ids_table: pd.DataFrame,
     records: Mapping[str, MaterialRecord],
@@ -276,11 +140,11 @@ def build_ds1(
     first_line: int = 2,
 ) -> Outcome:
     """DS1: listed ids with a known PBE gap inside ``cfg.gap_window``, minus DS3."""
-    _require(ids_table, [cfg.id_column], cfg.ids_key)
+    require_columns(ids_table, [cfg.id_column], cfg.ids_key)
     rows, drops, seen = [], [], {}
     for i, raw in enumerate(ids_table[cfg.id_column].tolist()):
         line = first_line + i
-        mid = _cell_text(raw)
+        mid = cell_text(raw)
         if not mid:
             drops.append(_drop("ds1", source, line, "", "not_in_mp", "empty material id"))
             continue
@@ -315,6 +179,133 @@ class SourceTable:
     first_line: int
 
 
+class Label(NamedTuple):
+    """One usable experimental gap: its value, the line it is on and the cell as written."""
+
+    value: float
+    line: int
+    raw: object
+
+
+@dataclass
+class SourceLabels:
+    """What one DS2 source table says: material id -> its first usable label, and the rest."""
+
+    name: str
+    labels: dict[str, Label] = field(default_factory=dict)
+    drops: list[dict] = field(default_factory=list)
+    notes: list[dict] = field(default_factory=list)
+    matches: list[dict] = field(default_factory=list)
+
+
+def read_source_labels(
+    st: SourceTable,
+    records: Mapping[str, MaterialRecord],
+    formula_candidates: Mapping[str, list[MaterialRecord]],
+) -> SourceLabels:
+    """One experimental table -> a label per material, rows without one dropped.
+
+    A row is dropped when its material cannot be resolved (``not_in_mp``), its gap cell is
+    empty (``no_label``) or not a number (``unparseable``), or its material already has a
+    label earlier in the same table (``duplicate``).  No gap window is applied here.
+    """
+    sc = st.config
+    require_columns(st.table, [sc.id_column, sc.gap_column, sc.formula_column, sc.spacegroup_column], sc.key)
+    ids, why, matches = resolve_rows(
+        st.table,
+        id_column=sc.id_column,
+        formula_column=sc.formula_column,
+        spacegroup_column=sc.spacegroup_column,
+        formula_candidates=formula_candidates,
+        dataset="ds2",
+        source=sc.name,
+        first_line=st.first_line,
+    )
+    out = SourceLabels(sc.name, matches=matches)
+    gaps = st.table[sc.gap_column].tolist()
+    formulas = st.table[sc.formula_column].tolist() if sc.formula_column else [None] * len(gaps)
+    for i, (mid, raw) in enumerate(zip(ids, gaps)):
+        line = st.first_line + i
+        if mid is None:
+            out.drops.append(_drop("ds2", sc.name, line, "", "not_in_mp", why[i], raw))
+            continue
+        rec = records.get(mid)
+        if rec is None:
+            out.drops.append(_drop("ds2", sc.name, line, mid, "not_in_mp", "id not found in the Materials Project source", raw))
+            continue
+        value, status = parse_gap(raw)
+        if status == "missing":
+            out.drops.append(_drop("ds2", sc.name, line, mid, "no_label", f"empty {sc.gap_column!r} cell"))
+            continue
+        if status == "unparseable":
+            out.drops.append(_drop("ds2", sc.name, line, mid, "unparseable", f"{sc.gap_column!r} is not a number", raw))
+            continue
+        if mid in out.labels:
+            out.drops.append(_drop("ds2", sc.name, line, mid, "duplicate",
+                                   f"repeats row {out.labels[mid].line} of {sc.name}", raw))
+            continue
+        out.labels[mid] = Label(value, line, raw)
+        if sc.id_column and cell_text(st.table.iat[i, st.table.columns.get_loc(sc.id_column)]):
+            note = formula_note("ds2", sc.name, line, rec, formulas[i])
+            if note:
+                out.notes.append(note)
+    return out
+
+
+def _conflict(mid: str, given: list[tuple[str, Label]], sources: list[SourceLabels],
+              records: Mapping[str, MaterialRecord], cfg: DS2Config, in_ds2: bool) -> dict | None:
+    """The conflict-report row of a material whose sources differ by more than the threshold."""
+    values = [label.value for _, label in given]
+    spread = max(values) - min(values)
+    if not (len(given) > 1 and spread > cfg.conflict_threshold):
+        return None
+    chosen_name, chosen = given[0]
+    conflict = {"material_id": mid, "formula": records[mid].formula}
+    for src in sources:
+        conflict[f"bg_exp_{src.name}"] = src.labels[mid].value if mid in src.labels else math.nan
+    conflict.update({"chosen_source": chosen_name, "bg_exp": chosen.value, "spread": round(spread, 6), "in_ds2": in_ds2})
+    return conflict
+
+
+def merge_labels(
+    sources: list[SourceLabels],
+    records: Mapping[str, MaterialRecord],
+    ds3_ids: set[str],
+    cfg: DS2Config,
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """Every source's labels -> one DS2 row per material (ids sorted).
+
+    The first source (in ``sources`` order) that labels a material gives its value; the others
+    are dropped as ``duplicate``.  The gap window applies to that chosen value
+    (``out_of_range``), then DS3 materials are removed (``overlap_ds3``).
+
+    Returns (DS2 rows, drops, conflict-report rows).
+    """
+    all_ids: dict[str, None] = {}
+    for src in sources:
+        all_ids.update(dict.fromkeys(src.labels))
+    rows, drops, conflicts = [], [], []
+    for mid in sorted(all_ids):
+        given = [(src.name, src.labels[mid]) for src in sources if mid in src.labels]
+        chosen_name, chosen = given[0]
+        for name, label in given[1:]:
+            drops.append(_drop("ds2", name, label.line, mid, "duplicate",
+                               f"superseded by {chosen_name} row {chosen.line} ({chosen.value:g} eV)", label.raw))
+        in_window = cfg.gap_window.contains(chosen.value)
+        conflict = _conflict(mid, given, sources, records, cfg, in_window and mid not in ds3_ids)
+        if conflict:
+            conflicts.append(conflict)
+        if not in_window:
+            drops.append(_drop("ds2", chosen_name, chosen.line, mid, "out_of_range",
+                               f"experimental gap {chosen.value:g} eV outside {cfg.gap_window.describe()}", chosen.raw))
+            continue
+        if mid in ds3_ids:
+            drops.append(_drop("ds2", chosen_name, chosen.line, mid, "overlap_ds3", "material is in DS3", chosen.raw))
+            continue
+        rows.append({**_base(records[mid]), "bg_exp": chosen.value, "bg_exp_source": chosen_name})
+    return rows, drops, conflicts
+
+
 def build_ds2(
     sources: list[SourceTable],
     records: Mapping[str, MaterialRecord],
@@ -327,93 +318,15 @@ def build_ds2(
     Also returns (as ``conflicts``) every material whose sources differ by more than
     ``cfg.conflict_threshold`` eV.
     """
-    drops, notes, matches = [], [], []
-    # source name -> id -> (value, line)
-    labels: dict[str, dict[str, tuple[float, int, object]]] = {}
-    for st in sources:
-        sc = st.config
-        _require(st.table, [sc.id_column, sc.gap_column, sc.formula_column, sc.spacegroup_column], sc.key)
-        ids, why, found = resolve_rows(
-            st.table,
-            id_column=sc.id_column,
-            formula_column=sc.formula_column,
-            spacegroup_column=sc.spacegroup_column,
-            formula_candidates=formula_candidates,
-            dataset="ds2",
-            source=sc.name,
-            first_line=st.first_line,
-        )
-        matches.extend(found)
-        per_id: dict[str, tuple[float, int, object]] = {}
-        gaps = st.table[sc.gap_column].tolist()
-        formulas = st.table[sc.formula_column].tolist() if sc.formula_column else [None] * len(gaps)
-        for i, (mid, raw) in enumerate(zip(ids, gaps)):
-            line = st.first_line + i
-            if mid is None:
-                drops.append(_drop("ds2", sc.name, line, "", "not_in_mp", why[i], raw))
-                continue
-            rec = records.get(mid)
-            if rec is None:
-                drops.append(_drop("ds2", sc.name, line, mid, "not_in_mp", "id not found in the Materials Project source", raw))
-                continue
-            value, status = parse_gap(raw)
-            if status == "missing":
-                drops.append(_drop("ds2", sc.name, line, mid, "no_label", f"empty {sc.gap_column!r} cell"))
-                continue
-            if status == "unparseable":
-                drops.append(_drop("ds2", sc.name, line, mid, "unparseable", f"{sc.gap_column!r} is not a number", raw))
-                continue
-            if mid in per_id:
-                drops.append(_drop("ds2", sc.name, line, mid, "duplicate", f"repeats row {per_id[mid][1]} of {sc.name}", raw))
-                continue
-            per_id[mid] = (value, line, raw)
-            if sc.id_column and _cell_text(st.table.iat[i, st.table.columns.get_loc(sc.id_column)]):
-                note = _formula_note("ds2", sc.name, line, rec, formulas[i])
-                if note:
-                    notes.append(note)
-        labels[sc.name] = per_id
-
-    order = [st.config.name for st in sources]
-    all_ids: dict[str, None] = {}
-    for name in order:
-        all_ids.update(dict.fromkeys(labels[name]))
-
-    rows, conflicts = [], []
-    for mid in sorted(all_ids):
-        given = [(name, *labels[name][mid]) for name in order if mid in labels[name]]
-        chosen_name, chosen_value, chosen_line, chosen_raw = given[0]
-        for name, value, line, raw in given[1:]:
-            drops.append(_drop("ds2", name, line, mid, "duplicate",
-                               f"superseded by {chosen_name} row {chosen_line} ({chosen_value:g} eV)", raw))
-        values = [g[1] for g in given]
-        spread = max(values) - min(values)
-        in_window = cfg.gap_window.contains(chosen_value)
-        if len(given) > 1 and spread > cfg.conflict_threshold:
-            conflict = {"material_id": mid, "formula": records[mid].formula}
-            for name in order:
-                conflict[f"bg_exp_{name}"] = labels[name][mid][0] if mid in labels[name] else math.nan
-            conflict.update({
-                "chosen_source": chosen_name,
-                "bg_exp": chosen_value,
-                "spread": round(spread, 6),
-                "in_ds2": in_window and mid not in ds3_ids,
-            })
-            conflicts.append(conflict)
-        if not in_window:
-            drops.append(_drop("ds2", chosen_name, chosen_line, mid, "out_of_range",
-                               f"experimental gap {chosen_value:g} eV outside {cfg.gap_window.describe()}", chosen_raw))
-            continue
-        if mid in ds3_ids:
-            drops.append(_drop("ds2", chosen_name, chosen_line, mid, "overlap_ds3", "material is in DS3", chosen_raw))
-            continue
-        rows.append({**_base(records[mid]), "bg_exp": chosen_value, "bg_exp_source": chosen_name})
-
-    conflict_columns = ["material_id", "formula", *[f"bg_exp_{n}" for n in order], "chosen_source", "bg_exp", "spread", "in_ds2"]
+    per_source = [read_source_labels(st, records, formula_candidates) for st in sources]
+    rows, merge_drops, conflicts = merge_labels(per_source, records, ds3_ids, cfg)
+    names = [src.name for src in per_source]
+    conflict_columns = ["material_id", "formula", *[f"bg_exp_{n}" for n in names], "chosen_source", "bg_exp", "spread", "in_ds2"]
     return Outcome(
         _frame(rows, DS2_COLUMNS),
-        drops,
-        notes,
-        matches,
+        [d for src in per_source for d in src.drops] + merge_drops,
+        [n for src in per_source for n in src.notes],
+        [m for src in per_source for m in src.matches],
         conflicts=pd.DataFrame(conflicts, columns=conflict_columns),
     )
 
@@ -432,7 +345,7 @@ def build_ds3(
     No gap window applies (the study keeps BeSe at 5.5 eV).  A row needs a resolvable
     material and a numeric experimental gap; HSE06/G0W0 may be empty.
     """
-    _require(table, [cfg.id_column, cfg.formula_column, cfg.spacegroup_column, cfg.exp_column,
+    require_columns(table, [cfg.id_column, cfg.formula_column, cfg.spacegroup_column, cfg.exp_column,
                      cfg.exp_source_column, cfg.hse06_column, cfg.g0w0_column], cfg.key)
     ids, why, matches = resolve_rows(
         table,
@@ -468,46 +381,16 @@ def build_ds3(
             continue
         seen[mid] = line
         row = {**_base(rec), "bg_exp": value,
-               "bg_exp_source": _cell_text(cell(cfg.exp_source_column)) if cfg.exp_source_column else source}
+               "bg_exp_source": cell_text(cell(cfg.exp_source_column)) if cfg.exp_source_column else source}
         for name, col in (("bg_hse06", cfg.hse06_column), ("bg_g0w0", cfg.g0w0_column)):
             extra, extra_status = parse_gap(cell(col)) if col else (None, "missing")
             if extra_status == "unparseable":
                 notes.append({"dataset": "ds3", "source": source, "row": line, "material_id": mid,
-                              "kind": "unparseable_secondary", "detail": f"{col!r} = {_cell_text(cell(col))!r} kept as empty"})
+                              "kind": "unparseable_secondary", "detail": f"{col!r} = {cell_text(cell(col))!r} kept as empty"})
             row[name] = math.nan if extra is None else extra
-        if cfg.id_column and cfg.formula_column and _cell_text(cell(cfg.id_column)):
-            note = _formula_note("ds3", source, line, rec, cell(cfg.formula_column))
+        if cfg.id_column and cfg.formula_column and cell_text(cell(cfg.id_column)):
+            note = formula_note("ds3", source, line, rec, cell(cfg.formula_column))
             if note:
                 notes.append(note)
         rows.append(row)
     return Outcome(_frame(rows, DS3_COLUMNS), drops, notes, matches)
-
-
-def find_polymorphs(ds3: pd.DataFrame, others: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """DS3 materials that share a reduced formula with a different material elsewhere.
-
-    E.g. CdSe: mp-2691 (zinc blende) in DS3 and mp-1070 (wurtzite) in DS2.  One row per
-    (DS3 material, other material) pair.
-    """
-    columns = ["formula", "ds3_id", "ds3_spacegroup", "dataset", "material_id", "spacegroup_symbol"]
-    rows = []
-    for name, df in others.items():
-        by_formula = df.groupby("formula", sort=False)
-        groups = {f: g for f, g in by_formula}
-        for _, r in ds3.iterrows():
-            match = groups.get(r["formula"])
-            if match is None:
-                continue
-            for _, o in match.iterrows():
-                if o["material_id"] == r["material_id"]:
-                    continue
-                rows.append({
-                    "formula": r["formula"],
-                    "ds3_id": r["material_id"],
-                    "ds3_spacegroup": r["spacegroup_symbol"],
-                    "dataset": name,
-                    "material_id": o["material_id"],
-                    "spacegroup_symbol": o["spacegroup_symbol"],
-                })
-    df = pd.DataFrame(rows, columns=columns)
-    return df.sort_values(["dataset", "formula", "ds3_id", "material_id"], kind="stable").reset_index(drop=True)

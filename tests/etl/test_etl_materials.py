@@ -1,4 +1,4 @@
-"""Materials Project: offline snapshot and the real mp-api client against a loopback server."""
+"""Materials Project records: the formula-matching rule and the offline snapshot."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from etl_helpers import make_record
 
 from cgcnn.etl.materials import (
     MaterialsError,
-    MPSource,
     SnapshotSource,
-    crystal_system,
     match_formula,
     open_materials,
     read_snapshot,
@@ -30,21 +28,6 @@ def _write_snapshot_file(path, records, metadata=None):
 
 
 # ------------------------------------------------------------------------------ helpers
-@pytest.mark.parametrize(
-    "number, system",
-    [(1, "triclinic"), (2, "triclinic"), (3, "monoclinic"), (15, "monoclinic"), (16, "orthorhombic"),
-     (74, "orthorhombic"), (75, "tetragonal"), (142, "tetragonal"), (143, "trigonal"), (167, "trigonal"),
-     (168, "hexagonal"), (186, "hexagonal"), (194, "hexagonal"), (195, "cubic"), (225, "cubic"), (230, "cubic")],
-)
-def test_crystal_system_from_space_group_number(number, system):
-    assert crystal_system(number) == system
-
-
-def test_crystal_system_outside_range_is_none():
-    assert crystal_system(None) is None
-    assert crystal_system(0) is None and crystal_system(231) is None
-
-
 def test_reduced_formula_is_materials_project_style():
     assert reduced_formula("Cd2Ga4Se8") == "Cd(GaSe2)2"
     assert reduced_formula("PbTe") == "TePb"  # MP orders by electronegativity
@@ -126,78 +109,22 @@ def test_open_materials_specs(tmp_path, toy_records, monkeypatch):
         open_materials("ftp://x")
 
 
-# ------------------------------------------------------------------------------ live client
-def test_mp_source_queries_by_id_over_http(fake_mp):
-    src = MPSource()  # key and endpoint from MP_API_KEY / MP_API_ENDPOINT
-    got = src.by_ids(["mp-149", "fx-7", "mp-999999", "not an id", "fx-2534"])
-    assert list(got) == ["mp-149", "fx-7", "fx-2534"]
-    si = got["mp-149"]
-    assert (si.formula, si.spacegroup_number, si.spacegroup_symbol, si.nsites) == ("Si", 227, "Fd-3m", 8)
-    assert si.band_gap == 0.61 and si.energy_above_hull == 0.0
-    assert got["fx-2534"].band_gap is None
-    assert "_cell_length_a" in si.structure_cif
-    assert src.database_version == fake_mp.db_version
-    requests = fake_mp.summary_requests()
-    assert len(requests) == 1
-    assert set(requests[0]["material_ids"].split(",")) == {"mp-149", "fx-7", "mp-999999", "fx-2534"}
-    assert "structure" in requests[0]["_fields"].split(",")
-
-
-def test_mp_source_batches_ids(fake_mp):
-    src = MPSource(batch_size=2)
-    got = src.by_ids(["mp-149", "fx-7", "mp-2691", "mp-1070", "mp-2534"])
-    assert len(got) == 5
-    assert [len(q["material_ids"].split(",")) for q in fake_mp.summary_requests()] == [2, 2, 1]
-
-
-def test_mp_source_queries_by_formula(fake_mp):
-    got = MPSource().by_formula(["Cd2Se2", "GaAs", "InSb"])
-    assert sorted(r.material_id for r in got["CdSe"]) == ["mp-1070", "mp-2691"]
-    assert sorted(r.material_id for r in got["GaAs"]) == ["fx-2534", "mp-2534"]
-    assert got["InSb"] == []
-    assert match_formula(got["CdSe"], "CdSe", "P6_3mc").material_id == "mp-1070"
-    assert fake_mp.summary_requests()[0]["formula"] == "CdSe,GaAs,InSb"
-
-
-def test_mp_source_rejected_key_is_a_clear_error_without_the_key(fake_mp):
-    wrong = "f" * 32
-    src = MPSource(api_key=wrong)
-    with pytest.raises(MaterialsError, match="401") as info:
-        src.by_ids(["mp-149"])
-    assert wrong not in str(info.value)
-    assert wrong not in repr(src)
-
-
-def test_snapshot_from_live_client_serves_the_same_records(fake_mp, tmp_path):
-    out = tmp_path / "frozen" / "summary.jsonl.gz"
-    meta = write_snapshot(MPSource(), out, ids=["mp-149", "fx-7"], formulas=["CdSe"])
-    assert meta["database_version"] == fake_mp.db_version
-    assert meta["n_materials"] == 4
-    assert meta["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
-    saved = json.loads((out.parent / "metadata.json").read_text())
-    assert saved["database_version"] == fake_mp.db_version
-    assert fake_mp.api_key not in out.read_bytes().decode("latin-1") + json.dumps(saved)
-
-    offline = SnapshotSource(out)
-    live = MPSource().by_ids(["mp-149", "fx-7", "mp-1070", "mp-2691"])
-    assert offline.by_ids(live) == live
-    assert offline.database_version == fake_mp.db_version
-    lines = gzip.decompress(out.read_bytes()).decode().splitlines()
-    assert [json.loads(x)["material_id"] for x in lines] == ["fx-7", "mp-1070", "mp-149", "mp-2691"]
-    # byte-reproducible
-    write_snapshot(MPSource(), tmp_path / "again" / "summary.jsonl.gz", ids=["mp-149", "fx-7"], formulas=["CdSe"])
-    assert (tmp_path / "again" / "summary.jsonl.gz").read_bytes() == out.read_bytes()
-
-
-def test_mp_source_unreachable_endpoint(monkeypatch):
-    monkeypatch.setenv("MP_API_KEY", "0" * 32)
-    src = MPSource(endpoint="http://127.0.0.1:1/")  # nothing listens on port 1
-    with pytest.raises(MaterialsError, match=r"cannot connect to the Materials Project at http://127\.0\.0\.1:1/"):
-        src.by_ids(["mp-149"])
-
-
 def test_snapshot_line_that_is_not_json_is_named(tmp_path):
     path = tmp_path / "summary.jsonl"
     path.write_text('{"material_id": "mp-1"}\n{not json\n')
     with pytest.raises(MaterialsError, match="line 2"):
         list(read_snapshot(path))
+
+
+def test_write_snapshot_from_a_snapshot_is_sorted_and_byte_reproducible(tmp_path, toy_records):
+    path = tmp_path / "src" / "summary.jsonl.gz"
+    path.parent.mkdir()
+    _write_snapshot_file(path, toy_records, {"database_version": "toy-1"})
+    out = tmp_path / "out" / "summary.jsonl.gz"
+    meta = write_snapshot(SnapshotSource(path), out, ids=["mp-149", "fx-7"], formulas=["CdSe"])
+    assert (meta["n_materials"], meta["database_version"]) == (4, "toy-1")
+    lines = gzip.decompress(out.read_bytes()).decode().splitlines()
+    assert [json.loads(x)["material_id"] for x in lines] == ["fx-7", "mp-1070", "mp-149", "mp-2691"]
+    again = tmp_path / "again" / "summary.jsonl.gz"
+    write_snapshot(SnapshotSource(path), again, ids=["fx-7", "mp-149"], formulas=["CdSe"])
+    assert again.read_bytes() == out.read_bytes()

@@ -4,28 +4,29 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 from etl_helpers import make_record
 
+from cgcnn.classes import crystal_system
+from cgcnn.etl.cells import EtlError
 from cgcnn.etl.config import (
     DS1Config,
     DS2Config,
     DS3Config,
-    EtlConfig,
     ExperimentalSource,
     GapWindow,
 )
+from cgcnn.etl.materials import MaterialRecord
 from cgcnn.etl.rules import (
-    EtlError,
+    Label,
+    SourceLabels,
     SourceTable,
     build_ds1,
     build_ds2,
     build_ds3,
-    find_polymorphs,
-    parse_gap,
-    table_from_cells,
+    merge_labels,
+    read_source_labels,
 )
 
 
@@ -46,45 +47,6 @@ def candidates_for(records):
 
 def drops_by_id(outcome, dataset=None):
     return {(d["material_id"], d["source"]): d["reason"] for d in outcome.drops if dataset in (None, d["dataset"])}
-
-
-# ------------------------------------------------------------------------------ cells
-@pytest.mark.parametrize(
-    "cell, expected",
-    [(1.5, (1.5, "ok")), (2, (2.0, "ok")), (np.float64(0.25), (0.25, "ok")), (" 3.40 ", (3.4, "ok")),
-     ("1e-1", (0.1, "ok")), (0.0, (0.0, "ok")),
-     (None, (None, "missing")), (float("nan"), (None, "missing")), ("", (None, "missing")), ("  ", (None, "missing")),
-     ("3.8-3.7", (None, "unparseable")), ("~2", (None, "unparseable")), ("1.2 eV", (None, "unparseable")),
-     (True, (None, "unparseable")), (float("inf"), (None, "unparseable")), ("nan", (None, "unparseable"))],
-)
-def test_parse_gap(cell, expected):
-    assert parse_gap(cell) == expected
-
-
-def test_two_row_header_columns_are_read_by_name():
-    cells = pd.DataFrame(
-        [
-            ["Material", "MP_ID", "Calculated gaps (eV)", None, "DOI"],
-            [None, None, "PBE", "Experimental", None],
-            ["Si", "mp-149", 0.61, 1.12, "10.1/x"],
-        ],
-        dtype=object,
-    )
-    body, first_line = table_from_cells(cells, 2, "borlido.xlsx")
-    assert list(body.columns) == ["Material", "MP_ID", "PBE", "Experimental", "DOI"]
-    assert first_line == 3
-    assert body.loc[0, "Experimental"] == 1.12
-
-
-def test_gap_windows():
-    ds1 = DS1Config().gap_window  # [0, 5)
-    ds2 = DS2Config().gap_window  # (0, 5]
-    assert [ds1.contains(x) for x in (0.0, 4.99, 5.0, -0.1)] == [True, True, False, False]
-    assert [ds2.contains(x) for x in (0.0, 0.01, 5.0, 5.01)] == [False, True, True, False]
-    assert ds1.describe() == "[0, 5) eV" and ds2.describe() == "(0, 5] eV"
-    assert GapWindow().contains(100.0) and not GapWindow().contains(float("nan"))
-    with pytest.raises(ValueError):
-        GapWindow(min=3, max=1)
 
 
 # ------------------------------------------------------------------------------ DS1
@@ -109,6 +71,18 @@ def test_ds1_rules_and_drop_reasons(records):
     assert (si["formula"], si["spacegroup_number"], si["crystal_system"], si["nsites"], si["bg_pbe"]) == (
         "Si", 227, "cubic", 8, 0.61)
     assert list(out.table.columns)[0] == "material_id"
+
+
+def test_crystal_system_column_uses_the_one_crystal_system_function(records, crystals):
+    table = build_ds1(pd.DataFrame({"material_id": list(records)}), records, set(), DS1Config(gap_window=GapWindow())).table
+    assert table["crystal_system"].tolist() == [crystal_system(n) for n in table["spacegroup_number"]]
+    # unknown space group -> empty cell; a number outside 1..230 is a corrupt record
+    unknown = MaterialRecord("x-1", "Si", None, None, 2, 1.0, "")
+    corrupt = MaterialRecord("x-2", "Si", 231, None, 2, 1.0, "")
+    ids = pd.DataFrame({"material_id": ["x-1"]})
+    assert build_ds1(ids, {"x-1": unknown}, set(), DS1Config()).table["crystal_system"].tolist() == [None]
+    with pytest.raises(EtlError, match="x-2.*1..230, got 231"):
+        build_ds1(pd.DataFrame({"material_id": ["x-2"]}), {"x-2": corrupt}, set(), DS1Config())
 
 
 def test_ds1_missing_column_is_a_clear_error(records):
@@ -195,6 +169,46 @@ def test_ds2_priority_is_configurable(records):
     assert t.loc["mp-2534", "bg_exp"] == 0.9
 
 
+def test_read_source_labels_of_a_three_row_table(records):
+    src = ExperimentalSource(name="t", key="raw/t.csv", id_column="mp", gap_column="gap", formula_column="formula")
+    table = pd.DataFrame({"mp": ["mp-149", "mp-149", ""], "formula": ["Si", "Si", "CdSe"], "gap": ["1.12", "1.3", "x"]})
+    out = read_source_labels(SourceTable(src, table, 2), records, candidates_for(records))
+    assert out.name == "t"
+    assert out.labels == {"mp-149": Label(1.12, 2, "1.12")}  # no window applied here
+    assert [(d["row"], d["material_id"], d["reason"]) for d in out.drops] == [
+        (3, "mp-149", "duplicate"),       # second Si row of the same table
+        (4, "mp-2691", "unparseable"),    # CdSe resolved by formula; "x" is not a number
+    ]
+    assert [(m["formula"], m["material_id"]) for m in out.matches] == [("CdSe", "mp-2691")]
+    assert out.notes == []  # the table's formula agrees with the Materials Project
+
+
+def test_merge_labels_by_hand(records):
+    # two sources, three materials: the first source wins; the window applies to its value
+    first = SourceLabels("a", {"mp-149": Label(1.12, 2, "1.12"), "mp-2534": Label(6.0, 3, "6.0")})
+    second = SourceLabels("b", {"mp-149": Label(2.0, 5, 2.0), "mp-1070": Label(1.7, 6, 1.7)})
+    rows, drops, conflicts = merge_labels([first, second], records, {"mp-1070"}, DS2Config())
+    assert [(r["material_id"], r["bg_exp"], r["bg_exp_source"]) for r in rows] == [("mp-149", 1.12, "a")]
+    assert [(d["source"], d["row"], d["material_id"], d["reason"]) for d in drops] == [
+        ("b", 6, "mp-1070", "overlap_ds3"),
+        ("b", 5, "mp-149", "duplicate"),
+        ("a", 3, "mp-2534", "out_of_range"),  # 6 eV is outside (0, 5]
+    ]
+    assert conflicts == [{"material_id": "mp-149", "formula": "Si", "bg_exp_a": 1.12, "bg_exp_b": 2.0,
+                          "chosen_source": "a", "bg_exp": 1.12, "spread": 0.88, "in_ds2": True}]
+
+
+def test_ds2_of_a_three_row_table(records):
+    src = ExperimentalSource(name="t", key="raw/t.csv", id_column="material_id", gap_column="gap")
+    table = pd.DataFrame({"material_id": ["mp-149", "mp-2691", "mp-404"], "gap": [1.12, 1.74, 2.0]})
+    out = build_ds2([SourceTable(src, table, 2)], records, {}, {"mp-2691"}, DS2Config(sources=[src]))
+    assert out.table[["material_id", "formula", "crystal_system", "bg_pbe", "bg_exp", "bg_exp_source"]].values.tolist() == [
+        ["mp-149", "Si", "cubic", 0.61, 1.12, "t"]]
+    assert [(d["material_id"], d["reason"]) for d in out.drops] == [("mp-404", "not_in_mp"), ("mp-2691", "overlap_ds3")]
+    assert list(out.conflicts.columns) == ["material_id", "formula", "bg_exp_t", "chosen_source", "bg_exp", "spread", "in_ds2"]
+    assert out.conflicts.empty
+
+
 def test_ds2_formula_without_space_group_picks_lowest_hull_energy(records):
     src = ExperimentalSource(name="f", key="raw/f.csv", id_column=None, formula_column="formula", gap_column="gap")
     table = pd.DataFrame({"formula": ["CdSe", "NaCl"], "gap": [1.7, 8.5]})
@@ -204,13 +218,6 @@ def test_ds2_formula_without_space_group_picks_lowest_hull_energy(records):
     ambiguous = {m["formula"]: m for m in out.matches}
     assert ambiguous["CdSe"]["status"] == "ambiguous" and ambiguous["CdSe"]["candidates"] == "mp-2691 mp-1070"
     assert ambiguous["NaCl"]["material_id"] == "mp-22862"  # 0 < 0.3 eV/atom (fx-0)
-
-
-def test_experimental_source_needs_an_id_or_formula_column():
-    with pytest.raises(ValueError, match="needs an id_column or a formula_column"):
-        ExperimentalSource(name="x", key="raw/x.csv", id_column=None)
-    with pytest.raises(ValueError, match="unique"):
-        DS2Config(sources=[MEG, MEG])
 
 
 # ------------------------------------------------------------------------------ DS3
@@ -235,39 +242,3 @@ def test_ds3_keeps_every_resolved_material(records):
     assert kinds == {("mp-149", "unparseable_secondary"), ("mp-2534", "formula_mismatch")}
 
 
-# ------------------------------------------------------------------------------ polymorphs
-def test_polymorphs_pair_ds3_with_same_formula_elsewhere(records):
-    ds3 = build_ds3(pd.DataFrame({"material_id": ["mp-2691"], "formula": ["CdSe"], "bg_exp": [1.74],
-                                  "bg_exp_source": ["b"], "bg_hse06": [None], "bg_g0w0": [None]}),
-                    records, {}, DS3Config()).table
-    ds1 = build_ds1(pd.DataFrame({"material_id": ["mp-1070", "mp-149", "mp-2691"]}), records, {"mp-2691"}, DS1Config()).table
-    ds2 = ds1[ds1["material_id"] == "mp-1070"]
-    poly = find_polymorphs(ds3, {"ds2": ds2, "ds1": ds1})
-    assert poly.to_dict(orient="records") == [
-        {"formula": "CdSe", "ds3_id": "mp-2691", "ds3_spacegroup": "F-43m", "dataset": "ds1",
-         "material_id": "mp-1070", "spacegroup_symbol": "P6_3mc"},
-        {"formula": "CdSe", "ds3_id": "mp-2691", "ds3_spacegroup": "F-43m", "dataset": "ds2",
-         "material_id": "mp-1070", "spacegroup_symbol": "P6_3mc"},
-    ]
-
-
-# ------------------------------------------------------------------------------ config
-def test_etl_config_defaults_and_json(tmp_path):
-    cfg = EtlConfig()
-    assert [s.name for s in cfg.ds2.sources] == ["borlido2019", "megnet2021"]
-    assert cfg.ds2.sources[0].header_rows == 2 and cfg.ds2.sources[0].gap_column == "Experimental"
-    assert cfg.ds2.conflict_threshold == 0.5
-    path = tmp_path / "etl.json"
-    path.write_text('{"graph": {"radius": 7, "max_neighbors": 14}, "ds2": {"conflict_threshold": 0.3}}')
-    loaded = EtlConfig.load(path)
-    assert (loaded.graph.radius, loaded.graph.max_neighbors, loaded.ds2.conflict_threshold) == (7, 14, 0.3)
-    assert EtlConfig.model_validate(loaded.to_dict()) == loaded
-    path.write_text('{"ds2": {"conflict_treshold": 0.3}}')
-    with pytest.raises(ValueError, match="conflict_treshold"):
-        EtlConfig.load(path)
-
-
-def test_repeated_and_blank_header_cells_get_unique_names():
-    cells = pd.DataFrame([["id", "gap", "gap", None], ["mp-1", 1.0, 2.0, "x"]], dtype=object)
-    body, first_line = table_from_cells(cells, 1, "t.csv")
-    assert list(body.columns) == ["id", "gap", "gap_2", "column_4"] and first_line == 2

@@ -23,6 +23,8 @@ from cgcnn.etl import (
     run_etl,
 )
 from cgcnn.etl.cli import main as etl_main
+from cgcnn.etl.inputs import read_inputs
+from cgcnn.etl.run import apply_rules, fetch_materials, open_work_bucket
 from cgcnn.etl.storage import S3Bucket, protected_roots
 from cgcnn.graphset import GraphSet
 
@@ -141,21 +143,80 @@ def test_rerun_reuses_graphs_and_new_settings_rebuild(work_bucket):
     assert (graphs.config.radius, graphs.config.max_neighbors) == (7, 14)
 
 
+# ------------------------------------------------------------------------------ phases
+class ToySource:
+    """A MaterialsSource over the toy records that logs its queries."""
+
+    kind = "toy"
+
+    def __init__(self, records):
+        self.records = {r.material_id: r for r in records}
+        self.asked = []
+
+    def by_ids(self, ids):
+        ids = list(ids)
+        self.asked.append(("ids", ids))
+        return {i: self.records[i] for i in ids if i in self.records}
+
+    def by_formula(self, formulas):
+        formulas = list(formulas)
+        self.asked.append(("formulas", formulas))
+        return {f: [r for r in self.records.values() if r.formula == f] for f in formulas}
+
+    def provenance(self):
+        return {"kind": "toy", "database_version": "toy-1"}
+
+
+@pytest.fixture
+def toy_raw(tmp_path):
+    """Raw tables naming the toy materials: 3 DS1 ids, 2 DS2 rows (one by formula), 1 DS3 row."""
+    raw = tmp_path / "b" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "ids.csv").write_text("material_id\nmp-149\nmp-2691\nmp-1070\n")
+    (raw / "exp.csv").write_text("material_id,formula,bg_exp\nmp-149,Si,1.12\n,GaAs,1.52\n")
+    (raw / "val.csv").write_text("material_id,formula,bg_exp\nmp-2691,CdSe,1.74\n")
+    config = EtlConfig.model_validate({
+        "ds1": {"ids_key": "raw/ids.csv"},
+        "ds2": {"sources": [{"name": "exp", "key": "raw/exp.csv", "formula_column": "formula"}]},
+        "ds3": {"key": "raw/val.csv", "exp_source_column": None, "hse06_column": None, "g0w0_column": None},
+        "build_graphs": False,
+    })
+    return read_inputs(open_work_bucket(tmp_path / "b"), config), config
+
+
+def test_fetch_materials_asks_once_by_id_and_once_by_formula(toy_raw, toy_records):
+    raw, config = toy_raw
+    source, said = ToySource(toy_records), []
+    found = fetch_materials(source, raw, config, say=said.append)
+    assert source.asked == [("ids", ["mp-149", "mp-2691", "mp-1070"]), ("formulas", ["GaAs"])]
+    assert said == ["querying toy for 3 ids and 1 formulas"]
+    assert sorted(found.records) == ["fx-2534", "mp-1070", "mp-149", "mp-2534", "mp-2691"]  # + GaAs candidates
+    assert [r.material_id for r in found.candidates["GaAs"]] == ["mp-2534", "fx-2534"]
+    assert found.provenance == {"kind": "toy", "database_version": "toy-1"}
+
+
+def test_apply_rules_takes_ds3_out_of_ds1_and_ds2(toy_raw, toy_records):
+    raw, config = toy_raw
+    outcomes = apply_rules(raw, fetch_materials(ToySource(toy_records), raw, config), config)
+    assert list(outcomes) == ["ds1", "ds2", "ds3"]
+    assert outcomes["ds3"].table["material_id"].tolist() == ["mp-2691"]
+    assert outcomes["ds1"].table["material_id"].tolist() == ["mp-149", "mp-1070"]
+    assert [(d["material_id"], d["reason"]) for d in outcomes["ds1"].drops] == [("mp-2691", "overlap_ds3")]
+    assert outcomes["ds2"].table["material_id"].tolist() == ["mp-149", "mp-2534"]  # GaAs: lowest hull energy
+
+
+def test_open_work_bucket_needs_an_existing_folder(tmp_path):
+    with pytest.raises(StorageError, match="bucket folder"):
+        open_work_bucket(tmp_path / "absent")
+    assert open_work_bucket(tmp_path).uri == str(tmp_path)
+
+
 def test_run_refuses_the_shared_folder():
     target = protected_roots()[0] / "data" / "bucket"
     with pytest.raises(StorageError, match="shared data folder"):
         run_etl(target, SNAPSHOT_SPEC, progress=False)
     with pytest.raises(StorageError, match="shared data folder"):
         prepare_work_bucket(FIXTURE_BUCKET, target)
-
-
-def test_prepare_work_bucket_skips_identical_files(tmp_path):
-    first = prepare_work_bucket(FIXTURE_BUCKET / "raw", tmp_path / "b")  # the raw/ folder itself works too
-    assert sorted(first["copied"]) == ["raw/ds1_material_ids.csv", "raw/experimental_gaps_borlido2019.xlsx",
-                                       "raw/experimental_gaps_megnet2021.csv", "raw/validation_set.csv"]
-    (tmp_path / "b" / "raw" / "validation_set.csv").write_text("changed\n")
-    second = prepare_work_bucket(FIXTURE_BUCKET, tmp_path / "b")
-    assert second["copied"] == ["raw/validation_set.csv"] and len(second["skipped"]) == 3
 
 
 def test_missing_raw_table_is_a_clear_error(tmp_path):
