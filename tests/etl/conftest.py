@@ -17,20 +17,16 @@ from etl_helpers import FakeMP, make_record, moto_server, point_aws_at
 # --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def crystals():
-    """Small structures built in code: formula -> (Structure, space-group number, symbol)."""
-    from pymatgen.core import Lattice, Structure
+    """Conventional cells of tests/fixtures/crystals.py: formula -> (Structure, space-group number, symbol)."""
+    from crystals import caesium_chloride, conventional
 
     return {
-        "NaCl": (Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]), 225, "Fm-3m"),
-        "CsCl": (Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]), 221, "Pm-3m"),
-        "Si": (Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]]), 227, "Fd-3m"),
-        "CdSe-zb": (Structure.from_spacegroup("F-43m", Lattice.cubic(6.05), ["Cd", "Se"], [[0, 0, 0], [0.25, 0.25, 0.25]]), 216, "F-43m"),
-        "CdSe-wz": (
-            Structure.from_spacegroup("P6_3mc", Lattice.hexagonal(4.30, 7.01), ["Cd", "Se"], [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.375]]),
-            186,
-            "P6_3mc",
-        ),
-        "GaAs": (Structure.from_spacegroup("F-43m", Lattice.cubic(5.65), ["Ga", "As"], [[0, 0, 0], [0.25, 0.25, 0.25]]), 216, "F-43m"),
+        "NaCl": (conventional("rocksalt", ("Na", "Cl"), 5.64), 225, "Fm-3m"),
+        "CsCl": (caesium_chloride(4.12), 221, "Pm-3m"),
+        "Si": (conventional("diamond", ("Si",), 5.43), 227, "Fd-3m"),
+        "CdSe-zb": (conventional("zincblende", ("Cd", "Se"), 6.05), 216, "F-43m"),
+        "CdSe-wz": (conventional("wurtzite", ("Cd", "Se"), 4.30, 7.01, u=0.375), 186, "P6_3mc"),
+        "GaAs": (conventional("zincblende", ("Ga", "As"), 5.65), 216, "F-43m"),
     }
 
 
