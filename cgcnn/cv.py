@@ -1,0 +1,98 @@
+"""Cross-validation folds grouped by formula, and out-of-fold predictions.
+
+The study makes every choice by K-fold cross-validation on DS2: folds are **grouped by
+reduced formula** (polymorphs never straddle training and test), stratified by gap where
+possible (:class:`sklearn.model_selection.StratifiedGroupKFold` on gap quantile bins), and
+repeated with several seeds.  A *method* is anything with
+``fit_predict(train, test, context) -> predictions for test``; :func:`out_of_fold` runs it
+on every fold and returns one prediction per (repeat, material).  Choices inside a method
+(early stopping, hyper-parameters) use only its training positions, e.g. through
+:func:`inner_split`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One outer fold: positions into the dataset (``train`` and ``test`` disjoint)."""
+
+    repeat: int
+    fold: int
+    seed: int
+    train: np.ndarray
+    test: np.ndarray
+
+
+def gap_bins(gaps: Sequence[float], n_bins: int = 5) -> np.ndarray:
+    """Quantile bin of every gap (for stratification); ties fall into one bin."""
+    g = np.asarray(gaps, dtype=np.float64)
+    edges = np.unique(np.quantile(g, np.linspace(0, 1, n_bins + 1)[1:-1]))
+    return np.searchsorted(edges, g, side="right")
+
+
+def grouped_folds(groups: Sequence[str], gaps: Sequence[float], *, k: int = 5, repeats: int = 2, seed: int = 0, n_bins: int = 5) -> list[Fold]:
+    """``k`` folds × ``repeats`` over positions ``0..n-1``, grouped by ``groups`` (reduced
+    formulas) and stratified by gap bin; repeat ``r`` shuffles with seed ``seed + r``.
+
+    Every position is in exactly one test fold per repeat, and no group is split.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups = np.asarray([str(g) for g in groups])
+    if len(np.unique(groups)) < k:
+        raise ValueError(f"{len(np.unique(groups))} formulas are too few for {k} grouped folds")
+    y = gap_bins(gaps, n_bins)
+    positions = np.arange(len(groups))
+    folds = []
+    for r in range(repeats):
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed + r)
+        for f, (train, test) in enumerate(splitter.split(positions, y, groups)):
+            folds.append(Fold(r, f, seed + r, np.sort(train), np.sort(test)))
+    return folds
+
+
+def inner_split(groups: Sequence[str], positions: Sequence[int], *, val_fraction: float = 0.15, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split training ``positions`` into (fit, validation) by group (formula), about
+    ``val_fraction`` of the groups in validation — for early stopping inside a fold."""
+    pos = np.asarray(positions, dtype=np.int64)
+    g = np.asarray([str(groups[p]) for p in pos])
+    unique = np.unique(g)
+    rng = np.random.default_rng(seed)
+    n_val = max(1, int(round(len(unique) * val_fraction)))
+    val_groups = set(rng.choice(unique, size=n_val, replace=False))
+    is_val = np.array([x in val_groups for x in g])
+    return np.sort(pos[~is_val]), np.sort(pos[is_val])
+
+
+@dataclass(frozen=True)
+class FoldContext:
+    """What a method may know about the fold it is fitting (never the test labels)."""
+
+    repeat: int
+    fold: int
+    seed: int
+
+
+Method = Callable[[np.ndarray, np.ndarray, FoldContext], np.ndarray]
+
+
+def out_of_fold(method: Method, folds: Sequence[Fold], ids: Sequence[str], *, name: str | None = None) -> pd.DataFrame:
+    """Run ``method`` on every fold; a long table ``repeat, fold, material_id, prediction``
+    (one row per material and repeat)."""
+    rows = []
+    for fold in folds:
+        pred = np.asarray(method(fold.train, fold.test, FoldContext(fold.repeat, fold.fold, fold.seed)), dtype=np.float64)
+        if pred.shape != (len(fold.test),):
+            raise ValueError(f"method {name or method!r} returned {pred.shape} predictions for {len(fold.test)} test materials")
+        rows.append(pd.DataFrame({"repeat": fold.repeat, "fold": fold.fold, "material_id": [ids[p] for p in fold.test], "prediction": pred}))
+    table = pd.concat(rows, ignore_index=True)
+    if name is not None:
+        table.insert(0, "model", name)
+    return table
