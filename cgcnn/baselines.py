@@ -27,7 +27,7 @@ import numpy as np
 from cgcnn.cv import FoldContext
 from cgcnn.metrics import LinearCorrection
 
-GBM_GRID = {"learning_rate": (0.05, 0.1), "max_leaf_nodes": (15, 31), "min_samples_leaf": (10, 20)}
+GBM_GRID = {"learning_rate": (0.05, 0.1), "max_leaf_nodes": (15, 31)}
 
 
 def magpie_features(formulas: Sequence[str]) -> np.ndarray:

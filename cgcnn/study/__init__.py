@@ -8,7 +8,8 @@ every public name below is re-exported here).  One module per stage:
 * :mod:`~cgcnn.study.rundir`: run-folder paths, :func:`write_table`, :func:`work_bucket`.
 * :mod:`~cgcnn.study.data`: the ETL stage (:func:`run_etl_stage`), :func:`load_data`.
 * :mod:`~cgcnn.study.base`: M1 (:func:`train_base`).
-* :mod:`~cgcnn.study.adaptation`: M2 variants and the control (:func:`run_adaptation`).
+* :mod:`~cgcnn.study.adaptation`: nested grouped CV of M2 variants and the control, final models (:func:`run_adaptation`).
+* :mod:`~cgcnn.study.crossval`: baselines on the folds, within-fold choices, the CV table.
 * :mod:`~cgcnn.study.evaluation`: DS3 scores (:func:`evaluate_ds3`) and display helpers.
 * :mod:`~cgcnn.study.embeddings`: crystal features for t-SNE (:func:`embed_datasets`).
 
@@ -18,24 +19,24 @@ Every function writes its artefacts into a given *run folder*::
     <run>/bucket/                the work bucket (raw/ copy + ETL outputs; work_bucket, run_etl_stage)
     <run>/data/etl.json          where DS1/DS2/DS3 tables, graphs and reports are (run_etl_stage)
     <run>/models/m1/             base model on DS1 (train_base)
-    <run>/models/m2/<policy>/lr-<lr>/seed-<s>/   adapted models (run_adaptation)
-    <run>/models/control/lr-<lr>/seed-<s>/       from-scratch control on DS2
+    <run>/cv.json                the CV protocol, table and chosen recipes (run_adaptation)
+    <run>/models/m2/<policy>/seed-<s>/   final adapted models (run_adaptation)
+    <run>/models/control/seed-<s>/       final from-scratch control on DS2
     <run>/tables/*.csv           selection, per-seed and summary tables
     <run>/figures/*.png          figures
     <run>/metrics.json           DS3 metrics of every model and baseline (evaluate_ds3)
 
-Protocol (Masood et al., Cell Rep. Phys. Sci. 2023, re-implemented):
+Protocol (Masood et al., Cell Rep. Phys. Sci. 2023, re-implemented; choices by cross-validation):
 
-* M1 is trained once on DS1 (PBE gaps), seed ``base.train.seed``.
-* For every seed, DS2 (experimental gaps) is split into an adaptation training part and a
-  validation part (``adapt.train.val_fraction``); that seed also seeds initialisation and
-  shuffling.  DS3 is never used for any choice.
-* For every freeze policy and for the from-scratch control, the learning rate is chosen
-  from ``lr_grid`` by the mean validation MAE over ``selection_seeds`` seeds; the number of
-  epochs is chosen by early stopping on the same validation split (best checkpoint).
-* The adapted model "M2" is the policy with the lowest mean validation MAE over all seeds.
-* DS3 is scored for raw PBE, linear-corrected PBE (fitted on each seed's adaptation training
-  split), HSE06, G0W0, M1, every M2 variant and the control: mean ± std over seeds.
+* M1 is trained once on DS1 (PBE gaps), seed ``base.train.seed`` (or the packaged M1 is used).
+* DS2 (experimental gaps) is split into ``cv.folds`` folds grouped by reduced formula,
+  repeated ``cv.repeats`` times; inside each fold an inner grouped validation split stops
+  training early and picks learning rates and M2's policy (nested: no out-of-fold prediction
+  comes from a model selected on its own test fold).  Baselines are scored on the same folds.
+* The CV table and the recipes it chose go to ``<run>/cv.json`` before DS3 is touched; the
+  final models are the chosen recipes trained on all of DS2, one per seed.
+* DS3 is scored once, at the end (:func:`evaluate_ds3` refuses to run without ``cv.json``),
+  with bootstrap intervals and paired differences.
 """
 
 from cgcnn.fileio import write_json
@@ -47,6 +48,7 @@ from cgcnn.study.adaptation import (
     run_adaptation,
 )
 from cgcnn.study.base import BaseResult, base_checkpoint, train_base
+from cgcnn.study.crossval import BASELINES, cv_summary, display_cv_table
 from cgcnn.study.data import (
     ETL_FILES,
     StudyData,
@@ -63,16 +65,19 @@ from cgcnn.study.embeddings import (
 )
 from cgcnn.study.evaluation import (
     MODEL_LABELS,
+    CvMissingError,
     Ds3Evaluation,
     adaptation_histories,
     display_table,
     evaluate_ds3,
     parity_columns,
+    require_cv,
 )
 from cgcnn.study.profiles import (
     PROFILE_NAMES,
     AdaptSettings,
     BaseSettings,
+    CVSettings,
     StudyProfile,
     TsneSettings,
     load_profile,
@@ -87,6 +92,12 @@ from cgcnn.study.rundir import (
 )
 
 __all__ = [
+    "BASELINES",
+    "CVSettings",
+    "CvMissingError",
+    "cv_summary",
+    "display_cv_table",
+    "require_cv",
     "CONTROL",
     "ETL_FILES",
     "MODEL_LABELS",

@@ -1,11 +1,24 @@
-"""Stage 4: domain adaptation of M1 on DS2 for every freeze policy, and the from-scratch control.
+"""Stage 4: domain adaptation of M1 on DS2, chosen and scored by grouped cross-validation.
 
-For each seed DS2 is split once (``adapt.train.val_fraction`` for validation); every model of
-that seed sees the same split.  Each model's learning rate is chosen once, from its grid fits
-on the first ``adapt.selection_seeds`` seeds (lowest mean validation MAE); the other seeds are
-trained at that rate only.  Nothing here looks at DS3.
+Protocol (no choice ever looks at DS3, and no out-of-fold prediction comes from a model
+selected on its own test fold):
 
-Folders: ``<run>/models/m2/<policy>/lr-<lr>/seed-<s>/`` and ``<run>/models/control/lr-<lr>/seed-<s>/``.
+1. DS2 is split into ``cv.folds`` folds **grouped by reduced formula**, stratified by gap,
+   repeated ``cv.repeats`` times (:func:`cgcnn.cv.grouped_folds`).
+2. In every outer fold the training materials are split again by formula
+   (:func:`cgcnn.cv.inner_split`) into a fitting part and an inner validation part.  Every
+   *candidate* — each freeze policy at each learning rate of ``adapt.lr_grid``, and the
+   from-scratch control at each rate of its grid — is fitted with early stopping on the inner
+   validation MAE, and predicts the outer test fold.
+3. Within each fold, each model's learning rate is the candidate with the lowest inner
+   validation MAE; ``m2`` is the policy (at its rate) with the lowest inner validation MAE.
+   Those choices give the honest out-of-fold predictions of :mod:`cgcnn.study.crossval`.
+4. The recipes that go to DS3 are chosen by the cross-validated MAE of the candidates:
+   for each model its best learning rate; M2 the best policy.  ``cv.json`` records the
+   table and the choices *before* any final model is trained.
+5. Final models: each recipe fitted on all of DS2 once per seed (inner grouped validation
+   split for early stopping), in ``<run>/models/m2/<policy>/seed-<s>/`` and
+   ``<run>/models/control/seed-<s>/``; DS3 uses the mean over seeds.
 """
 
 from __future__ import annotations
@@ -24,6 +37,12 @@ import pandas as pd
 
 from cgcnn.fileio import write_json
 from cgcnn.study.base import base_checkpoint
+from cgcnn.study.crossval import (
+    cv_summary,
+    ds2_frame,
+    run_baselines,
+    within_fold_choices,
+)
 from cgcnn.study.data import load_data
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.rundir import run_paths, write_table
@@ -38,169 +57,172 @@ def model_key(policy: str) -> str:
 
 @dataclass
 class AdaptationResult:
-    """Every adaptation / control fit and the choices made on DS2 validation MAE.
+    """The cross-validation of every candidate and the final models.
 
     Attributes:
-        runs: one row per fit: model, policy, lr, seed, phase (``grid`` / ``seeds``),
-            best_val_mae, best_epoch, epochs_run, seconds, checkpoint (relative to the run).
-        choices: one row per model: chosen lr, mean / std validation MAE over all seeds,
-            mean best epoch.
-        selected_policy: the freeze policy whose model has the lowest mean validation MAE.
-        splits: long table material_id, seed, split (train / val / test) of DS2.
+        candidates: one row per (repeat, fold, candidate): model, policy, lr, inner
+            validation MAE, best epoch, epochs run, seconds.
+        cv_predictions: long table model, repeat, fold, material_id, prediction (out of fold).
+        cv_table: per model, CV MAE / RMSE / R² (mean ± std over repeats), MAE interval and
+            paired differences (see :func:`cgcnn.study.crossval.cv_summary`).
+        choices: per model (``m2_<policy>``, ``control``): the learning rate chosen by CV
+            MAE; ``selected`` marks M2's policy.
+        selected_policy: the freeze policy of M2.
+        runs: the final fits: model, policy, lr, seed, best_val_mae, best_epoch, checkpoint.
     """
 
     run_dir: Path
-    runs: pd.DataFrame
+    candidates: pd.DataFrame
+    cv_predictions: pd.DataFrame
+    cv_table: pd.DataFrame
     choices: pd.DataFrame
     selected_policy: str
-    splits: pd.DataFrame
+    runs: pd.DataFrame
     seeds: list[int]
 
     def checkpoints(self, model: str) -> dict[int, Path]:
-        """Seed -> best checkpoint of ``model`` (``m2``, ``m2_<policy>`` or ``control``) at its chosen lr."""
+        """Seed -> best checkpoint of a final model (``m2``, ``m2_<policy>`` or ``control``)."""
         if model == "m2":
             model = model_key(self.selected_policy)
-        lr = float(self.choices.loc[model, "lr"])
-        rows = self.runs[(self.runs["model"] == model) & np.isclose(self.runs["lr"], lr)]
+        rows = self.runs[self.runs["model"] == model]
         return {int(r.seed): self.run_dir / r.checkpoint for r in rows.itertuples()}
 
 
 @dataclass
-class _Fits:
+class _Fitter:
     """What every fit of one :func:`run_adaptation` call shares; :meth:`fit` runs one of them."""
 
-    run: Path
     profile: StudyProfile
     base: Any  # cgcnn.checkpoint.Loaded
     dataset: Any  # cgcnn.dataset.CrystalDataset of DS2
-    splits: dict[int, tuple]
     progress: bool
-    echo: Callable[[str], Any]
 
-    def fit(self, policy: str, lr: float, seed: int, phase: str) -> dict:
-        """Fine-tune M1 with ``policy`` frozen (or train the control) at ``lr`` on ``seed``'s split."""
+    def fit(self, policy: str, lr: float, seed: int, splits: tuple, out: Path):
+        """Fine-tune M1 with ``policy`` frozen (or train the control) at ``lr``."""
         from cgcnn.adapt import adapt, train_control
 
-        folder = CONTROL if policy == CONTROL else f"m2/{policy}"
-        out = run_paths(self.run)["models"] / folder / f"lr-{lr:g}" / f"seed-{seed}"
-        t0 = time.perf_counter()
         if policy == CONTROL:
             cfg = self.profile.control_config(lr=lr, seed=seed)
-            result = train_control(self.dataset, cfg, out, model_config=self.base.model_config,
-                                   splits=self.splits[seed], progress=self.progress)
-        else:
-            cfg = self.profile.adapt_config(policy, lr=lr, seed=seed)
-            result = adapt(self.base, self.dataset, cfg, out, splits=self.splits[seed], progress=self.progress)
-        row = _fit_row(policy, lr, seed, phase, result, time.perf_counter() - t0, self.run)
-        self.echo(f"{row['model']:>14}  lr {lr:<8g} seed {seed:<3} val MAE {row['best_val_mae']:.4f} eV "
-                  f"(best epoch {row['best_epoch']}, {row['epochs_run']} run, {row['seconds']:.1f} s)")
-        return row
+            return train_control(self.dataset, cfg, out, model_config=self.base.model_config, splits=splits, progress=self.progress)
+        cfg = self.profile.adapt_config(policy, lr=lr, seed=seed)
+        return adapt(self.base, self.dataset, cfg, out, splits=splits, progress=self.progress)
+
+    def candidates(self) -> list[tuple[str, float]]:
+        settings = self.profile.adapt
+        return [(p, lr) for p in settings.policies for lr in settings.lr_grid] + [(CONTROL, lr) for lr in settings.control_grid]
 
 
-def _fit_row(policy: str, lr: float, seed: int, phase: str, result, seconds: float, run: Path) -> dict:
-    return {
-        "model": model_key(policy),
-        "policy": policy,
-        "lr": lr,
-        "seed": seed,
-        "phase": phase,
-        "best_val_mae": result.best_val_mae,
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history),
-        "seconds": round(seconds, 2),
-        "checkpoint": os.path.relpath(result.best_checkpoint, run),
-    }
+def _cv_candidates(fitter: _Fitter, folds, groups, scratch: Path, echo) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fit every candidate in every outer fold; (candidate table, their out-of-fold predictions)."""
+    from cgcnn.checkpoint import load_checkpoint
+    from cgcnn.cv import inner_split
+    from cgcnn.inference import predict
+
+    ids = fitter.dataset.ids
+    rows, preds = [], []
+    for fold in folds:
+        inner = inner_split(groups, fold.train, val_fraction=fitter.profile.cv.inner_val_fraction, seed=1000 * fold.seed + fold.fold)
+        test_set = fitter.dataset.subset_positions(fold.test)
+        for policy, lr in fitter.candidates():
+            out = scratch / f"r{fold.repeat}-f{fold.fold}" / model_key(policy) / f"lr-{lr:g}"
+            t0 = time.perf_counter()
+            result = fitter.fit(policy, lr, fold.seed, inner, out)
+            pred = predict(load_checkpoint(result.best_checkpoint), test_set, device=fitter.profile.device)
+            rows.append({"model": model_key(policy), "policy": policy, "lr": lr, "repeat": fold.repeat, "fold": fold.fold,
+                         "inner_val_mae": result.best_val_mae, "best_epoch": result.best_epoch,
+                         "epochs_run": len(result.history), "seconds": round(time.perf_counter() - t0, 2)})
+            preds.append(pd.DataFrame({"model": model_key(policy), "lr": lr, "repeat": fold.repeat, "fold": fold.fold,
+                                       "material_id": [ids[k] for k in fold.test], "prediction": pred}))
+            echo(f"repeat {fold.repeat} fold {fold.fold}  {model_key(policy):>14}  lr {lr:<8g} inner val MAE "
+                 f"{result.best_val_mae:.4f} eV (best epoch {result.best_epoch}, {rows[-1]['seconds']:.1f} s)")
+            shutil.rmtree(out, ignore_errors=True)  # only the predictions are kept
+    return pd.DataFrame(rows), pd.concat(preds, ignore_index=True)
 
 
-def choose_lr(grid_rows: list[dict] | pd.DataFrame) -> float:
-    """The learning rate with the lowest mean ``best_val_mae`` over its grid fits (ties: the first rate)."""
-    mean_by_lr = pd.DataFrame(grid_rows).groupby("lr", sort=False)["best_val_mae"].mean()
-    return float(mean_by_lr.idxmin())
-
-
-def _split_ds2(dataset, settings, seeds: list[int]) -> tuple[dict[int, tuple], pd.DataFrame]:
-    """One train / val / test split of DS2 per seed, and the same as a long table."""
-    from cgcnn.train import split_indices
-
-    splits = {s: split_indices(len(dataset), settings.train.val_fraction, settings.train.test_fraction, s) for s in seeds}
-    rows = [
-        {"material_id": dataset.ids[k], "seed": s, "split": name}
-        for s, parts in splits.items() for name, pos in zip(("train", "val", "test"), parts) for k in pos
-    ]
-    return splits, pd.DataFrame(rows)
-
-
-def _fit_all(fits: _Fits, selection_seeds: list[int], other_seeds: list[int]) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Every model: its learning-rate grid on the selection seeds, then the chosen rate on the other seeds.
-
-    Returns the table of fits and model -> chosen learning rate.
-    """
-    settings = fits.profile.adapt
-    rows: list[dict] = []
-    chosen: dict[str, float] = {}
-    for policy in [*settings.policies, CONTROL]:
-        grid = settings.control_grid if policy == CONTROL else settings.lr_grid
-        grid_rows = [fits.fit(policy, lr, seed, "grid") for lr in grid for seed in selection_seeds]
-        lr = chosen[model_key(policy)] = choose_lr(grid_rows)
-        rows += grid_rows + [fits.fit(policy, lr, seed, "seeds") for seed in other_seeds]
-    return pd.DataFrame(rows), chosen
-
-
-def _choices_table(runs: pd.DataFrame, chosen: dict[str, float]) -> tuple[pd.DataFrame, str]:
-    """Per model: the chosen lr and the validation MAE / best epoch of its fits at that rate (all seeds).
-
-    Returns the table and the selected policy (M2): the adapted model with the lowest mean MAE.
-    """
+def choose_recipes(candidate_preds: pd.DataFrame, truth: pd.Series, policies: list[str]) -> tuple[pd.DataFrame, str]:
+    """Per model the learning rate with the lowest cross-validated MAE; M2 = the policy whose
+    model (at its rate) has the lowest CV MAE.  Returns (choices table, selected policy)."""
+    err = (candidate_preds["prediction"] - truth.loc[candidate_preds["material_id"]].to_numpy()).abs()
+    mae = candidate_preds.assign(err=err).groupby(["model", "lr", "repeat"])["err"].mean().groupby(["model", "lr"]).mean()
     rows = []
-    for key, lr in chosen.items():
-        grp = runs[runs["model"] == key]
-        at_lr = grp[np.isclose(grp["lr"], lr)]
-        rows.append({
-            "model": key, "policy": grp["policy"].iloc[0], "lr": lr,
-            "val_mae": at_lr["best_val_mae"].mean(), "val_mae_std": at_lr["best_val_mae"].std(),
-            "best_epoch": at_lr["best_epoch"].mean(), "seeds": len(at_lr),
-        })
+    for model, grp in mae.groupby(level="model", sort=False):
+        lr = float(grp.idxmin()[1])
+        rows.append({"model": model, "policy": CONTROL if model == CONTROL else model.removeprefix("m2_"), "lr": lr, "cv_mae": float(grp.min())})
     choices = pd.DataFrame(rows).set_index("model")
-    adapted = choices[choices.index != CONTROL]
-    selected = str(adapted["val_mae"].idxmin()).removeprefix("m2_")
+    adapted = choices.loc[[model_key(p) for p in policies]]
+    selected = str(adapted["cv_mae"].idxmin()).removeprefix("m2_")
     choices["selected"] = choices.index == model_key(selected)
     return choices, selected
 
 
-def run_adaptation(run_dir: str | os.PathLike, profile: StudyProfile, *, progress: bool = False,
-                   echo=print) -> AdaptationResult:
-    """Fine-tune M1 on DS2 for every freeze policy, and train the control from scratch.
+def _final_fits(fitter: _Fitter, choices: pd.DataFrame, groups, seeds: list[int], models_dir: Path, run: Path, echo) -> pd.DataFrame:
+    """Each chosen recipe on all of DS2, once per seed (inner grouped split for early stopping)."""
+    from cgcnn.cv import inner_split
 
-    For each seed, DS2 is split once (``adapt.train.val_fraction`` for validation); every
-    model of that seed sees the same split.  Learning rates are compared on the first
-    ``adapt.selection_seeds`` seeds; the remaining seeds are trained at the chosen rate only.
-    Nothing here looks at DS3.
-    """
+    everything = np.arange(len(fitter.dataset))
+    rows = []
+    for model, choice in choices.iterrows():
+        folder = models_dir / (CONTROL if model == CONTROL else f"m2/{choice['policy']}")
+        for seed in seeds:
+            splits = inner_split(groups, everything, val_fraction=fitter.profile.cv.inner_val_fraction, seed=seed)
+            t0 = time.perf_counter()
+            result = fitter.fit(choice["policy"], float(choice["lr"]), seed, splits, folder / f"seed-{seed}")
+            rows.append({"model": model, "policy": choice["policy"], "lr": float(choice["lr"]), "seed": seed,
+                         "best_val_mae": result.best_val_mae, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+                         "seconds": round(time.perf_counter() - t0, 2), "checkpoint": os.path.relpath(result.best_checkpoint, run)})
+            echo(f"final {model:>14}  lr {choice['lr']:<8g} seed {seed:<3} val MAE {result.best_val_mae:.4f} eV")
+    return pd.DataFrame(rows)
+
+
+def run_adaptation(run_dir: str | os.PathLike, profile: StudyProfile, *, progress: bool = False,
+                   echo: Callable[[str], Any] = print) -> AdaptationResult:
+    """Cross-validate every freeze policy and the control on DS2 (nested, grouped by formula),
+    score the baselines on the same folds, write the CV table and choices, then train the
+    chosen recipes on all of DS2 for every seed.  Nothing here looks at DS3."""
     from cgcnn.checkpoint import load_checkpoint
+    from cgcnn.cv import grouped_folds
 
     profile.apply_threads()
-
     run = Path(run_dir)
     paths = run_paths(run)
     data = load_data(run)
     base = load_checkpoint(base_checkpoint(run))
     dataset = data.dataset("ds2", "bg_exp", base.features)
-    seeds = list(profile.seeds)
-    selection_seeds, other_seeds = profile.adapt.split_seeds(seeds)
-    splits, split_table = _split_ds2(dataset, profile.adapt, seeds)
-    for folder in ("m2", CONTROL):
+    frame = ds2_frame(data, dataset.ids)
+    groups, truth = list(frame["group"]), frame["bg_exp"]
+    cv = profile.cv
+    folds = grouped_folds(groups, truth.to_numpy(), k=cv.folds, repeats=cv.repeats, seed=cv.seed)
+    for folder in ("m2", CONTROL, "cv"):
         shutil.rmtree(paths["models"] / folder, ignore_errors=True)
+    paths["cv"].unlink(missing_ok=True)
 
-    runs, chosen = _fit_all(_Fits(run, profile, base, dataset, splits, progress, echo), selection_seeds, other_seeds)
-    choices, selected = _choices_table(runs, chosen)
-    write_table(paths["tables"] / "adaptation_runs.csv", runs, index=False)
+    fitter = _Fitter(profile, base, dataset, progress)
+    candidates, candidate_preds = _cv_candidates(fitter, folds, groups, paths["models"] / "cv", echo)
+    model_preds = within_fold_choices(candidates, candidate_preds, list(profile.adapt.policies))
+    baseline_preds, gbm_choices = run_baselines(frame, folds, cv)
+    cv_predictions = pd.concat([baseline_preds, model_preds], ignore_index=True)
+    cv_table = cv_summary(cv_predictions, truth, seed=cv.seed)
+    choices, selected = choose_recipes(candidate_preds, truth, list(profile.adapt.policies))
+
+    write_table(paths["tables"] / "cv_candidates.csv", candidates, index=False)
+    write_table(paths["tables"] / "cv_predictions.csv", cv_predictions, index=False)
+    write_table(paths["tables"] / "cv_metrics.csv", cv_table)
+    write_table(paths["tables"] / "cv_gbm_choices.csv", gbm_choices, index=False)
     write_table(paths["tables"] / "adaptation_choices.csv", choices)
-    write_table(paths["tables"] / "ds2_splits.csv", split_table, index=False)
+    write_json(paths["cv"], {
+        "protocol": {"folds": cv.folds, "repeats": cv.repeats, "seed": cv.seed, "grouped_by": "reduced formula",
+                     "inner_val_fraction": cv.inner_val_fraction, "n_ds2": len(frame)},
+        "selected_policy": selected,
+        "learning_rates": {k: float(v) for k, v in choices["lr"].items()},
+        "cv_metrics": {str(k): {c: v for c, v in row.items()} for k, row in cv_table.iterrows()},
+    })
+    runs = _final_fits(fitter, choices, groups, list(profile.seeds), paths["models"], run, echo)
+    write_table(paths["tables"] / "adaptation_runs.csv", runs, index=False)
     write_json(paths["models"] / "adaptation.json", {
-        "selected_policy": selected, "seeds": seeds, "selection_seeds": selection_seeds,
+        "selected_policy": selected, "seeds": list(profile.seeds),
         "learning_rates": {k: float(v) for k, v in choices["lr"].items()},
     })
-    return AdaptationResult(run, runs, choices, selected, split_table, seeds)
+    return AdaptationResult(run, candidates, cv_predictions, cv_table, choices, selected, runs, list(profile.seeds))
 
 
 def load_adaptation(run_dir: str | os.PathLike) -> AdaptationResult:
@@ -211,7 +233,9 @@ def load_adaptation(run_dir: str | os.PathLike) -> AdaptationResult:
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found: run the domain-adaptation stage first")
     meta = json.loads(meta_path.read_text())
-    runs = pd.read_csv(paths["tables"] / "adaptation_runs.csv")
-    choices = pd.read_csv(paths["tables"] / "adaptation_choices.csv").set_index("model")
-    splits = pd.read_csv(paths["tables"] / "ds2_splits.csv", dtype={"material_id": str})
-    return AdaptationResult(run, runs, choices, meta["selected_policy"], splits, list(meta["seeds"]))
+    table = lambda name, **kw: pd.read_csv(paths["tables"] / name, **kw)  # noqa: E731
+    return AdaptationResult(
+        run, table("cv_candidates.csv"), table("cv_predictions.csv", dtype={"material_id": str}),
+        table("cv_metrics.csv").set_index("model"), table("adaptation_choices.csv").set_index("model"),
+        meta["selected_policy"], table("adaptation_runs.csv"), list(meta["seeds"]),
+    )

@@ -1,13 +1,21 @@
-"""DS3 evaluation: every model and baseline scored on the validation set, and display helpers.
+"""DS3 evaluation: the models the cross-validation chose, every baseline, with intervals.
 
-Scored: raw PBE, linear-corrected PBE (fitted per seed on that seed's DS2 adaptation
-*training* split), HSE06, G0W0, M1, every M2 variant and the control; models with seeds are
-reported as mean ± std over seeds.  :func:`evaluate_ds3` writes ``<run>/metrics.json`` and
-``<run>/tables/ds3_*.csv``.
+DS3 is touched once, here, and only after the CV table exists (``<run>/cv.json``; the
+evaluation refuses to run without it).  Scored: raw PBE, PBE linearly corrected on all of
+DS2, the two boosted-tree baselines fitted on all of DS2 (hyper-parameters by inner CV),
+HSE06, G0W0, M1, every M2 variant and the control (final models, one per seed; a model's
+DS3 prediction is the mean over its seeds), and ``m2`` (the policy the CV selected).
+
+Per model: MAE with a bootstrap 95 % interval (materials resampled), RMSE, R², max error,
+``n``; for seeded models also the mean ± std of the per-seed MAE; paired differences (with
+intervals) against the baseline with the best CV MAE and, for M2, against the control.
+Errors by anion class and by gap range, and the table without the DS3 materials that have a
+DS2 polymorph.  Writes ``<run>/metrics.json`` and ``<run>/tables/ds3_*.csv``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,28 +23,33 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cgcnn.errors import CgcnnError
 from cgcnn.fileio import write_json
 from cgcnn.study.adaptation import CONTROL, AdaptationResult, load_adaptation, model_key
-from cgcnn.study.base import base_checkpoint, metrics_row
+from cgcnn.study.base import base_checkpoint
+from cgcnn.study.crossval import BASELINES, ds2_frame
 from cgcnn.study.data import StudyData, load_data
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.rundir import run_paths, write_table
 
 MODEL_LABELS = {
-    "pbe": "PBE (raw)",
-    "pbe_linear": "PBE, linear correction",
+    **BASELINES,
     "hse06": "HSE06",
     "g0w0": "G0W0",
     "m1": "M1 (base, DS1)",
-    "m2": "M2 (selected policy)",
+    "m2": "M2 (policy chosen by CV)",
     "m2_none": "M2, nothing frozen",
     "m2_embedding": "M2, embedding frozen",
     "m2_convs": "M2, embedding + convs frozen",
     "m2_head": "M2, all but output frozen",
     "control": "control (DS2 from scratch)",
 }
-_METRIC_KEYS = ("mae", "rmse", "r2", "max_error", "n")
+GAP_RANGES = (0.0, 1.0, 2.0, 3.0, np.inf)
 _PREDICTION_COLUMNS = ("material_id", "formula", "bg_exp", "bg_pbe", "anion_class", "crystal_system")
+
+
+class CvMissingError(CgcnnError, FileNotFoundError):
+    """DS3 may be scored only after the cross-validation has chosen the models."""
 
 
 @dataclass
@@ -44,76 +57,54 @@ class Ds3Evaluation:
     """DS3 scores of every model and baseline.
 
     Attributes:
-        per_seed: long table model, seed, mae, rmse, r2, max_error, n.
-        summary: index model; label, mae, mae_std, rmse, rmse_std, r2, r2_std, max_error, n, seeds.
+        summary: index model; label, mae, mae_lo, mae_hi, rmse, r2, max_error, n, seeds,
+            seed_mae, seed_mae_std, diff_vs_best_baseline (+ _lo, _hi), diff_vs_control (+ _lo, _hi).
         summary_no_polymorphs: the same without the DS3 materials that have a DS2 polymorph.
         excluded: those DS3 ids.
-        predictions: DS3 rows with one column per model (mean prediction over seeds).
+        by_class / by_gap: MAE per anion class / experimental-gap range (rows) and model (columns).
+        predictions: DS3 rows with ``pred_<model>`` (mean over seeds).
         per_seed_predictions: long table material_id, model, seed, prediction.
-        metrics_path: where ``metrics.json`` was written.
     """
 
-    per_seed: pd.DataFrame
     summary: pd.DataFrame
     summary_no_polymorphs: pd.DataFrame
     excluded: list[str]
+    by_class: pd.DataFrame
+    by_gap: pd.DataFrame
     predictions: pd.DataFrame
     per_seed_predictions: pd.DataFrame
+    best_baseline: str
     metrics_path: Path
 
 
-def _summarise(per_seed_pred: pd.DataFrame, truth: pd.Series, ids: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-seed metrics and their mean ± std over seeds, on the DS3 rows ``ids``."""
-    rows = []
-    wanted = set(ids)
-    for (model, seed), grp in per_seed_pred.groupby(["model", "seed"], sort=False, dropna=False):
-        grp = grp[grp["material_id"].isin(wanted)]
-        rows.append({"model": model, "seed": seed, **metrics_row(truth.loc[grp["material_id"]].to_numpy(), grp["prediction"])})
-    per_seed = pd.DataFrame(rows)
-    out = []
-    for model, grp in per_seed.groupby("model", sort=False):
-        row = {"model": model, "label": MODEL_LABELS.get(model, model)}
-        for key in ("mae", "rmse", "r2", "max_error"):
-            row[key] = grp[key].mean()
-            row[f"{key}_std"] = grp[key].std(ddof=1) if len(grp) > 1 else np.nan
-        row["n"] = int(grp["n"].max())
-        row["seeds"] = int(grp["seed"].nunique()) if grp["seed"].notna().all() else 1
-        out.append(row)
-    summary = pd.DataFrame(out).set_index("model")
-    return per_seed, summary
-
-
-def _metrics_json_block(summary: pd.DataFrame) -> dict:
-    models = {}
-    for model, row in summary.iterrows():
-        entry = {k: (int(row[k]) if k == "n" else float(row[k])) for k in _METRIC_KEYS}
-        entry["label"] = row["label"]
-        entry["seeds"] = int(row["seeds"])
-        if row["seeds"] > 1:
-            for k in ("mae", "rmse", "r2"):
-                entry[f"{k}_std"] = float(row[f"{k}_std"])
-        models[str(model)] = entry
-    return models
+def require_cv(run_dir: str | os.PathLike) -> dict:
+    """The CV record ``<run>/cv.json``; refuses (one clear line) when it does not exist."""
+    path = run_paths(run_dir)["cv"]
+    if not path.is_file():
+        raise CvMissingError(f"{path} not found: DS3 is scored only after the cross-validation on DS2 has chosen the "
+                             "models; run the domain-adaptation stage (02-ml-dev/02-domain-adaptation.ipynb) first")
+    return json.loads(path.read_text())
 
 
 def _long(ids: list[str], model: str, seed, values) -> pd.DataFrame:
-    """Predictions of one model (and seed) for ``ids``, as rows material_id, model, seed, prediction."""
     return pd.DataFrame({"material_id": ids, "model": model, "seed": seed, "prediction": np.asarray(values, float)})
 
 
-def _baseline_predictions(data: StudyData, adaptation: AdaptationResult, ids: list[str]) -> list[pd.DataFrame]:
-    """Raw PBE, linear-corrected PBE (per seed, fitted on its DS2 training split), HSE06, G0W0."""
+def _baseline_predictions(data: StudyData, ds2_ids: list[str], ids: list[str], gbm_grid: dict) -> list[pd.DataFrame]:
+    """Raw PBE, PBE linearly corrected on DS2, the boosted trees fitted on DS2, HSE06, G0W0."""
+    from cgcnn.baselines import BoostedTrees, magpie_features
     from cgcnn.metrics import LinearCorrection
 
     ds3 = data.ds3.set_index("material_id", drop=False)
-    ds2 = data.ds2.set_index("material_id")
-    pbe = ds3.loc[ids, "bg_pbe"].astype(float)
-    parts = [_long(ids, "pbe", np.nan, pbe)]
-    splits = adaptation.splits
-    for seed in adaptation.seeds:
-        train_ids = splits.loc[(splits["seed"] == seed) & (splits["split"] == "train"), "material_id"]
-        corr = LinearCorrection.fit(ds2.loc[train_ids, "bg_pbe"].astype(float), ds2.loc[train_ids, "bg_exp"].astype(float))
-        parts.append(_long(ids, "pbe_linear", seed, corr.predict(pbe)))
+    train = ds2_frame(data, ds2_ids)
+    pbe3 = pd.to_numeric(ds3.loc[ids, "bg_pbe"], errors="coerce").to_numpy()
+    parts = [_long(ids, "pbe", np.nan, pbe3),
+             _long(ids, "pbe_linear", np.nan, LinearCorrection.fit(train["bg_pbe"], train["bg_exp"]).predict(pbe3))]
+    x2, x3 = magpie_features(list(train["formula"])), magpie_features(list(ds3.loc[ids, "formula"]))
+    for name, (a, b) in {"gbm_composition": (x2, x3),
+                         "gbm_composition_pbe": (np.column_stack([x2, train["bg_pbe"]]), np.column_stack([x3, pbe3]))}.items():
+        model, _ = BoostedTrees(a, train["bg_exp"].to_numpy(), list(train["group"]), grid=dict(gbm_grid)).fit_all()
+        parts.append(_long(ids, name, np.nan, model.predict(b)))
     for col, name in (("bg_hse06", "hse06"), ("bg_g0w0", "g0w0")):
         if col in ds3.columns:
             parts.append(_long(ids, name, np.nan, pd.to_numeric(ds3.loc[ids, col], errors="coerce")))
@@ -121,7 +112,7 @@ def _baseline_predictions(data: StudyData, adaptation: AdaptationResult, ids: li
 
 
 def _model_predictions(profile: StudyProfile, adaptation: AdaptationResult, base, ds3_set) -> list[pd.DataFrame]:
-    """M1, every adapted model and the control (per seed); the selected policy also as ``m2``."""
+    """M1, every final adapted model and the control (per seed); the selected policy also as ``m2``."""
     from cgcnn.checkpoint import load_checkpoint
     from cgcnn.inference import predict
 
@@ -137,79 +128,119 @@ def _model_predictions(profile: StudyProfile, adaptation: AdaptationResult, base
     return parts
 
 
-def _mean_predictions(ds3: pd.DataFrame, ids: list[str], per_seed_pred: pd.DataFrame, order: list[str]) -> pd.DataFrame:
-    """DS3 rows (id, formula, gaps, classes) with ``pred_<model>``: the mean prediction over seeds."""
-    mean_pred = per_seed_pred.groupby(["material_id", "model"], sort=False)["prediction"].mean().unstack("model")
-    predictions = ds3.loc[ids, [c for c in _PREDICTION_COLUMNS if c in ds3.columns]].copy()
-    for model in order:
-        predictions[f"pred_{model}"] = mean_pred.loc[ids, model].to_numpy()
-    return predictions.reset_index(drop=True)
+def score(per_seed_pred: pd.DataFrame, truth: pd.Series, ids: list[str], best_baseline: str) -> pd.DataFrame:
+    """Per model (mean prediction over seeds): MAE with interval, RMSE, R², max error, n,
+    per-seed MAE mean ± std, and paired differences vs ``best_baseline`` and (M2) the control."""
+    from cgcnn.metrics import regression_metrics
+    from cgcnn.stats import mae_ci, paired_difference_ci
+
+    preds = per_seed_pred[per_seed_pred["material_id"].isin(set(ids))]
+    mean = preds.groupby(["material_id", "model"], sort=False)["prediction"].mean().unstack("model").loc[ids]
+    y = truth.loc[ids].to_numpy()
+    rows = {}
+    for model in dict.fromkeys(preds["model"]):
+        p = mean[model].to_numpy()
+        ci = mae_ci(y, p)
+        seeds = preds[preds["model"] == model].groupby("seed", dropna=False)
+        seed_mae = [regression_metrics(truth.loc[g["material_id"]].to_numpy(), g["prediction"].to_numpy())["mae"] for _, g in seeds]
+        row = {"label": MODEL_LABELS.get(model, model), **regression_metrics(y, p), "mae_lo": ci.lo, "mae_hi": ci.hi,
+               "seeds": len(seed_mae), "seed_mae": float(np.mean(seed_mae)),
+               "seed_mae_std": float(np.std(seed_mae, ddof=1)) if len(seed_mae) > 1 else np.nan}
+        if best_baseline in mean:
+            d = paired_difference_ci(y, p, mean[best_baseline].to_numpy())
+            row.update(diff_vs_best_baseline=d.value, diff_vs_best_baseline_lo=d.lo, diff_vs_best_baseline_hi=d.hi)
+        if model == "m2" and CONTROL in mean:
+            d = paired_difference_ci(y, p, mean[CONTROL].to_numpy())
+            row.update(diff_vs_control=d.value, diff_vs_control_lo=d.lo, diff_vs_control_hi=d.hi)
+        rows[model] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "model"
+    return table
 
 
-def _write_evaluation(paths: dict[str, Path], ev: Ds3Evaluation, adaptation: AdaptationResult,
-                      profile: StudyProfile) -> None:
-    """``tables/ds3_*.csv`` and ``metrics.json`` (atomically)."""
+def error_by(predictions: pd.DataFrame, column: str, models: list[str]) -> pd.DataFrame:
+    """MAE of each model (columns) per value of ``column`` (rows), with ``n``."""
+    err = {m: (predictions[f"pred_{m}"] - predictions["bg_exp"]).abs() for m in models}
+    frame = pd.DataFrame(err).assign(group=predictions[column].astype(str))
+    table = frame.groupby("group").mean()
+    table.insert(0, "n", frame.groupby("group").size())
+    table.index.name = column
+    return table
+
+
+def _write(paths: dict[str, Path], ev: Ds3Evaluation, adaptation: AdaptationResult, profile: StudyProfile) -> None:
     write_table(paths["tables"] / "ds3_metrics.csv", ev.summary)
     write_table(paths["tables"] / "ds3_metrics_without_ds2_polymorphs.csv", ev.summary_no_polymorphs)
-    write_table(paths["tables"] / "ds3_metrics_per_seed.csv", ev.per_seed, index=False)
+    write_table(paths["tables"] / "ds3_errors_by_class.csv", ev.by_class)
+    write_table(paths["tables"] / "ds3_errors_by_gap.csv", ev.by_gap)
     write_table(paths["tables"] / "ds3_predictions.csv", ev.predictions, index=False)
     write_table(paths["tables"] / "ds3_predictions_per_seed.csv", ev.per_seed_predictions, index=False)
+    block = lambda t: {str(m): {k: v for k, v in row.items()} for m, row in t.iterrows()}  # noqa: E731
     write_json(ev.metrics_path, {
-        "models": _metrics_json_block(ev.summary),
-        "ds3_without_ds2_polymorphs": {"excluded": ev.excluded, "models": _metrics_json_block(ev.summary_no_polymorphs)},
+        "models": block(ev.summary),
+        "ds3_without_ds2_polymorphs": {"excluded": ev.excluded, "models": block(ev.summary_no_polymorphs)},
         "selected_policy": adaptation.selected_policy,
         "learning_rates": {k: float(v) for k, v in adaptation.choices["lr"].items()},
-        "seeds": adaptation.seeds,
-        "profile": profile.name,
-        "n_ds3": len(ev.predictions),
-        "note": "mae/rmse/r2: mean over seeds where a model has seeds (then *_std is the sample std over seeds)",
+        "best_baseline_by_cv": ev.best_baseline,
+        "seeds": adaptation.seeds, "profile": profile.name, "n_ds3": len(ev.predictions),
+        "note": "mae: of the mean prediction over seeds, with a bootstrap 95% interval [mae_lo, mae_hi]; "
+                "seed_mae(_std): mean (std) of the per-seed MAE; diff_*: paired MAE difference (negative = better)",
     })
 
 
 def evaluate_ds3(run_dir: str | os.PathLike, profile: StudyProfile, adaptation: AdaptationResult | None = None) -> Ds3Evaluation:
-    """Score raw and linear-corrected PBE, HSE06, G0W0, M1, every M2 variant and the control on DS3.
-
-    The linear correction is fitted per seed on that seed's DS2 adaptation *training* split.
-    Writes ``metrics.json`` (atomically) and ``tables/ds3_*.csv``.
-    """
+    """Score every model and baseline on DS3 (see the module docstring); refuses to run before
+    the CV table exists."""
     from cgcnn.checkpoint import load_checkpoint
 
+    cv = require_cv(run_dir)
     profile.apply_threads()
-
     run = Path(run_dir)
-    paths = run_paths(run)
-    data = load_data(run)
+    paths, data = run_paths(run), load_data(run)
     adaptation = adaptation or load_adaptation(run)
     base = load_checkpoint(base_checkpoint(run))
     ds3_set = data.dataset("ds3", "bg_exp", base.features)
+    ds2_ids = list(data.dataset("ds2", "bg_exp", base.features).ids)
     ids = list(ds3_set.ids)
     ds3 = data.ds3.set_index("material_id", drop=False)
     truth = ds3.loc[ids, "bg_exp"].astype(float)
-    parts = _baseline_predictions(data, adaptation, ids) + _model_predictions(profile, adaptation, base, ds3_set)
+    parts = _baseline_predictions(data, ds2_ids, ids, profile.cv.gbm_grid) + _model_predictions(profile, adaptation, base, ds3_set)
     per_seed_pred = pd.concat(parts, ignore_index=True)
+    cv_metrics = cv.get("cv_metrics", {})
+    best = min((m for m in BASELINES if m in cv_metrics), key=lambda m: cv_metrics[m]["mae"], default="pbe_linear")
 
     order = [m for m in MODEL_LABELS if m in set(per_seed_pred["model"])]
-    per_seed, summary = _summarise(per_seed_pred, truth, ids)
+    summary = score(per_seed_pred, truth, ids, best).loc[order]
     excluded = [m for m in data.ds3_with_ds2_polymorphs() if m in set(ids)]
     kept = [m for m in ids if m not in set(excluded)]
-    _, summary_np = _summarise(per_seed_pred, truth, kept)
-    evaluation = Ds3Evaluation(per_seed, summary.loc[order], summary_np.loc[order], excluded,
-                               _mean_predictions(ds3, ids, per_seed_pred, order), per_seed_pred, paths["metrics"])
-    _write_evaluation(paths, evaluation, adaptation, profile)
+    summary_np = score(per_seed_pred, truth, kept, best).loc[order]
+    mean = per_seed_pred.groupby(["material_id", "model"], sort=False)["prediction"].mean().unstack("model")
+    predictions = ds3.loc[ids, [c for c in _PREDICTION_COLUMNS if c in ds3.columns]].copy()
+    for model in order:
+        predictions[f"pred_{model}"] = mean.loc[ids, model].to_numpy()
+    predictions = predictions.reset_index(drop=True)
+    predictions["gap_range"] = pd.cut(predictions["bg_exp"], GAP_RANGES, right=False).astype(str)
+    shown = [m for m in ("m2", CONTROL, best, "hse06", "g0w0") if m in order]
+    evaluation = Ds3Evaluation(summary, summary_np, excluded, error_by(predictions, "anion_class", shown),
+                               error_by(predictions, "gap_range", shown), predictions, per_seed_pred, best, paths["metrics"])
+    _write(paths, evaluation, adaptation, profile)
     return evaluation
 
 
 def display_table(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """``summary`` with ``mae``/``rmse``/``r2`` as ``"mean ± std"`` strings (for reading)."""
+    """``summary`` for reading: MAE with its interval, RMSE, R², n, seeds, paired differences."""
+    f = lambda v: "" if pd.isna(v) else f"{v:.{digits}f}"  # noqa: E731
     out = pd.DataFrame(index=summary.index)
     out["model"] = summary["label"]
-    for key in ("mae", "rmse", "r2"):
-        out[key.upper() if key != "r2" else "R²"] = [
-            f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if pd.notna(s) else "")
-            for m, s in zip(summary[key], summary[f"{key}_std"])
-        ]
+    out["MAE [95% CI]"] = [f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" for m, lo, hi in zip(summary["mae"], summary["mae_lo"], summary["mae_hi"])]
+    out["RMSE"] = summary["rmse"].map(f)
+    out["R²"] = summary["r2"].map(f)
     out["n"] = summary["n"]
     out["seeds"] = summary["seeds"]
+    for key, name in (("diff_vs_best_baseline", "Δ vs best baseline"), ("diff_vs_control", "Δ vs control")):
+        if key in summary:
+            out[name] = [f"{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]" if pd.notna(d) else ""
+                         for d, lo, hi in zip(summary[key], summary[f"{key}_lo"], summary[f"{key}_hi"])]
     return out
 
 
@@ -219,7 +250,7 @@ def parity_columns(evaluation: Ds3Evaluation) -> dict[str, str]:
 
 
 def adaptation_histories(adaptation: AdaptationResult, seed: int | None = None) -> dict[str, pd.DataFrame]:
-    """Model -> training history (``history.csv``) of its chosen-lr fit for ``seed`` (default: first)."""
+    """Model -> training history (``history.csv``) of its final fit for ``seed`` (default: first)."""
     out = {}
     for model in adaptation.choices.index:
         ckpts = adaptation.checkpoints(model)

@@ -29,7 +29,7 @@ from cgcnn.config import (
 )
 from cgcnn.etl.config import EtlConfig
 
-PROFILE_NAMES = ("fixture", "default", "paper")
+PROFILE_NAMES = ("fixture", "default", "study", "paper")
 
 
 class BaseSettings(StrictModel):
@@ -55,10 +55,6 @@ class AdaptSettings(StrictModel):
     lr_grid: list[float] = Field(min_length=1)
     control_train: TrainConfig | None = Field(None, description="control settings; default: same as train")
     control_lr_grid: list[float] | None = Field(None, description="default: lr_grid")
-    selection_seeds: int | None = Field(
-        1, ge=1, description="learning rates are compared on the first N seeds (None = all seeds)"
-    )
-
     @model_validator(mode="after")
     def _check(self) -> AdaptSettings:
         if len(set(self.policies)) != len(self.policies):
@@ -78,10 +74,18 @@ class AdaptSettings(StrictModel):
     def control_grid(self) -> list[float]:
         return list(self.control_lr_grid or self.lr_grid)
 
-    def split_seeds(self, seeds: list[int]) -> tuple[list[int], list[int]]:
-        """``seeds`` as (seeds the learning rates are compared on, the other seeds)."""
-        n = len(seeds) if self.selection_seeds is None else min(self.selection_seeds, len(seeds))
-        return list(seeds[:n]), list(seeds[n:])
+
+class CVSettings(StrictModel):
+    """Grouped K-fold cross-validation on DS2 (see :mod:`cgcnn.study.adaptation`)."""
+
+    folds: int = Field(5, ge=2)
+    repeats: int = Field(2, ge=1)
+    seed: int = 0
+    inner_val_fraction: float = Field(0.15, gt=0, lt=0.5, description="formulas of a training fold kept for early stopping and choices")
+    gbm_grid: dict[str, list[float | int]] = Field(
+        default_factory=lambda: {"learning_rate": [0.05, 0.1], "max_leaf_nodes": [15, 31]},
+        description="hyper-parameter grid of the boosted-tree baselines (chosen by inner CV per fold)",
+    )
 
 
 class TsneSettings(StrictModel):
@@ -109,6 +113,7 @@ class StudyProfile(StrictModel):
     etl: EtlConfig = Field(default_factory=EtlConfig)
     base: BaseSettings
     adapt: AdaptSettings
+    cv: CVSettings = Field(default_factory=CVSettings)
     seeds: list[int] = Field(min_length=1)
     tsne: TsneSettings = Field(default_factory=TsneSettings)
     workers: int | None = Field(None, ge=1, description="graph-building processes; None = all cores")

@@ -29,7 +29,7 @@ def run_paths(run_dir: str | os.PathLike) -> dict[str, Path]:
     """The standard sub-folders of a run folder (created on demand by the writers)."""
     run = Path(run_dir)
     return {"run": run, "data": run / "data", "models": run / "models", "tables": run / "tables",
-            "figures": run / "figures", "metrics": run / "metrics.json"}
+            "figures": run / "figures", "metrics": run / "metrics.json", "cv": run / "cv.json"}
 
 
 def is_remote(bucket: str | os.PathLike) -> bool:

@@ -90,7 +90,7 @@ def test_overrides_apply_to_a_run_config_and_are_validated(tmp_path):
 
 
 def test_unknown_profile_name_lists_the_bundled_ones():
-    with pytest.raises(FileNotFoundError, match="fixture, default, paper"):
+    with pytest.raises(FileNotFoundError, match="fixture, default, study, paper"):
         study.load_profile("fast")
 
 
@@ -122,11 +122,11 @@ def test_control_defaults_to_the_adaptation_settings():
     assert adapt.control_grid == adapt.lr_grid
 
 
-@pytest.mark.parametrize("selection, seeds, expected", [
-    (1, [0, 1, 2], ([0], [1, 2])),
-    (5, [0, 1], ([0, 1], [])),
-    (None, [3, 4], ([3, 4], [])),
-])
-def test_learning_rates_are_compared_on_the_first_selection_seeds(selection, seeds, expected):
-    adapt = study.load_profile("fixture").adapt.model_copy(update={"selection_seeds": selection})
-    assert adapt.split_seeds(seeds) == expected
+def test_cv_settings_default_to_five_grouped_folds_and_reject_unknown_keys():
+    from pydantic import ValidationError
+
+    cv = study.CVSettings()
+    assert (cv.folds, cv.repeats) == (5, 2)
+    with pytest.raises(ValidationError, match="fold"):
+        study.CVSettings.model_validate({"fold": 3})
+    assert study.load_profile("study").cv.repeats >= 2
