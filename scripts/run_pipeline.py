@@ -42,7 +42,7 @@ DEFAULT_BUCKET = REPO / "tests" / "fixtures" / "bucket"
 DEFAULT_MATERIALS = "snapshot:" + str(REPO / "tests" / "fixtures" / "mp_snapshot" / "summary.jsonl.gz")
 SECRET_VARIABLES = ("MP_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 # Files of the run folder that are never stage outputs.
-_NOT_OUTPUTS = ("notebooks/", "stages/", "config.json", "environment.json")
+_NOT_OUTPUTS = ("notebooks/", "stages/", "config.json", "environment.json", ".lock")
 
 
 
@@ -190,23 +190,23 @@ def _parse_seeds(text: str | None) -> list[int] | None:
     try:
         seeds = [int(s) for s in text.replace(" ", "").split(",") if s]
     except ValueError:
-        raise SystemExit(f"--seeds must be comma-separated integers, got {text!r}") from None
+        raise SystemExit(f"error: --seeds must be comma-separated integers, got {text!r}") from None
     if not seeds:
-        raise SystemExit("--seeds is empty")
+        raise SystemExit("error: --seeds is empty")
     return seeds
 
 
 def _resolve_materials(text: str) -> str:
     if text == "mp":
         if not os.environ.get("MP_API_KEY"):
-            raise SystemExit("--materials mp needs the MP_API_KEY environment variable (a Materials Project API key)")
+            raise SystemExit("error: --materials mp needs the MP_API_KEY environment variable (a Materials Project API key)")
         return "mp"
     if text.startswith("snapshot:"):
         path = Path(text[len("snapshot:"):]).expanduser().resolve()
         if not path.is_file():
-            raise SystemExit(f"--materials {text}: no such snapshot file {path}")
+            raise SystemExit(f"error: --materials {text}: no such snapshot file {path}")
         return f"snapshot:{path}"
-    raise SystemExit(f"--materials must be 'snapshot:PATH' or 'mp', got {text!r}")
+    raise SystemExit(f"error: --materials must be 'snapshot:PATH' or 'mp', got {text!r}")
 
 
 class Pipeline:
@@ -224,12 +224,12 @@ class Pipeline:
             import torch
 
             if not torch.cuda.is_available():
-                raise SystemExit("--device cuda: CUDA is not available here (torch "
+                raise SystemExit("error: --device cuda: CUDA is not available here (torch "
                                  f"{torch.__version__}); use --device auto or cpu")
         self.materials = _resolve_materials(args.materials)
         self.source = bucket_location(args.bucket)
         if not is_remote(self.source) and not (Path(self.source) / "raw").is_dir():
-            raise SystemExit(f"--bucket {args.bucket}: no raw/ folder in {self.source}")
+            raise SystemExit(f"error: --bucket {args.bucket}: no raw/ folder in {self.source}")
         settings = self.profile.to_dict()
         run_id = args.run_id or f"{self.profile.name}-{_sha256_json([settings, self.source, self.materials])[:10]}"
         self.run_dir = Path(args.output).expanduser().resolve() / run_id
@@ -290,7 +290,14 @@ class Pipeline:
 
     # -- running -----------------------------------------------------------------------
     def run(self) -> int:
-        """Execute (or skip) every stage in order. Returns 0, or 1 when a stage failed."""
+        """Execute (or skip) every stage in order, holding the run folder's lock (a second
+        runner on the same folder is refused at once). Returns 0, or 1 when a stage failed."""
+        from cgcnn.lock import RunLock
+
+        with RunLock(self.run_dir, what="run folder"):
+            return self._run_stages()
+
+    def _run_stages(self) -> int:
         self.write_run_files()
         self.prepare_bucket()
         self.echo(f"run folder: {self.run_dir}")
@@ -402,8 +409,15 @@ def main(argv: list[str] | None = None, stages: tuple[Stage, ...] = STAGES) -> i
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("papermill").setLevel(logging.ERROR)
     args = parse_args(argv)
-    pipeline = Pipeline(args, stages)
-    return pipeline.run()
+    try:
+        return Pipeline(args, stages).run()
+    except Exception as exc:  # expected failures (bad profile, busy run folder, …) are one line
+        from cgcnn.cli import debugging, error_line
+
+        line = error_line(exc)
+        if line is None or debugging():
+            raise
+        raise SystemExit(line) from None
 
 
 if __name__ == "__main__":

@@ -227,3 +227,23 @@ def test_training_without_a_validation_split_says_so(files, tmp_path):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["best_val_mae"] is None and "no validation split" in summary["note"]
+
+
+def test_a_second_pipeline_on_the_same_run_folder_is_refused_at_once(tmp_path):
+    run = tmp_path / "runs" / "same"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = subprocess.run([sys.executable, "scripts/run_pipeline.py", "--output", str(tmp_path / "runs"), "--run-id", "same"],
+                              capture_output=True, text=True, timeout=120)
+        assert_one_line_error(proc, "run folder", f"pid {holder.pid}", "since")
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert not (run / "stages").exists()
+
+
+def test_the_pipeline_names_an_unknown_profile_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "scripts/run_pipeline.py", "--profile", "fast", "--output", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert_one_line_error(proc, "profile 'fast'", "bundled profiles")

@@ -173,12 +173,15 @@ def build_report(
     return report
 
 
+REPORT_KEY = "reports/etl_report.json"
+
+
 def write_report(bucket: Bucket, report: dict) -> str:
-    """Write ``reports/etl_report.json``; returns its URI."""
-    bucket.write_json("reports/etl_report.json", report)
-    return bucket.key_uri("reports/etl_report.json")
+    """Write ``reports/etl_report.json`` (last: its presence says the outputs are complete); returns its URI."""
+    bucket.write_json(REPORT_KEY, report)
+    return bucket.key_uri(REPORT_KEY)
 
 
 def load_report(bucket_uri: str | Path | Bucket) -> dict:
     """The ``reports/etl_report.json`` of a bucket."""
-    return open_bucket(bucket_uri).read_json("reports/etl_report.json")
+    return open_bucket(bucket_uri).read_json(REPORT_KEY)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cgcnn.etl.cells import EtlError
 from cgcnn.etl.config import EtlConfig
 from cgcnn.etl.graphs import (
     build_or_reuse_graphs,
@@ -42,6 +43,7 @@ from cgcnn.etl.graphs import (
 from cgcnn.etl.inputs import RawInputs, read_inputs
 from cgcnn.etl.materials import MaterialRecord, MaterialsSource, open_materials
 from cgcnn.etl.report import (
+    REPORT_KEY,
     ReportTables,
     build_report,
     collect_reports,
@@ -191,6 +193,23 @@ def apply_rules(raw: RawInputs, materials: FetchedMaterials, config: EtlConfig) 
     return {"ds1": ds1, "ds2": ds2, "ds3": ds3}
 
 
+def _input_files(ds: str, config: EtlConfig) -> str:
+    if ds == "ds1":
+        return config.ds1.ids_key
+    if ds == "ds3":
+        return config.ds3.key
+    return ", ".join(src.key for src in config.ds2.sources)
+
+
+def refuse_empty(tables: dict[str, pd.DataFrame], outcomes: dict[str, Outcome], config: EtlConfig) -> None:
+    """Stop the run when a dataset is left empty by the rules (a later stage could do nothing)."""
+    for ds in DATASETS:
+        if len(tables[ds]) == 0:
+            drops = pd.Series([d["reason"] for d in outcomes[ds].drops], dtype=str).value_counts()
+            why = ", ".join(f"{n} {r}" for r, n in drops.items()) or "the input has no rows"
+            raise EtlError(f"{ds.upper()} is empty after the ETL rules ({why}); check raw/{_input_files(ds, config)}")
+
+
 def write_outputs(
     bucket: Bucket,
     tables: dict[str, pd.DataFrame],
@@ -235,6 +254,7 @@ def run_etl(
     config = config or EtlConfig()
     say, timer = _printer(progress), _Timer()
     bucket = open_work_bucket(bucket_uri)
+    bucket.delete(REPORT_KEY)  # until this run succeeds, no report claims the outputs are current
     source = open_materials(materials, batch_size=config.mp_batch_size)
     with timer("read_inputs"):
         raw = read_inputs(bucket, config)
@@ -244,6 +264,7 @@ def run_etl(
     with timer("rules"):
         outcomes = apply_rules(raw, found, config)
         tables = {ds: o.table for ds, o in outcomes.items()}
+    refuse_empty(tables, outcomes, config)
 
     graph_entries: dict[str, dict] = {}
     graph_drops: list[dict] = []
@@ -252,6 +273,7 @@ def run_etl(
             graph_entries, problems = build_or_reuse_graphs(bucket, tables, found.records, config,
                                                             workers=workers, progress=progress, say=say)
             tables, graph_drops = drop_graph_failures(tables, problems)
+        refuse_empty(tables, outcomes, config)
         say("graphs " + ", ".join(
             f"{ds} {'reused' if graph_entries[ds].get('reused') else 'built'}" for ds in DATASETS))
 

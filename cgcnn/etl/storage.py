@@ -91,6 +91,10 @@ class Bucket(ABC):
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove an object (nothing happens when it is absent)."""
+
+    @abstractmethod
     def list(self, prefix: str = "") -> list[str]:
         """Keys below ``prefix`` (recursive), sorted."""
 
@@ -215,6 +219,13 @@ class LocalBucket(Bucket):
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        if not self.writable:
+            raise StorageError(f"bucket {self.uri} is read-only; refusing to delete {key}")
+        _guard(path)
+        path.unlink(missing_ok=True)
 
     def list(self, prefix: str = "") -> list[str]:
         base = self._path(prefix) if prefix else self.root
@@ -358,6 +369,12 @@ class S3Bucket(Bucket):
         except Exception as exc:
             cause = getattr(exc, "last_exception", None) or exc
             raise self._error(cause, key, "write") from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            raise self._error(exc, key, "delete") from exc
 
     def exists(self, key: str) -> bool:
         try:

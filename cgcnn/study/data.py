@@ -50,6 +50,7 @@ def run_etl_stage(run_dir: str | os.PathLike, bucket: str, materials: str, profi
     run = Path(run_dir)
     paths = run_paths(run)
     n_workers = workers or profile.workers or os.cpu_count() or 1
+    (paths["data"] / "etl.json").unlink(missing_ok=True)  # a failed ETL leaves no record for later stages to trust
     t0 = time.perf_counter()
     result = run_etl(bucket, materials, profile.etl, workers=n_workers, progress=progress)
     seconds = time.perf_counter() - t0

@@ -27,9 +27,14 @@ from cgcnn.config import (
     StrictModel,
     TrainConfig,
 )
+from cgcnn.errors import CgcnnError
 from cgcnn.etl.config import EtlConfig
 
 PROFILE_NAMES = ("fixture", "default", "study", "paper")
+
+
+class ProfileNotFoundError(CgcnnError, FileNotFoundError):
+    """A profile name or file that does not exist."""
 
 
 class BaseSettings(StrictModel):
@@ -204,7 +209,7 @@ def load_profile(name_or_path: str | os.PathLike, *, seeds: list[int] | None = N
     text = str(name_or_path)
     path = profile_path(text) if text in PROFILE_NAMES else Path(text)
     if not path.is_file():
-        raise FileNotFoundError(f"profile {text!r}: no such file (bundled profiles: {', '.join(PROFILE_NAMES)})")
+        raise ProfileNotFoundError(f"profile {text!r}: no such file (bundled profiles: {', '.join(PROFILE_NAMES)})")
     settings = _run_settings(path)
     if settings is not None:
         return StudyProfile.model_validate(_overridden(settings, seeds=seeds, device=device, workers=workers))

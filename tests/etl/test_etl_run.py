@@ -319,3 +319,19 @@ def test_cli_snapshot_then_offline_run(fake_mp, tmp_path, crystals, capsys):
     assert (match["formula"], match["status"], match["material_id"]) == ("GaAs", "ambiguous", "mp-2534")
     assert result.report["database_version"] == fake_mp.db_version
     assert result.ds1["material_id"].tolist() == ["mp-149", "mp-2534", "mp-1070"]  # fx-7: 5.1 eV
+
+
+@pytest.mark.parametrize("dataset, key", [("ds1", "raw/ds1_material_ids.csv"), ("ds3", "raw/validation_set.csv")])
+def test_an_empty_dataset_stops_the_etl_naming_its_input_and_retires_the_old_report(work_bucket, dataset, key):
+    run_etl(work_bucket, SNAPSHOT_SPEC, progress=False)
+    report = work_bucket / "reports" / "etl_report.json"
+    assert report.is_file()
+    path = work_bucket / key
+    path.write_text(path.read_text().splitlines()[0] + "\n")  # header only
+    proc = subprocess.run([sys.executable, "-m", "cgcnn", "etl", "run", "--bucket", str(work_bucket),
+                           "--materials", SNAPSHOT_SPEC], capture_output=True, text=True)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and f"{dataset.upper()} is empty" in last and key in last, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not report.exists()  # the previous run's report no longer claims the outputs are current
