@@ -268,6 +268,27 @@ for model in settings.models:
 ]
 
 
+NOTEBOOKS["03-insights/02-report.ipynb"] = [
+    ("md", """\
+# Report of the run
+
+Writes `report.md` into the run folder from the run's own tables and JSON files: data counts
+and sources, the protocol, the cross-validation table on DS2, the DS3 table with bootstrap
+intervals and paired differences, errors by anion class and gap range, the figures, and a
+plain paragraph of what the numbers do and do not show (generated from the intervals)."""),
+    ("parameters", RUN_PARAMETERS),
+    ("code", """\
+from IPython.display import Markdown
+
+from cgcnn import study
+
+profile = study.load_profile(config)
+path = study.write_report(run_dir, profile)
+print(path)"""),
+    ("code", "Markdown(path.read_text())"),
+]
+
+
 def build(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.metadata = {

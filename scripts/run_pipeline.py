@@ -68,6 +68,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("base-model", REPO / "02-ml-dev" / "01-base-model.ipynb"),
     Stage("domain-adaptation", REPO / "02-ml-dev" / "02-domain-adaptation.ipynb"),
     Stage("tsne", REPO / "03-insights" / "01-tsne.ipynb"),
+    Stage("report", REPO / "03-insights" / "02-report.ipynb"),
 )
 
 

@@ -26,8 +26,10 @@ NOTEBOOKS = {
     "base-model": "02-ml-dev/01-base-model.ipynb",
     "domain-adaptation": "02-ml-dev/02-domain-adaptation.ipynb",
     "tsne": "03-insights/01-tsne.ipynb",
+    "report": "03-insights/02-report.ipynb",
 }
-ALL_MODELS = ["pbe", "pbe_linear", "hse06", "g0w0", "m1", "m2", "m2_none", "m2_embedding", "m2_convs", "m2_head", "control"]
+ALL_MODELS = ["pbe", "pbe_linear", "gbm_composition", "gbm_composition_pbe", "hse06", "g0w0", "m1", "m2", "m2_none",
+              "m2_embedding", "m2_convs", "m2_head", "control"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -112,36 +114,39 @@ def test_notebook_domain_adaptation(fixture_run):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert list(metrics["models"]) == ALL_MODELS
     for name, entry in metrics["models"].items():
-        for key in ("mae", "rmse", "r2", "n"):
+        for key in ("mae", "mae_lo", "mae_hi", "rmse", "n"):
             assert math.isfinite(entry[key]), (name, key)
+        assert entry["mae_lo"] <= entry["mae"] <= entry["mae_hi"]
     models = metrics["models"]
     assert models["pbe"]["n"] == 6 and models["hse06"]["n"] == 5 and models["g0w0"]["n"] == 4
-    assert models["m1"]["n"] == 6
-    for name in ("pbe_linear", "m2", "m2_none", "control"):
-        assert models[name]["seeds"] == 2 and math.isfinite(models[name]["mae_std"])
-    for name in ("pbe", "hse06", "g0w0", "m1"):
-        assert "mae_std" not in models[name]
-    # raw PBE by hand from the DS3 table
+    for name in ("m2", "m2_none", "control"):
+        assert models[name]["seeds"] == 2 and math.isfinite(models[name]["seed_mae_std"])
+    assert math.isfinite(models["m2"]["diff_vs_control"])
+    # raw PBE by hand from the DS3 table; the linear correction is fitted on all of DS2
     meta = json.loads((run_dir / "data" / "etl.json").read_text())
     ds3 = pd.read_csv(run_dir / meta["files"]["ds3_csv"])
+    ds2 = pd.read_csv(run_dir / meta["files"]["ds2_csv"])
     assert models["pbe"]["mae"] == pytest.approx((ds3["bg_pbe"] - ds3["bg_exp"]).abs().mean())
-    # the linear correction of seed 0 is fitted on seed 0's DS2 training split only
-    ds2 = pd.read_csv(run_dir / meta["files"]["ds2_csv"]).set_index("material_id")
-    splits = pd.read_csv(run_dir / "tables" / "ds2_splits.csv")
-    train = splits[(splits["seed"] == 0) & (splits["split"] == "train")]["material_id"]
-    slope, intercept = np.polyfit(ds2.loc[train, "bg_pbe"], ds2.loc[train, "bg_exp"], 1)
-    per_seed = pd.read_csv(run_dir / "tables" / "ds3_metrics_per_seed.csv")
-    row = per_seed[(per_seed["model"] == "pbe_linear") & (per_seed["seed"] == 0)].iloc[0]
-    assert row["mae"] == pytest.approx((slope * ds3["bg_pbe"] + intercept - ds3["bg_exp"]).abs().mean())
+    slope, intercept = np.polyfit(ds2["bg_pbe"], ds2["bg_exp"], 1)
+    assert models["pbe_linear"]["mae"] == pytest.approx((slope * ds3["bg_pbe"] + intercept - ds3["bg_exp"]).abs().mean())
     # DS3 without the DS2 polymorph (fx-29 ZnS)
     assert metrics["ds3_without_ds2_polymorphs"]["excluded"] == ["fx-29"]
     assert metrics["ds3_without_ds2_polymorphs"]["models"]["pbe"]["n"] == 5
-    # choices: (4 policies + control) x (2 rates on seed 0 + the chosen rate on seed 1)
+    # the CV: 3 grouped folds, every DS2 material out of fold once per model; cv.json before metrics.json
+    cv = json.loads((run_dir / "cv.json").read_text())
+    assert cv["protocol"]["folds"] == 3 and cv["protocol"]["grouped_by"] == "reduced formula"
+    preds = pd.read_csv(run_dir / "tables" / "cv_predictions.csv")
+    assert set(preds["model"]) == set(ALL_MODELS) - {"hse06", "g0w0", "m1"}
+    assert (preds.groupby("model")["material_id"].nunique() == 23).all()
+    formulas = ds2.set_index("material_id")["formula"]
+    assert (preds.assign(f=formulas.loc[preds["material_id"]].to_numpy()).groupby(["model", "f"])["fold"].nunique() == 1).all()
+    assert (run_dir / "cv.json").stat().st_mtime <= (run_dir / "metrics.json").stat().st_mtime
     runs = pd.read_csv(run_dir / "tables" / "adaptation_runs.csv")
-    assert len(runs) == 5 * 3
+    assert len(runs) == 5 * 2  # (4 policies + control) x 2 seeds
     assert metrics["selected_policy"] in ("none", "embedding", "convs", "head")
     assert _png(run_dir / "figures" / "ds3_parity.png")
     assert len(pd.read_csv(run_dir / "tables" / "ds3_predictions.csv")) == 6
+    assert set(pd.read_csv(run_dir / "tables" / "ds3_errors_by_class.csv")["anion_class"]) >= {"oxide"}
 
 
 def test_notebook_tsne(fixture_run):
@@ -153,6 +158,18 @@ def test_notebook_tsne(fixture_run):
             assert coords["dataset"].value_counts().to_dict() == {"DS2": 23, "DS3": 6}
             assert np.isfinite(coords[["x", "y"]].to_numpy()).all()
     assert set(coords.loc[coords["dataset"] == "DS3", "formula"]) == {"ZnTe", "GaN", "CdSe", "ZnS", "InN", "SnO2"}
+
+
+def test_notebook_report(fixture_run):
+    run_dir = _completed(fixture_run, "report")
+    text = (run_dir / "report.md").read_text()
+    for heading in ("## Data", "## Protocol", "## Cross-validation on DS2", "## DS3", "## What the numbers show", "## Figures"):
+        assert heading in text
+    cv = pd.read_csv(run_dir / "tables" / "cv_metrics.csv", index_col="model")
+    assert f"M2 has MAE {cv.loc['m2', 'mae']:.3f} eV" in text  # written from the numbers
+    for line in text.splitlines():
+        if line.startswith("!["):
+            assert _png(run_dir / line[line.index("(") + 1 : -1])
 
 
 def test_rerun_with_unchanged_inputs_skips_every_stage(fixture_run):

@@ -12,6 +12,7 @@ every public name below is re-exported here).  One module per stage:
 * :mod:`~cgcnn.study.crossval`: baselines on the folds, within-fold choices, the CV table.
 * :mod:`~cgcnn.study.evaluation`: DS3 scores (:func:`evaluate_ds3`) and display helpers.
 * :mod:`~cgcnn.study.embeddings`: crystal features for t-SNE (:func:`embed_datasets`).
+* :mod:`~cgcnn.study.report`: ``report.md`` of a run, from its own numbers (:func:`write_report`).
 
 Every function writes its artefacts into a given *run folder*::
 
@@ -83,6 +84,7 @@ from cgcnn.study.profiles import (
     load_profile,
     profile_path,
 )
+from cgcnn.study.report import findings, markdown_table, write_report
 from cgcnn.study.rundir import (
     bucket_location,
     is_remote,
@@ -92,6 +94,9 @@ from cgcnn.study.rundir import (
 )
 
 __all__ = [
+    "findings",
+    "markdown_table",
+    "write_report",
     "BASELINES",
     "CVSettings",
     "CvMissingError",

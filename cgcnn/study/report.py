@@ -1,0 +1,137 @@
+"""Stage 6: ``report.md`` of a run, written from the run's own numbers (nothing typed by hand).
+
+Sections: data (counts, sources), protocol, the cross-validation table on DS2, the DS3 table
+with intervals and paired differences, errors by anion class and gap range, the table
+without DS3 materials that have a DS2 polymorph, figures (parity, histories, t-SNE), and a
+plain paragraph of what the numbers do and do not show, built from the intervals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from cgcnn.fileio import atomic_write_text
+from cgcnn.study.crossval import display_cv_table
+from cgcnn.study.evaluation import MODEL_LABELS, display_table, require_cv
+from cgcnn.study.profiles import StudyProfile
+from cgcnn.study.rundir import run_paths
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def markdown_table(frame: pd.DataFrame, index: bool = True) -> str:
+    """A GitHub-flavoured markdown table of ``frame`` (strings as they are, floats to 3 decimals)."""
+    df = frame.reset_index() if index else frame
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _interval_phrase(d: float, lo: float, hi: float, a: str, b: str) -> str:
+    """One sentence on a paired MAE difference of ``a`` minus ``b`` and its interval."""
+    if hi < 0:
+        verdict = f"{a} is better than {b}: the interval excludes zero"
+    elif lo > 0:
+        verdict = f"{a} is worse than {b}: the interval excludes zero"
+    else:
+        verdict = f"the data cannot tell {a} and {b} apart: the interval includes zero"
+    return f"MAE({a}) − MAE({b}) = {d:+.3f} eV [95% CI {lo:+.3f}, {hi:+.3f}]; {verdict}."
+
+
+def findings(cv_table: pd.DataFrame, ds3: pd.DataFrame, best_baseline: str, n_ds3: int) -> str:
+    """The plain paragraph: what the CV and DS3 numbers show, from their intervals."""
+    label = lambda m: MODEL_LABELS.get(m, m)  # noqa: E731
+    out = []
+    if "m2" in cv_table.index:
+        r = cv_table.loc["m2"]
+        bb = str(r.get("best_baseline", best_baseline))
+        out.append(f"On DS2 (grouped cross-validation, {int(r['n'])} materials), M2 has MAE {r['mae']:.3f} eV "
+                   f"[{r['mae_lo']:.3f}, {r['mae_hi']:.3f}]; the best baseline is {label(bb)} with "
+                   f"{cv_table.loc[bb, 'mae']:.3f} eV. "
+                   + _interval_phrase(r["diff_vs_best_baseline"], r["diff_vs_best_baseline_lo"], r["diff_vs_best_baseline_hi"], "M2", label(bb)))
+        if pd.notna(r.get("diff_vs_control")):
+            out.append("Against the control trained on DS2 alone: "
+                       + _interval_phrase(r["diff_vs_control"], r["diff_vs_control_lo"], r["diff_vs_control_hi"], "M2", "the control"))
+    if "m2" in ds3.index:
+        r = ds3.loc["m2"]
+        out.append(f"On DS3 ({n_ds3} materials, scored once with the models the CV chose), M2 has MAE {r['mae']:.3f} eV "
+                   f"[{r['mae_lo']:.3f}, {r['mae_hi']:.3f}]"
+                   + "".join(f", {label(m)} {ds3.loc[m, 'mae']:.3f} eV" for m in ("hse06", "g0w0", best_baseline) if m in ds3.index)
+                   + ". With so few materials the intervals are wide: differences smaller than about half their width are not evidence.")
+        if pd.notna(r.get("diff_vs_best_baseline")):
+            out.append("On DS3: " + _interval_phrase(r["diff_vs_best_baseline"], r["diff_vs_best_baseline_lo"],
+                                                      r["diff_vs_best_baseline_hi"], "M2", label(best_baseline)))
+    return "\n\n".join(out)
+
+
+def _figures(run: Path) -> list[tuple[str, str]]:
+    wanted = [("ds3_parity.png", "DS3 parity"), ("m1_history.png", "M1 training history"),
+              ("adaptation_histories.png", "Final adaptation fits")]
+    figs = [(f"figures/{name}", title) for name, title in wanted if (run / "figures" / name).is_file()]
+    figs += [(f"figures/{p.name}", p.stem.replace("_", " ")) for p in sorted((run / "figures").glob("tsne_*.png"))]
+    return figs
+
+
+def write_report(run_dir: str | os.PathLike, profile: StudyProfile) -> Path:
+    """Write ``<run>/report.md`` from the run's tables and JSON files; returns its path."""
+    run = Path(run_dir)
+    paths = run_paths(run)
+    cv = require_cv(run)
+    metrics = _read_json(paths["metrics"])
+    config, env, etl = _read_json(run / "config.json"), _read_json(run / "environment.json"), _read_json(paths["data"] / "etl.json")
+    tables = paths["tables"]
+    cv_table = pd.read_csv(tables / "cv_metrics.csv", index_col="model")
+    ds3 = pd.read_csv(tables / "ds3_metrics.csv", index_col="model")
+    ds3_np = pd.read_csv(tables / "ds3_metrics_without_ds2_polymorphs.csv", index_col="model")
+    best = metrics.get("best_baseline_by_cv", "pbe_linear")
+    m1 = pd.read_csv(tables / "m1_ds1_metrics.csv", index_col="split") if (tables / "m1_ds1_metrics.csv").is_file() else None
+    proto = cv["protocol"]
+    counts = etl.get("counts", {})
+    parts = [
+        f"# Band-gap domain adaptation — report of run `{run.name}`",
+        f"Profile `{profile.name}`; code {env.get('git_sha', 'unknown')}; created {env.get('created', '?')} on "
+        f"{env.get('platform', '?')} ({env.get('cpu_count', '?')} CPUs, GPU: {env.get('gpu') or 'none'}).",
+        "## Data",
+        f"Raw inputs: `{config.get('inputs', {}).get('bucket', '?')}`; materials: `{config.get('inputs', {}).get('materials', '?')}`.",
+        markdown_table(pd.DataFrame({"materials": {k.upper(): v for k, v in counts.items() if k in ("ds1", "ds2", "ds3")}}).rename_axis("dataset")),
+        "## Protocol",
+        f"DS2 is split into {proto['folds']} folds grouped by {proto['grouped_by']} (stratified by gap), repeated "
+        f"{proto['repeats']} time(s) (seed {proto['seed']}). Inside each fold, {proto['inner_val_fraction']:.0%} of the "
+        "training formulas form an inner validation split that stops training early and picks each model's learning rate "
+        "and M2's freeze policy, so no out-of-fold prediction comes from a model chosen on its own test fold. Baselines "
+        "are scored on the same folds; the boosted trees' hyper-parameters are chosen by inner CV. The CV table and the "
+        f"chosen recipes were written to `cv.json` before DS3 was touched. M2's policy: `{cv['selected_policy']}`; "
+        "learning rates: " + ", ".join(f"{k} {v:g}" for k, v in cv["learning_rates"].items()) + ". "
+        f"Final models: every recipe trained on all of DS2 once per seed ({', '.join(map(str, metrics.get('seeds', [])))}); "
+        "a model's DS3 prediction is the mean over its seeds.",
+    ]
+    if m1 is not None:
+        parts += ["M1 on the DS1 splits (PBE gaps, eV):", markdown_table(m1[["mae", "rmse", "r2", "n"]])]
+    parts += [
+        "## Cross-validation on DS2 (out of fold, eV)",
+        "Rows are paired: the materials every model predicts (DS2 materials without a PBE gap have no PBE baseline "
+        "prediction and are left out of every row). Δ: paired MAE difference with its bootstrap 95% interval (negative = better).",
+        markdown_table(display_cv_table(cv_table), index=False),
+        "## DS3 (experimental gaps; scored once)",
+        f"Best baseline by CV MAE: {MODEL_LABELS.get(best, best)}. MAE intervals: bootstrap over the DS3 materials.",
+        markdown_table(display_table(ds3), index=False),
+        f"Without the DS3 materials that have a polymorph in DS2 ({', '.join(metrics.get('ds3_without_ds2_polymorphs', {}).get('excluded', [])) or 'none'}):",
+        markdown_table(display_table(ds3_np), index=False),
+        "### Errors by anion class and by gap range (MAE, eV)",
+        markdown_table(pd.read_csv(tables / "ds3_errors_by_class.csv", index_col=0)),
+        markdown_table(pd.read_csv(tables / "ds3_errors_by_gap.csv", index_col=0)),
+        "## What the numbers show",
+        findings(cv_table, ds3, best, int(metrics.get("n_ds3", len(ds3)))),
+        "## Figures",
+    ]
+    parts += [f"![{title}]({rel})" for rel, title in _figures(run)]
+    path = run / "report.md"
+    atomic_write_text(path, "\n\n".join(parts) + "\n")
+    return path
