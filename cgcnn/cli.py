@@ -134,7 +134,13 @@ def cmd_adapt(args) -> int:
 
 def _loaded(args):
     from cgcnn.checkpoint import load_checkpoint
+    from cgcnn.shipped import ShippedModelError, member_checkpoints, shipped_models
 
+    if args.checkpoint is None:
+        if args.model is None:
+            have = ", ".join(shipped_models()) or "none"
+            raise ShippedModelError(f"give --checkpoint FILE or --model NAME (shipped models: {have})")
+        return load_checkpoint(member_checkpoints(args.model)[0], device="cpu")
     return load_checkpoint(args.checkpoint, atom_features=args.atom_features, radius=args.radius,
                            max_neighbors=args.max_neighbors, device="cpu")
 
@@ -227,7 +233,9 @@ def _data_args(p, targets_required=True) -> None:
 
 
 def _ckpt_args(p) -> None:
-    p.add_argument("--checkpoint", required=True)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--checkpoint", help="a checkpoint file (ours, or an original CGCNN .pth.tar)")
+    which.add_argument("--model", help="a model shipped with the package, e.g. 'base' (M1: PBE-like gaps)")
     p.add_argument("--atom-features", default=None, help="atom_init.json (required for original CGCNN checkpoints)")
     _graph_args(p)
     p.add_argument("--device", default="auto")

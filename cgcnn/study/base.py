@@ -60,6 +60,8 @@ def train_base(run_dir: str | os.PathLike, profile: StudyProfile, *, progress: b
     run = Path(run_dir)
     paths = run_paths(run)
     data = load_data(run)
+    if profile.base.source == "shipped":
+        return use_shipped_base(run, profile, data)
     dataset = data.dataset("ds1", "bg_pbe", AtomFeatures.default(), ids=_ds1_ids(data.ds1, profile))
     cfg = profile.train_config(profile.base.train)
     out = paths["models"] / "m1"
@@ -70,16 +72,45 @@ def train_base(run_dir: str | os.PathLike, profile: StudyProfile, *, progress: b
     seconds = time.perf_counter() - t0
     loaded = load_checkpoint(result.best_checkpoint)
     pred = predict(loaded, dataset, device=profile.device)
-    position = {m: k for k, m in enumerate(dataset.ids)}
-    rows = []
-    for split, split_ids in result.splits.items():
-        pos = [position[m] for m in split_ids]
-        if pos:
-            rows.append({"split": split, **metrics_row(dataset.y[pos], pred[pos])})
-    metrics = pd.DataFrame(rows).set_index("split")
+    metrics = _split_metrics(dataset, pred, result.splits)
     write_table(paths["tables"] / "m1_ds1_metrics.csv", metrics)
     write_table(paths["tables"] / "m1_history.csv", result.history, index=False)
     return BaseResult(result.best_checkpoint, result.history, metrics, result.best_epoch, seconds, len(dataset))
+
+
+def _split_metrics(dataset, pred, splits: dict[str, list[str]]) -> pd.DataFrame:
+    position = {m: k for k, m in enumerate(dataset.ids)}
+    rows = []
+    for split, split_ids in splits.items():
+        pos = [position[m] for m in split_ids if m in position]
+        if pos:
+            rows.append({"split": split, **metrics_row(dataset.y[pos], pred[pos])})
+    return pd.DataFrame(rows).set_index("split")
+
+
+def use_shipped_base(run: Path, profile: StudyProfile, data) -> BaseResult:
+    """Copy the packaged M1 (``cgcnn/models/base``) into ``<run>/models/m1/best.pt`` and score it
+    on DS1 with the splits it was trained with; refuses graph settings other than the profile's."""
+    from cgcnn.checkpoint import load_checkpoint
+    from cgcnn.inference import predict
+    from cgcnn.shipped import manifest, member_checkpoints
+
+    source = member_checkpoints("base")[0]
+    loaded = load_checkpoint(source)
+    if loaded.graph_config != profile.graph:
+        raise ValueError(f"the shipped M1 uses graphs {loaded.graph_config.key()} but profile {profile.name!r} asks for "
+                         f"{profile.graph.key()}; set base.source to 'train' or use the shipped graph settings")
+    out = run_paths(run)["models"] / "m1"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    shutil.copyfile(source, out / "best.pt")
+    info = manifest("base")
+    dataset = data.dataset("ds1", "bg_pbe", loaded.features)
+    pred = predict(loaded, dataset, device=profile.device)
+    metrics = _split_metrics(dataset, pred, info["ids"])
+    history = pd.DataFrame(info.get("history", []))
+    write_table(run_paths(run)["tables"] / "m1_ds1_metrics.csv", metrics)
+    return BaseResult(out / "best.pt", history, metrics, int(info["best_epoch"]), float(info["wall_time_s"]), len(dataset))
 
 
 def base_checkpoint(run_dir: str | os.PathLike) -> Path:

@@ -40,6 +40,9 @@ class ProfileNotFoundError(CgcnnError, FileNotFoundError):
 class BaseSettings(StrictModel):
     """Base model M1 on DS1."""
 
+    source: Literal["train", "shipped"] = Field(
+        "train", description="'train': train M1 on DS1 with 'train'; 'shipped': use the M1 packaged with cgcnn (models/base)"
+    )
     train: TrainConfig
     max_crystals: int | None = Field(
         None, ge=10, description="train on a random subset of DS1 of this size (seeded); None = all of DS1"
