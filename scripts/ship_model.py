@@ -87,7 +87,7 @@ def main(argv=None) -> int:
                  "n": {k: len(v) for k, v in splits.items()}, "excluded_ids_checked": len(excluded)},
         "metrics": metrics,
         "best_epoch": int(slim["best_epoch"]), "epochs_run": int(len(history)),
-        "wall_time_s": round(float(history["seconds"].sum()), 1),
+        "wall_time_s": round(float(history["seconds"].sum()), 3),
         "trained_with": {"git_sha": info.get("git_sha"), "torch": info.get("versions", {}).get("torch"), "created": info.get("created")},
         "shipped_with": collect(REPO),
         "history": history[[c for c in ("epoch", "lr", "train_mae", "val_mae", "seconds") if c in history]].to_dict(orient="records"),

@@ -40,7 +40,7 @@ def test_ship_model_writes_a_slim_checkpoint_and_a_manifest(shipped, tiny_run):
     info = json.loads((shipped / "manifest.json").read_text())
     assert set(info["ids"]) == {"train", "val", "test"} and info["ids"]["train"] == tiny_run.splits["train"]
     assert set(info["metrics"]) == {"train", "val", "test"} and np.isfinite(info["metrics"]["test"]["mae"])
-    assert info["wall_time_s"] > 0 and len(info["history"]) == info["epochs_run"]
+    assert info["wall_time_s"] >= 0 and len(info["history"]) == info["epochs_run"] == 3
     assert (shipped / "model.pt").stat().st_size < tiny_run.best_checkpoint.stat().st_size  # no optimiser state
     assert shipped_models() == ["tiny"] and manifest("tiny")["name"] == "tiny"
 
