@@ -5,8 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 
-import numpy as np
 import pytest
+from graph_asserts import assert_same_graphs
 from pymatgen.io.cif import CifWriter
 
 import cgcnn.building
@@ -14,23 +14,12 @@ from cgcnn.building import build_graphs, content_key, snapshot_structures
 from cgcnn.config import GraphConfig
 from cgcnn.errors import DatasetError, Problem
 from cgcnn.etl.materials import read_snapshot
-from cgcnn.graphset import GraphSet
 
 BAD_CIF = "data_broken\n_cell_length_a 4.0\nthis is not a CIF\n"
 
 
 def cif(structure) -> str:
     return str(CifWriter(structure))
-
-
-def assert_same_graphs(a: GraphSet, b: GraphSet) -> None:
-    assert a.ids == b.ids
-    assert a.config == b.config
-    for m in a.ids:
-        ga, gb = a[m], b[m]
-        assert np.array_equal(ga.atomic_numbers, gb.atomic_numbers)
-        assert np.array_equal(ga.edge_index, gb.edge_index)
-        assert np.array_equal(ga.distances, gb.distances)  # exact, not close
 
 
 # -- build_graphs ----------------------------------------------------------------------------

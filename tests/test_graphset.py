@@ -7,22 +7,12 @@ import json
 
 import numpy as np
 import pytest
+from graph_asserts import assert_same_graphs
 
 from cgcnn.config import GraphConfig
 from cgcnn.errors import DatasetError
 from cgcnn.graph import structure_to_graph
 from cgcnn.graphset import GraphSet
-
-
-def assert_same_graphs(a: GraphSet, b: GraphSet) -> None:
-    assert a.ids == b.ids
-    assert a.config == b.config
-    for m in a.ids:
-        ga, gb = a[m], b[m]
-        assert np.array_equal(ga.atomic_numbers, gb.atomic_numbers)
-        assert np.array_equal(ga.edge_index, gb.edge_index)
-        assert np.array_equal(ga.distances, gb.distances)  # exact, not close
-
 
 # -- GraphSet --------------------------------------------------------------------------------
 

@@ -136,6 +136,11 @@ def display_cv_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     out["RMSE"] = [pm(m, s) for m, s in zip(table["rmse"], table["rmse_std"])]
     out["R²"] = [pm(m, s) for m, s in zip(table["r2"], table["r2_std"])]
     out["n"] = table["n"]
+    return add_differences(out, table, digits)
+
+
+def add_differences(out: pd.DataFrame, table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Add the paired differences of ``table`` to the display table ``out`` as "+d [lo, hi]"."""
     for key, name in (("diff_vs_best_baseline", "Δ vs best baseline"), ("diff_vs_control", "Δ vs control")):
         if key in table:
             out[name] = [f"{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]" if pd.notna(d) else ""

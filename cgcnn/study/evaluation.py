@@ -27,7 +27,7 @@ from cgcnn.errors import CgcnnError
 from cgcnn.fileio import write_json
 from cgcnn.study.adaptation import CONTROL, AdaptationResult, load_adaptation, model_key
 from cgcnn.study.base import base_checkpoint
-from cgcnn.study.crossval import BASELINES, ds2_frame
+from cgcnn.study.crossval import BASELINES, add_differences, ds2_frame
 from cgcnn.study.data import StudyData, load_data
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.rundir import run_paths, write_table
@@ -237,11 +237,7 @@ def display_table(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     out["R²"] = summary["r2"].map(f)
     out["n"] = summary["n"]
     out["seeds"] = summary["seeds"]
-    for key, name in (("diff_vs_best_baseline", "Δ vs best baseline"), ("diff_vs_control", "Δ vs control")):
-        if key in summary:
-            out[name] = [f"{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]" if pd.notna(d) else ""
-                         for d, lo, hi in zip(summary[key], summary[f"{key}_lo"], summary[f"{key}_hi"])]
-    return out
+    return add_differences(out, summary, digits)
 
 
 def parity_columns(evaluation: Ds3Evaluation) -> dict[str, str]:
