@@ -23,6 +23,7 @@ from cgcnn.config import FORMAT_VERSION, GraphConfig, ModelConfig
 from cgcnn.dataset import CrystalDataset
 from cgcnn.features import AtomFeatures
 from cgcnn.inference import predict
+from cgcnn.lock import LOCK_NAME
 from cgcnn.model import CGCNN
 
 
@@ -74,7 +75,8 @@ def test_save_is_atomic_and_leaves_no_temporary_file(tiny_run, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.pt"]
     assert torch.equal(read_checkpoint(tmp_path / "a.pt")["state_dict"]["fc_out.weight"], contents["state_dict"]["fc_out.weight"])
     run_dir = tiny_run.last_checkpoint.parent
-    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+    hidden = [p.name for p in run_dir.iterdir() if (p.name.startswith(".") and p.name != LOCK_NAME) or p.suffix == ".tmp"]
+    assert not hidden  # the run folder's lock file is the only hidden file
 
 
 def test_checkpoint_with_pickled_objects_is_refused(tmp_path):
