@@ -133,6 +133,39 @@ class GraphCache:
         return path
 
 
+def _report(problems: list[Problem], p: Problem, on_error: OnError) -> None:
+    if on_error == "error":
+        raise DatasetError(str(p))
+    log.info("skipping %s", p)
+    problems.append(p)
+
+
+def _unique_items(items: Iterable[tuple[str, object]], problems: list[Problem], on_error: OnError) -> list[tuple[str, object]]:
+    """``items`` without repeated ids (the first occurrence kept; each repeat is a problem)."""
+    seen: set[str] = set()
+    todo = []
+    for item_id, obj in items:
+        if item_id in seen:
+            _report(problems, Problem(item_id, "duplicate material id (first occurrence kept)"), on_error)
+            continue
+        seen.add(item_id)
+        todo.append((item_id, obj))
+    return todo
+
+
+def _build_all(missing: list[tuple[str, object]], config: GraphConfig, workers: int, chunk_size: int) -> Iterator[CrystalGraph | Problem]:
+    """Graphs (or problems) of ``missing`` in input order, in ``workers`` processes when > 1."""
+    chunks = [missing[k : k + chunk_size] for k in range(0, len(missing), chunk_size)]
+    if workers > 1 and len(chunks) > 1:
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            for chunk_results in pool.map(_build_chunk, chunks, [config] * len(chunks)):
+                yield from chunk_results
+    else:
+        for chunk in chunks:
+            yield from _build_chunk(chunk, config)
+
+
 def build_graphs(
     items: Iterable[tuple[str, object]],
     config: GraphConfig,
@@ -158,50 +191,20 @@ def build_graphs(
     Returns:
         The graph set (input order, bad items left out) and the list of problems.
     """
-    items = list(items)
-    seen: set[str] = set()
     problems: list[Problem] = []
-    todo: list[tuple[str, object]] = []
-    for item_id, obj in items:
-        if item_id in seen:
-            dup = Problem(item_id, "duplicate material id (first occurrence kept)")
-            if on_error == "error":
-                raise DatasetError(str(dup))
-            log.info("skipping %s", dup)
-            problems.append(dup)
-            continue
-        seen.add(item_id)
-        todo.append((item_id, obj))
-
+    todo = _unique_items(items, problems, on_error)
     keys = {i: content_key(o, config) for i, o in todo}
     cache = GraphCache(cache_dir) if cache_dir is not None else None
     cached = cache.lookup(keys.values()) if cache else {}
     missing = [(i, o) for i, o in todo if keys[i] not in cached]
     built: dict[str, CrystalGraph] = {}
-
-    def handle(result: CrystalGraph | Problem) -> None:
+    bar = tqdm(total=len(missing), desc="graphs", unit="struct", disable=not progress or not missing)
+    for result in _build_all(missing, config, workers, chunk_size):
         if isinstance(result, Problem):
-            if on_error == "error":
-                raise DatasetError(str(result))
-            log.info("skipping %s", result)
-            problems.append(result)
+            _report(problems, result, on_error)
         else:
             built[result.material_id] = result
-
-    bar = tqdm(total=len(missing), desc="graphs", unit="struct", disable=not progress or not missing)
-    chunks = [missing[k : k + chunk_size] for k in range(0, len(missing), chunk_size)]
-    if workers > 1 and len(chunks) > 1:
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            for chunk_results in pool.map(_build_chunk, chunks, [config] * len(chunks)):
-                for r in chunk_results:
-                    handle(r)
-                bar.update(len(chunk_results))
-    else:
-        for chunk in chunks:
-            for r in _build_chunk(chunk, config):
-                handle(r)
-            bar.update(len(chunk))
+        bar.update(1)
     bar.close()
 
     if cache is not None and built:

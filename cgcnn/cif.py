@@ -103,7 +103,11 @@ def _read_blocks(text: str) -> tuple[dict[str, str], list[tuple[list[str], list[
 
 
 def read_simple_cif(text: str):
-    """The Structure pymatgen's ``CifParser`` would build, or ``None`` to decline."""
+    """The Structure pymatgen's ``CifParser`` would build, or ``None`` to decline.
+
+    Longer than 80 lines on purpose: each early ``return None`` is one condition under which
+    pymatgen's parser would do something this reader does not, kept in one readable list.
+    """
     from pymatgen.core import Lattice, Structure
     from pymatgen.core.periodic_table import Element
 

@@ -1,5 +1,8 @@
 """Atom features and the Gaussian distance expansion of CGCNN.
 
+(Over 400 lines because the documented definition of the 92 feature columns, block by
+block, lives beside the code that encodes them.)
+
 Atom features
 -------------
 CGCNN (Xie & Grossman, PRL 120, 145301 (2018)) starts every atom from a fixed vector that

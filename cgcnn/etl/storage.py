@@ -1,5 +1,8 @@
 """One storage interface for a local directory and an S3 bucket.
 
+(About 400 lines: the interface and both backends side by side, so that their behaviour —
+atomic writes, missing keys, retries, error messages — can be compared in one place.)
+
 A *bucket* is named by a URI:
 
 * ``s3://bucket/prefix`` — read and written with boto3.  The standard AWS environment
