@@ -247,3 +247,12 @@ def test_the_pipeline_names_an_unknown_profile_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "scripts/run_pipeline.py", "--profile", "fast", "--output", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert_one_line_error(proc, "profile 'fast'", "bundled profiles")
+
+
+def test_of_two_lockers_started_together_exactly_one_holds_the_folder(tmp_path):
+    code = ("import sys, time; from cgcnn.lock import RunLock, LockedError\n"
+            "try:\n    l = RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(3)\n"
+            "except LockedError as e:\n    print('refused', e, flush=True)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = sorted(p.communicate(timeout=60)[0].split()[0] for p in procs)
+    assert outs == ["held", "refused"]
