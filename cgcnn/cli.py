@@ -170,17 +170,15 @@ def _warn_skipped(problems) -> None:
 
 
 def cmd_predict(args) -> int:
-    from cgcnn.fileio import atomic_write_bytes
     from cgcnn.predictor import Predictor
+    from cgcnn.screening import parse_shard, predict_to_csv
 
     model = Predictor(_loaded(args), device=args.device)
-    table = model.predict(args.inputs, on_error=args.on_error, workers=args.workers)
-    _warn_skipped(table.attrs["skipped"])
-    text = table.sort_values("material_id").to_csv(index=False, float_format="%.6f")
-    if args.output:
-        atomic_write_bytes(args.output, text.encode())
-    else:
-        sys.stdout.write(text)
+    summary = predict_to_csv(model, args.inputs, args.output, chunk_size=args.chunk_size, shard=parse_shard(args.shard),
+                             workers=args.workers, on_error=args.on_error, progress=sys.stderr.isatty())
+    for p in summary.examples:
+        print(f"warning: skipped {p}", file=sys.stderr)
+    print(f"{summary}" + (f" -> {args.output}" if args.output else ""), file=sys.stderr)
     return 0
 
 
@@ -288,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     _ckpt_args(p)
     _common(p)
     p.add_argument("inputs", nargs="+", help="CIF files or folders of CIFs, a snapshot (.jsonl.gz), or a saved graph set (.npz / .json.gz)")
-    p.add_argument("--output", default=None, help="CSV (material_id,prediction_ev); default stdout")
+    p.add_argument("--output", default=None, help="CSV (material_id,prediction_ev) in input order, written atomically; default stdout")
+    p.add_argument("--chunk-size", type=int, default=1024, help="structures read, built and predicted at a time (memory is bounded by it)")
+    p.add_argument("--shard", default=None, help="K/N: predict only the K-th of N contiguous parts of the input (K from 1)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("embed", help="crystal features (last conv layer) and post-FC vectors")
