@@ -36,12 +36,18 @@ class Batch:
     positions: np.ndarray
     regular: int | None = None  # M when every atom has exactly M edges (grouped by centre)
 
+    def _map(self, fn) -> "Batch":
+        f = lambda t: None if t is None else fn(t)  # noqa: E731
+        return Batch(f(self.atomic_numbers), f(self.edge_index), f(self.distances), f(self.batch),
+                     self.num_graphs, f(self.y), self.positions, self.regular)
+
     def to(self, device) -> "Batch":
-        mv = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(
-            mv(self.atomic_numbers), mv(self.edge_index), mv(self.distances), mv(self.batch),
-            self.num_graphs, mv(self.y), self.positions, self.regular,
-        )
+        """The batch on ``device`` (asynchronous copies from pinned memory)."""
+        return self._map(lambda t: t.to(device, non_blocking=True))
+
+    def pin_memory(self) -> "Batch":
+        """The batch in page-locked memory, so that copies to a GPU overlap with compute."""
+        return self._map(lambda t: t.pin_memory())
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -86,3 +92,42 @@ def iterate_batches(
         pos = pos[torch.randperm(len(pos), generator=generator).numpy()]
     for k in range(0, len(pos), batch_size):
         yield make_batch(dataset, pos[k : k + batch_size])
+
+
+def prefetch(batches: Iterator[Batch], depth: int = 2, *, pin: bool = False) -> Iterator[Batch]:
+    """Prepare the next ``depth`` batches in a background thread while the caller computes
+    (the gathering is numpy / torch work that releases the GIL), pinning them for GPU copies
+    when ``pin``.  Same batches, same order; an error in the producer is raised here."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for b in batches:
+                b = b.pin_memory() if pin else b
+                while not stop.is_set():
+                    try:
+                        q.put(b, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+
+    worker = threading.Thread(target=produce, name="cgcnn-prefetch", daemon=True)
+    worker.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from cgcnn.allocator import keep_freed_memory
-from cgcnn.batch import iterate_batches
+from cgcnn.batch import iterate_batches, prefetch
 from cgcnn.checkpoint import Loaded
 from cgcnn.dataset import CrystalDataset
 from cgcnn.errors import DatasetError
@@ -44,7 +44,7 @@ def predict_normalised(model: CGCNN, dataset: CrystalDataset, positions, batch_s
     keep_freed_memory()
     model.eval()
     out = []
-    for batch in iterate_batches(dataset, positions, batch_size):
+    for batch in prefetch(iterate_batches(dataset, positions, batch_size), pin=device.type == "cuda"):
         with autocast(device, amp):
             out.append(model(batch.to(device)).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)

@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from cgcnn.allocator import keep_freed_memory
-from cgcnn.batch import iterate_batches
+from cgcnn.batch import iterate_batches, prefetch
 from cgcnn.checkpoint import (
     Loaded,
     build_model,
@@ -193,7 +193,8 @@ def train_epoch(run: _Run, dataset: CrystalDataset, train_pos: np.ndarray, y_nor
         group["lr"] = lr
     train_mode(model)
     loss_sum, abs_sum, n_seen = 0.0, 0.0, 0
-    for batch in iterate_batches(dataset, train_pos, cfg.batch_size, shuffle=True, generator=run.generator):
+    batches = iterate_batches(dataset, train_pos, cfg.batch_size, shuffle=True, generator=run.generator)
+    for batch in prefetch(batches, pin=device.type == "cuda"):
         if batch.atomic_numbers.numel() < 2:
             continue  # batch norm needs two atoms; a lone one-atom crystal is dropped
         batch = batch.to(device)

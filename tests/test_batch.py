@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from cgcnn.batch import make_batch
 
@@ -32,3 +33,28 @@ def test_batch_is_regular_only_when_every_atom_has_max_neighbors_edges(tiny_data
     assert make_batch(tiny_dataset, [pos["MgO-097"], pos["LiF-103"]]).regular == m
     assert make_batch(tiny_dataset, [pos["MgO-097"], pos["NaCl-103"]]).regular is None
     assert make_batch(tiny_dataset, [pos["CsCl-099"]]).regular is None  # 8 each, fewer than 12
+
+
+def test_prefetch_yields_the_same_batches_in_the_same_order(tiny_dataset):
+    from cgcnn.batch import iterate_batches, prefetch
+
+    plain = [b.positions.tolist() for b in iterate_batches(tiny_dataset, range(24), 5)]
+    ahead = [b.positions.tolist() for b in prefetch(iterate_batches(tiny_dataset, range(24), 5), depth=2)]
+    assert ahead == plain and len(plain) == 5
+
+
+def test_prefetch_raises_the_producers_error_and_stops_when_abandoned(tiny_dataset):
+    from cgcnn.batch import iterate_batches, prefetch
+
+    def broken():
+        yield from iterate_batches(tiny_dataset, range(10), 5)
+        raise RuntimeError("bad batch")
+
+    with pytest.raises(RuntimeError, match="bad batch"):
+        list(prefetch(broken()))
+    gen = prefetch(iterate_batches(tiny_dataset, range(24), 1), depth=1)
+    next(gen)
+    gen.close()  # the producer thread notices and ends
+    import threading
+
+    assert not [t for t in threading.enumerate() if t.name == "cgcnn-prefetch" and t.is_alive()]
