@@ -98,8 +98,7 @@ def _lazy_items(inputs) -> tuple[int, Iterator]:
     return len(items), iter(items)
 
 
-def _chunks(inputs, start: int, stop: int, chunk_size: int) -> Iterator[list | GraphSet]:
-    total, items = _lazy_items(inputs)
+def _chunks(items: Iterator, start: int, stop: int, chunk_size: int) -> Iterator[list | GraphSet]:
     first = next(items, None)
     if first is not None and first[0] == "__graphs__":
         graphs = first[1]
@@ -135,13 +134,13 @@ def predict_to_csv(model, inputs, output: str | Path | None, *, chunk_size: int 
     """
     from tqdm import tqdm
 
-    total, _ = _lazy_items(inputs)
+    total, items = _lazy_items(inputs)  # inputs are listed / counted once, then read lazily
     start, stop = shard_bounds(total, *shard)
     summary, seen, t0 = ScreeningSummary(), set(), time.perf_counter()
     bar = tqdm(total=stop - start, desc="predict", unit="struct", disable=not progress, file=sys.stderr)
     with _sink(output) as fh:
         fh.write("material_id,prediction_ev\n")
-        for chunk in _chunks(inputs, start, stop, chunk_size):
+        for chunk in _chunks(items, start, stop, chunk_size):
             n_in = len(chunk)
             graphs, problems = _chunk_graphs(chunk, seen, model, workers, on_error)
             ds = CrystalDataset(graphs, None, model.loaded.features, on_error=on_error)
