@@ -28,17 +28,19 @@ def adapt(
     splits: tuple[Sequence[int], ...] | None = None,
     resume: bool = False,
     progress: bool = True,
+    model_config: ModelConfig | None = None,
 ) -> FitResult:
     """Fine-tune ``base`` on ``dataset`` with ``cfg.freeze`` and ``cfg.normalizer``.
 
     ``normalizer="keep"`` keeps the base model's target normaliser (its output scale);
-    ``"refit"`` fits a new one on the adaptation training split.
+    ``"refit"`` fits a new one on the adaptation training split.  ``model_config``: a
+    multi-fidelity / PBE-aware variant of the base architecture (new layers start at zero).
     """
     loaded = base if isinstance(base, Loaded) else load_checkpoint(base)
     normalizer = loaded.normalizer if cfg.normalizer == "keep" else None
     meta = {"role": "adapted", "base_checkpoint": str(base) if not isinstance(base, Loaded) else None, "adapt": cfg.to_dict()}
     return fit(
-        dataset, cfg.train, out_dir, init=loaded, splits=splits, freeze=cfg.freeze,
+        dataset, cfg.train, out_dir, init=loaded, model_config=model_config, splits=splits, freeze=cfg.freeze,
         normalizer=normalizer, resume=resume, progress=progress, meta=meta,
     )
 

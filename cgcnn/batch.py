@@ -8,7 +8,7 @@ to its crystal; gathering is a handful of vectorised numpy operations on the pac
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,7 +24,9 @@ class Batch:
 
     Shapes (N atoms, E edges, B crystals):
         atomic_numbers [N], edge_index [2, E] (row 0 neighbour, row 1 centre; global indices),
-        distances [E], batch [N] (crystal of every atom), y [B] or None.
+        distances [E], batch [N] (crystal of every atom), y [B] or None; ``inputs``: the
+        per-crystal inputs of :mod:`cgcnn.inputs` (``fidelity`` [B], ``pbe`` [B],
+        ``composition`` [B, 132]) that the dataset carries.
     """
 
     atomic_numbers: torch.Tensor
@@ -35,11 +37,12 @@ class Batch:
     y: torch.Tensor | None
     positions: np.ndarray
     regular: int | None = None  # M when every atom has exactly M edges (grouped by centre)
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def _map(self, fn) -> "Batch":
         f = lambda t: None if t is None else fn(t)  # noqa: E731
         return Batch(f(self.atomic_numbers), f(self.edge_index), f(self.distances), f(self.batch),
-                     self.num_graphs, f(self.y), self.positions, self.regular)
+                     self.num_graphs, f(self.y), self.positions, self.regular, {k: fn(v) for k, v in self.inputs.items()})
 
     def to(self, device) -> "Batch":
         """The batch on ``device`` (asynchronous copies from pinned memory)."""
@@ -75,6 +78,7 @@ def make_batch(dataset: CrystalDataset, positions: Sequence[int]) -> Batch:
         y=None if dataset.y is None else torch.from_numpy(dataset.y[pos]),
         positions=pos,
         regular=gs.config.max_neighbors if bool(gs.full[pos].all()) else None,
+        inputs={k: torch.from_numpy(v[pos]) for k, v in dataset.inputs.items()},
     )
 
 

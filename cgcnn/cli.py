@@ -169,13 +169,54 @@ def _warn_skipped(problems) -> None:
         print(f"warning: skipped {p}", file=sys.stderr)
 
 
+def read_pbe_gaps(path: str) -> dict[str, float]:
+    """Known PBE gaps from a CSV with columns ``material_id,pbe_gap_ev``; a bad row is an
+    error naming it."""
+    import math
+
+    import pandas as pd
+
+    from cgcnn.errors import DatasetError
+
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise DatasetError(f"--pbe-gaps {path}: no such file") from None
+    missing = [c for c in ("material_id", "pbe_gap_ev") if c not in df.columns]
+    if missing:
+        raise DatasetError(f"--pbe-gaps {path}: no column {missing[0]!r} (columns: {list(df.columns)}); give material_id,pbe_gap_ev")
+    out: dict[str, float] = {}
+    for line, (m, v) in enumerate(zip(df["material_id"], df["pbe_gap_ev"]), start=2):
+        try:
+            x = float(v)
+        except ValueError:
+            x = math.nan
+        if not math.isfinite(x) or x < 0:
+            raise DatasetError(f"--pbe-gaps {path}, line {line} ({m}): PBE gap {v!r} is not a number >= 0; fix or remove the row")
+        if m in out:
+            raise DatasetError(f"--pbe-gaps {path}, line {line}: material {m} is listed twice; give one PBE gap per material")
+        out[m] = x
+    return out
+
+
+def _predictor(args):
+    """The model of ``--checkpoint`` or ``--model`` (default: the shipped ensemble)."""
+    from cgcnn.predictor import DEFAULT_MODEL, Predictor, load_model
+
+    if args.checkpoint is None:
+        return load_model(args.model or DEFAULT_MODEL, device=args.device)
+    return Predictor(_loaded(args), device=args.device, source=args.checkpoint)
+
+
 def cmd_predict(args) -> int:
-    from cgcnn.predictor import Predictor
     from cgcnn.screening import parse_shard, predict_to_csv
 
-    model = Predictor(_loaded(args), device=args.device)
+    model = _predictor(args)
+    pbe = read_pbe_gaps(args.pbe_gaps) if args.pbe_gaps else None
+    if pbe and not model.pbe_aware:
+        print("warning: --pbe-gaps is ignored: this model does not read PBE gaps", file=sys.stderr)
     summary = predict_to_csv(model, args.inputs, args.output, chunk_size=args.chunk_size, shard=parse_shard(args.shard),
-                             workers=args.workers, on_error=args.on_error, progress=sys.stderr.isatty())
+                             workers=args.workers, on_error=args.on_error, progress=sys.stderr.isatty(), pbe=pbe)
     for p in summary.examples:
         print(f"warning: skipped {p}", file=sys.stderr)
     print(f"{summary}" + (f" -> {args.output}" if args.output else ""), file=sys.stderr)
@@ -190,7 +231,7 @@ def cmd_embed(args) -> int:
     from cgcnn.fileio import atomic_write_bytes
     from cgcnn.predictor import Predictor
 
-    model = Predictor(_loaded(args), device=args.device)
+    model = _predictor(args) if args.checkpoint or args.model else Predictor(_loaded(args), device=args.device)
     emb = model.embed(args.graphs, on_error=args.on_error, workers=args.workers)
     _warn_skipped(emb.skipped)
     buf = io.BytesIO()
@@ -233,7 +274,8 @@ def _data_args(p, targets_required=True) -> None:
 def _ckpt_args(p) -> None:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--checkpoint", help="a checkpoint file (ours, or an original CGCNN .pth.tar)")
-    which.add_argument("--model", help="a model shipped with the package, e.g. 'base' (M1: PBE-like gaps)")
+    which.add_argument("--model", help="a model shipped with the package: 'ensemble' (experimental gaps with an uncertainty; "
+                       "the default of predict) or 'base' (M1: PBE-like gaps)")
     p.add_argument("--atom-features", default=None, help="atom_init.json (required for original CGCNN checkpoints)")
     _graph_args(p)
     p.add_argument("--device", default="auto")
@@ -286,7 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     _ckpt_args(p)
     _common(p)
     p.add_argument("inputs", nargs="+", help="CIF files or folders of CIFs, a snapshot (.jsonl.gz), or a saved graph set (.npz / .json.gz)")
-    p.add_argument("--output", default=None, help="CSV (material_id,prediction_ev) in input order, written atomically; default stdout")
+    p.add_argument("--output", default=None, help="CSV in input order (material_id,prediction_ev,prediction_std_ev,n_members"
+                   "[,pbe_gap_ev,pbe_gap_source]), written atomically; default stdout")
+    p.add_argument("--pbe-gaps", default=None, help="CSV material_id,pbe_gap_ev of known PBE gaps (PBE-aware models; "
+                   "others are predicted by the base model)")
     p.add_argument("--chunk-size", type=int, default=1024, help="structures read, built and predicted at a time (memory is bounded by it)")
     p.add_argument("--shard", default=None, help="K/N: predict only the K-th of N contiguous parts of the input (K from 1)")
     p.set_defaults(func=cmd_predict)

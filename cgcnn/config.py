@@ -81,6 +81,28 @@ class ModelConfig(StrictModel):
     n_conv: int = Field(3, ge=1)
     h_fea_len: int = Field(128, ge=1)
     n_h: int = Field(1, ge=1)
+    # Per-crystal inputs joined to the crystal representation before the head (all off:
+    # the original CGCNN).  See cgcnn.model.CGCNN and cgcnn.inputs.
+    fidelities: list[str] = Field(default_factory=list, description="fidelity names (e.g. ['pbe', 'experiment']); "
+                                  "a learned embedding of each; the last is the default at prediction")
+    fidelity_dim: int = Field(8, ge=1)
+    pbe_input: bool = Field(False, description="the head also receives the PBE gap (eV) and whether it is known")
+    composition: Literal["none", "magpie"] = Field("none", description="the head also receives Magpie composition features")
+
+    @model_validator(mode="after")
+    def _check_fidelities(self) -> "ModelConfig":
+        if len(set(self.fidelities)) != len(self.fidelities):
+            raise ValueError(f"fidelities must be distinct names, got {self.fidelities}")
+        return self
+
+    @property
+    def conditioned(self) -> bool:
+        """Whether the model takes per-crystal inputs beside the graph."""
+        return bool(self.fidelities) or self.pbe_input or self.composition != "none"
+
+    @property
+    def default_fidelity(self) -> str | None:
+        return self.fidelities[-1] if self.fidelities else None
 
 
 class TrainConfig(StrictModel):

@@ -136,6 +136,22 @@ class CrystalDataset:
         self.y = np.array([labels[m] for m in self.ids], dtype=np.float32) if rows is not None else None
         self._node_counts = np.diff(self.graphs.node_ptr)
         self._edge_counts = np.diff(self.graphs.edge_ptr)
+        self.inputs: dict[str, np.ndarray] = {}
+
+    def with_inputs(self, **arrays: np.ndarray) -> "CrystalDataset":
+        """Attach per-crystal inputs (see :mod:`cgcnn.inputs`), one row per crystal in
+        ``ids`` order: ``fidelity`` (int), ``pbe`` (eV, NaN = unknown), ``composition``
+        ([n, k]).  Returns ``self``."""
+        from cgcnn.inputs import INPUT_DTYPES
+
+        for name, values in arrays.items():
+            if name not in INPUT_DTYPES:
+                raise ValueError(f"unknown per-crystal input {name!r}; known: {', '.join(INPUT_DTYPES)}")
+            arr = np.ascontiguousarray(values, dtype=INPUT_DTYPES[name])
+            if arr.shape[:1] != (len(self),):
+                raise ValueError(f"input {name!r} has {arr.shape[:1]} rows for {len(self)} crystals")
+            self.inputs[name] = arr
+        return self
 
     def _usable(self, graphs: GraphSet, m: str, features, on_error: OnError) -> bool:
         """Whether material ``m`` has a graph whose elements the feature table covers."""
@@ -161,4 +177,43 @@ class CrystalDataset:
     def subset_positions(self, positions: Sequence[int]) -> "CrystalDataset":
         ids = [self.ids[k] for k in positions]
         targets = None if self.y is None else {m: float(self.y[k]) for m, k in zip(ids, positions)}
-        return CrystalDataset(self.graphs, targets, self.features, ids=ids, label_range=(None, None))  # labels already checked
+        sub = CrystalDataset(self.graphs, targets, self.features, ids=ids, label_range=(None, None))  # labels already checked
+        return sub.with_inputs(**{k: v[np.asarray(positions, dtype=np.int64)] for k, v in self.inputs.items()})
+
+    @classmethod
+    def concat(cls, parts: Sequence[tuple["CrystalDataset", str]]) -> "CrystalDataset":
+        """One labelled dataset from several, ids suffixed ``<id>@<tag>`` (the same material
+        may appear in several parts, e.g. with a PBE and an experimental label); per-crystal
+        inputs are concatenated (every part must carry the same ones)."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        first = parts[0][0]
+        names = set(first.inputs)
+        for ds, tag in parts:
+            if ds.y is None:
+                raise DatasetError(f"part {tag!r} has no labels")
+            if set(ds.inputs) != names:
+                raise ValueError(f"part {tag!r} carries inputs {sorted(ds.inputs)}, the first part {sorted(names)}")
+            if ds.features != first.features or ds.config != first.config:
+                raise ValueError(f"part {tag!r} uses other atom features or graph settings than the first part")
+        graphs = GraphSet(
+            [f"{m}@{tag}" for ds, tag in parts for m in ds.graphs.ids],
+            np.concatenate([ds.graphs.atomic_numbers for ds, _ in parts]),
+            _stack_ptrs([ds.graphs.node_ptr for ds, _ in parts]),
+            np.concatenate([ds.graphs.edge_index for ds, _ in parts], axis=1),
+            np.concatenate([ds.graphs.distances for ds, _ in parts]),
+            _stack_ptrs([ds.graphs.edge_ptr for ds, _ in parts]),
+            first.config,
+        )
+        targets = list(zip(graphs.ids, np.concatenate([ds.y for ds, _ in parts]).tolist()))
+        out = cls(graphs, targets, first.features, label_range=(None, None))
+        return out.with_inputs(**{k: np.concatenate([ds.inputs[k] for ds, _ in parts]) for k in names})
+
+
+def _stack_ptrs(ptrs: Sequence[np.ndarray]) -> np.ndarray:
+    """Offsets of concatenated packed arrays: [0, a1, a2, …] + [0, b1, …] → [0, a1, a2, …, a_n + b1, …]."""
+    out, shift = [np.zeros(1, np.int64)], 0
+    for p in ptrs:
+        out.append(np.asarray(p[1:], dtype=np.int64) + shift)
+        shift += int(p[-1])
+    return np.concatenate(out)

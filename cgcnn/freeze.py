@@ -10,6 +10,10 @@ convs        ``conv_to_fc``, hidden layers and output (embedding and all
 head         only the output layer ``fc_out``
 ===========  ==========================================================
 
+The layers of multi-fidelity / PBE-aware variants (``fidelity_embedding``,
+``condition_to_fc``, ``pbe_skip``) are new to a fine-tuned model and are trained under
+every policy.
+
 Frozen batch-norm layers keep their running statistics: :func:`train_mode` puts every
 fully frozen module back in eval mode after ``model.train()``.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 from torch import nn
 
 POLICIES = ("none", "embedding", "convs", "head")
+HEAD_TRAINED = ("fc_out", "fidelity_embedding", "condition_to_fc", "pbe_skip")
 
 
 def frozen_prefixes(model: nn.Module, policy: str) -> list[str]:
@@ -31,7 +36,7 @@ def frozen_prefixes(model: nn.Module, policy: str) -> list[str]:
         return ["embedding"]
     if policy == "convs":
         return ["embedding", "convs"]
-    return [name for name, _ in model.named_children() if name != "fc_out"]
+    return [name for name, _ in model.named_children() if name not in HEAD_TRAINED]
 
 
 def apply_freeze(model: nn.Module, policy: str) -> list[str]:

@@ -18,6 +18,7 @@ from cgcnn.checkpoint import Loaded
 from cgcnn.dataset import CrystalDataset
 from cgcnn.errors import DatasetError
 from cgcnn.features import AtomFeatures
+from cgcnn.inputs import check_inputs
 from cgcnn.model import CGCNN
 
 
@@ -72,6 +73,7 @@ def check_elements(dataset: CrystalDataset, features: AtomFeatures) -> None:
 def predict(loaded: Loaded, dataset: CrystalDataset, *, batch_size: int = 256, device: str | torch.device = "auto") -> np.ndarray:
     """Predictions in eV for every crystal of ``dataset`` (its order)."""
     check_elements(dataset, loaded.features)
+    check_inputs(dataset, loaded.model_config)
     dev = resolve_device(device)
     loaded.model.to(dev)
     z = predict_normalised(loaded.model, dataset, np.arange(len(dataset)), batch_size, dev)
@@ -83,6 +85,7 @@ def predict(loaded: Loaded, dataset: CrystalDataset, *, batch_size: int = 256, d
 def embed_dataset(loaded: Loaded, dataset: CrystalDataset, *, batch_size: int = 256, device: str | torch.device = "auto") -> tuple[np.ndarray, np.ndarray]:
     """(last-convolution crystal features [n, atom_fea_len], post-FC vectors [n, h_fea_len])."""
     check_elements(dataset, loaded.features)
+    check_inputs(dataset, loaded.model_config)
     dev = resolve_device(device)
     model = loaded.model.to(dev).eval()
     conv, hidden = [], []

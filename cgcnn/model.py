@@ -3,6 +3,15 @@
 Parameter names equal those of the original implementation, so its ``state_dict`` loads
 unchanged: ``embedding``, ``convs.K.fc_full``, ``convs.K.bn1``, ``convs.K.bn2``,
 ``conv_to_fc``, ``fcs.K`` (when ``n_h > 1``) and ``fc_out``.
+
+Multi-fidelity and PBE-aware variants (``ModelConfig.fidelities``, ``pbe_input``,
+``composition``; inputs described in :mod:`cgcnn.inputs`) add, beside those:
+``fidelity_embedding`` (one learned vector per fidelity), ``condition_to_fc`` (the
+per-crystal inputs joined to the crystal representation at the first hidden layer),
+``pbe_skip`` (a direct linear path from the PBE gap to the output, so the head learns the
+correction to PBE) and the composition scaling buffers.  New layers start at zero, so a
+variant initialised from a plain CGCNN (:meth:`CGCNN.load_base_weights`) first predicts
+exactly what that model predicts.
 """
 
 from __future__ import annotations
@@ -121,6 +130,76 @@ class CGCNN(nn.Module):
             self.fcs = nn.ModuleList([nn.Linear(h, h) for _ in range(config.n_h - 1)])
             self.softpluses = nn.ModuleList([nn.Softplus() for _ in range(config.n_h - 1)])
         self.fc_out = nn.Linear(h, 1)
+        self._add_conditioning(config, h)
+
+    # ------------------------------------------------------------------ per-crystal inputs
+    def _add_conditioning(self, config: ModelConfig, h: int) -> None:
+        from cgcnn.inputs import MAGPIE_DIM
+
+        width = 0
+        if config.fidelities:
+            self.fidelity_embedding = nn.Embedding(len(config.fidelities), config.fidelity_dim)
+            width += config.fidelity_dim
+        if config.pbe_input:
+            width += 2  # PBE gap (eV, 0 when unknown) and "known" flag
+            self.pbe_skip = nn.Linear(2, 1, bias=False)
+            nn.init.zeros_(self.pbe_skip.weight)
+        if config.composition == "magpie":
+            width += MAGPIE_DIM
+            self.register_buffer("composition_mean", torch.zeros(MAGPIE_DIM))
+            self.register_buffer("composition_std", torch.ones(MAGPIE_DIM))
+        if width:
+            self.condition_to_fc = nn.Linear(width, h, bias=False)
+            nn.init.zeros_(self.condition_to_fc.weight)
+
+    def fit_input_scaling(self, composition: np.ndarray) -> None:
+        """Standardise composition features with the mean / std of ``composition`` (the
+        training split's rows); constant columns keep unit scale."""
+        comp = torch.as_tensor(np.asarray(composition, dtype=np.float32))
+        std = comp.std(dim=0, unbiased=False)
+        self.composition_mean.copy_(comp.mean(dim=0))
+        self.composition_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+
+    def load_base_weights(self, state: dict) -> list[str]:
+        """Load a plain (or same-variant) CGCNN ``state_dict``; layers it lacks keep their
+        zero start.  Returns the names that were not in ``state``."""
+        own = self.state_dict()
+        missing = [k for k in own if k not in state]
+        new_layers = ("fidelity_embedding.", "condition_to_fc.", "pbe_skip.", "composition_")
+        unexpected = [k for k in state if k not in own]
+        if unexpected or any(not k.startswith(new_layers) for k in missing):
+            raise ValueError(f"the base weights do not fit this architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        self.load_state_dict({**own, **state})
+        return missing
+
+    def _pbe(self, batch: Batch, n: int, device) -> torch.Tensor:
+        pbe = batch.inputs.get("pbe")
+        if pbe is None:
+            return torch.zeros((n, 2), device=device)
+        known = torch.isfinite(pbe)
+        return torch.stack([torch.where(known, pbe, torch.zeros_like(pbe)), known.to(pbe.dtype)], dim=1).float()
+
+    def _conditions(self, batch: Batch, n: int, device) -> torch.Tensor | None:
+        """The per-crystal inputs joined to the crystal representation, [B, width] (None
+        for a plain CGCNN).  Without a ``fidelity`` input the model's default fidelity is
+        used; without ``pbe`` the PBE gap counts as unknown."""
+        cfg = self.config
+        if not cfg.conditioned:
+            return None
+        parts = []
+        if cfg.fidelities:
+            idx = batch.inputs.get("fidelity")
+            if idx is None:
+                idx = torch.full((n,), len(cfg.fidelities) - 1, dtype=torch.long, device=device)
+            parts.append(self.fidelity_embedding(idx.long()))
+        if cfg.pbe_input:
+            parts.append(self._pbe(batch, n, device))
+        if cfg.composition == "magpie":
+            comp = batch.inputs.get("composition")
+            if comp is None:
+                raise ValueError("this model reads composition features; attach them with cgcnn.inputs.attach_inputs")
+            parts.append((comp.float() - self.composition_mean) / self.composition_std)
+        return torch.cat(parts, dim=1)
 
     def conv_features(self, batch: Batch) -> torch.Tensor:
         """Pooled crystal features after the last convolution. Shape [B, atom_fea_len]."""
@@ -131,9 +210,12 @@ class CGCNN(nn.Module):
             x = conv(x, edge_attr, batch.edge_index, regular)
         return mean_pool(x, batch.batch, batch.num_graphs)
 
-    def _head(self, crys: torch.Tensor) -> torch.Tensor:
+    def _head(self, crys: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         # As in the original: softplus before and after conv_to_fc.
-        crys = self.conv_to_fc_softplus(self.conv_to_fc(self.conv_to_fc_softplus(crys)))
+        hidden = self.conv_to_fc(self.conv_to_fc_softplus(crys))
+        if cond is not None:
+            hidden = hidden + self.condition_to_fc(cond.to(hidden.dtype))
+        crys = self.conv_to_fc_softplus(hidden)
         if self.config.n_h > 1:
             for fc, sp in zip(self.fcs, self.softpluses):
                 crys = sp(fc(crys))
@@ -141,10 +223,15 @@ class CGCNN(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Normalised prediction of every crystal. Shape [B]."""
-        return self.fc_out(self._head(self.conv_features(batch))).squeeze(1)
+        crys = self.conv_features(batch)
+        cond = self._conditions(batch, batch.num_graphs, crys.device)
+        out = self.fc_out(self._head(crys, cond))
+        if self.config.pbe_input:
+            out = out + self.pbe_skip(self._pbe(batch, batch.num_graphs, crys.device).to(out.dtype))
+        return out.squeeze(1)
 
     @torch.no_grad()
     def embed(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(last-convolution crystal features [B, atom_fea_len], post-FC hidden vector [B, h_fea_len])."""
         crys = self.conv_features(batch)
-        return crys, self._head(crys)
+        return crys, self._head(crys, self._conditions(batch, batch.num_graphs, crys.device))

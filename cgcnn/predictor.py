@@ -6,7 +6,10 @@ assembling graphs, datasets and batches by hand::
 
     from cgcnn import load_model
     model = load_model("runs/default-…/models/m1/best.pt")
-    table = model.predict(structure)              # pandas DataFrame: material_id, prediction_ev
+    table = model.predict(structure)              # DataFrame: material_id, prediction_ev, prediction_std_ev, n_members
+
+``load_model()`` with no argument loads the shipped ensemble (experimental gaps with an
+uncertainty); ``load_model("base")`` the shipped base model M1 (PBE-like gaps).
 
 Inputs are everything :func:`cgcnn.building.read_inputs` accepts: pymatgen ``Structure``s
 (one, a list, ``{id: structure}``), CIF files or folders, a Materials Project snapshot
@@ -16,6 +19,7 @@ Inputs are everything :func:`cgcnn.building.read_inputs` accepts: pymatgen ``Str
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +30,9 @@ from cgcnn.building import read_inputs
 from cgcnn.checkpoint import Loaded, load_checkpoint
 from cgcnn.dataset import CrystalDataset
 from cgcnn.errors import DatasetError, OnError, Problem
-from cgcnn.inference import embed_dataset, predict
+from cgcnn.ensemble import ensemble_predict
+from cgcnn.inference import embed_dataset
+from cgcnn.inputs import attach_inputs
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +50,47 @@ class Embeddings:
     skipped: list[Problem]
 
 
-class Predictor:
-    """A loaded model ready to predict band gaps for structures (see the module docstring)."""
+DEFAULT_MODEL = "ensemble"  # the shipped ensemble for experimental gaps (cgcnn/models/ensemble)
 
-    def __init__(self, loaded: Loaded, *, device: str = "auto", batch_size: int = 256, source: str | None = None):
-        self.loaded = loaded
+
+class Predictor:
+    """A loaded model — one checkpoint or an ensemble of them — ready to predict band gaps
+    for structures (see the module docstring and :mod:`cgcnn.ensemble`).
+
+    Args:
+        loaded: one loaded checkpoint, or the members of an ensemble.
+        scale: calibration factor of the ensemble's spread.
+        pbe_model: predicts the PBE gap that PBE-aware members read when it is not given.
+        fidelity: for multi-fidelity models, the fidelity to predict (default: the model's
+            last, e.g. ``experiment``).
+    """
+
+    def __init__(self, loaded: Loaded | Sequence[Loaded], *, device: str = "auto", batch_size: int = 256,
+                 source: str | None = None, scale: float = 1.0, pbe_model: Loaded | None = None, fidelity: str | None = None):
+        self.members = [loaded] if isinstance(loaded, Loaded) else list(loaded)
+        if not self.members:
+            raise ValueError("a predictor needs at least one checkpoint")
+        self.loaded = self.members[0]
         self.device = device
         self.batch_size = batch_size
         self.source = source
+        self.scale = float(scale)
+        self.pbe_model = pbe_model
+        self.fidelity = fidelity
 
     def __repr__(self) -> str:
-        return f"Predictor(source={self.source!r}, graphs={self.loaded.graph_config.key()}, model={self.loaded.model_config.to_dict()})"
+        return (f"Predictor(source={self.source!r}, members={len(self.members)}, graphs={self.loaded.graph_config.key()}, "
+                f"model={self.loaded.model_config.to_dict()})")
+
+    @property
+    def pbe_aware(self) -> bool:
+        return self.loaded.model_config.pbe_input
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns of :meth:`predict`'s table."""
+        cols = ["material_id", "prediction_ev", "prediction_std_ev", "n_members"]
+        return cols + (["pbe_gap_ev", "pbe_gap_source"] if self.pbe_aware else [])
 
     def dataset(self, structures, *, on_error: OnError = "skip", workers: int = 1, progress: bool = False) -> CrystalDataset:
         """The crystals of ``structures`` as a dataset for this model (bad items skipped and
@@ -71,18 +107,26 @@ class Predictor:
             raise DatasetError(f"no structure could be read from {_describe(structures)}; {len(ds.problems)} skipped{first}")
         return ds
 
-    def predict(self, structures, *, on_error: OnError = "skip", workers: int = 1, progress: bool = False) -> pd.DataFrame:
-        """Band gaps in eV: a DataFrame with ``material_id`` and ``prediction_ev`` in input
-        order; skipped items are in ``.attrs["skipped"]`` (list of :class:`Problem`)."""
+    def predict_dataset(self, ds: CrystalDataset, *, pbe: Mapping[str, float] | None = None) -> pd.DataFrame:
+        """The table of :meth:`predict` for a ready dataset."""
+        return ensemble_predict(self.members, ds, pbe=pbe, pbe_model=self.pbe_model, scale=self.scale,
+                                fidelity=self.fidelity, batch_size=self.batch_size, device=self.device)
+
+    def predict(self, structures, *, pbe: Mapping[str, float] | None = None, on_error: OnError = "skip",
+                workers: int = 1, progress: bool = False) -> pd.DataFrame:
+        """Band gaps in eV: a DataFrame with ``material_id, prediction_ev,
+        prediction_std_ev, n_members`` (and ``pbe_gap_ev, pbe_gap_source`` for PBE-aware
+        models) in input order.  ``pbe``: known PBE gaps by material id.  Skipped items are
+        in ``.attrs["skipped"]`` (list of :class:`Problem`)."""
         ds = self.dataset(structures, on_error=on_error, workers=workers, progress=progress)
-        pred = predict(self.loaded, ds, batch_size=self.batch_size, device=self.device)
-        table = pd.DataFrame({"material_id": ds.ids, "prediction_ev": pred})
+        table = self.predict_dataset(ds, pbe=pbe)
         table.attrs["skipped"] = list(ds.problems)
         return table
 
     def embed(self, structures, *, on_error: OnError = "skip", workers: int = 1, progress: bool = False) -> Embeddings:
         """Last-convolution crystal features and post-FC vectors of ``structures``."""
         ds = self.dataset(structures, on_error=on_error, workers=workers, progress=progress)
+        attach_inputs(ds, self.loaded.model_config, fidelity=self.fidelity)
         conv, hidden = embed_dataset(self.loaded, ds, batch_size=self.batch_size, device=self.device)
         return Embeddings(list(ds.ids), conv, hidden, list(ds.problems))
 
@@ -96,32 +140,41 @@ def _describe(inputs) -> str:
 
 
 def load_model(
-    path: str | Path,
+    path: str | Path = DEFAULT_MODEL,
     *,
     device: str = "auto",
     batch_size: int = 256,
     atom_features: str | Path | None = None,
     radius: float | None = None,
     max_neighbors: int | None = None,
+    fidelity: str | None = None,
 ) -> Predictor:
-    """Load a checkpoint for prediction.
+    """Load a model for prediction.
 
     Args:
-        path: the name of a model shipped with the package (``"base"``: M1, a PBE-gap model;
-            see :func:`cgcnn.shipped.shipped_models`), one of our self-describing checkpoints
-            (``best.pt``), or an original CGCNN ``.pth.tar`` (then give ``atom_features``,
-            ``radius`` and ``max_neighbors``).
+        path: the name of a model shipped with the package — ``"ensemble"`` (the default:
+            experimental band gaps with an uncertainty, see ``cgcnn/models/MODEL_CARD.md``)
+            or ``"base"`` (M1, a PBE-like gap); see :func:`cgcnn.shipped.shipped_models` —,
+            one of our self-describing checkpoints (``best.pt``), or an original CGCNN
+            ``.pth.tar`` (then give ``atom_features``, ``radius`` and ``max_neighbors``).
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        fidelity: for multi-fidelity models, the fidelity to predict.
 
     Raises:
         CheckpointError: the file is not a usable checkpoint (the message says why).
+        ShippedModelError: no such shipped model and no such file.
     """
-    from cgcnn.shipped import member_checkpoints, shipped_models
+    from cgcnn.shipped import manifest, member_checkpoints, shipped_models
 
-    if not Path(path).exists() and str(path) in shipped_models():
-        members = member_checkpoints(str(path))
-        if len(members) > 1:  # ensembles: see the methods issue; one member at a time for now
-            raise NotImplementedError(f"shipped model {path!r} is an ensemble; ensembles are not supported yet")
-        return Predictor(load_checkpoint(members[0], device="cpu"), device=device, batch_size=batch_size, source=f"shipped:{path}")
+    if not Path(path).exists() and (str(path) in shipped_models() or str(path) == DEFAULT_MODEL):
+        name = str(path)
+        members = [load_checkpoint(f, device="cpu") for f in member_checkpoints(name)]
+        info = manifest(name)
+        pbe_model = None
+        if info.get("pbe_model"):
+            pbe_model = load_checkpoint(member_checkpoints(info["pbe_model"])[0], device="cpu")
+        scale = float((info.get("calibration") or {}).get("scale", 1.0))
+        return Predictor(members, device=device, batch_size=batch_size, source=f"shipped:{name}", scale=scale,
+                         pbe_model=pbe_model, fidelity=fidelity)
     loaded = load_checkpoint(path, atom_features=atom_features, radius=radius, max_neighbors=max_neighbors, device="cpu")
-    return Predictor(loaded, device=device, batch_size=batch_size, source=str(path))
+    return Predictor(loaded, device=device, batch_size=batch_size, source=str(path), fidelity=fidelity)

@@ -19,11 +19,9 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
 
 from cgcnn.building import (
     _is_snapshot,
@@ -36,7 +34,6 @@ from cgcnn.dataset import CrystalDataset
 from cgcnn.errors import DatasetError, OnError, Problem
 from cgcnn.fileio import atomic_path
 from cgcnn.graphset import GraphSet
-from cgcnn.inference import predict
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +120,13 @@ def _chunk_graphs(chunk, seen: set[str], model, workers: int, on_error: OnError)
 
 
 def predict_to_csv(model, inputs, output: str | Path | None, *, chunk_size: int = 1024, shard: tuple[int, int] = (0, 1),
-                   workers: int = 1, on_error: OnError = "skip", progress: bool = True) -> ScreeningSummary:
+                   workers: int = 1, on_error: OnError = "skip", progress: bool = True,
+                   pbe: Mapping[str, float] | None = None) -> ScreeningSummary:
     """Predict every structure of ``inputs`` with ``model`` (a :class:`~cgcnn.predictor.Predictor`)
-    chunk by chunk, writing ``material_id,prediction_ev`` rows in input order to ``output``
-    (atomically; ``None``: standard output).
+    chunk by chunk, writing rows of ``model.columns`` (``material_id, prediction_ev,
+    prediction_std_ev, n_members`` and, for PBE-aware models, ``pbe_gap_ev, pbe_gap_source``)
+    in input order to ``output`` (atomically; ``None``: standard output).  ``pbe``: known
+    PBE gaps by material id.
 
     Raises:
         DatasetError: no structure could be read (nothing is written), or with
@@ -139,15 +139,15 @@ def predict_to_csv(model, inputs, output: str | Path | None, *, chunk_size: int 
     summary, seen, t0 = ScreeningSummary(), set(), time.perf_counter()
     bar = tqdm(total=stop - start, desc="predict", unit="struct", disable=not progress, file=sys.stderr)
     with _sink(output) as fh:
-        fh.write("material_id,prediction_ev\n")
+        fh.write(",".join(model.columns) + "\n")
         for chunk in _chunks(items, start, stop, chunk_size):
             n_in = len(chunk)
             graphs, problems = _chunk_graphs(chunk, seen, model, workers, on_error)
             ds = CrystalDataset(graphs, None, model.loaded.features, on_error=on_error)
             summary.add(problems + ds.problems)
             if len(ds):
-                pred = predict(model.loaded, ds, batch_size=model.batch_size, device=model.device)
-                pd.DataFrame({"material_id": ds.ids, "prediction_ev": pred}).to_csv(fh, header=False, index=False, float_format="%.6f")
+                table = model.predict_dataset(ds, pbe=pbe)
+                table[model.columns].to_csv(fh, header=False, index=False, float_format="%.6f")
                 seen.update(ds.ids)
                 summary.written += len(ds)
             bar.update(n_in)

@@ -45,6 +45,7 @@ from cgcnn.features import AtomFeatures
 from cgcnn.fileio import atomic_write_bytes
 from cgcnn.freeze import apply_freeze, train_mode
 from cgcnn.inference import autocast, check_elements, predict_normalised, resolve_device
+from cgcnn.inputs import check_inputs
 from cgcnn.lock import RunLock
 from cgcnn.model import CGCNN
 from cgcnn.normalizer import Normalizer
@@ -155,8 +156,16 @@ def initial_model(dataset: CrystalDataset, model_config: ModelConfig | None, ini
     if init is not None:
         features, graph = init.features, init.graph_config
         check_elements(dataset, features)
-        model = build_model(init.model_config, features, graph)
-        model.load_state_dict(init.model.state_dict())
+        if model_config is None or model_config == init.model_config:
+            model = build_model(init.model_config, features, graph)
+            model.load_state_dict(init.model.state_dict())
+        else:  # a variant of the base (e.g. PBE-aware): base weights, new layers from zero
+            mc = model_config.model_copy(update={"nbr_fea_len": init.model_config.nbr_fea_len, "orig_atom_fea_len": features.length})
+            body = lambda c: c.model_dump(include={"atom_fea_len", "n_conv", "h_fea_len", "n_h"})  # noqa: E731
+            if body(mc) != body(init.model_config):
+                raise TrainingError(f"the model config {body(mc)} does not match the base model's {body(init.model_config)}")
+            model = build_model(mc, features, graph)
+            model.load_base_weights(init.model.state_dict())
     else:
         features, graph = dataset.features, dataset.config
         mc = (model_config or ModelConfig()).model_copy(update={"nbr_fea_len": graph.n_gaussians, "orig_atom_fea_len": features.length})
@@ -300,8 +309,10 @@ def fit(
         out_dir: receives ``best.pt``, ``last.pt``, ``history.csv``, ``splits.json``,
             ``run.json`` (resolved config, versions, git SHA).
         model_config: architecture for a fresh model (``nbr_fea_len`` and
-            ``orig_atom_fea_len`` are taken from the dataset).
-        init: start from these weights (domain adaptation) instead of random ones.
+            ``orig_atom_fea_len`` are taken from the dataset); with ``init``, a
+            multi-fidelity / PBE-aware variant of the init's architecture.
+        init: start from these weights (domain adaptation) instead of random ones; layers
+            of a variant that ``init`` lacks start at zero.
         splits: explicit (train, val[, test]) positions; default ``split_indices`` with
             ``cfg.seed``.
         freeze: freeze policy (see :mod:`cgcnn.freeze`).
@@ -328,6 +339,9 @@ def fit(
 
     torch.manual_seed(cfg.seed)
     model, features = initial_model(dataset, model_config, init)
+    check_inputs(dataset, model.config)
+    if model.config.composition != "none" and (init is None or init.model_config != model.config):
+        model.fit_input_scaling(dataset.inputs["composition"][train_pos])  # training split only
     model.to(device)
     apply_freeze(model, freeze)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)

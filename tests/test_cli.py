@@ -94,7 +94,7 @@ def test_evaluate_writes_a_table_and_prints_metrics(trained, graphs_dir, inputs,
 def test_predict_gives_material_id_and_prediction_ev(trained, inputs, capsys):
     pred_path = inputs / "predict.csv"
     _, err = run(capsys, "predict", "--checkpoint", trained / "best.pt", inputs / "cifs", "--device", "cpu", "--output", pred_path)
-    assert pred_path.read_text().splitlines()[0] == "material_id,prediction_ev"
+    assert pred_path.read_text().splitlines()[0] == "material_id,prediction_ev,prediction_std_ev,n_members"
     pred = pd.read_csv(pred_path)
     assert len(pred) == 24 and pred["material_id"].is_monotonic_increasing
     assert np.isfinite(pred["prediction_ev"]).all()
@@ -136,7 +136,7 @@ def test_predict_with_the_original_band_gap_model_matches_its_reference(referenc
     run(capsys, "predict", "--checkpoint", reference_dir / "band-gap.pth.tar", "--atom-features", reference_dir / "atom_init.json",
         "--radius", 8, "--max-neighbors", 12, "--device", "cpu", reference_dir / "sample-regression", "--output", out)
     pred = pd.read_csv(out, dtype={"material_id": str})
-    assert pred.columns.tolist() == ["material_id", "prediction_ev"]
+    assert pred.columns.tolist() == ["material_id", "prediction_ev", "prediction_std_ev", "n_members"]
     ref = pd.read_csv(reference_dir / "reference_predictions.csv", dtype={"cif_id": str})
     assert pred["material_id"].tolist() == ref["cif_id"].tolist()
     assert np.abs(pred["prediction_ev"] - ref["prediction_ev"]).max() < 1e-3

@@ -27,7 +27,8 @@ def test_three_lines_predict_a_pymatgen_structure(tiny_run, tiny_items):
     from cgcnn import load_model
 
     table = load_model(tiny_run.best_checkpoint).predict(tiny_items[0][1])
-    assert table.columns.tolist() == ["material_id", "prediction_ev"]
+    assert table.columns.tolist() == ["material_id", "prediction_ev", "prediction_std_ev", "n_members"]
+    assert (table["prediction_std_ev"] == 0).all() and (table["n_members"] == 1).all()  # one checkpoint: no spread
     assert len(table) == 1 and np.isfinite(table["prediction_ev"]).all()
 
 
@@ -85,7 +86,7 @@ def test_cli_predicts_every_structure_of_a_snapshot(reference_dir, tmp_path, cap
     with gzip.open(FIXTURE_SNAPSHOT, "rt") as fh:
         ids = sorted(json.loads(line)["material_id"] for line in fh)
     lines = out.read_text().splitlines()
-    assert lines[0] == "material_id,prediction_ev"
+    assert lines[0] == "material_id,prediction_ev,prediction_std_ev,n_members"
     assert sorted(line.split(",")[0] for line in lines[1:]) == ids
 
 
