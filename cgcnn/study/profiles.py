@@ -96,6 +96,29 @@ class CVSettings(StrictModel):
     )
 
 
+MethodName = Literal["delta", "delta_composition", "multifidelity"]
+
+
+class MethodSettings(StrictModel):
+    """PBE-aware and multi-fidelity CGCNN ensembles (:mod:`cgcnn.study.methods`), scored by
+    the same grouped CV as the fine-tuning study; the best by CV MAE is trained on all of DS2
+    and is the model that can ship.  ``candidates`` empty: the stage is skipped."""
+
+    candidates: list[MethodName] = Field(default_factory=list)
+    members: int = Field(3, ge=1, description="ensemble members (seeds) per fit")
+    freeze: FreezePolicy = "none"
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(
+        epochs=40, batch_size=32, optimizer="adamw", lr=1e-3, scheduler="none", patience=8, val_fraction=0.15, test_fraction=0.0))
+    pbe_crystals: int = Field(3000, ge=0, description="multifidelity: DS1 crystals (PBE labels) trained beside DS2 (random, seeded)")
+    experiment_weight: int = Field(3, ge=1, description="multifidelity: each DS2 training crystal is seen this many times per epoch")
+
+    @model_validator(mode="after")
+    def _check(self) -> MethodSettings:
+        if len(set(self.candidates)) != len(self.candidates):
+            raise ValueError(f"method candidates must be unique, got {self.candidates}")
+        return self
+
+
 class TsneSettings(StrictModel):
     """openTSNE settings.  ``perplexity=None`` -> ``min(30, (n - 1) / 3)`` for n fitted points."""
 
@@ -122,6 +145,7 @@ class StudyProfile(StrictModel):
     base: BaseSettings
     adapt: AdaptSettings
     cv: CVSettings = Field(default_factory=CVSettings)
+    methods: MethodSettings = Field(default_factory=MethodSettings)
     seeds: list[int] = Field(min_length=1)
     tsne: TsneSettings = Field(default_factory=TsneSettings)
     workers: int | None = Field(None, ge=1, description="graph-building processes; None = all cores")
