@@ -183,6 +183,7 @@ bootstrap 95 % intervals and paired differences."""),
 from pathlib import Path
 
 import pandas as pd
+from IPython.display import display
 
 from cgcnn import insights, study
 
@@ -208,6 +209,23 @@ adaptation.choices.round(4)"""),
 fig = insights.history_figure(study.adaptation_histories(adaptation), title="DS2, final models, first seed")
 insights.save_figure(fig, figures / "adaptation_histories.png")
 fig"""),
+    ("md", """\
+## Beyond fine-tuning: PBE-aware and multi-fidelity ensembles
+
+Each candidate of `profile.methods` (see `cgcnn.study.methods`) is M1 extended with new inputs
+— the PBE gap (a "Δ" head that learns the correction to PBE), composition features, or a
+fidelity embedding trained on PBE and experimental gaps together — fine-tuned as an ensemble
+of `members` seeds on the same outer folds.  The candidate with the lowest CV MAE is
+selected, the spread of its members is calibrated on its out-of-fold predictions, and it is
+trained on all of DS2; the CV table below now includes every candidate."""),
+    ("code", """\
+methods = study.run_methods(run_dir, profile)
+if methods:
+    display(study.display_cv_table(study.load_cv_table(run_dir)))
+    display(pd.read_csv(Path(run_dir) / "tables" / "methods_calibration.csv", index_col=0).round(3))
+    print(f"selected: {methods['selected']}; spread calibration factor {methods['calibration']['scale']:.2f}")
+else:
+    print("no method candidates in this profile")"""),
     ("md", "## DS3: experimental gaps of the validation set (touched once, here)"),
     ("code", """\
 evaluation = study.evaluate_ds3(run_dir, profile, adaptation)

@@ -10,6 +10,8 @@ every public name below is re-exported here).  One module per stage:
 * :mod:`~cgcnn.study.base`: M1 (:func:`train_base`).
 * :mod:`~cgcnn.study.adaptation`: nested grouped CV of M2 variants and the control, final models (:func:`run_adaptation`).
 * :mod:`~cgcnn.study.crossval`: baselines on the folds, within-fold choices, the CV table.
+* :mod:`~cgcnn.study.methods`: PBE-aware / multi-fidelity CGCNN ensembles on the same folds,
+  the selected one trained on all of DS2 (:func:`run_methods`).
 * :mod:`~cgcnn.study.evaluation`: DS3 scores (:func:`evaluate_ds3`) and display helpers.
 * :mod:`~cgcnn.study.embeddings`: crystal features for t-SNE (:func:`embed_datasets`).
 * :mod:`~cgcnn.study.report`: ``report.md`` of a run, from its own numbers (:func:`write_report`).
@@ -23,6 +25,8 @@ Every function writes its artefacts into a given *run folder*::
     <run>/cv.json                the CV protocol, table and chosen recipes (run_adaptation)
     <run>/models/m2/<policy>/seed-<s>/   final adapted models (run_adaptation)
     <run>/models/control/seed-<s>/       final from-scratch control on DS2
+    <run>/methods.json           candidates' CV MAE, the selected method, its calibration (run_methods)
+    <run>/models/ensemble/member-<k>/    the selected ensemble trained on all of DS2
     <run>/tables/*.csv           selection, per-seed and summary tables
     <run>/figures/*.png          figures
     <run>/metrics.json           DS3 metrics of every model and baseline (evaluate_ds3)
@@ -49,7 +53,8 @@ from cgcnn.study.adaptation import (
     run_adaptation,
 )
 from cgcnn.study.base import BaseResult, base_checkpoint, train_base
-from cgcnn.study.crossval import BASELINES, cv_summary, display_cv_table
+from cgcnn.study.crossval import BASELINES, cv_summary, display_cv_table, load_cv_table
+from cgcnn.study.methods import METHOD_LABELS, load_methods, run_methods
 from cgcnn.study.data import (
     ETL_FILES,
     StudyData,
@@ -78,6 +83,7 @@ from cgcnn.study.profiles import (
     PROFILE_NAMES,
     AdaptSettings,
     BaseSettings,
+    MethodSettings,
     CVSettings,
     StudyProfile,
     TsneSettings,
@@ -94,6 +100,10 @@ from cgcnn.study.rundir import (
 )
 
 __all__ = [
+    "METHOD_LABELS",
+    "load_cv_table",
+    "load_methods",
+    "run_methods",
     "findings",
     "markdown_table",
     "write_report",
@@ -108,6 +118,7 @@ __all__ = [
     "MODEL_LABELS",
     "PROFILE_NAMES",
     "AdaptSettings",
+    "MethodSettings",
     "AdaptationResult",
     "BaseResult",
     "BaseSettings",

@@ -146,3 +146,10 @@ def add_differences(out: pd.DataFrame, table: pd.DataFrame, digits: int = 3) -> 
             out[name] = [f"{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]" if pd.notna(d) else ""
                          for d, lo, hi in zip(table[key], table[f"{key}_lo"], table[f"{key}_hi"])]
     return out
+
+
+def load_cv_table(run_dir) -> pd.DataFrame:
+    """The CV table a run wrote (``tables/cv_metrics.csv``; the methods stage adds its rows)."""
+    from cgcnn.study.rundir import run_paths
+
+    return pd.read_csv(run_paths(run_dir)["tables"] / "cv_metrics.csv", index_col="model")

@@ -29,6 +29,7 @@ from cgcnn.study.adaptation import CONTROL, AdaptationResult, load_adaptation, m
 from cgcnn.study.base import base_checkpoint
 from cgcnn.study.crossval import BASELINES, add_differences, ds2_frame
 from cgcnn.study.data import StudyData, load_data
+from cgcnn.study.methods import METHOD_LABELS, load_methods
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.rundir import run_paths, write_table
 
@@ -43,6 +44,8 @@ MODEL_LABELS = {
     "m2_convs": "M2, embedding + convs frozen",
     "m2_head": "M2, all but output frozen",
     "control": "control (DS2 from scratch)",
+    "ensemble": "CGCNN ensemble (method chosen by CV)",
+    **{f"ens_{k}": v for k, v in METHOD_LABELS.items()},
 }
 GAP_RANGES = (0.0, 1.0, 2.0, 3.0, np.inf)
 _PREDICTION_COLUMNS = ("material_id", "formula", "bg_exp", "bg_pbe", "anion_class", "crystal_system")
@@ -128,6 +131,23 @@ def _model_predictions(profile: StudyProfile, adaptation: AdaptationResult, base
     return parts
 
 
+def _ensemble_predictions(run: Path, profile: StudyProfile, base, data: StudyData, ds3_set) -> tuple[list[pd.DataFrame], pd.Series | None]:
+    """The selected ensemble (``<run>/methods.json``), called as a user would: structures, the
+    known PBE gaps of the DS3 table, M1 for any missing one.  (rows, spread per material)."""
+    from cgcnn.checkpoint import load_checkpoint
+    from cgcnn.ensemble import ensemble_predict
+
+    methods = load_methods(run)
+    if not methods or not methods.get("final"):
+        return [], None
+    members = [load_checkpoint(run / c) for c in methods["final"]["checkpoints"]]
+    ds3 = data.ds3.set_index("material_id")
+    pbe = pd.to_numeric(ds3["bg_pbe"], errors="coerce").dropna().to_dict()
+    table = ensemble_predict(members, ds3_set.subset_positions(np.arange(len(ds3_set))), pbe=pbe, pbe_model=base,
+                             scale=methods["calibration"]["scale"], device=profile.device)
+    return [_long(list(table["material_id"]), "ensemble", np.nan, table["prediction_ev"])], table.set_index("material_id")["prediction_std_ev"]
+
+
 def score(per_seed_pred: pd.DataFrame, truth: pd.Series, ids: list[str], best_baseline: str) -> pd.DataFrame:
     """Per model (mean prediction over seeds): MAE with interval, RMSE, R², max error, n,
     per-seed MAE mean ± std, and paired differences vs ``best_baseline`` and (M2) the control."""
@@ -183,9 +203,22 @@ def _write(paths: dict[str, Path], ev: Ds3Evaluation, adaptation: AdaptationResu
         "learning_rates": {k: float(v) for k, v in adaptation.choices["lr"].items()},
         "best_baseline_by_cv": ev.best_baseline,
         "seeds": adaptation.seeds, "profile": profile.name, "n_ds3": len(ev.predictions),
+        **_ensemble_coverage(ev.predictions),
         "note": "mae: of the mean prediction over seeds, with a bootstrap 95% interval [mae_lo, mae_hi]; "
                 "seed_mae(_std): mean (std) of the per-seed MAE; diff_*: paired MAE difference (negative = better)",
     })
+
+
+def _ensemble_coverage(predictions: pd.DataFrame) -> dict:
+    """Fraction of DS3 materials within ±1 / ±2 calibrated std of the ensemble."""
+    from cgcnn.ensemble import coverage
+
+    if "std_ensemble" not in predictions:
+        return {}
+    err = (predictions["pred_ensemble"] - predictions["bg_exp"]).to_numpy()
+    std = predictions["std_ensemble"].to_numpy()
+    return {"ensemble_ds3_coverage": {"within_1sd": coverage(err, std, 1), "within_2sd": coverage(err, std, 2),
+                                      "mean_std_ev": float(std.mean())}}
 
 
 def evaluate_ds3(run_dir: str | os.PathLike, profile: StudyProfile, adaptation: AdaptationResult | None = None) -> Ds3Evaluation:
@@ -205,6 +238,8 @@ def evaluate_ds3(run_dir: str | os.PathLike, profile: StudyProfile, adaptation: 
     ds3 = data.ds3.set_index("material_id", drop=False)
     truth = ds3.loc[ids, "bg_exp"].astype(float)
     parts = _baseline_predictions(data, ds2_ids, ids, profile.cv.gbm_grid) + _model_predictions(profile, adaptation, base, ds3_set)
+    ensemble_parts, ensemble_std = _ensemble_predictions(run, profile, base, data, ds3_set)
+    parts += ensemble_parts
     per_seed_pred = pd.concat(parts, ignore_index=True)
     cv_metrics = cv.get("cv_metrics", {})
     best = min((m for m in BASELINES if m in cv_metrics), key=lambda m: cv_metrics[m]["mae"], default="pbe_linear")
@@ -218,9 +253,11 @@ def evaluate_ds3(run_dir: str | os.PathLike, profile: StudyProfile, adaptation: 
     predictions = ds3.loc[ids, [c for c in _PREDICTION_COLUMNS if c in ds3.columns]].copy()
     for model in order:
         predictions[f"pred_{model}"] = mean.loc[ids, model].to_numpy()
+    if ensemble_std is not None:
+        predictions["std_ensemble"] = ensemble_std.loc[ids].to_numpy()
     predictions = predictions.reset_index(drop=True)
     predictions["gap_range"] = pd.cut(predictions["bg_exp"], GAP_RANGES, right=False).astype(str)
-    shown = [m for m in ("m2", CONTROL, best, "hse06", "g0w0") if m in order]
+    shown = [m for m in ("ensemble", "m2", CONTROL, best, "hse06", "g0w0") if m in order]
     evaluation = Ds3Evaluation(summary, summary_np, excluded, error_by(predictions, "anion_class", shown),
                                error_by(predictions, "gap_range", shown), predictions, per_seed_pred, best, paths["metrics"])
     _write(paths, evaluation, adaptation, profile)

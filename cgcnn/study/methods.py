@@ -261,3 +261,11 @@ def run_methods(run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Call
     write_json(run / "methods.json", summary)
     shutil.rmtree(paths["models"] / "cv-methods", ignore_errors=True)
     return summary
+
+
+def load_methods(run_dir: str | os.PathLike) -> dict | None:
+    """``<run>/methods.json`` (what :func:`run_methods` wrote), or None."""
+    import json
+
+    path = Path(run_dir) / "methods.json"
+    return json.loads(path.read_text()) if path.is_file() else None
