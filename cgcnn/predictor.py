@@ -164,15 +164,16 @@ def load_model(
         CheckpointError: the file is not a usable checkpoint (the message says why).
         ShippedModelError: no such shipped model and no such file.
     """
-    from cgcnn.shipped import manifest, member_checkpoints, shipped_models
+    from cgcnn.shipped import manifest, member_checkpoints, shipped_model_dir, shipped_models
 
     if not Path(path).exists() and (str(path) in shipped_models() or str(path) == DEFAULT_MODEL):
         name = str(path)
         members = [load_checkpoint(f, device="cpu") for f in member_checkpoints(name)]
         info = manifest(name)
         pbe_model = None
-        if info.get("pbe_model"):
-            pbe_model = load_checkpoint(member_checkpoints(info["pbe_model"])[0], device="cpu")
+        if info.get("pbe_model"):  # a file beside the members, or another shipped model
+            own = shipped_model_dir(name) / info["pbe_model"]
+            pbe_model = load_checkpoint(own if own.is_file() else member_checkpoints(info["pbe_model"])[0], device="cpu")
         scale = float((info.get("calibration") or {}).get("scale", 1.0))
         return Predictor(members, device=device, batch_size=batch_size, source=f"shipped:{name}", scale=scale,
                          pbe_model=pbe_model, fidelity=fidelity)

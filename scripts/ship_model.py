@@ -1,9 +1,19 @@
 #!/usr/bin/env python3
 """Package a model trained by this repository's code into ``cgcnn/models/<name>/``.
 
+A single trained model (the base model M1)::
+
     .venv/bin/python scripts/ship_model.py --name base --run RUN_FOLDER \
         --graphs GRAPHS.npz --targets DS1.csv --target-column bg_pbe \
         --exclude-ids VALIDATION_SET.csv [--description "…"]
+
+The ensemble selected by a pipeline run's methods stage (``<run>/methods.json``)::
+
+    .venv/bin/python scripts/ship_model.py --name ensemble --study-run PIPELINE_RUN_FOLDER \
+        --exclude-ids VALIDATION_SET.csv
+
+Both refuse to ship a model whose training ids include an id of ``--exclude-ids``, and
+rewrite ``cgcnn/models/MODEL_CARD.md`` from the manifests of every shipped model.
 
 ``RUN_FOLDER`` is the output folder of ``cgcnn train`` / ``fit`` (best.pt, run.json,
 splits.json, history.csv).  The script scores the checkpoint on its own train / validation /
@@ -21,14 +31,16 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # ship_ensemble.py, model_card.py
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--name", required=True, help="folder name under cgcnn/models/ (e.g. base)")
-    p.add_argument("--run", required=True, help="training output folder (best.pt, run.json, splits.json)")
-    p.add_argument("--graphs", required=True, help="the graph set the model was trained on (.npz)")
-    p.add_argument("--targets", required=True, help="the labels CSV it was trained on")
+    p.add_argument("--run", help="training output folder (best.pt, run.json, splits.json)")
+    p.add_argument("--graphs", help="the graph set the model was trained on (.npz)")
+    p.add_argument("--targets", help="the labels CSV it was trained on")
+    p.add_argument("--study-run", help="a pipeline run folder whose methods stage trained an ensemble (methods.json)")
     p.add_argument("--target-column", default=None)
     p.add_argument("--exclude-ids", action="append", default=[], help="CSV with material_id that must not be in training (repeatable)")
     p.add_argument("--description", default="")
@@ -49,6 +61,16 @@ def main(argv=None) -> int:
     from cgcnn.provenance import collect
 
     args = parse_args(argv)
+    if args.study_run:
+        from ship_ensemble import ship_ensemble
+        from model_card import write_model_card
+
+        out = ship_ensemble(Path(args.study_run), args.name, args.exclude_ids, Path(args.models_dir), args.description)
+        write_model_card(Path(args.models_dir))
+        print(f"shipped {args.name} -> {out}")
+        return 0
+    if not (args.run and args.graphs and args.targets):
+        raise SystemExit("error: give --run, --graphs and --targets (a single model) or --study-run (an ensemble)")
     run = Path(args.run)
     splits = json.loads((run / "splits.json").read_text())
     info = json.loads((run / "run.json").read_text())
@@ -93,6 +115,9 @@ def main(argv=None) -> int:
         "history": history[[c for c in ("epoch", "lr", "train_mae", "val_mae", "seconds") if c in history]].to_dict(orient="records"),
         "ids": splits,
     })
+    from model_card import write_model_card
+
+    write_model_card(Path(args.models_dir))
     print(f"shipped {args.name}: test MAE {metrics.get('test', {}).get('mae', float('nan')):.4f} eV -> {out}")
     return 0
 

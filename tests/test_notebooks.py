@@ -29,7 +29,8 @@ NOTEBOOKS = {
     "report": "03-insights/02-report.ipynb",
 }
 ALL_MODELS = ["pbe", "pbe_linear", "gbm_composition", "gbm_composition_pbe", "hse06", "g0w0", "m1", "m2", "m2_none",
-              "m2_embedding", "m2_convs", "m2_head", "control"]
+              "m2_embedding", "m2_convs", "m2_head", "control", "ensemble"]
+ENSEMBLE_CANDIDATES = ["ens_delta", "ens_delta_composition", "ens_multifidelity"]  # the fixture profile's methods, in the CV only
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -136,7 +137,7 @@ def test_notebook_domain_adaptation(fixture_run):
     cv = json.loads((run_dir / "cv.json").read_text())
     assert cv["protocol"]["folds"] == 3 and cv["protocol"]["grouped_by"] == "reduced formula"
     preds = pd.read_csv(run_dir / "tables" / "cv_predictions.csv")
-    assert set(preds["model"]) == set(ALL_MODELS) - {"hse06", "g0w0", "m1"}
+    assert set(preds["model"]) == set(ALL_MODELS) - {"hse06", "g0w0", "m1", "ensemble"} | set(ENSEMBLE_CANDIDATES)
     assert (preds.groupby("model")["material_id"].nunique() == 23).all()
     formulas = ds2.set_index("material_id")["formula"]
     assert (preds.assign(f=formulas.loc[preds["material_id"]].to_numpy()).groupby(["model", "f"])["fold"].nunique() == 1).all()
@@ -147,6 +148,29 @@ def test_notebook_domain_adaptation(fixture_run):
     assert _png(run_dir / "figures" / "ds3_parity.png")
     assert len(pd.read_csv(run_dir / "tables" / "ds3_predictions.csv")) == 6
     assert set(pd.read_csv(run_dir / "tables" / "ds3_errors_by_class.csv")["anion_class"]) >= {"oxide"}
+
+
+def test_notebook_methods_cross_validate_select_calibrate_and_train_an_ensemble(fixture_run):
+    run_dir = _completed(fixture_run, "domain-adaptation")
+    methods = json.loads((run_dir / "methods.json").read_text())
+    assert methods["candidates"] == ["delta", "delta_composition", "multifidelity"]
+    mae = methods["cv_mae_all_ds2"]
+    assert methods["selected"] == min(mae, key=mae.get)  # chosen by CV MAE alone
+    oof = pd.read_csv(run_dir / "tables" / "methods_cv_predictions.csv")
+    assert (oof.groupby("model")["material_id"].nunique() == 23).all() and (oof["std"] >= 0).all()
+    cal = methods["calibration"]
+    assert cal["scale"] > 0 and 0 <= cal["within_1sd"] <= cal["within_2sd"] <= 1
+    # the selected recipe trained on all of DS2: one checkpoint per member, written after the CV record
+    members = [run_dir / c for c in methods["final"]["checkpoints"]]
+    assert len(members) == methods["settings"]["members"] == 2 and all(m.is_file() for m in members)
+    assert sorted(methods["final"]["train_ids"]) == sorted(pd.read_csv(run_dir / "tables" / "cv_predictions.csv")["material_id"].unique())
+    assert (run_dir / "cv.json").stat().st_mtime <= min(m.stat().st_mtime for m in members)
+    # DS3: the ensemble row, its spread and the coverage of its calibrated interval
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert math.isfinite(metrics["models"]["ensemble"]["mae"]) and metrics["models"]["ensemble"]["n"] == 6
+    assert 0 <= metrics["ensemble_ds3_coverage"]["within_1sd"] <= metrics["ensemble_ds3_coverage"]["within_2sd"] <= 1
+    predictions = pd.read_csv(run_dir / "tables" / "ds3_predictions.csv")
+    assert (predictions["std_ensemble"] > 0).all()
 
 
 def test_notebook_tsne(fixture_run):
@@ -167,6 +191,9 @@ def test_notebook_report(fixture_run):
         assert heading in text
     cv = pd.read_csv(run_dir / "tables" / "cv_metrics.csv", index_col="model")
     assert f"M2 has MAE {cv.loc['m2', 'mae']:.3f} eV" in text  # written from the numbers
+    methods = json.loads((run_dir / "methods.json").read_text())
+    selected = f"ens_{methods['selected']}"
+    assert f"has CV MAE {cv.loc[selected, 'mae']:.3f} eV" in text and "## Beyond fine-tuning" in text
     for line in text.splitlines():
         if line.startswith("!["):
             assert _png(run_dir / line[line.index("(") + 1 : -1])

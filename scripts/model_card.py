@@ -1,0 +1,99 @@
+"""Write ``cgcnn/models/MODEL_CARD.md`` from the manifests of the shipped models.
+
+Called by ``scripts/ship_model.py`` after every shipment (and runnable on its own:
+``python scripts/model_card.py``); every number in the card comes from a manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+INTENDED_USE = """\
+## Intended use
+
+* **Ordered, non-metallic crystals with band gaps of about 0–5 eV** (the range of the
+  training data).  The models **never predict a metal**: every structure gets a positive
+  gap, so screen out metals first (e.g. with the Materials Project's `is_metal`, or a PBE gap
+  of zero).
+* Input: a crystal structure (CIF, pymatgen `Structure`, a Materials Project snapshot).  The
+  ensemble also reads the material's PBE gap when you give it (`--pbe-gaps`, or `pbe=` in
+  Python); otherwise the base model's prediction is used, and the output says which
+  (`pbe_gap_source`: `given` / `predicted`).  A known PBE gap gives better predictions.
+* Output: `prediction_ev` (the members' mean) and `prediction_std_ev` (their spread times
+  the calibration factor, fitted on out-of-fold predictions: about 68 % of materials should
+  lie within ±1 std if the errors are roughly normal — check the coverage below).
+* Not for: disordered or partially occupied structures, molecules, surfaces, defects,
+  temperature-dependent gaps, or elements missing from the atom-feature table (refused by name).
+"""
+
+
+def _table(rows: list[dict], cols: list[str]) -> str:
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _ensemble_section(name: str, m: dict) -> list[str]:
+    cv = m["cv"]
+    cal = m["calibration"]
+    rows = [{"model": k, **v} for k, v in cv["metrics"].items()]
+    rows.sort(key=lambda r: r["mae"])
+    out = [
+        f"## `{name}` — {m['description']}",
+        f"Method `{m['method']}`, {m['members']} members; PBE gaps not given are predicted by `{m['pbe_model']}` (the M1 the members started from). "
+        f"Trained on {m['data']['n_train']} experimental gaps (DS2) in {m['wall_time_s']:.0f} s; "
+        f"code {m['trained_with'].get('git_sha')}, profile `{m['trained_with'].get('profile')}`. "
+        f"No training id is a DS3 id ({m['data']['excluded_ids_checked']} excluded ids checked).",
+        f"### Cross-validated accuracy on DS2 ({cv['protocol']['folds']} folds grouped by {cv['protocol']['grouped_by']}, "
+        f"{cv['protocol']['repeats']} repeat(s); eV)",
+        "Paired on the materials every model predicts; Δ: MAE difference to the best baseline with its bootstrap 95 % interval.",
+        _table(rows, ["model", "mae", "mae_lo", "mae_hi", "rmse", "r2", "n", "diff_vs_best_baseline",
+                      "diff_vs_best_baseline_lo", "diff_vs_best_baseline_hi"]),
+        "CV MAE of every candidate method (all DS2 materials): "
+        + ", ".join(f"`{k}` {v:.3f}" for k, v in cv["candidates_mae"].items()) + " eV.",
+        "### Uncertainty",
+        f"Spread calibration factor {cal['scale']:.2f}. Out of fold, {cal['within_1sd']:.0%} of the materials lie within "
+        f"±1 std and {cal['within_2sd']:.0%} within ±2 std (before scaling: {cal['within_1sd_raw']:.0%} and "
+        f"{cal['within_2sd_raw']:.0%}; normal errors would give 68 % and 95 %).",
+        "### Errors by anion class and gap range (out-of-fold MAE, eV)",
+        _table([{"anion class": k, **v} for k, v in cv["errors_by_anion_class"].items()], ["anion class", "n", "mae"]),
+        _table([{"experimental gap (eV)": k, **v} for k, v in cv["errors_by_gap_range"].items()], ["experimental gap (eV)", "n", "mae"]),
+        "### Known failure modes seen in CV (largest out-of-fold errors)",
+        _table(cv["worst_materials"], ["material_id", "formula", "anion_class", "bg_exp", "prediction", "abs_error"]),
+    ]
+    return out
+
+
+def _base_section(name: str, m: dict) -> list[str]:
+    rows = [{"split": k, **v} for k, v in m.get("metrics", {}).items()]
+    return [
+        f"## `{name}` — base model",
+        m.get("description", ""),
+        "Predicts **PBE-like** gaps (it was trained on DS1's PBE gaps, which underestimate experiment). "
+        f"Best epoch {m.get('best_epoch')} of {m.get('epochs_run')}; code {m.get('trained_with', {}).get('git_sha')}.",
+        _table(rows, ["split", "mae", "rmse", "r2", "n"]),
+    ]
+
+
+def write_model_card(models_dir: Path) -> Path:
+    from cgcnn.fileio import atomic_write_text
+
+    manifests = {p.parent.name: json.loads(p.read_text()) for p in sorted(models_dir.glob("*/manifest.json"))}
+    parts = ["# Model card: shipped band-gap models",
+             "Written by `scripts/model_card.py` from the manifests in this folder; every number comes from them. "
+             "`cgcnn predict` uses `ensemble` by default and `base` with `--model base`.",
+             INTENDED_USE]
+    for name, m in manifests.items():
+        parts += _ensemble_section(name, m) if m.get("kind") == "ensemble" else _base_section(name, m)
+    path = models_dir / "MODEL_CARD.md"
+    atomic_write_text(path, "\n\n".join(parts) + "\n")
+    return path
+
+
+if __name__ == "__main__":
+    print(write_model_card(Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "cgcnn" / "models"))

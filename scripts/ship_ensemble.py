@@ -1,0 +1,139 @@
+"""Ship the ensemble a pipeline run selected (``<run>/methods.json``) as ``cgcnn/models/<name>/``.
+
+Used by ``scripts/ship_model.py --study-run RUN``.  Writes slim ``member-<k>.pt`` checkpoints
+(weights, settings, normaliser; no optimiser state) and ``manifest.json``: the method, the
+members, the calibration factor of their spread, the model that supplies missing PBE gaps
+(``pbe-model.pt``: the run's M1, which the members started from), the cross-validated metrics beside the
+baselines, the CV errors by anion class and gap range, the worst CV materials, the training
+ids, data checksums, git SHA and wall time.  The folder is written beside the target and
+renamed into place, so a failed run leaves the shipped model as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+GAP_BINS = (0.0, 1.0, 2.0, 3.0, np.inf)
+PBE_MODEL = "pbe-model.pt"  # the run's M1, shipped beside the members: it predicts PBE gaps not given
+
+
+def _fail(message: str):
+    raise SystemExit(f"error: {message}")
+
+
+def training_ids(run: Path, methods: dict) -> set[str]:
+    """Every material id whose label any member saw (DS2, and DS1 crystals for multi-fidelity)."""
+    ids = set(methods["final"]["train_ids"])
+    for ckpt in methods["final"]["checkpoints"]:
+        splits = json.loads((run / ckpt).parent.joinpath("splits.json").read_text())
+        ids |= {m.split("@")[0] for part in ("train", "val") for m in splits.get(part, [])}
+    return ids
+
+
+def cv_errors(run: Path, selected: str) -> tuple[dict, dict, list[dict]]:
+    """MAE of the selected method's out-of-fold predictions by anion class and gap range, and
+    its ten worst materials."""
+    from cgcnn.study.data import load_data
+
+    oof = pd.read_csv(run / "tables" / "methods_cv_predictions.csv", dtype={"material_id": str})
+    oof = oof[oof["model"] == f"ens_{selected}"]
+    ds2 = load_data(run).ds2.set_index("material_id")
+    per = oof.groupby("material_id")["prediction"].mean().to_frame()
+    per = per.join(ds2[["formula", "bg_exp", "anion_class"]])
+    per["abs_error"] = (per["prediction"] - per["bg_exp"]).abs()
+    per["gap_range"] = pd.cut(per["bg_exp"], GAP_BINS, right=False).astype(str)
+    by = lambda col: {str(k): {"n": int(len(g)), "mae": float(g["abs_error"].mean())} for k, g in per.groupby(col, observed=True)}  # noqa: E731
+    worst = per.sort_values("abs_error", ascending=False).head(10).reset_index()
+    return by("anion_class"), by("gap_range"), worst[["material_id", "formula", "anion_class", "bg_exp", "prediction", "abs_error"]].round(3).to_dict(orient="records")
+
+
+def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Path, description: str = "") -> Path:
+    from cgcnn.checkpoint import read_checkpoint, save_checkpoint
+    from cgcnn.fileio import sha256_file, write_json
+    from cgcnn.provenance import collect
+    from cgcnn.shipped import member_checkpoints
+    from cgcnn.study.methods import METHOD_LABELS, load_methods
+
+    methods = load_methods(run)
+    if not methods or not methods.get("final"):
+        _fail(f"{run}/methods.json has no trained ensemble; run the pipeline with a profile that names methods candidates")
+    excluded: set[str] = set()
+    for path in exclude_files:
+        excluded |= set(pd.read_csv(path, dtype=str)["material_id"])
+    used = training_ids(run, methods)
+    leaked = sorted(excluded & used)
+    if leaked:
+        _fail(f"{len(leaked)} excluded id(s) were used in training (e.g. {leaked[0]}); not shipping")
+    base_sha = sha256_file(run / "models" / "m1" / "best.pt")
+    selected = methods["selected"]
+    cv_table = pd.read_csv(run / "tables" / "cv_metrics.csv", index_col="model")
+    keep = [m for m in cv_table.index if m.startswith(("pbe", "gbm_")) or m in ("m2", "control", f"ens_{selected}")]
+    cols = [c for c in ("mae", "mae_lo", "mae_hi", "rmse", "r2", "n", "repeats", "diff_vs_best_baseline",
+                        "diff_vs_best_baseline_lo", "diff_vs_best_baseline_hi") if c in cv_table]
+    cv_rows = {m: {c: (None if pd.isna(v) else int(v) if c in ("n", "repeats") else float(v)) for c, v in cv_table.loc[m, cols].items()}
+               for m in keep}
+    by_class, by_gap, worst = cv_errors(run, selected)
+    fits = pd.read_csv(run / "tables" / "methods_final_fits.csv")
+    env = json.loads((run / "environment.json").read_text()) if (run / "environment.json").is_file() else {}
+    ds2_csv = next((run / "bucket" / "processed").glob("ds2.csv"), None)
+
+    models_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=models_dir))
+    try:
+        files = {}
+        n_members = len(methods["final"]["checkpoints"])
+        tmp.chmod(0o755)
+        for k, ckpt in enumerate(methods["final"]["checkpoints"]):
+            raw = read_checkpoint(run / ckpt)
+            slim = {key: raw[key] for key in ("format", "format_version", "model_config", "graph_config", "atom_features",
+                                                "normalizer", "state_dict", "epoch", "best_val_mae", "best_epoch", "train_config")}
+            slim["meta"] = {"shipped_as": f"{name}/member-{k}", "git_sha": env.get("git_sha")}
+            save_checkpoint(tmp / f"member-{k}.pt", slim)
+            files[f"member-{k}.pt"] = sha256_file(tmp / f"member-{k}.pt")
+        raw = read_checkpoint(run / "models" / "m1" / "best.pt")  # the M1 the members started from: the PBE fallback
+        save_checkpoint(tmp / PBE_MODEL, {key: raw[key] for key in raw if key not in ("optimizer", "generator_state", "history")})
+        files[PBE_MODEL] = sha256_file(tmp / PBE_MODEL)
+        write_json(tmp / "manifest.json", {
+            "name": name,
+            "description": description or f"{METHOD_LABELS.get(selected, selected)}: {n_members} members fine-tuned from M1 "
+                                          "on the experimental gaps of DS2; experimental band gaps (eV) with a calibrated spread.",
+            "kind": "ensemble", "method": selected, "members": n_members, "files": files,
+            "target": "bg_exp", "pbe_model": PBE_MODEL,
+            "model_config": methods["model_config"], "graph_config": read_checkpoint(run / methods["final"]["checkpoints"][0])["graph_config"],
+            "calibration": methods["calibration"],
+            "cv": {"protocol": json.loads((run / "cv.json").read_text())["protocol"], "metrics": cv_rows,
+                   "candidates_mae": methods["cv_mae_all_ds2"], "errors_by_anion_class": by_class, "errors_by_gap_range": by_gap,
+                   "worst_materials": worst},
+            "settings": methods["settings"],
+            "final_fits": fits.drop(columns=["checkpoint"], errors="ignore").to_dict(orient="records"),
+            "wall_time_s": round(float(fits["seconds"].sum()), 2),
+            "data": {"ds2_csv_sha256": sha256_file(ds2_csv) if ds2_csv else None, "n_train": len(methods["final"]["train_ids"]),
+                     "excluded_ids_checked": len(excluded), "base_model_sha256": base_sha,
+                     "base_is_shipped_base": base_sha == sha256_file(member_checkpoints("base")[0])},
+            "trained_with": {"git_sha": env.get("git_sha"), "profile": json.loads((run / "config.json").read_text()).get("profile")
+                             if (run / "config.json").is_file() else None, "run": run.name},
+            "shipped_with": collect(REPO),
+            "ids": {"train": sorted(methods["final"]["train_ids"]), "all_labels_seen": sorted(used)},
+        })
+        out = models_dir / name
+        old = models_dir / f".{name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit("use scripts/ship_model.py --study-run RUN")
