@@ -11,6 +11,8 @@ import ast
 import importlib.util
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -227,3 +229,28 @@ def test_committed_notebooks_match_their_generator():
     spec.loader.exec_module(module)
     assert set(module.NOTEBOOKS) == set(NOTEBOOKS.values())
     assert module.main(["--check"]) == 0
+
+
+def test_ship_model_ships_the_run_s_ensemble_and_refuses_a_leak(fixture_run, tmp_path):
+    run_dir = _completed(fixture_run, "domain-adaptation")
+    models = tmp_path / "models"
+    script = [sys.executable, str(REPO / "scripts" / "ship_model.py"), "--name", "ensemble", "--study-run", str(run_dir),
+              "--models-dir", str(models)]
+    validation = REPO / "tests" / "fixtures" / "bucket" / "raw" / "validation_set.csv"
+    proc = subprocess.run(script + ["--exclude-ids", str(validation)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads((models / "ensemble" / "manifest.json").read_text())
+    methods = json.loads((run_dir / "methods.json").read_text())
+    assert info["method"] == methods["selected"] and info["members"] == 2
+    assert sorted(p.name for p in (models / "ensemble").iterdir()) == ["manifest.json", "member-0.pt", "member-1.pt", "pbe-model.pt"]
+    assert not set(pd.read_csv(validation, dtype=str)["material_id"]) & set(info["ids"]["all_labels_seen"])
+    assert info["calibration"]["scale"] == methods["calibration"]["scale"]
+    card = (models / "MODEL_CARD.md").read_text()
+    assert "## Intended use" in card and "never predict a metal" in card and f"Method `{info['method']}`" in card
+    # a held-out list that contains a training id: refused in one line, the shipped folder untouched
+    leak = tmp_path / "leak.csv"
+    pd.DataFrame({"material_id": [info["ids"]["train"][0]]}).to_csv(leak, index=False)
+    before = (models / "ensemble" / "manifest.json").read_bytes()
+    proc = subprocess.run(script + ["--exclude-ids", str(leak)], capture_output=True, text=True)
+    assert proc.returncode != 0 and proc.stderr.strip().startswith("error: 1 excluded id(s) were used in training")
+    assert (models / "ensemble" / "manifest.json").read_bytes() == before
