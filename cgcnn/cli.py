@@ -97,6 +97,10 @@ def _dataset(args, cfg, features):
 def _print_fit(res) -> None:
     import math
 
+    from cgcnn.distributed import context
+
+    if not context().is_main:
+        return  # under torchrun, rank 0 reports
     summary = {"best_checkpoint": str(res.best_checkpoint), "best_epoch": res.best_epoch, "best_val_mae": res.best_val_mae}
     if math.isnan(res.best_val_mae):
         summary["best_val_mae"] = None
@@ -389,3 +393,13 @@ def main(argv: list[str] | None = None) -> int:
         if line is None or debugging(args):
             raise
         raise SystemExit(line) from None
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Under torchrun, leave the process group that training joined (cgcnn.distributed)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -123,6 +123,10 @@ class TrainConfig(StrictModel):
     seed: int = 0
     device: str = "auto"
     amp: bool = False
+    shuffle: bool = Field(True, description="reshuffle the training crystals every epoch")
+    sync_batchnorm: bool = Field(
+        True, description="under DDP (torchrun), batch-norm statistics over the global batch, as in one process; "
+                          "False: each process normalises with its own share (no effect in one process)")
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":

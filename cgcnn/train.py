@@ -16,11 +16,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -40,6 +41,7 @@ from cgcnn.checkpoint import (
 )
 from cgcnn.config import GraphConfig, ModelConfig, TrainConfig
 from cgcnn.dataset import CrystalDataset
+from cgcnn.distributed import DistContext, barrier, rank_positions, reduce_sums, setup, sync_batchnorm
 from cgcnn.errors import CgcnnError
 from cgcnn.features import AtomFeatures
 from cgcnn.fileio import atomic_write_bytes
@@ -123,6 +125,8 @@ class _Run:
     best_mae: float = math.inf
     best_epoch: int = -1
     stale: int = 0
+    net: torch.nn.Module | None = None  # what the training step calls: the model, or its DDP wrapper
+    dist: DistContext = field(default_factory=DistContext)
 
     def checkpoint(self, epoch: int, splits_n: dict, git_sha: str | None) -> dict:
         extra = {
@@ -195,21 +199,33 @@ def resume_from(run: _Run, last_path: Path) -> None:
     log.info("resuming %s at epoch %d", last_path.parent, run.start_epoch)
 
 
-def train_epoch(run: _Run, dataset: CrystalDataset, train_pos: np.ndarray, y_norm: torch.Tensor, lr: float, device: torch.device) -> tuple[float, float]:
-    """One pass over the training split; returns (mean loss, mean absolute error in eV)."""
+def _epoch_batches(run: _Run, dataset: CrystalDataset, train_pos: np.ndarray, epoch: int):
+    """This process's batches of one epoch: the whole split (one process), or this rank's
+    share of it in batches of ``batch_size / world_size`` (DDP)."""
+    cfg, ctx = run.cfg, run.dist
+    if not ctx.enabled:
+        return iterate_batches(dataset, train_pos, cfg.batch_size, shuffle=cfg.shuffle, generator=run.generator)
+    mine = rank_positions(train_pos, ctx, epoch=epoch, seed=cfg.seed, shuffle=cfg.shuffle)
+    return iterate_batches(dataset, mine, max(1, cfg.batch_size // ctx.world_size))
+
+
+def train_epoch(run: _Run, dataset: CrystalDataset, train_pos: np.ndarray, y_norm: torch.Tensor, lr: float, device: torch.device,
+                epoch: int = 0) -> tuple[float, float]:
+    """One pass over the training split; returns (mean loss, mean absolute error in eV), over
+    every rank under DDP."""
     cfg, model, optimizer = run.cfg, run.model, run.optimizer
+    net = run.net or model
     for group in optimizer.param_groups:
         group["lr"] = lr
     train_mode(model)
     loss_sum, abs_sum, n_seen = 0.0, 0.0, 0
-    batches = iterate_batches(dataset, train_pos, cfg.batch_size, shuffle=True, generator=run.generator)
-    for batch in prefetch(batches, pin=device.type == "cuda"):
-        if batch.atomic_numbers.numel() < 2:
+    for batch in prefetch(_epoch_batches(run, dataset, train_pos, epoch), pin=device.type == "cuda"):
+        if batch.atomic_numbers.numel() < 2 and not run.dist.enabled:
             continue  # batch norm needs two atoms; a lone one-atom crystal is dropped
         batch = batch.to(device)
         target = y_norm[torch.from_numpy(batch.positions)].to(device)
         with autocast(device, cfg.amp):
-            pred = model(batch).float()
+            pred = net(batch).float()
         loss = torch.nn.functional.mse_loss(pred, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -217,15 +233,23 @@ def train_epoch(run: _Run, dataset: CrystalDataset, train_pos: np.ndarray, y_nor
         loss_sum += loss.item() * batch.num_graphs
         abs_sum += float((pred.detach() - target).abs().sum()) * run.norm.std
         n_seen += batch.num_graphs
+    loss_sum, abs_sum, n_seen = reduce_sums(run.dist, loss_sum, abs_sum, n_seen)
     return loss_sum / max(n_seen, 1), abs_sum / max(n_seen, 1)
 
 
 def validate(run: _Run, dataset: CrystalDataset, val_pos: np.ndarray, device: torch.device) -> float:
-    """Validation MAE in eV (NaN without a validation split)."""
+    """Validation MAE in eV (NaN without a validation split); each rank predicts its share
+    under DDP and the errors are summed over ranks."""
     if not len(val_pos):
         return math.nan
-    z = predict_normalised(run.model, dataset, val_pos, run.cfg.batch_size, device, run.cfg.amp)
-    return float(np.mean(np.abs(run.norm.denorm(z.astype(np.float64)) - dataset.y[val_pos])))
+    ctx = run.dist
+    mine = val_pos[ctx.rank :: ctx.world_size]
+    err = 0.0
+    if len(mine):
+        z = predict_normalised(run.model, dataset, mine, max(1, run.cfg.batch_size // ctx.world_size), device, run.cfg.amp)
+        err = float(np.sum(np.abs(run.norm.denorm(z.astype(np.float64)) - dataset.y[mine])))
+    total, n = reduce_sums(ctx, err, len(mine))
+    return total / n
 
 
 def record_epoch(run: _Run, epoch: int, lr: float, losses: tuple[float, float], val_mae: float, seconds: float, *, has_val: bool) -> bool:
@@ -260,20 +284,27 @@ def run_epochs(run: _Run, dataset: CrystalDataset, positions, y_norm: torch.Tens
     ``last.pt`` and ``history.csv`` every epoch), stop early after ``patience`` stale epochs."""
     cfg, (train_pos, val_pos) = run.cfg, positions
     last_path, best_path = out / "last.pt", out / "best.pt"
-    save = lambda path, epoch: save_checkpoint(path, run.checkpoint(epoch, run_info["n"], run_info.get("git_sha")))  # noqa: E731
+    main = run.dist.is_main  # only rank 0 writes; the others wait for it at the barrier
+
+    def save(path: Path, epoch: int) -> None:
+        if main:
+            save_checkpoint(path, run.checkpoint(epoch, run_info["n"], run_info.get("git_sha")))
+
     stopped = run.stale >= (cfg.patience or math.inf)
-    bar = tqdm(range(run.start_epoch, cfg.epochs), desc="epochs", disable=not progress, initial=run.start_epoch, total=cfg.epochs)
+    bar = tqdm(range(run.start_epoch, cfg.epochs), desc="epochs", disable=not (progress and main), initial=run.start_epoch, total=cfg.epochs)
     for epoch in bar:
         if stopped:
             break
         t0 = time.perf_counter()
         lr = cfg.lr * lr_factor(cfg, epoch)
-        losses = train_epoch(run, dataset, train_pos, y_norm, lr, device)
+        losses = train_epoch(run, dataset, train_pos, y_norm, lr, device, epoch)
         val_mae = validate(run, dataset, val_pos, device)
         if record_epoch(run, epoch, lr, losses, val_mae, time.perf_counter() - t0, has_val=len(val_pos) > 0):
             save(best_path, epoch)
         save(last_path, epoch)
-        _write_history(out / "history.csv", run.history)
+        if main:
+            _write_history(out / "history.csv", run.history)
+        barrier(run.dist)
         bar.set_postfix(train_mae=f"{losses[1]:.3f}", val_mae=f"{val_mae:.3f}")
         if cfg.patience is not None and run.stale >= cfg.patience:
             log.info("early stopping at epoch %d (best %d, val MAE %.4f eV)", epoch, run.best_epoch, run.best_mae)
@@ -281,6 +312,19 @@ def run_epochs(run: _Run, dataset: CrystalDataset, positions, y_norm: torch.Tens
     bar.close()
     if not best_path.exists():  # resumed a finished run
         save(best_path, run.history[-1]["epoch"] if run.history else 0)
+    barrier(run.dist)
+
+
+def _data_parallel(model: CGCNN, cfg: TrainConfig, ctx: DistContext, device: torch.device) -> torch.nn.Module:
+    """Under DDP: the model with synchronised batch norm (``cfg.sync_batchnorm``) wrapped in
+    :class:`~torch.nn.parallel.DistributedDataParallel`; in one process, the model itself."""
+    if not ctx.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    if cfg.sync_batchnorm:
+        sync_batchnorm(model, device)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def fit(
@@ -328,6 +372,7 @@ def fit(
     if dataset.y is None:
         raise TrainingError("fit needs a labelled dataset (targets)")
     device = resolve_device(cfg.device)
+    ctx, device = setup(device)  # torchrun: join the process group; this rank's device
     keep_freed_memory()  # large edge tensors: reuse freed memory instead of page-faulting it in
 
     train_pos, val_pos, test_pos = resolve_splits(dataset, cfg, splits)
@@ -344,14 +389,18 @@ def fit(
         model.fit_input_scaling(dataset.inputs["composition"][train_pos])  # training split only
     model.to(device)
     apply_freeze(model, freeze)
+    net = _data_parallel(model, cfg, ctx, device)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
-    run = _Run(model, features, norm, optimizer, torch.Generator().manual_seed(cfg.seed), cfg, freeze, meta or {}, [])
+    run = _Run(model, features, norm, optimizer, torch.Generator().manual_seed(cfg.seed), cfg, freeze, meta or {}, [],
+               net=net, dist=ctx)
     last_path, best_path = out / "last.pt", out / "best.pt"
     if resume and last_path.exists():
         resume_from(run, last_path)
-    out.mkdir(parents=True, exist_ok=True)  # only now: a run refused above leaves nothing behind
-    with RunLock(out, what="training output folder"):
-        run_info = write_run_files(out, run, dataset.config, split_ids)
+    barrier(ctx)  # every rank has read last.pt before rank 0 writes it again
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)  # only now: a run refused above leaves nothing behind
+    with RunLock(out, what="training output folder") if ctx.is_main else contextlib.nullcontext():
+        run_info = write_run_files(out, run, dataset.config, split_ids) if ctx.is_main else {"n": {}, **collect()}
         run_epochs(run, dataset, (train_pos, val_pos), y_norm, device, out, run_info, progress)
     return FitResult(
         best_checkpoint=best_path, last_checkpoint=last_path, history=pd.DataFrame(run.history),
