@@ -179,6 +179,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device (default: auto)")
     ap.add_argument("--seeds", default=None, help="comma-separated seeds, overriding the profile's (e.g. 0,1,2)")
     ap.add_argument("--workers", type=int, default=None, help="graph-building processes (default: the profile's)")
+    ap.add_argument("--nproc", type=int, default=None, help="processes for training M1 with DDP (torch.distributed.run; "
+                    "on CUDA one GPU each; default: the profile's, 1)")
     ap.add_argument("--output", default="runs", help="folder that receives run folders (default: ./runs)")
     ap.add_argument("--run-id", default=None, help="name of the run folder (default: <profile>-<hash of settings and inputs>)")
     ap.add_argument("--force", action="store_true", help="run every stage even when its inputs are unchanged")
@@ -220,7 +222,9 @@ class Pipeline:
         self.stages = stages
         self.echo = echo
         seeds = _parse_seeds(args.seeds)
-        self.profile = load_profile(args.profile, seeds=seeds, device=args.device, workers=args.workers)
+        if args.nproc is not None and args.nproc < 1:
+            raise SystemExit(f"error: --nproc must be at least 1, got {args.nproc}")
+        self.profile = load_profile(args.profile, seeds=seeds, device=args.device, workers=args.workers, nproc=args.nproc)
         if args.device == "cuda":
             import torch
 

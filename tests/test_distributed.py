@@ -97,3 +97,21 @@ def test_distributed_resumed_two_process_run_ends_like_an_uninterrupted_one(inpu
         assert torch.equal(a[k], b[k]), k
     h = pd.read_csv(tmp_path / "interrupted" / "history.csv")
     assert h["epoch"].tolist() == [0, 1, 2, 3]
+
+
+def test_distributed_base_training_stage_launches_torchrun(inputs, tiny_dataset, tmp_path):
+    """The pipeline's base-model stage with ``nproc`` 2 (``run_pipeline.py --nproc 2``)."""
+    from types import SimpleNamespace
+
+    from cgcnn import study
+    from cgcnn.config import TrainConfig
+    from cgcnn.study.base import _fit_distributed
+
+    profile = study.load_profile("fixture", nproc=2)
+    assert profile.nproc == 2
+    data = SimpleNamespace(files={"ds1_graphs": inputs / "graphs.npz"})
+    cfg = TrainConfig(epochs=2, batch_size=8, optimizer="adamw", lr=0.003, scheduler="none", val_fraction=0.25, test_fraction=0.0, device="cpu")
+    # DS1 stands in as the tiny graphs (4 Å, 12 neighbours); the default atom features cover their elements
+    result = _fit_distributed(data, tiny_dataset, cfg, tmp_path / "m1", profile)
+    assert result.best_checkpoint.is_file() and len(result.history) == 2
+    assert sorted(result.splits) == ["test", "train", "val"] and len(result.splits["train"]) == 18

@@ -67,8 +67,11 @@ def train_base(run_dir: str | os.PathLike, profile: StudyProfile, *, progress: b
     out = paths["models"] / "m1"
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    result = fit(dataset, cfg, out, model_config=profile.model, progress=progress,
-                 meta={"role": "base", "dataset": "DS1", "profile": profile.name})
+    if profile.nproc > 1:
+        result = _fit_distributed(data, dataset, cfg, out, profile)
+    else:
+        result = fit(dataset, cfg, out, model_config=profile.model, progress=progress,
+                     meta={"role": "base", "dataset": "DS1", "profile": profile.name})
     seconds = time.perf_counter() - t0
     loaded = load_checkpoint(result.best_checkpoint)
     pred = predict(loaded, dataset, device=profile.device)
@@ -76,6 +79,35 @@ def train_base(run_dir: str | os.PathLike, profile: StudyProfile, *, progress: b
     write_table(paths["tables"] / "m1_ds1_metrics.csv", metrics)
     write_table(paths["tables"] / "m1_history.csv", result.history, index=False)
     return BaseResult(result.best_checkpoint, result.history, metrics, result.best_epoch, seconds, len(dataset))
+
+
+def _fit_distributed(data, dataset, cfg, out: Path, profile: StudyProfile):
+    """Train M1 with ``profile.nproc`` processes: ``python -m torch.distributed.run`` runs
+    ``cgcnn train`` (DDP, see :mod:`cgcnn.distributed`) on DS1's graph file and the chosen ids."""
+    import json
+    import subprocess
+    import sys
+
+    from cgcnn.train import FitResult
+
+    inputs = out.parent / "m1-inputs"
+    inputs.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"material_id": dataset.ids, "bg_pbe": dataset.y}).to_csv(inputs / "ds1_targets.csv", index=False)
+    (inputs / "train.json").write_text(json.dumps(cfg.to_dict()))
+    (inputs / "model.json").write_text(json.dumps(profile.model.model_dump(exclude={"nbr_fea_len", "orig_atom_fea_len"})))
+    g = dataset.config
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(profile.nproc),
+           "-m", "cgcnn", "train", "--graphs", str(data.files["ds1_graphs"]), "--targets", str(inputs / "ds1_targets.csv"),
+           "--target-column", "bg_pbe", "--config", str(inputs / "train.json"), "--model-config", str(inputs / "model.json"),
+           "--radius", f"{g.radius:g}", "--max-neighbors", str(g.max_neighbors), "--output", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = [line for line in proc.stderr.splitlines() if line.startswith("error:")] or proc.stderr.strip().splitlines()[-1:]
+        raise RuntimeError(f"distributed training of M1 with {profile.nproc} processes failed: {tail[0] if tail else proc.returncode}")
+    history = pd.read_csv(out / "history.csv")
+    best = history.loc[history["val_mae"].idxmin()] if history["val_mae"].notna().any() else history.iloc[-1]
+    return FitResult(out / "best.pt", out / "last.pt", history, float(best["val_mae"]), int(best["epoch"]), None,
+                     json.loads((out / "splits.json").read_text()))
 
 
 def _split_metrics(dataset, pred, splits: dict[str, list[str]]) -> pd.DataFrame:

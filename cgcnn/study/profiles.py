@@ -149,6 +149,8 @@ class StudyProfile(StrictModel):
     seeds: list[int] = Field(min_length=1)
     tsne: TsneSettings = Field(default_factory=TsneSettings)
     workers: int | None = Field(None, ge=1, description="graph-building processes; None = all cores")
+    nproc: int = Field(1, ge=1, description="processes for training M1 (> 1: DistributedDataParallel via "
+                                             "python -m torch.distributed.run; one GPU each on CUDA)")
     torch_threads: int | None = Field(
         None, ge=1, description="torch.set_num_threads for training and inference; None = torch's default"
     )
@@ -177,9 +179,9 @@ class StudyProfile(StrictModel):
         return self
 
     def with_overrides(self, *, seeds: list[int] | None = None, device: str | None = None,
-                       workers: int | None = None) -> StudyProfile:
-        """A copy with other seeds, device and/or workers (validated again; ``None`` = keep)."""
-        return StudyProfile.model_validate(_overridden(self.to_dict(), seeds=seeds, device=device, workers=workers))
+                       workers: int | None = None, nproc: int | None = None) -> StudyProfile:
+        """A copy with other seeds, device, workers and/or nproc (validated again; ``None`` = keep)."""
+        return StudyProfile.model_validate(_overridden(self.to_dict(), seeds=seeds, device=device, workers=workers, nproc=nproc))
 
     def train_config(self, cfg: TrainConfig, **update) -> TrainConfig:
         """``cfg`` with this profile's device (and any other updates) applied."""
@@ -226,11 +228,11 @@ def _run_settings(path: Path) -> dict | None:
 
 
 def load_profile(name_or_path: str | os.PathLike, *, seeds: list[int] | None = None, device: str | None = None,
-                 workers: int | None = None) -> StudyProfile:
+                 workers: int | None = None, nproc: int | None = None) -> StudyProfile:
     """Load a bundled profile by name, a profile JSON file, or a run's ``config.json``.
 
     A run's ``config.json`` (written by ``scripts/run_pipeline.py``) holds the resolved
-    profile under ``"settings"``.  ``seeds``, ``device`` and ``workers`` override the file's
+    profile under ``"settings"``.  ``seeds``, ``device``, ``workers`` and ``nproc`` override the file's
     values (``None``: keep them).
     """
     text = str(name_or_path)
@@ -239,5 +241,5 @@ def load_profile(name_or_path: str | os.PathLike, *, seeds: list[int] | None = N
         raise ProfileNotFoundError(f"profile {text!r}: no such file (bundled profiles: {', '.join(PROFILE_NAMES)})")
     settings = _run_settings(path)
     if settings is not None:
-        return StudyProfile.model_validate(_overridden(settings, seeds=seeds, device=device, workers=workers))
-    return StudyProfile.load(path, seeds=None if seeds is None else list(seeds), device=device, workers=workers)
+        return StudyProfile.model_validate(_overridden(settings, seeds=seeds, device=device, workers=workers, nproc=nproc))
+    return StudyProfile.load(path, seeds=None if seeds is None else list(seeds), device=device, workers=workers, nproc=nproc)
