@@ -228,20 +228,15 @@ def cmd_predict(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    import io
-
-    import numpy as np
-
-    from cgcnn.fileio import atomic_write_bytes
     from cgcnn.predictor import Predictor
+    from cgcnn.screening import embed_to_npz
 
     model = _predictor(args) if args.checkpoint or args.model else Predictor(_loaded(args), device=args.device)
-    emb = model.embed(args.graphs, on_error=args.on_error, workers=args.workers)
-    _warn_skipped(emb.skipped)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, material_id=np.array(emb.ids), conv=emb.conv, hidden=emb.hidden)
-    atomic_write_bytes(args.output, buf.getvalue())
-    print(f"{len(emb.ids)} embeddings (conv {emb.conv.shape[1]}, hidden {emb.hidden.shape[1]}) -> {args.output}")
+    summary, n_conv, n_hidden = embed_to_npz(model, args.graphs, args.output, chunk_size=args.chunk_size, workers=args.workers,
+                                             on_error=args.on_error, progress=sys.stderr.isatty())
+    for p in summary.examples:
+        print(f"warning: skipped {p}", file=sys.stderr)
+    print(f"{summary.written} embeddings (conv {n_conv}, hidden {n_hidden}) -> {args.output}")
     return 0
 
 
@@ -344,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     _ckpt_args(p)
     _data_args(p, targets_required=False)
     _common(p)
-    p.add_argument("--output", required=True, help=".npz with material_id, conv, hidden")
+    p.add_argument("--output", required=True, help=".npz with material_id, conv, hidden (written atomically)")
+    p.add_argument("--chunk-size", type=int, default=1024, help="structures read, built and embedded at a time")
     p.set_defaults(func=cmd_embed)
 
     try:

@@ -1,4 +1,4 @@
-"""Prediction that streams: constant memory for any number of structures, and shards.
+"""Prediction (and embedding) that streams: constant memory for any number of structures, and shards.
 
 :func:`predict_to_csv` reads its inputs lazily (CIF files one by one, a snapshot line by line,
 a saved graph set slice by slice), builds graphs and predicts ``chunk_size`` structures at a
@@ -157,6 +157,52 @@ def predict_to_csv(model, inputs, output: str | Path | None, *, chunk_size: int 
             first = f" (first: {summary.examples[0]})" if summary.examples else ""
             raise DatasetError(f"no structure could be read from the input; {summary.skipped} skipped{first}")
     return summary
+
+
+def embed_to_npz(model, inputs, output: str | Path, *, chunk_size: int = 1024, workers: int = 1, on_error: OnError = "skip",
+                 progress: bool = True) -> tuple[ScreeningSummary, int, int]:
+    """Crystal features of every structure of ``inputs``, streamed like :func:`predict_to_csv`:
+    inputs are read, built and embedded ``chunk_size`` at a time, so the graphs of one chunk
+    are in memory, never all of them; only the features themselves (``atom_fea_len +
+    h_fea_len`` floats per structure) accumulate.  Writes ``.npz`` with ``material_id``,
+    ``conv``, ``hidden`` atomically.  Returns (summary, conv width, hidden width)."""
+    import io
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from cgcnn.fileio import atomic_write_bytes
+    from cgcnn.inference import embed_dataset
+    from cgcnn.inputs import attach_inputs
+
+    total, items = _lazy_items(inputs)
+    summary, seen, t0 = ScreeningSummary(), set(), time.perf_counter()
+    ids, conv, hidden = [], [], []
+    bar = tqdm(total=total, desc="embed", unit="struct", disable=not progress, file=sys.stderr)
+    for chunk in _chunks(items, 0, total, chunk_size):
+        n_in = len(chunk)
+        graphs, problems = _chunk_graphs(chunk, seen, model, workers, on_error)
+        ds = CrystalDataset(graphs, None, model.loaded.features, on_error=on_error)
+        summary.add(problems + ds.problems)
+        if len(ds):
+            attach_inputs(ds, model.loaded.model_config, fidelity=model.fidelity)
+            c, h = embed_dataset(model.loaded, ds, batch_size=model.batch_size, device=model.device)
+            ids += ds.ids
+            conv.append(c)
+            hidden.append(h)
+            seen.update(ds.ids)
+            summary.written += len(ds)
+        bar.update(n_in)
+    bar.close()
+    summary.seconds = time.perf_counter() - t0
+    if not ids:
+        first = f" (first: {summary.examples[0]})" if summary.examples else ""
+        raise DatasetError(f"no structure could be read from the input; {summary.skipped} skipped{first}")
+    buf = io.BytesIO()
+    conv_a, hidden_a = np.concatenate(conv), np.concatenate(hidden)
+    np.savez_compressed(buf, material_id=np.array(ids), conv=conv_a, hidden=hidden_a)
+    atomic_write_bytes(output, buf.getvalue())
+    return summary, conv_a.shape[1], hidden_a.shape[1]
 
 
 class _sink:

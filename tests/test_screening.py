@@ -40,6 +40,20 @@ def test_streaming_equals_in_memory_prediction(model, cif_folder, tmp_path):
     assert summary.written == 24 and summary.skipped == 1 and summary.examples[0].item_id == "zz-broken"
 
 
+def test_streaming_embed_equals_in_memory_embedding(model, cif_folder, tmp_path):
+    import numpy as np
+
+    from cgcnn.screening import embed_to_npz
+
+    summary, n_conv, n_hidden = embed_to_npz(model, cif_folder, tmp_path / "emb.npz", chunk_size=5, progress=False)
+    saved = np.load(tmp_path / "emb.npz")
+    in_memory = model.embed(cif_folder)
+    assert saved["material_id"].tolist() == in_memory.ids
+    assert np.allclose(saved["conv"], in_memory.conv, atol=1e-5) and np.allclose(saved["hidden"], in_memory.hidden, atol=1e-5)
+    assert (n_conv, n_hidden) == (in_memory.conv.shape[1], in_memory.hidden.shape[1])
+    assert summary.written == 24 and summary.skipped == 1
+
+
 def test_shards_concatenate_to_exactly_the_unsharded_output(model, cif_folder, tmp_path):
     predict_to_csv(model, cif_folder, tmp_path / "all.csv", chunk_size=4, progress=False)
     parts = []
