@@ -21,7 +21,9 @@ validation split and the test fold gets their mean and spread.  The candidate wi
 lowest CV MAE is selected, the spread's calibration factor is fitted on its out-of-fold
 predictions, and everything is written (``tables/methods_*.csv``, ``methods.json``) before
 the selected recipe is trained on all of DS2 (``models/ensemble/member-<k>/``).  DS3 is
-never looked at here.
+never looked at here.  Each candidate's CV is kept as soon as it finishes
+(``tables/methods_cv_<name>.*``, with a key of its settings, the CV protocol, M1 and the DS2
+ids): a stage interrupted later resumes after the finished candidates.
 """
 
 from __future__ import annotations
@@ -173,6 +175,36 @@ def calibration_rows(name: str, oof: pd.DataFrame, spreads: pd.DataFrame, truth:
             "within_1sd": coverage(err, scale * std, 1), "within_2sd": coverage(err, scale * std, 2)}
 
 
+def _candidate_key(name: str, profile: StudyProfile, base_path: Path, ids: list[str]) -> str:
+    """What a candidate's CV depends on: its settings, the CV protocol, M1 and the DS2 ids."""
+    import hashlib
+    import json
+
+    from cgcnn.fileio import sha256_file
+
+    text = json.dumps({"name": name, "methods": profile.methods.to_dict(), "cv": profile.cv.to_dict(), "device": profile.device,
+                       "base": sha256_file(base_path), "ids": list(ids)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _cached_candidate(tables: Path, name: str, key: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The out-of-fold table and fits of a candidate already cross-validated with ``key``."""
+    import json
+
+    meta = tables / f"methods_cv_{name}.json"
+    if not meta.is_file() or json.loads(meta.read_text()).get("key") != key:
+        return None
+    return (pd.read_csv(tables / f"methods_cv_{name}.csv", dtype={"material_id": str}),
+            pd.read_csv(tables / f"methods_cv_{name}_fits.csv"))
+
+
+def _cache_candidate(tables: Path, name: str, key: str, table: pd.DataFrame, fits: pd.DataFrame) -> None:
+    """Keep a finished candidate's CV, so that an interrupted stage resumes after it."""
+    write_table(tables / f"methods_cv_{name}.csv", table, index=False)
+    write_table(tables / f"methods_cv_{name}_fits.csv", fits, index=False)
+    write_json(tables / f"methods_cv_{name}.json", {"key": key})  # written last: marks the candidate complete
+
+
 def run_methods(run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Callable[[str], Any] = print) -> dict | None:
     """Cross-validate every candidate on the study's folds, add them to the CV table, select
     one, and train it on all of DS2 (see the module docstring).  Returns ``methods.json``'s
@@ -201,16 +233,25 @@ def run_methods(run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Call
     shutil.rmtree(ens_dir, ignore_errors=True)
     (run / "methods.json").unlink(missing_ok=True)
 
-    methods, oof, calibration = {}, [], []
+    methods, oof, calibration, fit_tables = {}, [], [], []
     for name in settings.candidates:
         method = build_method(name, profile, data, base, ds2, pbe, groups, paths["models"] / "cv-methods", echo)
-        table = out_of_fold(method, folds, list(frame["material_id"]), name=f"ens_{name}")
-        table["std"] = pd.concat(method.spreads, ignore_index=True)["std"].to_numpy()
+        key = _candidate_key(name, profile, base_checkpoint(run), ds2.ids)
+        cached = _cached_candidate(paths["tables"], name, key)
+        if cached is None:
+            table = out_of_fold(method, folds, list(frame["material_id"]), name=f"ens_{name}")
+            table["std"] = pd.concat(method.spreads, ignore_index=True)["std"].to_numpy()
+            _cache_candidate(paths["tables"], name, key, table, pd.DataFrame(method.fits))
+        else:  # this candidate's CV finished in an earlier, interrupted run with the same settings and data
+            table, cached_fits = cached
+            method.fits = cached_fits.to_dict(orient="records")
+            echo(f"{name}: cross-validation reused from tables/methods_cv_{name}.csv (same settings and data)")
         oof.append(table)
         calibration.append(calibration_rows(name, table.drop(columns="std"), table[["repeat", "material_id", "std"]], truth))
+        fit_tables.append(pd.DataFrame(method.fits))
         methods[name] = method
     oof_table = pd.concat(oof, ignore_index=True)
-    fits = pd.concat([pd.DataFrame(m.fits) for m in methods.values()], ignore_index=True)
+    fits = pd.concat(fit_tables, ignore_index=True)
     calibration_table = pd.DataFrame(calibration).set_index("method")
 
     # the CV table of every model, the fine-tuning study's and the baselines' included

@@ -30,7 +30,7 @@ from cgcnn.config import (
 from cgcnn.errors import CgcnnError
 from cgcnn.etl.config import EtlConfig
 
-PROFILE_NAMES = ("fixture", "default", "study", "paper")
+PROFILE_NAMES = ("fixture", "default", "study", "paper", "ship")
 
 
 class ProfileNotFoundError(CgcnnError, FileNotFoundError):
