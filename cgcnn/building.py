@@ -237,6 +237,22 @@ def snapshot_structures(path: str | Path, ids: Iterable[str] | None = None) -> I
             yield rec["material_id"], rec["structure_cif"]
 
 
+def snapshot_pbe_gaps(inputs) -> dict[str, float]:
+    """The PBE gaps a Materials Project snapshot records (``band_gap``) when ``inputs`` is one
+    snapshot file; otherwise nothing.  PBE-aware models read them as known PBE gaps."""
+    paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs) if isinstance(inputs, (list, tuple)) else []
+    if len(paths) != 1 or not isinstance(paths[0], (str, Path)) or not _is_snapshot(Path(paths[0])):
+        return {}
+    from cgcnn.etl.materials import read_snapshot
+
+    out = {}
+    for rec in read_snapshot(paths[0]):
+        gap = rec.get("band_gap")
+        if isinstance(gap, (int, float)) and gap == gap and gap >= 0:
+            out[str(rec["material_id"])] = float(gap)
+    return out
+
+
 def cif_items(paths: Iterable[str | Path]) -> list[tuple[str, Path]]:
     """``(file stem, path)`` for CIF files and every ``*.cif`` inside given folders (the
     extension in any case: ``.cif``, ``.CIF``)."""

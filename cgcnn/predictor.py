@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cgcnn.building import read_inputs
+from cgcnn.building import read_inputs, snapshot_pbe_gaps
 from cgcnn.checkpoint import Loaded, load_checkpoint
 from cgcnn.dataset import CrystalDataset
 from cgcnn.errors import DatasetError, OnError, Problem
@@ -116,9 +116,12 @@ class Predictor:
                 workers: int = 1, progress: bool = False) -> pd.DataFrame:
         """Band gaps in eV: a DataFrame with ``material_id, prediction_ev,
         prediction_std_ev, n_members`` (and ``pbe_gap_ev, pbe_gap_source`` for PBE-aware
-        models) in input order.  ``pbe``: known PBE gaps by material id.  Skipped items are
+        models) in input order.  ``pbe``: known PBE gaps by material id (a Materials Project
+        snapshot's own ``band_gap`` values are used for the materials it does not name).  Skipped items are
         in ``.attrs["skipped"]`` (list of :class:`Problem`)."""
         ds = self.dataset(structures, on_error=on_error, workers=workers, progress=progress)
+        if self.pbe_aware:  # a snapshot's own PBE gaps count as given; the caller's take precedence
+            pbe = {**snapshot_pbe_gaps(structures), **(pbe or {})}
         table = self.predict_dataset(ds, pbe=pbe)
         table.attrs["skipped"] = list(ds.problems)
         return table

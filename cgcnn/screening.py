@@ -28,6 +28,7 @@ from cgcnn.building import (
     _saved_graph_set,
     build_graphs,
     cif_items,
+    snapshot_pbe_gaps,
     snapshot_structures,
 )
 from cgcnn.dataset import CrystalDataset
@@ -126,7 +127,8 @@ def predict_to_csv(model, inputs, output: str | Path | None, *, chunk_size: int 
     chunk by chunk, writing rows of ``model.columns`` (``material_id, prediction_ev,
     prediction_std_ev, n_members`` and, for PBE-aware models, ``pbe_gap_ev, pbe_gap_source``)
     in input order to ``output`` (atomically; ``None``: standard output).  ``pbe``: known
-    PBE gaps by material id.
+    PBE gaps by material id; for a Materials Project snapshot, its ``band_gap`` values are
+    used for the materials ``pbe`` does not name.
 
     Raises:
         DatasetError: no structure could be read (nothing is written), or with
@@ -135,6 +137,8 @@ def predict_to_csv(model, inputs, output: str | Path | None, *, chunk_size: int 
     from tqdm import tqdm
 
     total, items = _lazy_items(inputs)  # inputs are listed / counted once, then read lazily
+    if model.pbe_aware:  # a snapshot's own PBE gaps count as given; the user's take precedence
+        pbe = {**snapshot_pbe_gaps(inputs), **(pbe or {})}
     start, stop = shard_bounds(total, *shard)
     summary, seen, t0 = ScreeningSummary(), set(), time.perf_counter()
     bar = tqdm(total=stop - start, desc="predict", unit="struct", disable=not progress, file=sys.stderr)

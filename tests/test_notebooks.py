@@ -254,3 +254,21 @@ def test_ship_model_ships_the_run_s_ensemble_and_refuses_a_leak(fixture_run, tmp
     proc = subprocess.run(script + ["--exclude-ids", str(leak)], capture_output=True, text=True)
     assert proc.returncode != 0 and proc.stderr.strip().startswith("error: 1 excluded id(s) were used in training")
     assert (models / "ensemble" / "manifest.json").read_bytes() == before
+
+
+def test_methods_stage_resumes_after_the_candidates_it_finished(fixture_run, tmp_path):
+    import shutil
+
+    from cgcnn import study
+
+    run_dir = _completed(fixture_run, "domain-adaptation")
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    before = json.loads((copy / "methods.json").read_text())
+    (copy / "tables" / "methods_cv_multifidelity.json").unlink()  # as if interrupted during the last candidate
+    lines: list[str] = []
+    after = study.run_methods(copy, study.load_profile(copy / "config.json"), echo=lines.append)
+    reused = [line for line in lines if "reused" in line]
+    assert [line.split(":")[0] for line in reused] == ["delta", "delta_composition"]
+    assert any(line.startswith("repeat 0 fold 0") and "multifidelity" in line for line in lines)  # recomputed
+    assert after["cv_mae_all_ds2"] == pytest.approx(before["cv_mae_all_ds2"], abs=1e-4)  # same seeds: same numbers

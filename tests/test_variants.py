@@ -222,3 +222,20 @@ def test_calibration_scale_of_a_known_sample():
     assert calibration_scale(errors, std) == pytest.approx(3.0)
     assert coverage(errors, 3 * std, 1) == 1.0 and coverage(errors, std, 1) == 0.0
     assert calibration_scale(np.ones(3), np.zeros(3)) == 1.0  # no spread: nothing to calibrate
+
+
+def test_a_snapshot_s_own_pbe_gaps_are_read_as_given(pbe_aware_members, tiny_items, tmp_path):
+    import gzip
+    import json
+
+    from pymatgen.io.cif import CifWriter
+
+    snap = tmp_path / "snap.jsonl.gz"
+    with gzip.open(snap, "wt") as fh:
+        for k, (mid, s) in enumerate(tiny_items[:3]):
+            fh.write(json.dumps({"material_id": mid, "band_gap": 1.0 + k if k < 2 else None, "structure_cif": str(CifWriter(s))}) + "\n")
+    model = Predictor([load_checkpoint(p) for p in pbe_aware_members], device="cpu")
+    table = model.predict(snap, pbe={tiny_items[1][0]: 9.0}).set_index("material_id")
+    assert table.loc[tiny_items[0][0], "pbe_gap_ev"] == pytest.approx(1.0) and table.loc[tiny_items[0][0], "pbe_gap_source"] == "given"
+    assert table.loc[tiny_items[1][0], "pbe_gap_ev"] == pytest.approx(9.0)  # the caller's value wins
+    assert table.loc[tiny_items[2][0], "pbe_gap_source"] == "unknown"  # none recorded, no PBE model here
