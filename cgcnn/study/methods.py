@@ -182,7 +182,11 @@ def _candidate_key(name: str, profile: StudyProfile, base_path: Path, ids: list[
 
     from cgcnn.fileio import sha256_file
 
-    text = json.dumps({"name": name, "methods": profile.methods.to_dict(), "cv": profile.cv.to_dict(), "device": profile.device,
+    settings = profile.methods.to_dict()
+    settings.pop("candidates")  # adding or dropping another candidate does not change this one
+    if name != "multifidelity":
+        settings.pop("pbe_crystals"), settings.pop("experiment_weight")
+    text = json.dumps({"name": name, "methods": settings, "cv": profile.cv.to_dict(), "device": profile.device,
                        "base": sha256_file(base_path), "ids": list(ids)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
