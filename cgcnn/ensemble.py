@@ -63,14 +63,26 @@ def resolve_pbe(members: Sequence[Loaded], dataset: CrystalDataset, given: Mappi
     return pbe, source
 
 
+def mix(mean: np.ndarray, std: np.ndarray, other: np.ndarray, weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of a weighted ensemble: the CGCNN members (``mean``,
+    population ``std``) sharing weight ``1 - weight``, and one more member predicting
+    ``other`` with weight ``weight``:  mean ``(1-w)·m + w·o``, variance
+    ``(1-w)·s² + w·(1-w)·(m - o)²``."""
+    w = float(weight)
+    mean, std, other = (np.asarray(a, dtype=np.float64) for a in (mean, std, other))
+    return (1 - w) * mean + w * other, np.sqrt((1 - w) * std**2 + w * (1 - w) * (mean - other) ** 2)
+
+
 def ensemble_predict(members: Sequence[Loaded], dataset: CrystalDataset, *, pbe: Mapping[str, float] | None = None,
                      pbe_model: Loaded | None = None, scale: float = 1.0, fidelity: str | None = None,
-                     batch_size: int = 256, device="auto") -> pd.DataFrame:
+                     trees=None, trees_weight: float = 0.5, batch_size: int = 256, device="auto") -> pd.DataFrame:
     """Mean and spread of the members' predictions for every crystal of ``dataset``.
 
     Columns: ``material_id, prediction_ev, prediction_std_ev, n_members``, plus
     ``pbe_gap_ev, pbe_gap_source`` for PBE-aware members.  ``fidelity``: for multi-fidelity
     members, the fidelity to predict (default: the model's last, e.g. ``experiment``).
+    ``trees``: boosted trees on composition and the PBE gap (:mod:`cgcnn.tabular`), one more
+    member with weight ``trees_weight`` (:func:`mix`).
     """
     from cgcnn.inference import predict
 
@@ -85,9 +97,17 @@ def ensemble_predict(members: Sequence[Loaded], dataset: CrystalDataset, *, pbe:
         attach_inputs(dataset, m.model_config, fidelity=fidelity, pbe=pbe_values)
         preds.append(predict(m, dataset, batch_size=batch_size, device=device))
     stack = np.vstack(preds)
-    table["prediction_ev"] = stack.mean(axis=0)
-    table["prediction_std_ev"] = float(scale) * stack.std(axis=0)
-    table["n_members"] = len(members)
+    mean, std = stack.mean(axis=0), stack.std(axis=0)
+    if trees is not None:
+        from cgcnn.inputs import composition_features
+        from cgcnn.tabular import tree_features
+
+        comp = dataset.inputs["composition"] if "composition" in dataset.inputs else composition_features(dataset.graphs)
+        tree_pbe = pbe_values if pbe_values is not None else np.full(len(dataset), np.nan)
+        mean, std = mix(mean, std, trees.predict(tree_features(comp, tree_pbe)), trees_weight)
+    table["prediction_ev"] = mean
+    table["prediction_std_ev"] = float(scale) * std
+    table["n_members"] = len(members) + (trees is not None)
     if cfg.pbe_input:
         table["pbe_gap_ev"] = pbe_values.astype(np.float64)
         table["pbe_gap_source"] = source

@@ -63,10 +63,13 @@ class Predictor:
         pbe_model: predicts the PBE gap that PBE-aware members read when it is not given.
         fidelity: for multi-fidelity models, the fidelity to predict (default: the model's
             last, e.g. ``experiment``).
+        trees: boosted trees on composition + PBE (:mod:`cgcnn.tabular`), one more member of
+            weight ``trees_weight``.
     """
 
     def __init__(self, loaded: Loaded | Sequence[Loaded], *, device: str = "auto", batch_size: int = 256,
-                 source: str | None = None, scale: float = 1.0, pbe_model: Loaded | None = None, fidelity: str | None = None):
+                 source: str | None = None, scale: float = 1.0, pbe_model: Loaded | None = None, fidelity: str | None = None,
+                 trees=None, trees_weight: float = 0.5):
         self.members = [loaded] if isinstance(loaded, Loaded) else list(loaded)
         if not self.members:
             raise ValueError("a predictor needs at least one checkpoint")
@@ -77,6 +80,8 @@ class Predictor:
         self.scale = float(scale)
         self.pbe_model = pbe_model
         self.fidelity = fidelity
+        self.trees = trees
+        self.trees_weight = float(trees_weight)
 
     def __repr__(self) -> str:
         return (f"Predictor(source={self.source!r}, members={len(self.members)}, graphs={self.loaded.graph_config.key()}, "
@@ -109,8 +114,8 @@ class Predictor:
 
     def predict_dataset(self, ds: CrystalDataset, *, pbe: Mapping[str, float] | None = None) -> pd.DataFrame:
         """The table of :meth:`predict` for a ready dataset."""
-        return ensemble_predict(self.members, ds, pbe=pbe, pbe_model=self.pbe_model, scale=self.scale,
-                                fidelity=self.fidelity, batch_size=self.batch_size, device=self.device)
+        return ensemble_predict(self.members, ds, pbe=pbe, pbe_model=self.pbe_model, scale=self.scale, fidelity=self.fidelity,
+                                trees=self.trees, trees_weight=self.trees_weight, batch_size=self.batch_size, device=self.device)
 
     def predict(self, structures, *, pbe: Mapping[str, float] | None = None, on_error: OnError = "skip",
                 workers: int = 1, progress: bool = False) -> pd.DataFrame:
@@ -178,7 +183,12 @@ def load_model(
             own = shipped_model_dir(name) / info["pbe_model"]
             pbe_model = load_checkpoint(own if own.is_file() else member_checkpoints(info["pbe_model"])[0], device="cpu")
         scale = float((info.get("calibration") or {}).get("scale", 1.0))
+        trees, weight = None, 0.5
+        if info.get("trees"):  # boosted trees on composition + PBE, stored with skops (no pickle)
+            from cgcnn.tabular import load_trees
+
+            trees, weight = load_trees(shipped_model_dir(name) / info["trees"]["file"]), info["trees"]["weight"]
         return Predictor(members, device=device, batch_size=batch_size, source=f"shipped:{name}", scale=scale,
-                         pbe_model=pbe_model, fidelity=fidelity)
+                         pbe_model=pbe_model, fidelity=fidelity, trees=trees, trees_weight=weight)
     loaded = load_checkpoint(path, atom_features=atom_features, radius=radius, max_neighbors=max_neighbors, device="cpu")
     return Predictor(loaded, device=device, batch_size=batch_size, source=str(path), fidelity=fidelity)

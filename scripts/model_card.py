@@ -45,7 +45,10 @@ def _ensemble_section(name: str, m: dict) -> list[str]:
     rows.sort(key=lambda r: r["mae"])
     out = [
         f"## `{name}` — {m['description']}",
-        f"Method `{m['method']}`, {m['members']} members; PBE gaps not given are predicted by `{m['pbe_model']}` (the M1 the members started from). "
+        f"Method `{m['method']}`, {m['members']} members"
+        + (f" ({m['cgcnn_members']} CGCNNs and boosted trees on Magpie composition + PBE, stored with skops, weight "
+           f"{m['trees']['weight']:g})" if m.get("trees") else "")
+        + f"; PBE gaps not given are predicted by `{m['pbe_model']}` (the M1 the members started from). "
         f"Trained on {m['data']['n_train']} experimental gaps (DS2) in {m['wall_time_s']:.0f} s; "
         f"code {m['trained_with'].get('git_sha')}, profile `{m['trained_with'].get('profile')}`. "
         f"No training id is a DS3 id ({m['data']['excluded_ids_checked']} excluded ids checked).",

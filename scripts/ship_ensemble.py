@@ -98,14 +98,21 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
             slim["meta"] = {"shipped_as": f"{name}/member-{k}", "git_sha": env.get("git_sha")}
             save_checkpoint(tmp / f"member-{k}.pt", slim)
             files[f"member-{k}.pt"] = sha256_file(tmp / f"member-{k}.pt")
+        trees = methods["final"].get("trees")
+        if trees:
+            shutil.copyfile(run / trees["file"], tmp / "trees.skops")
+            files["trees.skops"] = sha256_file(tmp / "trees.skops")
         raw = read_checkpoint(run / "models" / "m1" / "best.pt")  # the M1 the members started from: the PBE fallback
         save_checkpoint(tmp / PBE_MODEL, {key: raw[key] for key in raw if key not in ("optimizer", "generator_state", "history")})
         files[PBE_MODEL] = sha256_file(tmp / PBE_MODEL)
         write_json(tmp / "manifest.json", {
             "name": name,
-            "description": description or f"{METHOD_LABELS.get(selected, selected)}: {n_members} members fine-tuned from M1 "
-                                          "on the experimental gaps of DS2; experimental band gaps (eV) with a calibrated spread.",
-            "kind": "ensemble", "method": selected, "members": n_members, "files": files,
+            "description": description or f"{METHOD_LABELS.get(selected, selected)}: {n_members} CGCNN members fine-tuned from M1 "
+                                          "on the experimental gaps of DS2" + (", and boosted trees on composition + PBE" if trees else "")
+                                          + "; experimental band gaps (eV) with a calibrated spread.",
+            "kind": "ensemble", "method": selected, "members": n_members + bool(trees), "cgcnn_members": n_members, "files": files,
+            "trees": {"file": "trees.skops", "weight": trees["weight"], "params": trees["params"],
+                      "features": "Magpie composition (132) + PBE gap"} if trees else None,
             "target": "bg_exp", "pbe_model": PBE_MODEL,
             "model_config": methods["model_config"], "graph_config": read_checkpoint(run / methods["final"]["checkpoints"][0])["graph_config"],
             "calibration": methods["calibration"],

@@ -32,7 +32,8 @@ NOTEBOOKS = {
 }
 ALL_MODELS = ["pbe", "pbe_linear", "gbm_composition", "gbm_composition_pbe", "hse06", "g0w0", "m1", "m2", "m2_none",
               "m2_embedding", "m2_convs", "m2_head", "control", "ensemble"]
-ENSEMBLE_CANDIDATES = ["ens_delta", "ens_delta_composition", "ens_multifidelity"]  # the fixture profile's methods, in the CV only
+ENSEMBLE_CANDIDATES = ["ens_delta", "ens_delta_composition", "ens_multifidelity",  # the fixture profile's methods, in the CV only
+                       "ens_delta_trees", "ens_delta_composition_trees", "ens_multifidelity_trees"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -157,9 +158,14 @@ def test_notebook_methods_cross_validate_select_calibrate_and_train_an_ensemble(
     methods = json.loads((run_dir / "methods.json").read_text())
     assert methods["candidates"] == ["delta", "delta_composition", "multifidelity"]
     mae = methods["cv_mae_all_ds2"]
+    assert set(mae) == {"delta", "delta_composition", "multifidelity", "delta_trees", "delta_composition_trees", "multifidelity_trees"}
     assert methods["selected"] == min(mae, key=mae.get)  # chosen by CV MAE alone
     oof = pd.read_csv(run_dir / "tables" / "methods_cv_predictions.csv")
     assert (oof.groupby("model")["material_id"].nunique() == 23).all() and (oof["std"] >= 0).all()
+    # a hybrid is its network averaged with the trees: mean halfway, spread from both
+    net, hyb = (oof[oof["model"] == m].set_index("material_id") for m in ("ens_delta", "ens_delta_trees"))
+    trees = 2 * hyb["prediction"] - net["prediction"]
+    assert np.allclose(hyb["std"] ** 2, 0.5 * net["std"] ** 2 + 0.25 * (net["prediction"] - trees) ** 2)
     cal = methods["calibration"]
     assert cal["scale"] > 0 and 0 <= cal["within_1sd"] <= cal["within_2sd"] <= 1
     # the selected recipe trained on all of DS2: one checkpoint per member, written after the CV record
@@ -241,8 +247,10 @@ def test_ship_model_ships_the_run_s_ensemble_and_refuses_a_leak(fixture_run, tmp
     assert proc.returncode == 0, proc.stderr
     info = json.loads((models / "ensemble" / "manifest.json").read_text())
     methods = json.loads((run_dir / "methods.json").read_text())
-    assert info["method"] == methods["selected"] and info["members"] == 2
-    assert sorted(p.name for p in (models / "ensemble").iterdir()) == ["manifest.json", "member-0.pt", "member-1.pt", "pbe-model.pt"]
+    hybrid = methods["selected"].endswith("_trees")
+    assert info["method"] == methods["selected"] and info["cgcnn_members"] == 2 and info["members"] == 2 + hybrid
+    expected = ["manifest.json", "member-0.pt", "member-1.pt", "pbe-model.pt"] + (["trees.skops"] if hybrid else [])
+    assert sorted(p.name for p in (models / "ensemble").iterdir()) == expected
     assert not set(pd.read_csv(validation, dtype=str)["material_id"]) & set(info["ids"]["all_labels_seen"])
     assert info["calibration"]["scale"] == methods["calibration"]["scale"]
     card = (models / "MODEL_CARD.md").read_text()

@@ -239,3 +239,78 @@ def test_a_snapshot_s_own_pbe_gaps_are_read_as_given(pbe_aware_members, tiny_ite
     assert table.loc[tiny_items[0][0], "pbe_gap_ev"] == pytest.approx(1.0) and table.loc[tiny_items[0][0], "pbe_gap_source"] == "given"
     assert table.loc[tiny_items[1][0], "pbe_gap_ev"] == pytest.approx(9.0)  # the caller's value wins
     assert table.loc[tiny_items[2][0], "pbe_gap_source"] == "unknown"  # none recorded, no PBE model here
+
+
+@pytest.fixture(scope="module")
+def trees(tiny_dataset):
+    """Boosted trees on composition + PBE, fitted on the tiny set (PBE = 0.7 × label)."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from cgcnn.inputs import composition_features
+    from cgcnn.tabular import tree_features
+
+    X = tree_features(composition_features(tiny_dataset.graphs), np.array(tiny_dataset.y) * 0.7)
+    return HistGradientBoostingRegressor(max_iter=20, min_samples_leaf=3).fit(X, tiny_dataset.y)
+
+
+def test_trees_are_stored_without_pickle_and_load_back_exactly(trees, tmp_path):
+    from cgcnn.tabular import TabularModelError, load_trees, save_trees
+
+    save_trees(trees, tmp_path / "t.skops")
+    X = np.random.default_rng(0).uniform(0, 1, (5, 133))
+    assert np.array_equal(load_trees(tmp_path / "t.skops").predict(X), trees.predict(X))
+    import skops.io as sio
+    from sklearn.linear_model import LinearRegression
+
+    sio.dump(LinearRegression().fit(X, X[:, 0]), tmp_path / "other.skops")
+    with pytest.raises(TabularModelError, match="holds a LinearRegression"):
+        load_trees(tmp_path / "other.skops")
+    (tmp_path / "junk.skops").write_bytes(b"not a zip")
+    with pytest.raises(TabularModelError, match="not a tree model stored by cgcnn"):
+        load_trees(tmp_path / "junk.skops")
+
+
+def test_trees_join_the_ensemble_as_one_weighted_member(pbe_aware_members, tiny_dataset, trees):
+    from cgcnn.ensemble import mix
+    from cgcnn.inputs import composition_features
+    from cgcnn.tabular import tree_features
+
+    members = [load_checkpoint(p) for p in pbe_aware_members]
+    ds = tiny_dataset.subset_positions(np.arange(24))
+    pbe = dict(zip(ds.ids, np.array(ds.y) * 0.7))
+    nets = ensemble_predict(members, ds, pbe=pbe, device="cpu")
+    both = ensemble_predict(members, ds, pbe=pbe, trees=trees, trees_weight=0.5, device="cpu")
+    t = trees.predict(tree_features(composition_features(ds.graphs), [pbe[m] for m in ds.ids]))
+    assert np.allclose(both["prediction_ev"], 0.5 * nets["prediction_ev"] + 0.5 * t)
+    assert (both["n_members"] == 3).all()
+    mean, std = mix(nets["prediction_ev"], nets["prediction_std_ev"], t, 0.5)
+    assert np.allclose(both["prediction_std_ev"], std)
+    # the mixture's spread by hand for one crystal: members a, b (weight 1/4 each) and t (1/2)
+    a, b = (ensemble_predict([m], ds, pbe=pbe, device="cpu")["prediction_ev"][0] for m in members)
+    m0 = 0.25 * a + 0.25 * b + 0.5 * t[0]
+    assert both["prediction_std_ev"][0] == pytest.approx(np.sqrt(0.25 * (a - m0) ** 2 + 0.25 * (b - m0) ** 2 + 0.5 * (t[0] - m0) ** 2))
+
+
+def test_a_shipped_ensemble_with_trees_loads_and_predicts(pbe_aware_members, trees, tiny_run, tiny_items, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    import cgcnn.shipped
+    from cgcnn import load_model
+    from cgcnn.tabular import save_trees
+
+    folder = tmp_path / "models" / "ensemble"
+    folder.mkdir(parents=True)
+    for k, p in enumerate(pbe_aware_members):
+        shutil.copyfile(p, folder / f"member-{k}.pt")
+    shutil.copyfile(tiny_run.best_checkpoint, folder / "pbe-model.pt")
+    save_trees(trees, folder / "trees.skops")
+    (folder / "manifest.json").write_text(json.dumps({"name": "ensemble", "kind": "ensemble", "members": 3, "cgcnn_members": 2,
+                                                     "pbe_model": "pbe-model.pt", "calibration": {"scale": 1.5},
+                                                     "trees": {"file": "trees.skops", "weight": 0.5}}))
+    monkeypatch.setattr(cgcnn.shipped, "models_root", lambda: tmp_path / "models")
+    model = load_model(device="cpu")
+    assert model.trees is not None and model.scale == 1.5 and model.pbe_model is not None
+    table = model.predict(dict(tiny_items[:3]))
+    assert (table["n_members"] == 3).all() and (table["pbe_gap_source"] == "predicted").all()
+    assert np.isfinite(table["prediction_ev"]).all() and (table["prediction_std_ev"] > 0).all()

@@ -143,8 +143,13 @@ def _ensemble_predictions(run: Path, profile: StudyProfile, base, data: StudyDat
     members = [load_checkpoint(run / c) for c in methods["final"]["checkpoints"]]
     ds3 = data.ds3.set_index("material_id")
     pbe = pd.to_numeric(ds3["bg_pbe"], errors="coerce").dropna().to_dict()
+    trees, weight = None, 0.5
+    if methods["final"].get("trees"):
+        from cgcnn.tabular import load_trees
+
+        trees, weight = load_trees(run / methods["final"]["trees"]["file"]), methods["final"]["trees"]["weight"]
     table = ensemble_predict(members, ds3_set.subset_positions(np.arange(len(ds3_set))), pbe=pbe, pbe_model=base,
-                             scale=methods["calibration"]["scale"], device=profile.device)
+                             scale=methods["calibration"]["scale"], trees=trees, trees_weight=weight, device=profile.device)
     return [_long(list(table["material_id"]), "ensemble", np.nan, table["prediction_ev"])], table.set_index("material_id")["prediction_std_ev"]
 
 

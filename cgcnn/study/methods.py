@@ -45,11 +45,14 @@ from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.rundir import run_paths, write_table
 
 PBE, EXPERIMENT = "pbe", "experiment"
+TREES = "_trees"  # suffix of a candidate averaged with the boosted trees on composition + PBE
+TREES_WEIGHT = 0.5  # fixed, equal weights: nothing is tuned on the out-of-fold predictions
 METHOD_LABELS = {
     "delta": "CGCNN ensemble, PBE-aware (Δ head)",
     "delta_composition": "CGCNN ensemble, PBE-aware + composition",
     "multifidelity": "CGCNN ensemble, multi-fidelity + PBE-aware",
 }
+METHOD_LABELS.update({f"{k}{TREES}": f"{v}, averaged with boosted trees (composition + PBE)" for k, v in list(METHOD_LABELS.items())})
 
 
 def method_model_config(name: str, base: ModelConfig) -> ModelConfig:
@@ -162,6 +165,27 @@ def build_method(name: str, profile: StudyProfile, data, base, ds2, pbe: np.ndar
     return EnsembleMethod(name, profile, base, both, groups, scratch, offset=len(ds1), echo=echo)
 
 
+def _trees_out_of_fold(frame: pd.DataFrame, folds, cv, pbe: np.ndarray) -> tuple[pd.DataFrame, list[dict]]:
+    """Out-of-fold predictions of boosted trees on Magpie composition + the PBE gap the
+    networks read (MP's, or M1's where MP has none), hyper-parameters by inner grouped CV."""
+    from cgcnn.baselines import BoostedTrees, magpie_features
+    from cgcnn.cv import out_of_fold
+    from cgcnn.tabular import tree_features
+
+    trees = BoostedTrees(tree_features(magpie_features(list(frame["formula"])), pbe), frame["bg_exp"].to_numpy(),
+                         list(frame["group"]), grid=dict(cv.gbm_grid))
+    return out_of_fold(trees, folds, list(frame["material_id"])), trees.chosen
+
+
+def _with_trees(table: pd.DataFrame, trees: pd.DataFrame, name: str) -> pd.DataFrame:
+    """A candidate's out-of-fold table averaged with the trees' (:func:`cgcnn.ensemble.mix`)."""
+    from cgcnn.ensemble import mix
+
+    merged = table.merge(trees.rename(columns={"prediction": "trees"}), on=["repeat", "material_id"], suffixes=("", "_t"))
+    mean, std = mix(merged["prediction"], merged["std"], merged["trees"], TREES_WEIGHT)
+    return merged[["repeat", "fold", "material_id"]].assign(model=f"ens_{name}{TREES}", prediction=mean, std=std)[table.columns]
+
+
 def calibration_rows(name: str, oof: pd.DataFrame, spreads: pd.DataFrame, truth: pd.Series) -> dict:
     """Coverage of ±1σ / ±2σ before and after the calibration factor (out-of-fold data)."""
     from cgcnn.ensemble import calibration_scale, coverage
@@ -182,11 +206,7 @@ def _candidate_key(name: str, profile: StudyProfile, base_path: Path, ids: list[
 
     from cgcnn.fileio import sha256_file
 
-    settings = profile.methods.to_dict()
-    settings.pop("candidates")  # adding or dropping another candidate does not change this one
-    if name != "multifidelity":
-        settings.pop("pbe_crystals"), settings.pop("experiment_weight")
-    text = json.dumps({"name": name, "methods": settings, "cv": profile.cv.to_dict(), "device": profile.device,
+    text = json.dumps({"name": name, "methods": profile.methods.to_dict(), "cv": profile.cv.to_dict(), "device": profile.device,
                        "base": sha256_file(base_path), "ids": list(ids)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -254,6 +274,11 @@ def run_methods(run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Call
         calibration.append(calibration_rows(name, table.drop(columns="std"), table[["repeat", "material_id", "std"]], truth))
         fit_tables.append(pd.DataFrame(method.fits))
         methods[name] = method
+    trees_oof, trees_chosen = _trees_out_of_fold(frame, folds, cv, pbe)
+    for name in list(methods):  # each candidate averaged with the boosted trees: one more candidate
+        hybrid = _with_trees(oof[list(methods).index(name)], trees_oof, name)
+        oof.append(hybrid)
+        calibration.append(calibration_rows(f"{name}{TREES}", hybrid.drop(columns="std"), hybrid[["repeat", "material_id", "std"]], truth))
     oof_table = pd.concat(oof, ignore_index=True)
     fits = pd.concat(fit_tables, ignore_index=True)
     calibration_table = pd.DataFrame(calibration).set_index("method")
@@ -268,8 +293,9 @@ def run_methods(run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Call
         previous = run_baselines(frame, folds, cv)[0]
     cv_predictions = pd.concat([previous, oof_table.drop(columns="std")], ignore_index=True)
     cv_table = cv_summary(cv_predictions, truth, seed=cv.seed)
+    names = list(methods) + [f"{n}{TREES}" for n in methods]
     mae = {n: float(np.mean([np.abs(g["prediction"] - truth.loc[g["material_id"]].to_numpy()).mean()
-                             for _, g in oof_table[oof_table["model"] == f"ens_{n}"].groupby("repeat")])) for n in methods}
+                             for _, g in oof_table[oof_table["model"] == f"ens_{n}"].groupby("repeat")])) for n in names}
     selected = min(mae, key=mae.get)
     scale = float(calibration_table.loc[selected, "scale"])
 
@@ -278,10 +304,12 @@ def run_methods(run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Call
     write_table(paths["tables"] / "methods_cv_predictions.csv", oof_table, index=False)
     write_table(paths["tables"] / "methods_cv_fits.csv", fits, index=False)
     write_table(paths["tables"] / "methods_calibration.csv", calibration_table)
+    network = selected.removesuffix(TREES)
     summary = {
-        "candidates": list(settings.candidates), "selected": selected, "cv_mae_all_ds2": mae,
+        "candidates": list(settings.candidates), "selected": selected, "network": network, "cv_mae_all_ds2": mae,
         "calibration": {"scale": scale, **{k: float(v) for k, v in calibration_table.loc[selected].items()}},
-        "settings": settings.to_dict(), "model_config": method_model_config(selected, base.model_config).to_dict(),
+        "trees_cv_choices": trees_chosen,
+        "settings": settings.to_dict(), "model_config": method_model_config(network, base.model_config).to_dict(),
         "pbe_sources_ds2": {k: int(v) for k, v in pd.Series(pbe_source).value_counts().items()},
     }
     write_json(run / "methods.json", summary)
@@ -294,7 +322,7 @@ def run_methods(run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Call
     echo(f"selected method: {selected} (CV MAE {mae[selected]:.4f} eV); spread calibration factor {scale:.2f}")
 
     # final fit: the selected recipe on all of DS2
-    method = methods[selected]
+    method = methods[network]
     everything = np.arange(len(ds2))
     fit, val = inner_split(groups, everything, val_fraction=cv.inner_val_fraction, seed=cv.seed)
     method.fits.clear()
@@ -303,6 +331,14 @@ def run_methods(run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Call
     write_table(paths["tables"] / "methods_final_fits.csv", final, index=False)
     summary["final"] = {"checkpoints": [os.path.relpath(c, run) for c in checkpoints], "train_ids": list(ds2.ids),
                         "inner_val_mae": final["inner_val_mae"].tolist()}
+    if selected.endswith(TREES):
+        from cgcnn.baselines import BoostedTrees, magpie_features
+        from cgcnn.tabular import save_trees, tree_features
+
+        trees, params = BoostedTrees(tree_features(magpie_features(list(frame["formula"])), pbe), truth.to_numpy(), groups,
+                                     grid=dict(cv.gbm_grid)).fit_all(seed=cv.seed)
+        save_trees(trees, ens_dir / "trees.skops")
+        summary["final"]["trees"] = {"file": os.path.relpath(ens_dir / "trees.skops", run), "weight": TREES_WEIGHT, "params": params}
     write_json(run / "methods.json", summary)
     shutil.rmtree(paths["models"] / "cv-methods", ignore_errors=True)
     return summary
