@@ -113,7 +113,9 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
             return super().forward(x)
         import warnings
 
-        from torch.distributed.nn.functional import all_reduce  # differentiable all-reduce
+        from torch.distributed.nn.functional import (
+            all_reduce,  # differentiable all-reduce
+        )
 
         xd = x.double()
         local = torch.cat([xd.sum(0), (xd * xd).sum(0), xd.new_tensor([x.shape[0]])])

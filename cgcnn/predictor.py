@@ -29,8 +29,8 @@ import pandas as pd
 from cgcnn.building import read_inputs, snapshot_pbe_gaps
 from cgcnn.checkpoint import Loaded, load_checkpoint
 from cgcnn.dataset import CrystalDataset
-from cgcnn.errors import DatasetError, OnError, Problem
 from cgcnn.ensemble import ensemble_predict
+from cgcnn.errors import DatasetError, OnError, Problem
 from cgcnn.inference import embed_dataset
 from cgcnn.inputs import attach_inputs
 
@@ -172,7 +172,12 @@ def load_model(
         CheckpointError: the file is not a usable checkpoint (the message says why).
         ShippedModelError: no such shipped model and no such file.
     """
-    from cgcnn.shipped import manifest, member_checkpoints, shipped_model_dir, shipped_models
+    from cgcnn.shipped import (
+        manifest,
+        member_checkpoints,
+        shipped_model_dir,
+        shipped_models,
+    )
 
     if not Path(path).exists() and (str(path) in shipped_models() or str(path) == DEFAULT_MODEL):
         name = str(path)

@@ -41,7 +41,14 @@ from cgcnn.checkpoint import (
 )
 from cgcnn.config import GraphConfig, ModelConfig, TrainConfig
 from cgcnn.dataset import CrystalDataset
-from cgcnn.distributed import DistContext, barrier, rank_positions, reduce_sums, setup, sync_batchnorm
+from cgcnn.distributed import (
+    DistContext,
+    barrier,
+    rank_positions,
+    reduce_sums,
+    setup,
+    sync_batchnorm,
+)
 from cgcnn.errors import CgcnnError
 from cgcnn.features import AtomFeatures
 from cgcnn.fileio import atomic_write_bytes

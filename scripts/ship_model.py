@@ -62,8 +62,8 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     if args.study_run:
-        from ship_ensemble import ship_ensemble
         from model_card import write_model_card
+        from ship_ensemble import ship_ensemble
 
         out = ship_ensemble(Path(args.study_run), args.name, args.exclude_ids, Path(args.models_dir), args.description)
         write_model_card(Path(args.models_dir))

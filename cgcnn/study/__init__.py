@@ -54,7 +54,6 @@ from cgcnn.study.adaptation import (
 )
 from cgcnn.study.base import BaseResult, base_checkpoint, train_base
 from cgcnn.study.crossval import BASELINES, cv_summary, display_cv_table, load_cv_table
-from cgcnn.study.methods import METHOD_LABELS, load_methods, run_methods
 from cgcnn.study.data import (
     ETL_FILES,
     StudyData,
@@ -79,12 +78,13 @@ from cgcnn.study.evaluation import (
     parity_columns,
     require_cv,
 )
+from cgcnn.study.methods import METHOD_LABELS, load_methods, run_methods
 from cgcnn.study.profiles import (
     PROFILE_NAMES,
     AdaptSettings,
     BaseSettings,
-    MethodSettings,
     CVSettings,
+    MethodSettings,
     StudyProfile,
     TsneSettings,
     load_profile,
