@@ -10,8 +10,10 @@ every public name below is re-exported here).  One module per stage:
 * :mod:`~cgcnn.study.base`: M1 (:func:`train_base`).
 * :mod:`~cgcnn.study.adaptation`: nested grouped CV of M2 variants and the control, final models (:func:`run_adaptation`).
 * :mod:`~cgcnn.study.crossval`: baselines on the folds, within-fold choices, the CV table.
-* :mod:`~cgcnn.study.methods`: PBE-aware / multi-fidelity CGCNN ensembles on the same folds,
-  the selected one trained on all of DS2 (:func:`run_methods`).
+* :mod:`~cgcnn.study.candidates`: the methods stage's candidates (PBE-aware, composition,
+  multi-fidelity CGCNN ensembles; their averages with boosted trees), fitted within a fold.
+* :mod:`~cgcnn.study.methods`: those candidates cross-validated on the same folds, the
+  selected one calibrated and trained on all of DS2 (:func:`run_methods`).
 * :mod:`~cgcnn.study.evaluation`: DS3 scores (:func:`evaluate_ds3`) and display helpers.
 * :mod:`~cgcnn.study.embeddings`: crystal features for t-SNE (:func:`embed_datasets`).
 * :mod:`~cgcnn.study.report`: ``report.md`` of a run, from its own numbers (:func:`write_report`).

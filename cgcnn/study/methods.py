@@ -1,16 +1,9 @@
 """Stage 4b: CGCNN ensembles that use the PBE gaps better than sequential fine-tuning.
 
-Candidates (``profile.methods.candidates``), each a variant of M1 fine-tuned on DS2 with
-its new layers starting at zero (:meth:`cgcnn.model.CGCNN.load_base_weights`):
-
-* ``delta`` — PBE-aware: the head also reads the PBE gap, with a direct linear path from it
-  to the output, so the network learns the correction from PBE to experiment;
-* ``delta_composition`` — the same, the head also reading Magpie composition features;
-* ``multifidelity`` — one network with a learned fidelity embedding (``pbe``,
-  ``experiment``), trained on ``pbe_crystals`` DS1 crystals (PBE labels, PBE input unknown)
-  together with the DS2 training crystals (experimental labels, each seen
-  ``experiment_weight`` times per epoch); it also reads the PBE gap when predicting the
-  experimental one and can predict the PBE gap itself.
+Candidates (``profile.methods.candidates``; defined in :mod:`cgcnn.study.candidates`):
+PBE-aware (``delta``), PBE-aware + composition (``delta_composition``) and multi-fidelity
+(``multifidelity``) CGCNN ensembles fine-tuned from M1, and each of them averaged with
+boosted trees on composition + PBE (``<name>_trees``).
 
 The PBE gap a DS2 / DS3 material reads is its Materials Project PBE gap, or M1's
 prediction when MP has none (as at prediction time, :mod:`cgcnn.ensemble`).
@@ -30,160 +23,28 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from cgcnn.config import AdaptConfig, ModelConfig
 from cgcnn.fileio import write_json
+from cgcnn.study.candidates import (
+    METHOD_LABELS,
+    TREES,
+    TREES_WEIGHT,
+    build_method,
+    method_model_config,
+    pbe_inputs,
+    trees_out_of_fold,
+    with_trees,
+)
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.rundir import run_paths, write_table
 
-PBE, EXPERIMENT = "pbe", "experiment"
-TREES = "_trees"  # suffix of a candidate averaged with the boosted trees on composition + PBE
-TREES_WEIGHT = 0.5  # fixed, equal weights: nothing is tuned on the out-of-fold predictions
-METHOD_LABELS = {
-    "delta": "CGCNN ensemble, PBE-aware (Δ head)",
-    "delta_composition": "CGCNN ensemble, PBE-aware + composition",
-    "multifidelity": "CGCNN ensemble, multi-fidelity + PBE-aware",
-}
-METHOD_LABELS.update({f"{k}{TREES}": f"{v}, averaged with boosted trees (composition + PBE)" for k, v in list(METHOD_LABELS.items())})
-
-
-def method_model_config(name: str, base: ModelConfig) -> ModelConfig:
-    """The architecture of candidate ``name``: M1's, plus its per-crystal inputs."""
-    extra = {"delta": {"pbe_input": True},
-             "delta_composition": {"pbe_input": True, "composition": "magpie"},
-             "multifidelity": {"pbe_input": True, "fidelities": [PBE, EXPERIMENT]}}
-    if name not in extra:
-        raise ValueError(f"unknown method {name!r}; choose from {', '.join(extra)}")
-    return base.model_copy(update=extra[name])
-
-
-def pbe_inputs(frame: pd.DataFrame, ids: list[str], base, dataset, device) -> tuple[np.ndarray, np.ndarray]:
-    """(PBE gap, source) per material: MP's ``bg_pbe`` where known, else M1's prediction."""
-    from cgcnn.inference import predict
-
-    known = pd.to_numeric(frame.set_index("material_id").loc[ids, "bg_pbe"], errors="coerce").to_numpy(np.float64)
-    source = np.where(np.isfinite(known), "given", "predicted").astype(object)
-    if (~np.isfinite(known)).any():
-        todo = np.flatnonzero(~np.isfinite(known))
-        known[todo] = predict(base, dataset.subset_positions(todo), device=device)
-    return known, source
-
-
-@dataclass
-class EnsembleMethod:
-    """One candidate as a CV method (``__call__(train, test, context)``), plus its final fit.
-
-    ``dataset`` holds the DS2 crystals at positions ``offset + k`` (k = DS2 position) and,
-    for the multi-fidelity method, ``n_pbe`` DS1 crystals first.
-    """
-
-    name: str
-    profile: StudyProfile
-    base: Any  # cgcnn.checkpoint.Loaded
-    dataset: Any  # cgcnn.dataset.CrystalDataset
-    groups: list[str]
-    scratch: Path
-    offset: int = 0
-    echo: Callable[[str], Any] = print
-    spreads: list[pd.DataFrame] = field(default_factory=list)
-    fits: list[dict] = field(default_factory=list)
-
-    @property
-    def model_config(self) -> ModelConfig:
-        return method_model_config(self.name, self.base.model_config)
-
-    def fit_members(self, fit: np.ndarray, val: np.ndarray, out: Path, tag: dict) -> list[Path]:
-        """Fit ``members`` seeds on DS2 positions ``fit`` (early stopping on ``val``)."""
-        from cgcnn.adapt import adapt
-
-        s = self.profile.methods
-        train = np.asarray(fit, dtype=np.int64) + self.offset
-        if self.offset:  # multi-fidelity: the PBE crystals, and the DS2 ones weighted
-            train = np.concatenate([np.arange(self.offset), np.repeat(train, s.experiment_weight)])
-        val = np.asarray(val, dtype=np.int64) + self.offset
-        paths = []
-        for k in range(s.members):
-            seed = 100 * int(tag.get("seed", 0)) + k
-            cfg = AdaptConfig(freeze=s.freeze, normalizer="refit", train=self.profile.train_config(s.train, seed=seed))
-            t0 = time.perf_counter()
-            result = adapt(self.base, self.dataset, cfg, out / f"member-{k}", splits=(train, val),
-                           model_config=self.model_config, progress=False)
-            self.fits.append({"method": self.name, **tag, "member": k, "seed": seed, "inner_val_mae": result.best_val_mae,
-                              "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-                              "seconds": round(time.perf_counter() - t0, 2)})
-            paths.append(result.best_checkpoint)
-        return paths
-
-    def predict_members(self, checkpoints: list[Path], positions: np.ndarray) -> np.ndarray:
-        """[members, n] predictions (eV) for DS2 ``positions`` at the experimental fidelity."""
-        from cgcnn.checkpoint import load_checkpoint
-        from cgcnn.inference import predict
-
-        sub = self.dataset.subset_positions(np.asarray(positions, dtype=np.int64) + self.offset)
-        return np.vstack([predict(load_checkpoint(c), sub, device=self.profile.device) for c in checkpoints])
-
-    def __call__(self, train, test, ctx) -> np.ndarray:
-        from cgcnn.cv import inner_split
-
-        fit, val = inner_split(self.groups, train, val_fraction=self.profile.cv.inner_val_fraction, seed=1000 * ctx.seed + ctx.fold)
-        out = self.scratch / f"r{ctx.repeat}-f{ctx.fold}"
-        checkpoints = self.fit_members(fit, val, out, {"repeat": ctx.repeat, "fold": ctx.fold, "seed": ctx.seed})
-        preds = self.predict_members(checkpoints, test)
-        ids = [self.dataset.ids[p + self.offset].split("@")[0] for p in test]
-        self.spreads.append(pd.DataFrame({"repeat": ctx.repeat, "material_id": ids, "std": preds.std(axis=0)}))
-        maes = [r["inner_val_mae"] for r in self.fits[-len(checkpoints):]]
-        self.echo(f"repeat {ctx.repeat} fold {ctx.fold}  {self.name:>18}  inner val MAE of members "
-                  + ", ".join(f"{m:.3f}" for m in maes) + " eV")
-        shutil.rmtree(out, ignore_errors=True)
-        return preds.mean(axis=0)
-
-
-def build_method(name: str, profile: StudyProfile, data, base, ds2, pbe: np.ndarray, groups, scratch: Path, echo) -> EnsembleMethod:
-    """The candidate ``name`` with its training dataset (DS2, and DS1 crystals for multi-fidelity)."""
-    from cgcnn.dataset import CrystalDataset
-    from cgcnn.inputs import attach_inputs
-
-    cfg = method_model_config(name, base.model_config)
-    ds2 = ds2.subset_positions(np.arange(len(ds2)))  # a copy: inputs differ per method
-    attach_inputs(ds2, cfg, fidelity=EXPERIMENT if cfg.fidelities else None, pbe=pbe)
-    if not cfg.fidelities:
-        return EnsembleMethod(name, profile, base, ds2, groups, scratch, echo=echo)
-    ds1_ids = list(data.ds1["material_id"])
-    n = min(profile.methods.pbe_crystals, len(ds1_ids))
-    pick = sorted(np.random.default_rng(profile.cv.seed).choice(len(ds1_ids), size=n, replace=False).tolist())
-    ds1 = data.dataset("ds1", "bg_pbe", base.features, ids=[ds1_ids[k] for k in pick])
-    attach_inputs(ds1, cfg, fidelity=PBE, pbe=None)  # the PBE label is the target: never an input
-    both = CrystalDataset.concat([(ds1, PBE), (ds2, EXPERIMENT)])
-    return EnsembleMethod(name, profile, base, both, groups, scratch, offset=len(ds1), echo=echo)
-
-
-def _trees_out_of_fold(frame: pd.DataFrame, folds, cv, pbe: np.ndarray) -> tuple[pd.DataFrame, list[dict]]:
-    """Out-of-fold predictions of boosted trees on Magpie composition + the PBE gap the
-    networks read (MP's, or M1's where MP has none), hyper-parameters by inner grouped CV."""
-    from cgcnn.baselines import BoostedTrees, magpie_features
-    from cgcnn.cv import out_of_fold
-    from cgcnn.tabular import tree_features
-
-    trees = BoostedTrees(tree_features(magpie_features(list(frame["formula"])), pbe), frame["bg_exp"].to_numpy(),
-                         list(frame["group"]), grid=dict(cv.gbm_grid))
-    return out_of_fold(trees, folds, list(frame["material_id"])), trees.chosen
-
-
-def _with_trees(table: pd.DataFrame, trees: pd.DataFrame, name: str) -> pd.DataFrame:
-    """A candidate's out-of-fold table averaged with the trees' (:func:`cgcnn.ensemble.mix`)."""
-    from cgcnn.ensemble import mix
-
-    merged = table.merge(trees.rename(columns={"prediction": "trees"}), on=["repeat", "material_id"], suffixes=("", "_t"))
-    mean, std = mix(merged["prediction"], merged["std"], merged["trees"], TREES_WEIGHT)
-    return merged[["repeat", "fold", "material_id"]].assign(model=f"ens_{name}{TREES}", prediction=mean, std=std)[table.columns]
+__all__ = ["METHOD_LABELS", "calibration_rows", "load_methods", "run_methods"]
 
 
 def calibration_rows(name: str, oof: pd.DataFrame, spreads: pd.DataFrame, truth: pd.Series) -> dict:
@@ -274,9 +135,9 @@ def run_methods(run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Call
         calibration.append(calibration_rows(name, table.drop(columns="std"), table[["repeat", "material_id", "std"]], truth))
         fit_tables.append(pd.DataFrame(method.fits))
         methods[name] = method
-    trees_oof, trees_chosen = _trees_out_of_fold(frame, folds, cv, pbe)
+    trees_oof, trees_chosen = trees_out_of_fold(frame, folds, cv, pbe)
     for name in list(methods):  # each candidate averaged with the boosted trees: one more candidate
-        hybrid = _with_trees(oof[list(methods).index(name)], trees_oof, name)
+        hybrid = with_trees(oof[list(methods).index(name)], trees_oof, name)
         oof.append(hybrid)
         calibration.append(calibration_rows(f"{name}{TREES}", hybrid.drop(columns="std"), hybrid[["repeat", "material_id", "std"]], truth))
     oof_table = pd.concat(oof, ignore_index=True)
