@@ -155,3 +155,15 @@ def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
         else:
             sync_batchnorm(child, device)
     return model
+
+
+def data_parallel(model: nn.Module, ctx: DistContext, device: torch.device, *, sync: bool = True) -> nn.Module:
+    """Under DDP: ``model`` with synchronised batch norm (``sync``) wrapped in
+    :class:`~torch.nn.parallel.DistributedDataParallel`; in one process, the model itself."""
+    if not ctx.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    if sync:
+        sync_batchnorm(model, device)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

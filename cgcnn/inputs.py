@@ -98,3 +98,33 @@ def check_inputs(dataset, config: ModelConfig) -> None:
         bad = dataset.inputs["fidelity"][(dataset.inputs["fidelity"] < 0) | (dataset.inputs["fidelity"] >= len(config.fidelities))]
         if len(bad):
             raise DatasetError(f"fidelity index {int(bad[0])} is outside the model's fidelities {config.fidelities}")
+
+
+def read_pbe_gaps(path: str) -> dict[str, float]:
+    """Known PBE gaps from a CSV with columns ``material_id,pbe_gap_ev``; a bad row is an
+    error naming it."""
+    import math
+
+    import pandas as pd
+
+    from cgcnn.errors import DatasetError
+
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise DatasetError(f"--pbe-gaps {path}: no such file") from None
+    missing = [c for c in ("material_id", "pbe_gap_ev") if c not in df.columns]
+    if missing:
+        raise DatasetError(f"--pbe-gaps {path}: no column {missing[0]!r} (columns: {list(df.columns)}); give material_id,pbe_gap_ev")
+    out: dict[str, float] = {}
+    for line, (m, v) in enumerate(zip(df["material_id"], df["pbe_gap_ev"]), start=2):
+        try:
+            x = float(v)
+        except ValueError:
+            x = math.nan
+        if not math.isfinite(x) or x < 0:
+            raise DatasetError(f"--pbe-gaps {path}, line {line} ({m}): PBE gap {v!r} is not a number >= 0; fix or remove the row")
+        if m in out:
+            raise DatasetError(f"--pbe-gaps {path}, line {line}: material {m} is listed twice; give one PBE gap per material")
+        out[m] = x
+    return out

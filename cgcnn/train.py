@@ -1,6 +1,9 @@
 """Training: splits, the fit loop, early stopping, checkpoints and resume.
 
-``fit`` trains a CGCNN on a :class:`~cgcnn.dataset.CrystalDataset`:
+``fit`` trains a CGCNN on a :class:`~cgcnn.dataset.CrystalDataset` (one process, or
+several under torchrun: :mod:`cgcnn.distributed`).  The module is a little over 400 lines
+because the fit loop's phases, each a short function, share the ``_Run`` state and are
+kept together so that one-process and DDP training stay one code path:
 
 * the split is explicit (``split_indices`` with a seed, or given), and the target
   normaliser is fitted on the training split only;
@@ -44,10 +47,10 @@ from cgcnn.dataset import CrystalDataset
 from cgcnn.distributed import (
     DistContext,
     barrier,
+    data_parallel,
     rank_positions,
     reduce_sums,
     setup,
-    sync_batchnorm,
 )
 from cgcnn.errors import CgcnnError
 from cgcnn.features import AtomFeatures
@@ -322,18 +325,6 @@ def run_epochs(run: _Run, dataset: CrystalDataset, positions, y_norm: torch.Tens
     barrier(run.dist)
 
 
-def _data_parallel(model: CGCNN, cfg: TrainConfig, ctx: DistContext, device: torch.device) -> torch.nn.Module:
-    """Under DDP: the model with synchronised batch norm (``cfg.sync_batchnorm``) wrapped in
-    :class:`~torch.nn.parallel.DistributedDataParallel`; in one process, the model itself."""
-    if not ctx.enabled:
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    if cfg.sync_batchnorm:
-        sync_batchnorm(model, device)
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
 def fit(
     dataset: CrystalDataset,
     cfg: TrainConfig,
@@ -396,7 +387,7 @@ def fit(
         model.fit_input_scaling(dataset.inputs["composition"][train_pos])  # training split only
     model.to(device)
     apply_freeze(model, freeze)
-    net = _data_parallel(model, cfg, ctx, device)
+    net = data_parallel(model, ctx, device, sync=cfg.sync_batchnorm)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
     run = _Run(model, features, norm, optimizer, torch.Generator().manual_seed(cfg.seed), cfg, freeze, meta or {}, [],
                net=net, dist=ctx)

@@ -36,14 +36,11 @@ import numpy as np
 import pandas as pd
 
 from cgcnn.fileio import write_json
-from cgcnn.study.base import base_checkpoint
 from cgcnn.study.crossval import (
     cv_summary,
-    ds2_frame,
     run_baselines,
     within_fold_choices,
 )
-from cgcnn.study.data import load_data
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.rundir import run_paths, write_table
 
@@ -179,19 +176,13 @@ def run_adaptation(run_dir: str | os.PathLike, profile: StudyProfile, *, progres
     """Cross-validate every freeze policy and the control on DS2 (nested, grouped by formula),
     score the baselines on the same folds, write the CV table and choices, then train the
     chosen recipes on all of DS2 for every seed.  Nothing here looks at DS3."""
-    from cgcnn.checkpoint import load_checkpoint
-    from cgcnn.cv import grouped_folds
+    from cgcnn.study.crossval import ds2_cv_setup
 
-    profile.apply_threads()
     run = Path(run_dir)
     paths = run_paths(run)
-    data = load_data(run)
-    base = load_checkpoint(base_checkpoint(run))
-    dataset = data.dataset("ds2", "bg_exp", base.features)
-    frame = ds2_frame(data, dataset.ids)
-    groups, truth = list(frame["group"]), frame["bg_exp"]
+    setup = ds2_cv_setup(run, profile)
+    base, dataset, frame, groups, truth, folds = setup.base, setup.dataset, setup.frame, setup.groups, setup.truth, setup.folds
     cv = profile.cv
-    folds = grouped_folds(groups, truth.to_numpy(), k=cv.folds, repeats=cv.repeats, seed=cv.seed)
     for folder in ("m2", CONTROL, "cv"):
         shutil.rmtree(paths["models"] / folder, ignore_errors=True)
     paths["cv"].unlink(missing_ok=True)

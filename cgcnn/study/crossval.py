@@ -153,3 +153,25 @@ def load_cv_table(run_dir) -> pd.DataFrame:
     from cgcnn.study.rundir import run_paths
 
     return pd.read_csv(run_paths(run_dir)["tables"] / "cv_metrics.csv", index_col="model")
+
+
+def ds2_cv_setup(run, profile):
+    """What every cross-validation stage on DS2 starts from, in one place: the run's data,
+    M1, the DS2 dataset, its frame (groups = reduced formulas, truth = experimental gaps)
+    and the grouped folds of ``profile.cv``.  Returns a ``SimpleNamespace``."""
+    from types import SimpleNamespace
+
+    from cgcnn.checkpoint import load_checkpoint
+    from cgcnn.cv import grouped_folds
+    from cgcnn.study.base import base_checkpoint
+    from cgcnn.study.data import load_data
+
+    profile.apply_threads()
+    data = load_data(run)
+    base = load_checkpoint(base_checkpoint(run))
+    dataset = data.dataset("ds2", "bg_exp", base.features)
+    frame = ds2_frame(data, dataset.ids)
+    groups, truth = list(frame["group"]), frame["bg_exp"]
+    cv = profile.cv
+    folds = grouped_folds(groups, truth.to_numpy(), k=cv.folds, repeats=cv.repeats, seed=cv.seed)
+    return SimpleNamespace(data=data, base=base, dataset=dataset, frame=frame, groups=groups, truth=truth, folds=folds)

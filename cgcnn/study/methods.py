@@ -94,26 +94,20 @@ def run_methods(run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Call
     """Cross-validate every candidate on the study's folds, add them to the CV table, select
     one, and train it on all of DS2 (see the module docstring).  Returns ``methods.json``'s
     contents, or None when the profile names no candidate."""
-    from cgcnn.checkpoint import load_checkpoint
-    from cgcnn.cv import grouped_folds, inner_split, out_of_fold
+    from cgcnn.cv import inner_split, out_of_fold
     from cgcnn.study.base import base_checkpoint
-    from cgcnn.study.crossval import cv_summary, ds2_frame
-    from cgcnn.study.data import load_data
+    from cgcnn.study.crossval import cv_summary, ds2_cv_setup
 
     settings = profile.methods
     if not settings.candidates:
         return None
-    profile.apply_threads()
     run = Path(run_dir)
     paths = run_paths(run)
-    data = load_data(run)
-    base = load_checkpoint(base_checkpoint(run))
-    ds2 = data.dataset("ds2", "bg_exp", base.features)
-    frame = ds2_frame(data, ds2.ids)
-    groups, truth = list(frame["group"]), frame["bg_exp"]
+    setup = ds2_cv_setup(run, profile)
+    data, base, ds2, frame, groups, truth, folds = (setup.data, setup.base, setup.dataset, setup.frame, setup.groups,
+                                                    setup.truth, setup.folds)
     pbe, pbe_source = pbe_inputs(data.ds2, ds2.ids, base, ds2, profile.device)
     cv = profile.cv
-    folds = grouped_folds(groups, truth.to_numpy(), k=cv.folds, repeats=cv.repeats, seed=cv.seed)
     ens_dir = paths["models"] / "ensemble"
     shutil.rmtree(ens_dir, ignore_errors=True)
     (run / "methods.json").unlink(missing_ok=True)
