@@ -89,13 +89,36 @@ def iterate_batches(
     *,
     shuffle: bool = False,
     generator: torch.Generator | None = None,
+    max_edges: int | None = None,
 ) -> Iterator[Batch]:
-    """Batches over ``positions``; shuffled with ``generator`` (reproducible) when asked."""
+    """Batches over ``positions``; shuffled with ``generator`` (reproducible) when asked.
+
+    ``max_edges`` (inference) also caps the edges of a batch, so that the size of the edge
+    tensors, and so peak memory, does not depend on how large the crystals are: consecutive
+    crystals are grouped while their edges fit (a crystal larger than the cap is a batch of
+    its own).  Order is kept either way.
+    """
     pos = np.asarray(positions, dtype=np.int64)
     if shuffle:
         pos = pos[torch.randperm(len(pos), generator=generator).numpy()]
-    for k in range(0, len(pos), batch_size):
-        yield make_batch(dataset, pos[k : k + batch_size])
+    for a, b in _spans(dataset._edge_counts[pos], batch_size, max_edges):
+        yield make_batch(dataset, pos[a:b])
+
+
+def _spans(edge_counts: np.ndarray, batch_size: int, max_edges: int | None) -> Iterator[tuple[int, int]]:
+    """Greedy consecutive ``[a, b)`` spans of at most ``batch_size`` items and (when set)
+    ``max_edges`` edges, each holding at least one item."""
+    n = len(edge_counts)
+    if max_edges is None:
+        yield from ((k, min(k + batch_size, n)) for k in range(0, n, batch_size))
+        return
+    cum = np.concatenate(([0], np.cumsum(edge_counts, dtype=np.int64)))
+    a = 0
+    while a < n:
+        b = int(np.searchsorted(cum, cum[a] + max_edges, side="right")) - 1  # last end that fits
+        b = min(max(b, a + 1), a + batch_size, n)
+        yield a, b
+        a = b
 
 
 def prefetch(batches: Iterator[Batch], depth: int = 2, *, pin: bool = False) -> Iterator[Batch]:

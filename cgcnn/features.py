@@ -420,6 +420,11 @@ def gaussian_expand(distances, centers, width: float):
     Works on numpy arrays and torch tensors; the result has the type of ``distances``
     (torch: same device; floating dtype kept, integer input promoted to float32 / float64).
 
+    Values smaller than the dtype's smallest normal number are exactly 0: with the usual
+    0.2 Å width most of the 41 features of an edge would otherwise be subnormal numbers,
+    on which CPU arithmetic (this exponential and every product with it) runs several
+    times slower.  The change is below 1e-37 per feature.
+
     Shapes:
         distances [E] (or any [...]), centers [G] -> [E, G] (or [..., G]).
     """
@@ -432,9 +437,15 @@ def gaussian_expand(distances, centers, width: float):
     if torch is not None and isinstance(distances, torch.Tensor):
         d = distances if distances.is_floating_point() else distances.to(torch.get_default_dtype())
         mu = torch.as_tensor(centers, dtype=d.dtype, device=d.device)
-        return torch.exp(-((d.unsqueeze(-1) - mu) ** 2) / width**2)
+        arg = -((d.unsqueeze(-1) - mu) ** 2) / width**2
+        floor = math.log(torch.finfo(d.dtype).tiny) + 1.0  # exp(floor) is safely normal
+        return torch.exp(arg.clamp_min(floor)).masked_fill_(arg <= floor, 0.0)
     d = np.asarray(distances)
     if not np.issubdtype(d.dtype, np.floating):
         d = d.astype(np.float64)
     mu = np.asarray(centers, dtype=d.dtype)
-    return np.exp(-((d[..., None] - mu) ** 2) / np.asarray(width, dtype=d.dtype) ** 2)
+    arg = -((d[..., None] - mu) ** 2) / np.asarray(width, dtype=d.dtype) ** 2
+    floor = float(np.log(np.finfo(d.dtype).tiny)) + 1.0
+    out = np.exp(np.maximum(arg, floor))
+    out[arg <= floor] = 0.0
+    return out

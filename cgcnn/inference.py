@@ -12,7 +12,6 @@ import contextlib
 import numpy as np
 import torch
 
-from cgcnn.allocator import keep_freed_memory
 from cgcnn.batch import iterate_batches, prefetch
 from cgcnn.checkpoint import Loaded
 from cgcnn.dataset import CrystalDataset
@@ -20,6 +19,12 @@ from cgcnn.errors import DatasetError
 from cgcnn.features import AtomFeatures
 from cgcnn.inputs import check_inputs
 from cgcnn.model import CGCNN
+
+
+MAX_EDGES = 32768
+"""Default edge cap of an inference batch: its [E, 2F] edge tensors stay ~16 MB whatever the
+crystals' sizes, so prediction's peak memory is bounded (and, on a CPU, the batch's working
+set stays in cache)."""
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -41,11 +46,14 @@ def autocast(device: torch.device, enabled: bool):
 
 
 @torch.no_grad()
-def predict_normalised(model: CGCNN, dataset: CrystalDataset, positions, batch_size: int, device: torch.device, amp: bool = False) -> np.ndarray:
-    keep_freed_memory()
+def predict_normalised(model: CGCNN, dataset: CrystalDataset, positions, batch_size: int, device: torch.device, amp: bool = False,
+                       max_edges: int | None = None) -> np.ndarray:
+    """Normalised predictions at ``positions``, in batches of at most ``batch_size`` crystals
+    and (when set) ``max_edges`` edges."""
     model.eval()
     out = []
-    for batch in prefetch(iterate_batches(dataset, positions, batch_size), pin=device.type == "cuda"):
+    batches = iterate_batches(dataset, positions, batch_size, max_edges=max_edges)
+    for batch in prefetch(batches, pin=device.type == "cuda"):
         with autocast(device, amp):
             out.append(model(batch.to(device)).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
@@ -70,26 +78,29 @@ def check_elements(dataset: CrystalDataset, features: AtomFeatures) -> None:
 
 
 
-def predict(loaded: Loaded, dataset: CrystalDataset, *, batch_size: int = 256, device: str | torch.device = "auto") -> np.ndarray:
-    """Predictions in eV for every crystal of ``dataset`` (its order)."""
+def predict(loaded: Loaded, dataset: CrystalDataset, *, batch_size: int = 256, max_edges: int | None = MAX_EDGES,
+            device: str | torch.device = "auto") -> np.ndarray:
+    """Predictions in eV for every crystal of ``dataset`` (its order), in batches of at most
+    ``batch_size`` crystals and ``max_edges`` edges (``None``: no edge cap)."""
     check_elements(dataset, loaded.features)
     check_inputs(dataset, loaded.model_config)
     dev = resolve_device(device)
     loaded.model.to(dev)
-    z = predict_normalised(loaded.model, dataset, np.arange(len(dataset)), batch_size, dev)
+    z = predict_normalised(loaded.model, dataset, np.arange(len(dataset)), batch_size, dev, max_edges=max_edges)
     return loaded.normalizer.denorm(z.astype(np.float64))
 
 
 
 @torch.no_grad()
-def embed_dataset(loaded: Loaded, dataset: CrystalDataset, *, batch_size: int = 256, device: str | torch.device = "auto") -> tuple[np.ndarray, np.ndarray]:
+def embed_dataset(loaded: Loaded, dataset: CrystalDataset, *, batch_size: int = 256, max_edges: int | None = MAX_EDGES,
+                  device: str | torch.device = "auto") -> tuple[np.ndarray, np.ndarray]:
     """(last-convolution crystal features [n, atom_fea_len], post-FC vectors [n, h_fea_len])."""
     check_elements(dataset, loaded.features)
     check_inputs(dataset, loaded.model_config)
     dev = resolve_device(device)
     model = loaded.model.to(dev).eval()
     conv, hidden = [], []
-    for batch in iterate_batches(dataset, np.arange(len(dataset)), batch_size):
+    for batch in iterate_batches(dataset, np.arange(len(dataset)), batch_size, max_edges=max_edges):
         c, h = model.embed(batch.to(dev))
         conv.append(c.cpu())
         hidden.append(h.cpu())

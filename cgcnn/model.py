@@ -60,6 +60,8 @@ class ConvLayer(nn.Module):
     ) -> torch.Tensor:
         """``regular=M`` says every atom has exactly M edges, grouped by centre (the
         usual case): sums then run over a [N, M] view instead of a scatter."""
+        if not self.training and not torch.is_grad_enabled():
+            return self._infer(x, edge_attr, edge_index, regular)
         a = self.atom_fea_len
         w = self.fc_full.weight  # [2F, 2F + G]
         src, dst = edge_index[0], edge_index[1]
@@ -81,6 +83,33 @@ class ConvLayer(nn.Module):
             summed = torch.zeros((n, a), dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
         summed = self.bn2(summed)
         return self.softplus2(x + summed.to(x.dtype))
+
+    def _infer(self, x: torch.Tensor, edge_attr: torch.Tensor, edge_index: torch.Tensor, regular: int | None) -> torch.Tensor:
+        """:meth:`forward` for inference (eval mode, no autograd), same result: BN1's running
+        statistics are folded into ``W`` and ``b`` and the [E, 2F] edge tensor is updated in
+        place, which saves about a third of the time and of the memory of a batch."""
+        a = self.atom_fea_len
+        bn = self.bn1
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        w = self.fc_full.weight * scale.unsqueeze(1)
+        bias = (self.fc_full.bias - bn.running_mean) * scale + bn.bias
+        src, dst = edge_index[0], edge_index[1]
+        proj = x @ torch.cat([w[:, :a], w[:, a : 2 * a]], dim=0).t()
+        p_centre, p_nbr = proj[:, : 2 * a], proj[:, 2 * a :]
+        gated = torch.addmm(bias, edge_attr, w[:, 2 * a :].t())
+        n = x.shape[0]
+        if regular:
+            gated.view(n, regular, 2 * a).add_(p_centre.unsqueeze(1))
+        else:
+            gated.add_(p_centre.index_select(0, dst))
+        gated.add_(p_nbr.index_select(0, src))
+        gate, core = gated.chunk(2, dim=1)
+        msg = nn.functional.softplus(core).mul_(gate.sigmoid_())
+        if regular:
+            summed = msg.view(n, regular, a).sum(dim=1)
+        else:
+            summed = torch.zeros((n, a), dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
+        return self.softplus2(x + self.bn2(summed).to(x.dtype))
 
     def extra_repr(self) -> str:
         return f"atom_fea_len={self.atom_fea_len}, nbr_fea_len={self.nbr_fea_len}"

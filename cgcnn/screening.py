@@ -120,6 +120,19 @@ def _chunk_graphs(chunk, seen: set[str], model, workers: int, on_error: OnError)
     return graphs, repeats + problems
 
 
+def _built_chunks(items, start: int, stop: int, chunk_size: int, model, workers: int,
+                  on_error: OnError) -> Iterator[tuple[int, GraphSet, list[Problem]]]:
+    """(input count, graphs, problems) of every chunk, read and built when the caller asks for
+    it; an id already built in an earlier chunk is a duplicate (a problem).  Building the next
+    chunk while the current one is predicted was measured slower on 2 cores (the graph
+    workers and torch's threads compete), so the stages take turns."""
+    earlier: set[str] = set()
+    for chunk in _chunks(items, start, stop, chunk_size):
+        graphs, problems = _chunk_graphs(chunk, earlier, model, workers, on_error)
+        earlier.update(graphs.ids)
+        yield len(chunk), graphs, problems
+
+
 def predict_to_csv(model, inputs, output: str | Path | None, *, chunk_size: int = 1024, shard: tuple[int, int] = (0, 1),
                    workers: int = 1, on_error: OnError = "skip", progress: bool = True,
                    pbe: Mapping[str, float] | None = None) -> ScreeningSummary:
@@ -140,19 +153,16 @@ def predict_to_csv(model, inputs, output: str | Path | None, *, chunk_size: int 
     if model.pbe_aware:  # a snapshot's own PBE gaps count as given; the user's take precedence
         pbe = {**snapshot_pbe_gaps(inputs), **(pbe or {})}
     start, stop = shard_bounds(total, *shard)
-    summary, seen, t0 = ScreeningSummary(), set(), time.perf_counter()
+    summary, t0 = ScreeningSummary(), time.perf_counter()
     bar = tqdm(total=stop - start, desc="predict", unit="struct", disable=not progress, file=sys.stderr)
     with _sink(output) as fh:
         fh.write(",".join(model.columns) + "\n")
-        for chunk in _chunks(items, start, stop, chunk_size):
-            n_in = len(chunk)
-            graphs, problems = _chunk_graphs(chunk, seen, model, workers, on_error)
+        for n_in, graphs, problems in _built_chunks(items, start, stop, chunk_size, model, workers, on_error):
             ds = CrystalDataset(graphs, None, model.loaded.features, on_error=on_error)
             summary.add(problems + ds.problems)
             if len(ds):
                 table = model.predict_dataset(ds, pbe=pbe)
                 table[model.columns].to_csv(fh, header=False, index=False, float_format="%.6f")
-                seen.update(ds.ids)
                 summary.written += len(ds)
             bar.update(n_in)
         bar.close()
@@ -180,12 +190,10 @@ def embed_to_npz(model, inputs, output: str | Path, *, chunk_size: int = 1024, w
     from cgcnn.inputs import attach_inputs
 
     total, items = _lazy_items(inputs)
-    summary, seen, t0 = ScreeningSummary(), set(), time.perf_counter()
+    summary, t0 = ScreeningSummary(), time.perf_counter()
     ids, conv, hidden = [], [], []
     bar = tqdm(total=total, desc="embed", unit="struct", disable=not progress, file=sys.stderr)
-    for chunk in _chunks(items, 0, total, chunk_size):
-        n_in = len(chunk)
-        graphs, problems = _chunk_graphs(chunk, seen, model, workers, on_error)
+    for n_in, graphs, problems in _built_chunks(items, 0, total, chunk_size, model, workers, on_error):
         ds = CrystalDataset(graphs, None, model.loaded.features, on_error=on_error)
         summary.add(problems + ds.problems)
         if len(ds):
@@ -194,7 +202,6 @@ def embed_to_npz(model, inputs, output: str | Path, *, chunk_size: int = 1024, w
             ids += ds.ids
             conv.append(c)
             hidden.append(h)
-            seen.update(ds.ids)
             summary.written += len(ds)
         bar.update(n_in)
     bar.close()

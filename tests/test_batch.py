@@ -35,6 +35,25 @@ def test_batch_is_regular_only_when_every_atom_has_max_neighbors_edges(tiny_data
     assert make_batch(tiny_dataset, [pos["CsCl-099"]]).regular is None  # 8 each, fewer than 12
 
 
+def test_an_edge_cap_bounds_every_batch_keeps_the_order_and_isolates_a_crystal_over_it(tiny_dataset):
+    from cgcnn.batch import iterate_batches
+
+    edges = tiny_dataset._edge_counts
+    cap = int(edges.max())  # the largest crystal just fits alone
+    batches = list(iterate_batches(tiny_dataset, range(24), 10, max_edges=cap))
+    assert np.concatenate([b.positions for b in batches]).tolist() == list(range(24))
+    for b in batches:
+        assert b.edge_index.shape[1] == edges[b.positions].sum() <= cap and b.num_graphs <= 10
+    # greedy: the next crystal would not have fitted in the batch before
+    for b, nxt in zip(batches, batches[1:]):
+        assert b.num_graphs == 10 or edges[b.positions].sum() + edges[nxt.positions[0]] > cap
+    # a cap below a crystal's edge count: that crystal is a batch of its own
+    alone = list(iterate_batches(tiny_dataset, range(24), 10, max_edges=1))
+    assert [b.num_graphs for b in alone] == [1] * 24
+    assert [b.positions.tolist() for b in iterate_batches(tiny_dataset, range(24), 10)] == [
+        list(range(0, 10)), list(range(10, 20)), list(range(20, 24))]  # no cap: crystal counts only
+
+
 def test_prefetch_yields_the_same_batches_in_the_same_order(tiny_dataset):
     from cgcnn.batch import iterate_batches, prefetch
 

@@ -199,6 +199,24 @@ def test_gaussian_is_one_at_centre_and_exp_minus_one_a_width_away():
     assert out[0, 0] == pytest.approx(math.exp(-4))  # two widths
 
 
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gaussian_features_far_from_a_centre_are_exactly_zero_never_subnormal(kind, dtype):
+    # 0.2 Å width: a centre 2 Å away gives exp(-100), below float32's smallest normal number
+    d = np.linspace(0.0, 8.0, 801).astype(dtype)
+    centers = np.arange(0.0, 8.01, 0.2)
+    out = gaussian_expand(torch.from_numpy(d) if kind == "torch" else d, centers, 0.2)
+    out = np.asarray(out)
+    tiny = np.finfo(dtype).tiny
+    assert out.dtype == dtype
+    assert not ((out > 0) & (out < tiny)).any()  # no subnormal value
+    exact = np.exp(-((d[:, None].astype(np.float64) - centers) ** 2) / 0.04)
+    assert (out[exact < tiny] == 0).all()  # what would be subnormal is 0
+    big = exact > 1e-30
+    np.testing.assert_allclose(out[big], exact[big], rtol=1e-4 if dtype == "float32" else 1e-12)
+    assert out[0, 0] == 1.0  # on a centre
+
+
 def test_gaussian_numpy_and_torch_agree():
     d = np.linspace(0.5, 8.0, 17)
     centers = np.arange(0.0, 8.01, 0.2)

@@ -56,18 +56,20 @@ def toy_graph(counts: list[int], seed: int):
     return x, edge_attr, torch.stack([src, dst])
 
 
-@pytest.mark.parametrize("mode", ["eval", "train"])
+@pytest.mark.parametrize("mode", ["eval", "train", "inference"])
 @pytest.mark.parametrize(
     ("counts", "regular"), [([3, 3, 3, 3, 3], 3), ([1, 4, 2, 3, 1], None)], ids=["regular", "irregular"]
 )
 def test_conv_layer_equals_the_dense_reference(mode, counts, regular):
+    # "inference" (eval mode without autograd) takes the layer's folded, in-place path
     layer = random_layer(seed=1)
     reference = copy.deepcopy(layer)
     layer.train(mode == "train")
     reference.train(mode == "train")
     x, edge_attr, edge_index = toy_graph(counts, seed=2)
 
-    out = layer(x, edge_attr, edge_index, regular)
+    with torch.set_grad_enabled(mode != "inference"):
+        out = layer(x, edge_attr, edge_index, regular)
     expected = dense_conv_reference(reference, x, edge_attr, edge_index)
 
     assert out.shape == (len(counts), N_ATOM_FEA)
