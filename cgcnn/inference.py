@@ -20,7 +20,6 @@ from cgcnn.features import AtomFeatures
 from cgcnn.inputs import check_inputs
 from cgcnn.model import CGCNN
 
-
 MAX_EDGES = 32768
 """Default edge cap of an inference batch: its [E, 2F] edge tensors stay ~16 MB whatever the
 crystals' sizes, so prediction's peak memory is bounded (and, on a CPU, the batch's working
