@@ -3,8 +3,9 @@
 For each size in ``--sizes`` it writes the first N records of a snapshot to a temporary
 ``.jsonl.gz`` and runs ``cgcnn predict`` on it **in a fresh process** (so each peak RSS is that
 run's own), with a shipped model (``--model base``) or a given checkpoint.  Prints one line per
-size: wall time, structures/s end to end (reading, graph building, prediction, writing) and
-peak RSS of the process.
+size: wall time, structures/s end to end (start-up, reading, graph building, prediction,
+writing) and peak RSS of the process, and of its largest graph-building worker (forked from
+it, so that figure counts the pages it shares with the main process too).
 
 Usage:
     .venv/bin/python benchmarks/bench_predict.py --snapshot ../shared/data/mp_snapshot/summary.jsonl.gz \
@@ -52,14 +53,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     which = ["--checkpoint", args.checkpoint] if args.checkpoint else ["--model", args.model]
     print(f"# workers {args.workers}, chunk {args.chunk_size}, load {os.getloadavg()[0]:.2f}, cpus {os.cpu_count()}")
-    print("n,wall_s,structures_per_s,peak_rss_mb")
+    print("n,wall_s,structures_per_s,peak_rss_mb,worker_peak_rss_mb")
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes.split(","):
             path = Path(tmp) / f"s-{size}.jsonl.gz"
             n = subset(args.snapshot, None if size == "all" else int(size), path)
             cmd = [sys.executable, "-c",
                    "import resource, sys; from cgcnn.cli import main; code = main(sys.argv[1:]); "
-                   "print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(code)",
+                   "print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+                   "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)",
                    "predict", *which, str(path), "--output", str(Path(tmp) / "out.csv"),
                    "--workers", str(args.workers), "--chunk-size", str(args.chunk_size), "--device", "cpu"]
             t0 = time.perf_counter()
@@ -68,8 +70,8 @@ def main(argv=None) -> int:
             if proc.returncode != 0:
                 print(proc.stderr[-2000:], file=sys.stderr)
                 return proc.returncode
-            peak_kib = int(next(line.split()[1] for line in proc.stderr.splitlines() if line.startswith("peak ")))
-            print(f"{n},{wall:.1f},{n / wall:.0f},{peak_kib / 1024:.0f}", flush=True)
+            peak_kib, worker_kib = (int(x) for x in next(line.split()[1:] for line in proc.stderr.splitlines() if line.startswith("peak ")))
+            print(f"{n},{wall:.1f},{n / wall:.0f},{peak_kib / 1024:.0f},{worker_kib / 1024:.0f}", flush=True)
     return 0
 
 
