@@ -18,7 +18,6 @@ that fold's training materials only.
 from __future__ import annotations
 
 import itertools
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -31,18 +30,11 @@ GBM_GRID = {"learning_rate": (0.05, 0.1), "max_leaf_nodes": (15, 31)}
 
 
 def magpie_features(formulas: Sequence[str]) -> np.ndarray:
-    """Magpie statistics of each composition, shape [n, 132] (computed once per formula)."""
-    from matminer.featurizers.composition import ElementProperty
-    from pymatgen.core import Composition
+    """Magpie statistics of each composition, shape [n, 132] (matminer's magpie preset,
+    vectorised in :mod:`cgcnn.magpie`)."""
+    from cgcnn.magpie import of_formulas
 
-    featurizer = ElementProperty.from_preset("magpie", impute_nan=True)
-    cache: dict[str, list[float]] = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for f in formulas:
-            if f not in cache:
-                cache[f] = featurizer.featurize(Composition(f))
-    return np.array([cache[f] for f in formulas], dtype=np.float64)
+    return of_formulas(list(formulas))
 
 
 @dataclass

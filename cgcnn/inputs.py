@@ -49,10 +49,10 @@ def formulas_of(graphs) -> list[str]:
 
 
 def composition_features(graphs) -> np.ndarray:
-    """Magpie features of every crystal of ``graphs`` (shape [n, 132])."""
-    from cgcnn.baselines import magpie_features
+    """Magpie features of every crystal of ``graphs`` (shape [n, 132]), from its atoms."""
+    from cgcnn.magpie import of_graphs
 
-    return magpie_features(formulas_of(graphs)).astype(np.float32)
+    return of_graphs(graphs).astype(np.float32)
 
 
 def fidelity_index(config: ModelConfig, name: str) -> int:
