@@ -58,10 +58,11 @@ def main(argv=None) -> int:
         for size in args.sizes.split(","):
             path = Path(tmp) / f"s-{size}.jsonl.gz"
             n = subset(args.snapshot, None if size == "all" else int(size), path)
-            cmd = [sys.executable, "-c",
-                   "import resource, sys; from cgcnn.cli import main; code = main(sys.argv[1:]); "
-                   "print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-                   "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)",
+            cmd = [sys.executable, "-c",  # `cgcnn` itself (cgcnn.cli.run), reporting its peak RSS on the way out
+                   "import atexit, resource, sys; "
+                   "atexit.register(lambda: print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+                   "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)); "
+                   "from cgcnn.cli import run; run()",
                    "predict", *which, str(path), "--output", str(Path(tmp) / "out.csv"),
                    "--workers", str(args.workers), "--chunk-size", str(args.chunk_size), "--device", "cpu"]
             t0 = time.perf_counter()

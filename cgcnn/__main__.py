@@ -1,5 +1,3 @@
-import sys
+from cgcnn.cli import run
 
-from cgcnn.cli import main
-
-sys.exit(main())
+run()

@@ -4,6 +4,7 @@ to end on the tiny dataset, and predictions of the original band-gap model."""
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pandas as pd
@@ -164,3 +165,18 @@ def test_evaluate_reads_the_original_headerless_id_prop_csv(reference_dir, tmp_p
     assert np.allclose(table["target_ev"], labels[table.index])
     ref = pd.read_csv(reference_dir / "reference_predictions.csv", dtype={"cif_id": str}).set_index("cif_id")["prediction_ev"]
     assert np.abs(table["prediction_ev"] - ref[table.index]).max() < 1e-3
+
+
+def test_entry_point_exits_with_mains_outcome_and_freezes_the_collector(monkeypatch, tmp_path):
+    import gc
+
+    from cgcnn.cli import run
+
+    monkeypatch.setattr(sys, "argv", ["cgcnn", "predict", str(tmp_path / "missing.cif"), "--model", "base"])
+    try:
+        with pytest.raises(SystemExit) as exc:
+            run()
+        assert str(exc.value).startswith("error:") and "missing.cif" in str(exc.value)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
