@@ -81,7 +81,7 @@ def make_run(name: str, dataset, train_pos, epochs: int, seed: int) -> _Run:
     return _Run(model, features, norm, optimizer, torch.Generator().manual_seed(seed), cfg, "none", {}, [])
 
 
-def test_mae(run: _Run, state: dict, dataset, test_pos, device) -> float:
+def best_epoch_test_mae(run: _Run, state: dict, dataset, test_pos, device) -> float:
     """Test MAE (eV) of ``run``'s model with the weights ``state`` (its best epoch's)."""
     run.model.load_state_dict(state)
     return validate(run, dataset, test_pos, device)
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
         mae, epoch, state = best[name]
         when = f"{reached[name]:.0f} s" if reached[name] is not None else "not reached"
         print(f"# {name}: time to val MAE <= {args.target} eV: {when}; {done[name]} epochs in {clock[name] / 60:.1f} min; "
-              f"best val MAE {mae:.3f} eV (epoch {epoch + 1}), test MAE {test_mae(run, state, dataset, test_pos, device):.3f} eV")
+              f"best val MAE {mae:.3f} eV (epoch {epoch + 1}), test MAE {best_epoch_test_mae(run, state, dataset, test_pos, device):.3f} eV")
     if all(v is not None for v in reached.values()):
         print(f"# ratio original / ours: {reached['original'] / reached['ours']:.2f}x")
     elif reached["ours"] is not None:

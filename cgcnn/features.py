@@ -421,7 +421,7 @@ def gaussian_expand(distances, centers, width: float):
     (torch: same device; floating dtype kept, integer input promoted to float32 / float64).
 
     Values smaller than the dtype's smallest normal number are exactly 0: with the usual
-    0.2 Å width most of the 41 features of an edge would otherwise be subnormal numbers,
+    0.2 Å width most of an edge's distance features would otherwise be subnormal numbers,
     on which CPU arithmetic (this exponential and every product with it) runs several
     times slower.  The change is below 1e-37 per feature.
 

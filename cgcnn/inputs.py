@@ -37,17 +37,6 @@ def required_inputs(config: ModelConfig) -> list[str]:
     return need
 
 
-def formulas_of(graphs) -> list[str]:
-    """The formula of every crystal of a :class:`~cgcnn.graphset.GraphSet`, from its atoms."""
-    from pymatgen.core import Composition, Element
-
-    out = []
-    for k in range(len(graphs)):
-        z, counts = np.unique(graphs.atomic_numbers[graphs.node_ptr[k]:graphs.node_ptr[k + 1]], return_counts=True)
-        out.append(Composition({Element.from_Z(int(a)): int(c) for a, c in zip(z, counts)}).formula)
-    return out
-
-
 def composition_features(graphs) -> np.ndarray:
     """Magpie features of every crystal of ``graphs`` (shape [n, 132]), from its atoms."""
     from cgcnn.magpie import of_graphs

@@ -101,9 +101,10 @@ def of_formulas(formulas: Sequence[str]) -> np.ndarray:
 
     distinct = list(dict.fromkeys(formulas))
     comps = [{el.Z: amt for el, amt in Composition(f).element_composition.items()} for f in distinct]
-    features = magpie_statistics(*pad(comps)) if distinct else np.zeros((0, 6 * len(element_table()[1])))
+    if not distinct:
+        return np.zeros((0, len(STATS) * len(element_table()[1])))
     row = {f: k for k, f in enumerate(distinct)}
-    return features[[row[f] for f in formulas]] if formulas else features
+    return magpie_statistics(*pad(comps))[[row[f] for f in formulas]]
 
 
 def of_graphs(graphs) -> np.ndarray:

@@ -77,12 +77,7 @@ class ConvLayer(nn.Module):
         gated = self.bn1(gated + p_nbr.index_select(0, src))
         gate, core = gated.chunk(2, dim=1)
         msg = self.sigmoid(gate) * self.softplus1(core)
-        if regular:
-            summed = msg.view(n, regular, a).sum(dim=1)
-        else:
-            summed = torch.zeros((n, a), dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
-        summed = self.bn2(summed)
-        return self.softplus2(x + summed.to(x.dtype))
+        return self.softplus2(x + self.bn2(_sum_by_centre(msg, dst, n, regular)).to(x.dtype))
 
     def _infer(self, x: torch.Tensor, edge_attr: torch.Tensor, edge_index: torch.Tensor, regular: int | None) -> torch.Tensor:
         """:meth:`forward` for inference (eval mode, no autograd), same result: BN1's running
@@ -105,14 +100,18 @@ class ConvLayer(nn.Module):
         gated.add_(p_nbr.index_select(0, src))
         gate, core = gated.chunk(2, dim=1)
         msg = nn.functional.softplus(core).mul_(gate.sigmoid_())
-        if regular:
-            summed = msg.view(n, regular, a).sum(dim=1)
-        else:
-            summed = torch.zeros((n, a), dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
-        return self.softplus2(x + self.bn2(summed).to(x.dtype))
+        return self.softplus2(x + self.bn2(_sum_by_centre(msg, dst, n, regular)).to(x.dtype))
 
     def extra_repr(self) -> str:
         return f"atom_fea_len={self.atom_fea_len}, nbr_fea_len={self.nbr_fea_len}"
+
+
+def _sum_by_centre(msg: torch.Tensor, dst: torch.Tensor, n: int, regular: int | None) -> torch.Tensor:
+    """Sum of the messages [E, F] arriving at each of ``n`` atoms -> [n, F] (a view when every
+    atom has ``regular`` edges grouped by centre, else a scatter)."""
+    if regular:
+        return msg.view(n, regular, -1).sum(dim=1)
+    return torch.zeros((n, msg.shape[1]), dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
 
 
 def mean_pool(x: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
