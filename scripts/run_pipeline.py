@@ -171,7 +171,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Run the study's notebooks in order with papermill into <output>/<run-id>/.",
     )
     ap.add_argument("--profile", default="fixture",
-                    help="fixture | default | paper, or a profile JSON file (default: fixture)")
+                    help="fixture | default | study | ship | paper, or a profile JSON file (default: fixture)")
     ap.add_argument("--bucket", default=str(DEFAULT_BUCKET),
                     help="raw-data bucket: a local folder holding raw/ or s3://bucket[/prefix] (default: the bundled fixture)")
     ap.add_argument("--materials", default=DEFAULT_MATERIALS,
