@@ -147,6 +147,7 @@ def test_notebook_domain_adaptation(fixture_run):
     assert (run_dir / "cv.json").stat().st_mtime <= (run_dir / "metrics.json").stat().st_mtime
     runs = pd.read_csv(run_dir / "tables" / "adaptation_runs.csv")
     assert len(runs) == 5 * 2  # (4 policies + control) x 2 seeds
+    assert not (run_dir / "models" / "cv").exists() and not (run_dir / "models" / "cv-methods").exists()  # scratch removed
     assert metrics["selected_policy"] in ("none", "embedding", "convs", "head")
     assert _png(run_dir / "figures" / "ds3_parity.png")
     assert len(pd.read_csv(run_dir / "tables" / "ds3_predictions.csv")) == 6

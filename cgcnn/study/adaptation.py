@@ -189,6 +189,7 @@ def run_adaptation(run_dir: str | os.PathLike, profile: StudyProfile, *, progres
 
     fitter = _Fitter(profile, base, dataset, progress)
     candidates, candidate_preds = _cv_candidates(fitter, folds, groups, paths["models"] / "cv", echo)
+    shutil.rmtree(paths["models"] / "cv", ignore_errors=True)  # the fits' scratch folders, emptied one by one
     model_preds = within_fold_choices(candidates, candidate_preds, list(profile.adapt.policies))
     baseline_preds, gbm_choices = run_baselines(frame, folds, cv)
     cv_predictions = pd.concat([baseline_preds, model_preds], ignore_index=True)

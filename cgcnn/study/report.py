@@ -116,7 +116,7 @@ def _methods_section(run: Path, methods: dict) -> list[str]:
     s = methods["settings"]
     fits = run / "tables" / "methods_calibration.csv"
     rows = ["## Beyond fine-tuning: PBE-aware and multi-fidelity ensembles",
-            f"Candidates: {', '.join(MODEL_LABELS.get('ens_' + c, c) for c in methods['candidates'])}; each an ensemble of "
+            f"Candidates: {'; '.join(MODEL_LABELS.get('ens_' + c, c) for c in methods['candidates'])}. Each is an ensemble of "
             f"{s['members']} members (seeds) fine-tuned from M1 on the same outer folds, early stopping on the inner split "
             f"(at most {s['train']['epochs']} epochs, patience {s['train']['patience']}, lr {s['train']['lr']:g}). "
             "Each candidate is also scored averaged (equal weights, fixed in advance) with boosted trees on Magpie composition "
