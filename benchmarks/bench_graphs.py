@@ -2,9 +2,9 @@
 
 Figures on ``--n`` structures of a snapshot (evenly spread over the file, or the first ones) (single process):
 
-* our path end to end: ``cgcnn.building.build_graphs`` without cache (CIF parse included);
+* our path end to end: ``cgcnn.data.building.build_graphs`` without cache (CIF parse included);
 * the neighbour search alone, on pre-parsed structures: ours
-  (``cgcnn.graph.structure_to_graph``: one vectorised ``find_points_in_spheres`` call plus a
+  (``cgcnn.data.graph.structure_to_graph``: one vectorised ``find_points_in_spheres`` call plus a
   row-wise sort) vs the reference, which does what the original ``CIFData.__getitem__`` did:
   ``structure.get_all_neighbors(r)``, ``sorted(..., key=distance)`` for every atom, then
   pad / truncate to ``max_neighbors``;
@@ -44,9 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from snapshot_sample import select_records  # noqa: E402
 
-from cgcnn.building import build_graphs, parse_structure  # noqa: E402
+from cgcnn.data.building import build_graphs, parse_structure  # noqa: E402
 from cgcnn.config import GraphConfig  # noqa: E402
-from cgcnn.graph import structure_to_graph  # noqa: E402
+from cgcnn.data.graph import structure_to_graph  # noqa: E402
 
 
 def parse(cif: str):
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ours end to end (build_graphs, parse included): {t_ours_e2e:.2f} s, {n / t_ours_e2e:.1f} structures/s, "
           f"{sum(b is not None for b in built)} graphs, {len(problems)} problems")
     print(f"CIF parse, pymatgen Structure.from_str (reference): {t_parse_ref:.2f} s ({n / t_parse_ref:.1f} structures/s)")
-    print(f"CIF parse, ours (cgcnn.building.parse_structure): {t_parse_ours:.2f} s ({n / t_parse_ours:.1f} structures/s)")
+    print(f"CIF parse, ours (cgcnn.data.building.parse_structure): {t_parse_ours:.2f} s ({n / t_parse_ours:.1f} structures/s)")
     print(f"neighbour search, ours (structure_to_graph): {t_ours_nb:.2f} s ({n / t_ours_nb:.1f} structures/s)")
     print(f"neighbour search, reference (get_all_neighbors + sort + pad): {t_ref_nb:.2f} s ({n / t_ref_nb:.1f} structures/s)")
     n_agree = sum(agree(g, d, cfg.radius) for g, (_, d) in zip(ours, refs))

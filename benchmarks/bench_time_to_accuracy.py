@@ -36,13 +36,13 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from cgcnn.allocator import keep_freed_memory  # noqa: E402
+from cgcnn.training.allocator import keep_freed_memory  # noqa: E402
 from cgcnn.config import ModelConfig, TrainConfig  # noqa: E402
-from cgcnn.dataset import CrystalDataset, read_targets  # noqa: E402
-from cgcnn.features import AtomFeatures  # noqa: E402
-from cgcnn.graphset import GraphSet  # noqa: E402
-from cgcnn.normalizer import Normalizer  # noqa: E402
-from cgcnn.train import (  # noqa: E402
+from cgcnn.data.dataset import CrystalDataset, read_targets  # noqa: E402
+from cgcnn.data.features import AtomFeatures  # noqa: E402
+from cgcnn.data.graphset import GraphSet  # noqa: E402
+from cgcnn.training.normalizer import Normalizer  # noqa: E402
+from cgcnn.training.fit import (  # noqa: E402
     _Run,
     initial_model,
     lr_factor,

@@ -2,7 +2,7 @@
 
 Builds graphs for ``--n`` snapshot structures that have a PBE gap (evenly spread over the
 file, or the first ones), then trains with
-``cgcnn.train.fit`` using the original CGCNN defaults (batch 256, atom_fea_len 64,
+``cgcnn.training.fit.fit`` using the original CGCNN defaults (batch 256, atom_fea_len 64,
 h_fea_len 128, 3 convolutions, 1 hidden layer, SGD lr 0.01 momentum 0.9) for ``--epochs``
 epochs on all ``n`` crystals (no validation or test split, so an epoch is pure training).
 Epoch times come from ``fit``'s history (whole epoch: shuffling, batching, forward,
@@ -33,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from snapshot_sample import select_records  # noqa: E402
 
-from cgcnn.building import build_graphs  # noqa: E402
+from cgcnn.data.building import build_graphs  # noqa: E402
 from cgcnn.config import GraphConfig, ModelConfig, TrainConfig  # noqa: E402
-from cgcnn.dataset import CrystalDataset  # noqa: E402
-from cgcnn.features import AtomFeatures  # noqa: E402
-from cgcnn.inference import resolve_device  # noqa: E402
-from cgcnn.train import fit  # noqa: E402
+from cgcnn.data.dataset import CrystalDataset  # noqa: E402
+from cgcnn.data.features import AtomFeatures  # noqa: E402
+from cgcnn.prediction.inference import resolve_device  # noqa: E402
+from cgcnn.training.fit import fit  # noqa: E402
 
 
 def peak_rss_gb() -> float:

@@ -5,7 +5,7 @@ PRL 120, 145301, 2018) and of the domain-adaptation study built on it (Masood et
 Cell Rep. Phys. Sci. 2023): graphs, model, training, adaptation, evaluation, embeddings,
 and the ETL that prepares the three datasets.
 
-The public API (imported on first use, so ``import cgcnn.model`` stays light)::
+The public API (imported on first use, so ``import cgcnn.nn.model`` stays light)::
 
     from cgcnn import load_model
     model = load_model("runs/<run>/models/m1/best.pt")
@@ -27,22 +27,22 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 _API = {
-    "load_model": "cgcnn.predictor",
-    "Predictor": "cgcnn.predictor",
-    "Embeddings": "cgcnn.predictor",
-    "read_inputs": "cgcnn.building",
-    "build_graphs": "cgcnn.building",
-    "GraphSet": "cgcnn.graphset",
-    "CrystalDataset": "cgcnn.dataset",
-    "AtomFeatures": "cgcnn.features",
+    "load_model": "cgcnn.prediction.predictor",
+    "Predictor": "cgcnn.prediction.predictor",
+    "Embeddings": "cgcnn.prediction.predictor",
+    "read_inputs": "cgcnn.data.building",
+    "build_graphs": "cgcnn.data.building",
+    "GraphSet": "cgcnn.data.graphset",
+    "CrystalDataset": "cgcnn.data.dataset",
+    "AtomFeatures": "cgcnn.data.features",
     "GraphConfig": "cgcnn.config",
     "ModelConfig": "cgcnn.config",
     "TrainConfig": "cgcnn.config",
     "AdaptConfig": "cgcnn.config",
-    "fit": "cgcnn.train",
-    "adapt": "cgcnn.adapt",
-    "train_control": "cgcnn.adapt",
-    "load_checkpoint": "cgcnn.checkpoint",
+    "fit": "cgcnn.training.fit",
+    "adapt": "cgcnn.training.adapt",
+    "train_control": "cgcnn.training.adapt",
+    "load_checkpoint": "cgcnn.training.checkpoint",
     "CgcnnError": "cgcnn.errors",
 }
 

@@ -34,8 +34,8 @@ def _graph_config(args, base=None):
 
 
 def load_graph_inputs(inputs: list[str], cfg, *, workers: int = 1, cache_dir=None, on_error: str = "skip"):
-    """Graph set and skipped items of the command's inputs (see :func:`cgcnn.building.read_inputs`)."""
-    from cgcnn.building import read_inputs
+    """Graph set and skipped items of the command's inputs (see :func:`cgcnn.data.building.read_inputs`)."""
+    from cgcnn.data.building import read_inputs
 
     return read_inputs(inputs, cfg, workers=workers, cache_dir=cache_dir, on_error=on_error)
 
@@ -51,7 +51,7 @@ def _train_config(args):
 
 
 def _features(path):
-    from cgcnn.features import AtomFeatures
+    from cgcnn.data.features import AtomFeatures
 
     return AtomFeatures.from_json(path) if path else AtomFeatures.default()
 
@@ -85,7 +85,7 @@ def _write_problems(path: Path, problems) -> None:
 
 
 def _dataset(args, cfg, features):
-    from cgcnn.dataset import CrystalDataset, read_targets
+    from cgcnn.data.dataset import CrystalDataset, read_targets
 
     gs, problems = load_graph_inputs(args.graphs, cfg, workers=args.workers, on_error=args.on_error)
     targets = read_targets(args.targets, args.target_column) if getattr(args, "targets", None) else None
@@ -97,7 +97,7 @@ def _dataset(args, cfg, features):
 def _print_fit(res) -> None:
     import math
 
-    from cgcnn.distributed import context
+    from cgcnn.training.distributed import context
 
     if not context().is_main:
         return  # under torchrun, rank 0 reports
@@ -110,7 +110,7 @@ def _print_fit(res) -> None:
 
 def cmd_train(args) -> int:
     from cgcnn.config import ModelConfig, load_config
-    from cgcnn.train import fit
+    from cgcnn.training.fit import fit
 
     cfg = _train_config(args)
     mc = load_config(ModelConfig, args.model_config)
@@ -121,8 +121,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_adapt(args) -> int:
-    from cgcnn.adapt import adapt, train_control
-    from cgcnn.checkpoint import load_checkpoint
+    from cgcnn.training.adapt import adapt, train_control
+    from cgcnn.training.checkpoint import load_checkpoint
     from cgcnn.config import AdaptConfig
 
     base = load_checkpoint(args.base, atom_features=args.atom_features, radius=args.radius, max_neighbors=args.max_neighbors)
@@ -137,8 +137,8 @@ def cmd_adapt(args) -> int:
 
 
 def _loaded(args):
-    from cgcnn.checkpoint import load_checkpoint
-    from cgcnn.shipped import ShippedModelError, member_checkpoints, shipped_models
+    from cgcnn.training.checkpoint import load_checkpoint
+    from cgcnn.prediction.shipped import ShippedModelError, member_checkpoints, shipped_models
 
     if args.checkpoint is None:
         if args.model is None:
@@ -153,8 +153,8 @@ def cmd_evaluate(args) -> int:
     import pandas as pd
 
     from cgcnn.fileio import atomic_write_bytes
-    from cgcnn.inference import predict
-    from cgcnn.metrics import regression_metrics
+    from cgcnn.prediction.inference import predict
+    from cgcnn.evaluation.metrics import regression_metrics
 
     loaded = _loaded(args)
     ds = _dataset(args, loaded.graph_config, loaded.features)
@@ -175,7 +175,7 @@ def _warn_skipped(problems) -> None:
 
 def _predictor(args):
     """The model of ``--checkpoint`` or ``--model`` (default: the shipped ensemble)."""
-    from cgcnn.predictor import DEFAULT_MODEL, Predictor, load_model
+    from cgcnn.prediction.predictor import DEFAULT_MODEL, Predictor, load_model
 
     if args.checkpoint is None:
         return load_model(args.model or DEFAULT_MODEL, device=args.device)
@@ -183,10 +183,10 @@ def _predictor(args):
 
 
 def cmd_predict(args) -> int:
-    from cgcnn.screening import parse_shard, predict_to_csv
+    from cgcnn.prediction.streaming import parse_shard, predict_to_csv
 
     model = _predictor(args)
-    from cgcnn.inputs import read_pbe_gaps
+    from cgcnn.data.descriptors import read_pbe_gaps
 
     pbe = read_pbe_gaps(args.pbe_gaps) if args.pbe_gaps else None
     if pbe and not model.pbe_aware:
@@ -200,8 +200,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    from cgcnn.predictor import Predictor
-    from cgcnn.screening import embed_to_npz
+    from cgcnn.prediction.predictor import Predictor
+    from cgcnn.prediction.streaming import embed_to_npz
 
     model = _predictor(args) if args.checkpoint or args.model else Predictor(_loaded(args), device=args.device)
     summary, n_conv, n_hidden = embed_to_npz(model, args.graphs, args.output, chunk_size=args.chunk_size, workers=args.workers,
@@ -382,7 +382,7 @@ def run() -> None:
 
 
 def _leave_process_group() -> None:
-    """Under torchrun, leave the process group that training joined (cgcnn.distributed)."""
+    """Under torchrun, leave the process group that training joined (cgcnn.training.distributed)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

@@ -82,7 +82,7 @@ class ModelConfig(StrictModel):
     h_fea_len: int = Field(128, ge=1)
     n_h: int = Field(1, ge=1)
     # Per-crystal inputs joined to the crystal representation before the head (all off:
-    # the original CGCNN).  See cgcnn.model.CGCNN and cgcnn.inputs.
+    # the original CGCNN).  See cgcnn.nn.model.CGCNN and cgcnn.data.descriptors.
     fidelities: list[str] = Field(default_factory=list, description="fidelity names (e.g. ['pbe', 'experiment']); "
                                   "a learned embedding of each; the last is the default at prediction")
     fidelity_dim: int = Field(8, ge=1)
@@ -106,7 +106,7 @@ class ModelConfig(StrictModel):
 
 
 class TrainConfig(StrictModel):
-    """Optimisation settings for ``cgcnn.train.fit``."""
+    """Optimisation settings for ``cgcnn.training.fit.fit``."""
 
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(256, ge=1)

@@ -41,7 +41,7 @@ def training_ids(run: Path, methods: dict) -> set[str]:
 def cv_errors(run: Path, selected: str) -> tuple[dict, dict, list[dict]]:
     """MAE of the selected method's out-of-fold predictions by anion class and gap range, and
     its ten worst materials."""
-    from cgcnn.study.data import load_data
+    from cgcnn.study.datasets import load_data
 
     oof = pd.read_csv(run / "tables" / "methods_cv_predictions.csv", dtype={"material_id": str})
     oof = oof[oof["model"] == f"ens_{selected}"]
@@ -56,10 +56,10 @@ def cv_errors(run: Path, selected: str) -> tuple[dict, dict, list[dict]]:
 
 
 def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Path, description: str = "") -> Path:
-    from cgcnn.checkpoint import read_checkpoint, save_checkpoint
+    from cgcnn.training.checkpoint import read_checkpoint, save_checkpoint
     from cgcnn.fileio import sha256_file, write_json
     from cgcnn.provenance import collect
-    from cgcnn.shipped import member_checkpoints
+    from cgcnn.prediction.shipped import member_checkpoints
     from cgcnn.study.methods import METHOD_LABELS, load_methods
 
     methods = load_methods(run)

@@ -51,13 +51,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     import pandas as pd
 
-    from cgcnn.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-    from cgcnn.dataset import CrystalDataset, read_targets
+    from cgcnn.training.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+    from cgcnn.data.dataset import CrystalDataset, read_targets
     from cgcnn.errors import CgcnnError
     from cgcnn.fileio import sha256_file, write_json
-    from cgcnn.graphset import GraphSet
-    from cgcnn.inference import predict
-    from cgcnn.metrics import regression_metrics
+    from cgcnn.data.graphset import GraphSet
+    from cgcnn.prediction.inference import predict
+    from cgcnn.evaluation.metrics import regression_metrics
     from cgcnn.provenance import collect
 
     args = parse_args(argv)

@@ -19,11 +19,11 @@ import pytest
 import torch
 from pymatgen.core import Structure
 
-from cgcnn.building import build_graphs
+from cgcnn.data.building import build_graphs
 from cgcnn.config import GraphConfig, ModelConfig, TrainConfig
-from cgcnn.dataset import CrystalDataset
-from cgcnn.features import AtomFeatures
-from cgcnn.graphset import GraphSet
+from cgcnn.data.dataset import CrystalDataset
+from cgcnn.data.features import AtomFeatures
+from cgcnn.data.graphset import GraphSet
 
 # The models here are tiny: one intra-op thread is fastest, and on a busy machine extra
 # threads only wait for each other (a 3-epoch fit takes seconds instead of ~0.1 s).
@@ -161,7 +161,7 @@ def reference_dir() -> Path:
 def tiny_run(tiny_dataset, tiny_train_config, tiny_model_config, tmp_path_factory):
     """One 3-epoch training run on the tiny dataset (shared, read-only: copy before
     changing anything in its folder)."""
-    from cgcnn.train import fit
+    from cgcnn.training.fit import fit
 
     out = tmp_path_factory.mktemp("tiny_run")
     return fit(tiny_dataset, tiny_train_config, out, model_config=tiny_model_config, progress=False)

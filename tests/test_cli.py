@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from pymatgen.io.cif import CifWriter
 
-from cgcnn.checkpoint import load_checkpoint
+from cgcnn.training.checkpoint import load_checkpoint
 from cgcnn.cli import main
-from cgcnn.dataset import CrystalDataset
-from cgcnn.graphset import GraphSet
-from cgcnn.inference import predict
+from cgcnn.data.dataset import CrystalDataset
+from cgcnn.data.graphset import GraphSet
+from cgcnn.prediction.inference import predict
 
 GRAPH_ARGS = ["--radius", "4", "--max-neighbors", "12"]
 TRAIN_ARGS = ["--epochs", "2", "--batch-size", "6", "--optimizer", "adam", "--lr", "0.01", "--seed", "0", "--device", "cpu"]

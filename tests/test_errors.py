@@ -15,7 +15,7 @@ import pytest
 import torch
 from pymatgen.io.cif import CifWriter
 
-from cgcnn.dataset import CrystalDataset, parse_targets
+from cgcnn.data.dataset import CrystalDataset, parse_targets
 from cgcnn.errors import DatasetError
 from cgcnn.lock import LockedError, RunLock
 

@@ -102,7 +102,7 @@ def test_notebook_eda(fixture_run):
 
 
 def test_notebook_base_model(fixture_run):
-    from cgcnn.checkpoint import load_checkpoint
+    from cgcnn.training.checkpoint import load_checkpoint
 
     run_dir = _completed(fixture_run, "base-model")
     loaded = load_checkpoint(run_dir / "models" / "m1" / "best.pt")

@@ -17,7 +17,7 @@
 ``run``        the run itself, phase by phase
 """
 
-from cgcnn.etl.cells import EtlError
+from cgcnn.etl.parsing import EtlError
 from cgcnn.etl.config import (
     DS1Config,
     DS2Config,
@@ -26,7 +26,7 @@ from cgcnn.etl.config import (
     ExperimentalSource,
     GapWindow,
 )
-from cgcnn.etl.inputs import prepare_work_bucket
+from cgcnn.etl.raw import prepare_work_bucket
 from cgcnn.etl.materials import (
     MaterialRecord,
     MaterialsError,
@@ -36,7 +36,7 @@ from cgcnn.etl.materials import (
     write_snapshot,
 )
 from cgcnn.etl.mp_live import MPSource
-from cgcnn.etl.report import load_report
+from cgcnn.etl.audit import load_report
 from cgcnn.etl.rules import DROP_REASONS
 from cgcnn.etl.run import EtlResult, run_etl
 from cgcnn.etl.storage import (

@@ -26,7 +26,7 @@ __all__ = ["add_parser", "build_parser", "main"]
 def _fixable() -> tuple[type[BaseException], ...]:
     from pydantic import ValidationError
 
-    from cgcnn.etl.cells import EtlError
+    from cgcnn.etl.parsing import EtlError
     from cgcnn.etl.materials import MaterialsError
     from cgcnn.etl.storage import StorageError
 
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_run(args) -> int:
     from cgcnn.etl.config import EtlConfig
-    from cgcnn.etl.inputs import prepare_work_bucket
+    from cgcnn.etl.raw import prepare_work_bucket
     from cgcnn.etl.run import run_etl
 
     config = EtlConfig.load(args.config)
@@ -93,7 +93,7 @@ def _cmd_snapshot(args) -> int:
     import pandas as pd
 
     from cgcnn.etl.config import EtlConfig
-    from cgcnn.etl.inputs import read_inputs
+    from cgcnn.etl.raw import read_inputs
     from cgcnn.etl.materials import open_materials, write_snapshot
     from cgcnn.etl.storage import open_bucket
 
@@ -116,7 +116,7 @@ def _cmd_snapshot(args) -> int:
 
 
 def _cmd_prepare(args) -> int:
-    from cgcnn.etl.inputs import prepare_work_bucket
+    from cgcnn.etl.raw import prepare_work_bucket
 
     out = prepare_work_bucket(args.raw_from, args.bucket)
     print(f"{out['bucket']}: {len(out['copied'])} copied, {len(out['skipped'])} unchanged")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from cgcnn.etl.config import EtlConfig
 from cgcnn.etl.materials import MaterialRecord
-from cgcnn.etl.report import REPORT_FORMAT
+from cgcnn.etl.audit import REPORT_FORMAT
 from cgcnn.etl.rules import DATASETS
 from cgcnn.etl.storage import Bucket, StorageError
 
@@ -30,7 +30,7 @@ Problems = dict[str, list[tuple[str, str]]]  # dataset -> [(material id, reason)
 
 def graph_key(items: list[tuple[str, str]], cfg) -> str:
     """Content key of one dataset's graphs: graph settings, format version, ids and CIF bytes."""
-    from cgcnn.graphset import JSON_FORMAT, JSON_VERSION
+    from cgcnn.data.graphset import JSON_FORMAT, JSON_VERSION
 
     digest = hashlib.sha256(f"graph:{cfg.key()}:{JSON_FORMAT}:{JSON_VERSION}\n".encode())
     for mid, cif in items:
@@ -84,7 +84,7 @@ def build_or_reuse_graphs(
     (manifest entries per dataset, plus ``_seconds`` when anything was built; problems per
     dataset as (id, reason)).
     """
-    from cgcnn.building import build_graphs
+    from cgcnn.data.building import build_graphs
 
     cfg = config.graph
     items = {ds: [(m, records[m].structure_cif) for m in tables[ds]["material_id"]] for ds in DATASETS}

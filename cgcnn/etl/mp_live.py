@@ -11,7 +11,7 @@ import os
 import warnings
 from collections.abc import Iterable, Iterator
 
-from cgcnn.etl.materials import MaterialRecord, MaterialsError, reduced_formula
+from cgcnn.etl.records import MaterialRecord, MaterialsError, reduced_formula
 
 __all__ = ["MPSource"]
 

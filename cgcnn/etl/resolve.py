@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from cgcnn.etl.cells import cell_text, is_missing
+from cgcnn.etl.parsing import cell_text, is_missing
 from cgcnn.etl.materials import MaterialRecord, match_formula, reduced_formula
 
 __all__ = ["MATCH_COLUMNS", "formula_note", "resolve_rows"]

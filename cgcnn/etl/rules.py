@@ -12,8 +12,8 @@ row ends up either in a dataset or in the drop report with one of :data:`DROP_RE
 ``overlap_ds3``   the material is in the validation set DS3
 ``graph_error``   no crystal graph could be built from the structure
 
-Cells become values in :mod:`cgcnn.etl.cells`; rows become material ids in
-:mod:`cgcnn.etl.resolve`; the report tables are assembled in :mod:`cgcnn.etl.report`.
+Cells become values in :mod:`cgcnn.etl.parsing`; rows become material ids in
+:mod:`cgcnn.etl.resolve`; the report tables are assembled in :mod:`cgcnn.etl.audit`.
 DS2 is built in two steps that can be run alone:
 :func:`read_source_labels` (one source table -> one label per material) and
 :func:`merge_labels` (every source -> one row per material, by source priority).
@@ -28,8 +28,8 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from cgcnn.classes import crystal_system
-from cgcnn.etl.cells import EtlError, cell_text, parse_gap, require_columns
+from cgcnn.data.material_classes import crystal_system
+from cgcnn.etl.parsing import EtlError, cell_text, parse_gap, require_columns
 from cgcnn.etl.config import DS1Config, DS2Config, DS3Config, ExperimentalSource
 from cgcnn.etl.materials import MaterialRecord
 from cgcnn.etl.resolve import formula_note, resolve_rows

@@ -12,12 +12,12 @@ Outputs, written back to the bucket::
 
 :func:`run_etl` runs these phases in order, each a function of its own:
 
-1. :func:`cgcnn.etl.inputs.read_inputs` — the raw tables, cells untouched, and their checksums;
+1. :func:`cgcnn.etl.raw.read_inputs` — the raw tables, cells untouched, and their checksums;
 2. :func:`fetch_materials` — one Materials Project query by id, one by formula;
 3. :func:`apply_rules` — the wrangling rules of :mod:`cgcnn.etl.rules` (DS3 first: DS1 and DS2
    exclude its materials);
 4. :func:`cgcnn.etl.graphs.build_or_reuse_graphs` and :func:`~cgcnn.etl.graphs.drop_graph_failures`;
-5. :func:`cgcnn.etl.report.collect_reports` — drops, conflicts, polymorphs, matches, notes;
+5. :func:`cgcnn.etl.audit.collect_reports` — drops, conflicts, polymorphs, matches, notes;
 6. :func:`write_outputs` — datasets, graph manifest and report tables; then the JSON report.
 """
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cgcnn.etl.cells import EtlError
+from cgcnn.etl.parsing import EtlError
 from cgcnn.etl.config import EtlConfig
 from cgcnn.etl.graphs import (
     build_or_reuse_graphs,
@@ -40,9 +40,9 @@ from cgcnn.etl.graphs import (
     graph_paths,
     write_manifest,
 )
-from cgcnn.etl.inputs import RawInputs, read_inputs
+from cgcnn.etl.raw import RawInputs, read_inputs
 from cgcnn.etl.materials import MaterialRecord, MaterialsSource, open_materials
-from cgcnn.etl.report import (
+from cgcnn.etl.audit import (
     REPORT_KEY,
     ReportTables,
     build_report,
@@ -53,7 +53,7 @@ from cgcnn.etl.report import (
 )
 from cgcnn.etl.rules import DATASETS, Outcome, build_ds1, build_ds2, build_ds3
 from cgcnn.etl.storage import Bucket, LocalBucket, open_bucket
-from cgcnn.etl.tables import write_dataset
+from cgcnn.etl.outputs import write_dataset
 
 __all__ = [
     "EtlResult",
@@ -243,7 +243,7 @@ def run_etl(
 
     Args:
         bucket_uri: ``s3://bucket/prefix`` or a local folder holding ``raw/``.  Never a
-            folder under ``../shared`` (use :func:`~cgcnn.etl.inputs.prepare_work_bucket` to
+            folder under ``../shared`` (use :func:`~cgcnn.etl.raw.prepare_work_bucket` to
             copy inputs).
         materials: ``snapshot:PATH``, ``mp`` (live, key from ``MP_API_KEY``), ``mp:ENDPOINT``,
             or a ready :class:`~cgcnn.etl.materials.MaterialsSource`.

@@ -29,17 +29,22 @@ import numpy as np
 import pandas as pd
 
 from cgcnn.config import AdaptConfig, ModelConfig
+from cgcnn.data.dataset import CrystalDataset
+from cgcnn.data.descriptors import attach_inputs
+from cgcnn.evaluation.baselines import BoostedTrees, magpie_features
+from cgcnn.evaluation.folds import inner_split, out_of_fold
+from cgcnn.prediction.ensemble import mix
+from cgcnn.prediction.inference import predict
+from cgcnn.prediction.trees import tree_features
+from cgcnn.study.display import METHOD_LABELS, TREES
 from cgcnn.study.profiles import StudyProfile
+from cgcnn.training.adapt import adapt
+from cgcnn.training.checkpoint import load_checkpoint
 
 PBE, EXPERIMENT = "pbe", "experiment"
-TREES = "_trees"  # suffix of a candidate averaged with the boosted trees on composition + PBE
+__all__ = ["EXPERIMENT", "METHOD_LABELS", "PBE", "TREES", "TREES_WEIGHT", "EnsembleMethod", "build_method",
+           "method_model_config", "pbe_inputs", "trees_out_of_fold", "with_trees"]
 TREES_WEIGHT = 0.5  # fixed, equal weights: nothing is tuned on the out-of-fold predictions
-METHOD_LABELS = {
-    "delta": "CGCNN ensemble, PBE-aware (Δ head)",
-    "delta_composition": "CGCNN ensemble, PBE-aware + composition",
-    "multifidelity": "CGCNN ensemble, multi-fidelity + PBE-aware",
-}
-METHOD_LABELS.update({f"{k}{TREES}": f"{v}, averaged with boosted trees (composition + PBE)" for k, v in list(METHOD_LABELS.items())})
 
 
 def method_model_config(name: str, base: ModelConfig) -> ModelConfig:
@@ -54,8 +59,6 @@ def method_model_config(name: str, base: ModelConfig) -> ModelConfig:
 
 def pbe_inputs(frame: pd.DataFrame, ids: list[str], base, dataset, device) -> tuple[np.ndarray, np.ndarray]:
     """(PBE gap, source) per material: MP's ``bg_pbe`` where known, else M1's prediction."""
-    from cgcnn.inference import predict
-
     known = pd.to_numeric(frame.set_index("material_id").loc[ids, "bg_pbe"], errors="coerce").to_numpy(np.float64)
     source = np.where(np.isfinite(known), "given", "predicted").astype(object)
     if (~np.isfinite(known)).any():
@@ -74,8 +77,8 @@ class EnsembleMethod:
 
     name: str
     profile: StudyProfile
-    base: Any  # cgcnn.checkpoint.Loaded
-    dataset: Any  # cgcnn.dataset.CrystalDataset
+    base: Any  # cgcnn.training.checkpoint.Loaded
+    dataset: Any  # cgcnn.data.dataset.CrystalDataset
     groups: list[str]
     scratch: Path
     offset: int = 0
@@ -89,8 +92,6 @@ class EnsembleMethod:
 
     def fit_members(self, fit: np.ndarray, val: np.ndarray, out: Path, tag: dict) -> list[Path]:
         """Fit ``members`` seeds on DS2 positions ``fit`` (early stopping on ``val``)."""
-        from cgcnn.adapt import adapt
-
         s = self.profile.methods
         train = np.asarray(fit, dtype=np.int64) + self.offset
         if self.offset:  # multi-fidelity: the PBE crystals, and the DS2 ones weighted
@@ -111,15 +112,10 @@ class EnsembleMethod:
 
     def predict_members(self, checkpoints: list[Path], positions: np.ndarray) -> np.ndarray:
         """[members, n] predictions (eV) for DS2 ``positions`` at the experimental fidelity."""
-        from cgcnn.checkpoint import load_checkpoint
-        from cgcnn.inference import predict
-
         sub = self.dataset.subset_positions(np.asarray(positions, dtype=np.int64) + self.offset)
         return np.vstack([predict(load_checkpoint(c), sub, device=self.profile.device) for c in checkpoints])
 
     def __call__(self, train, test, ctx) -> np.ndarray:
-        from cgcnn.cv import inner_split
-
         fit, val = inner_split(self.groups, train, val_fraction=self.profile.cv.inner_val_fraction, seed=1000 * ctx.seed + ctx.fold)
         out = self.scratch / f"r{ctx.repeat}-f{ctx.fold}"
         checkpoints = self.fit_members(fit, val, out, {"repeat": ctx.repeat, "fold": ctx.fold, "seed": ctx.seed})
@@ -135,9 +131,6 @@ class EnsembleMethod:
 
 def build_method(name: str, profile: StudyProfile, data, base, ds2, pbe: np.ndarray, groups, scratch: Path, echo) -> EnsembleMethod:
     """The candidate ``name`` with its training dataset (DS2, and DS1 crystals for multi-fidelity)."""
-    from cgcnn.dataset import CrystalDataset
-    from cgcnn.inputs import attach_inputs
-
     cfg = method_model_config(name, base.model_config)
     ds2 = ds2.subset_positions(np.arange(len(ds2)))  # a copy: inputs differ per method
     attach_inputs(ds2, cfg, fidelity=EXPERIMENT if cfg.fidelities else None, pbe=pbe)
@@ -155,19 +148,13 @@ def build_method(name: str, profile: StudyProfile, data, base, ds2, pbe: np.ndar
 def trees_out_of_fold(frame: pd.DataFrame, folds, cv, pbe: np.ndarray) -> tuple[pd.DataFrame, list[dict]]:
     """Out-of-fold predictions of boosted trees on Magpie composition + the PBE gap the
     networks read (MP's, or M1's where MP has none), hyper-parameters by inner grouped CV."""
-    from cgcnn.baselines import BoostedTrees, magpie_features
-    from cgcnn.cv import out_of_fold
-    from cgcnn.tabular import tree_features
-
     trees = BoostedTrees(tree_features(magpie_features(list(frame["formula"])), pbe), frame["bg_exp"].to_numpy(),
                          list(frame["group"]), grid=dict(cv.gbm_grid))
     return out_of_fold(trees, folds, list(frame["material_id"])), trees.chosen
 
 
 def with_trees(table: pd.DataFrame, trees: pd.DataFrame, name: str) -> pd.DataFrame:
-    """A candidate's out-of-fold table averaged with the trees' (:func:`cgcnn.ensemble.mix`)."""
-    from cgcnn.ensemble import mix
-
+    """A candidate's out-of-fold table averaged with the trees' (:func:`cgcnn.prediction.ensemble.mix`)."""
     merged = table.merge(trees.rename(columns={"prediction": "trees"}), on=["repeat", "material_id"], suffixes=("", "_t"))
     mean, std = mix(merged["prediction"], merged["std"], merged["trees"], TREES_WEIGHT)
     return merged[["repeat", "fold", "material_id"]].assign(model=f"ens_{name}{TREES}", prediction=mean, std=std)[table.columns]

@@ -1,4 +1,5 @@
-"""Stage 4b: CGCNN ensembles that use the PBE gaps better than sequential fine-tuning.
+"""Step 02-ml-dev/03: CGCNN ensembles that use the PBE gaps better than sequential fine-tuning,
+cross-validated on the folds of the fine-tuning study; one is selected and calibrated.
 
 Candidates (``profile.methods.candidates``; defined in :mod:`cgcnn.study.candidates`):
 PBE-aware (``delta``), PBE-aware + composition (``delta_composition``) and multi-fidelity
@@ -6,51 +7,64 @@ PBE-aware (``delta``), PBE-aware + composition (``delta_composition``) and multi
 boosted trees on composition + PBE (``<name>_trees``).
 
 The PBE gap a DS2 / DS3 material reads is its Materials Project PBE gap, or M1's
-prediction when MP has none (as at prediction time, :mod:`cgcnn.ensemble`).
+prediction when MP has none (as at prediction time, :mod:`cgcnn.prediction.ensemble`).
 
-Protocol: the outer folds of the fine-tuning study (same settings, same folds); in every
-fold ``members`` models (seeds) are fitted with early stopping on the inner grouped
-validation split and the test fold gets their mean and spread.  The candidate with the
-lowest CV MAE is selected, the spread's calibration factor is fitted on its out-of-fold
-predictions, and everything is written (``tables/methods_*.csv``, ``methods.json``) before
-the selected recipe is trained on all of DS2 (``models/ensemble/member-<k>/``).  DS3 is
-never looked at here.  Each candidate's CV is kept as soon as it finishes
+Protocol: the outer folds of the fine-tuning study (same settings, same folds) —
+:func:`setup`; in every fold ``members`` models (seeds) are fitted with early stopping on the
+inner grouped validation split and the test fold gets their mean and spread —
+:func:`cross_validate`; each candidate is also averaged with the boosted trees —
+:func:`with_boosted_trees`.  The candidate with the lowest CV MAE is selected, the spread's
+calibration factor is fitted on its out-of-fold predictions, and everything is written
+(``tables/methods_*.csv``, ``methods.json``, the CV table) — :func:`select`.  The selected
+recipe is trained on all of DS2 by the next step (:func:`cgcnn.study.final_models.train_final_ensemble`).
+DS3 is never looked at here.  Each candidate's CV is kept as soon as it finishes
 (``tables/methods_cv_<name>.*``, with a key of its settings, the CV protocol, M1 and the DS2
-ids): a stage interrupted later resumes after the finished candidates.
+ids): a step interrupted later resumes after the finished candidates.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from cgcnn.fileio import write_json
+from cgcnn.errors import CgcnnError
+from cgcnn.evaluation.folds import out_of_fold
+from cgcnn.fileio import sha256_file, write_json
+from cgcnn.prediction.ensemble import calibration_scale, coverage
+from cgcnn.study.base_model import base_checkpoint
 from cgcnn.study.candidates import (
-    METHOD_LABELS,
     TREES,
-    TREES_WEIGHT,
     build_method,
     method_model_config,
     pbe_inputs,
     trees_out_of_fold,
     with_trees,
 )
+from cgcnn.study.cross_validation import CvSetup, cv_summary, run_baselines
+from cgcnn.study.cross_validation import setup as cv_setup
 from cgcnn.study.profiles import StudyProfile
-from cgcnn.study.rundir import run_paths, write_table
+from cgcnn.study.rundir import read_json, run_paths, write_table
 
-__all__ = ["METHOD_LABELS", "calibration_rows", "load_methods", "run_methods"]
+
+class CvMismatchError(CgcnnError, ValueError):
+    """The methods step was asked to use other folds than the cross-validation step used."""
+
+
+__all__ = ["CvMismatchError", "clear_outputs", "CandidateCV", "MethodsSetup", "calibration_rows", "cross_validate", "load_methods", "prepare", "run_methods",
+           "select", "setup", "with_boosted_trees"]
 
 
 def calibration_rows(name: str, oof: pd.DataFrame, spreads: pd.DataFrame, truth: pd.Series) -> dict:
     """Coverage of ±1σ / ±2σ before and after the calibration factor (out-of-fold data)."""
-    from cgcnn.ensemble import calibration_scale, coverage
-
     merged = oof.merge(spreads, on=["repeat", "material_id"])
     err = merged["prediction"].to_numpy() - truth.loc[merged["material_id"]].to_numpy()
     std = merged["std"].to_numpy()
@@ -60,97 +74,135 @@ def calibration_rows(name: str, oof: pd.DataFrame, spreads: pd.DataFrame, truth:
             "within_1sd": coverage(err, scale * std, 1), "within_2sd": coverage(err, scale * std, 2)}
 
 
-def _candidate_key(name: str, profile: StudyProfile, base_path: Path, ids: list[str]) -> str:
-    """What a candidate's CV depends on: its settings, the CV protocol, M1 and the DS2 ids."""
-    import hashlib
-    import json
+@dataclass
+class MethodsSetup:
+    """The fine-tuning study's folds and data (``cv``) and the PBE gap every DS2 material reads
+    (MP's, or M1's prediction: ``pbe_source`` says which)."""
 
-    from cgcnn.fileio import sha256_file
+    cv: CvSetup
+    pbe: np.ndarray
+    pbe_source: np.ndarray
 
-    text = json.dumps({"name": name, "methods": profile.methods.to_dict(), "cv": profile.cv.to_dict(), "device": profile.device,
-                       "base": sha256_file(base_path), "ids": list(ids)}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+    @property
+    def scratch(self) -> Path:
+        return run_paths(self.cv.run)["models"] / "cv-methods"
+
+    def key(self, name: str) -> str:
+        """What a candidate's CV depends on: its settings, the CV protocol, M1 and the DS2 ids."""
+        profile = self.cv.profile
+        text = json.dumps({"name": name, "methods": profile.methods.to_dict(), "cv": profile.cv.to_dict(), "device": profile.device,
+                           "base": sha256_file(base_checkpoint(self.cv.run)), "ids": list(self.cv.dataset.ids)}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def build(self, name: str, *, echo: Callable[[str], Any] = print):
+        """Candidate ``name`` with its training data (:func:`cgcnn.study.candidates.build_method`)."""
+        cv = self.cv
+        return build_method(name, cv.profile, cv.data, cv.base, cv.dataset, self.pbe, cv.groups, self.scratch, echo)
 
 
-def _cached_candidate(tables: Path, name: str, key: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-    """The out-of-fold table and fits of a candidate already cross-validated with ``key``."""
-    import json
+def prepare(run_dir: str | os.PathLike, profile: StudyProfile) -> MethodsSetup:
+    """The folds of the fine-tuning study and the PBE inputs of every DS2 material.
 
-    meta = tables / f"methods_cv_{name}.json"
-    if not meta.is_file() or json.loads(meta.read_text()).get("key") != key:
+    Refuses (one line) when the profile's CV settings are not those the cross-validation step
+    recorded in ``cv.json``: the candidates must be scored on the same folds."""
+    record = read_json(run_paths(run_dir)["cv"])
+    if record is not None:
+        done = {k: record["protocol"].get(k) for k in ("folds", "repeats", "seed", "inner_val_fraction")}
+        now = {k: getattr(profile.cv, k) for k in done}
+        if done != now:
+            raise CvMismatchError(f"cv.json was written with cv settings {done} but this profile has {now}: "
+                                  "rerun the cross-validation step with these settings, or give the methods step the same ones")
+    cv = cv_setup(run_dir, profile)
+    pbe, source = pbe_inputs(cv.data.ds2, cv.dataset.ids, cv.base, cv.dataset, profile.device)
+    return MethodsSetup(cv, pbe, source)
+
+
+def clear_outputs(run_dir: str | os.PathLike) -> None:
+    """Remove an earlier selection (``methods.json``, ``models/ensemble/``) so that nothing
+    stale is read while this step runs (or after it, when the profile has no candidate)."""
+    shutil.rmtree(run_paths(run_dir)["models"] / "ensemble", ignore_errors=True)
+    (Path(run_dir) / "methods.json").unlink(missing_ok=True)
+
+
+def setup(run_dir: str | os.PathLike, profile: StudyProfile) -> MethodsSetup:
+    """:func:`clear_outputs`, then :func:`prepare`."""
+    clear_outputs(run_dir)
+    return prepare(run_dir, profile)
+
+
+@dataclass
+class CandidateCV:
+    """One candidate's out-of-fold predictions (``table``: model, repeat, fold, material_id,
+    prediction, std), its fits and the coverage of its spread (:func:`calibration_rows`)."""
+
+    name: str
+    table: pd.DataFrame
+    fits: pd.DataFrame
+    calibration: dict
+
+
+def _cached(tables: Path, name: str, key: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    meta = read_json(tables / f"methods_cv_{name}.json")
+    if meta is None or meta.get("key") != key:
         return None
     return (pd.read_csv(tables / f"methods_cv_{name}.csv", dtype={"material_id": str}),
             pd.read_csv(tables / f"methods_cv_{name}_fits.csv"))
 
 
-def _cache_candidate(tables: Path, name: str, key: str, table: pd.DataFrame, fits: pd.DataFrame) -> None:
-    """Keep a finished candidate's CV, so that an interrupted stage resumes after it."""
-    write_table(tables / f"methods_cv_{name}.csv", table, index=False)
-    write_table(tables / f"methods_cv_{name}_fits.csv", fits, index=False)
-    write_json(tables / f"methods_cv_{name}.json", {"key": key})  # written last: marks the candidate complete
+def cross_validate(m: MethodsSetup, name: str, *, echo: Callable[[str], Any] = print) -> CandidateCV:
+    """Candidate ``name`` on every outer fold (members fitted per fold), or its CV kept from an
+    earlier run with the same key."""
+    tables = run_paths(m.cv.run)["tables"]
+    key = m.key(name)
+    cached = _cached(tables, name, key)
+    if cached is None:
+        method = m.build(name, echo=echo)
+        table = out_of_fold(method, m.cv.folds, list(m.cv.frame["material_id"]), name=f"ens_{name}")
+        table["std"] = pd.concat(method.spreads, ignore_index=True)["std"].to_numpy()
+        fits = pd.DataFrame(method.fits)
+        write_table(tables / f"methods_cv_{name}.csv", table, index=False)
+        write_table(tables / f"methods_cv_{name}_fits.csv", fits, index=False)
+        write_json(tables / f"methods_cv_{name}.json", {"key": key})  # written last: marks the candidate complete
+    else:
+        table, fits = cached
+        echo(f"{name}: cross-validation reused from tables/methods_cv_{name}.csv (same settings and data)")
+    calibration = calibration_rows(name, table.drop(columns="std"), table[["repeat", "material_id", "std"]], m.cv.truth)
+    return CandidateCV(name, table, fits, calibration)
 
 
-def run_methods(run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Callable[[str], Any] = print) -> dict | None:
-    """Cross-validate every candidate on the study's folds, add them to the CV table, select
-    one, and train it on all of DS2 (see the module docstring).  Returns ``methods.json``'s
-    contents, or None when the profile names no candidate."""
-    from cgcnn.cv import inner_split, out_of_fold
-    from cgcnn.study.base import base_checkpoint
-    from cgcnn.study.crossval import cv_summary, ds2_cv_setup
+def with_boosted_trees(m: MethodsSetup, results: dict[str, CandidateCV]) -> tuple[dict[str, CandidateCV], list[dict]]:
+    """Each candidate averaged with boosted trees on composition + the PBE inputs (refitted on
+    the same folds): one more candidate each.  Returns (those candidates, the trees' choices)."""
+    trees_oof, chosen = trees_out_of_fold(m.cv.frame, m.cv.folds, m.cv.profile.cv, m.pbe)
+    hybrids = {}
+    for name, result in results.items():
+        table = with_trees(result.table, trees_oof, name)
+        calibration = calibration_rows(f"{name}{TREES}", table.drop(columns="std"), table[["repeat", "material_id", "std"]], m.cv.truth)
+        hybrids[f"{name}{TREES}"] = CandidateCV(f"{name}{TREES}", table, pd.DataFrame(), calibration)
+    return hybrids, chosen
 
-    settings = profile.methods
-    if not settings.candidates:
-        return None
-    run = Path(run_dir)
-    paths = run_paths(run)
-    setup = ds2_cv_setup(run, profile)
-    data, base, ds2, frame, groups, truth, folds = (setup.data, setup.base, setup.dataset, setup.frame, setup.groups,
-                                                    setup.truth, setup.folds)
-    pbe, pbe_source = pbe_inputs(data.ds2, ds2.ids, base, ds2, profile.device)
-    cv = profile.cv
-    ens_dir = paths["models"] / "ensemble"
-    shutil.rmtree(ens_dir, ignore_errors=True)
-    (run / "methods.json").unlink(missing_ok=True)
 
-    methods, oof, calibration, fit_tables = {}, [], [], []
-    for name in settings.candidates:
-        method = build_method(name, profile, data, base, ds2, pbe, groups, paths["models"] / "cv-methods", echo)
-        key = _candidate_key(name, profile, base_checkpoint(run), ds2.ids)
-        cached = _cached_candidate(paths["tables"], name, key)
-        if cached is None:
-            table = out_of_fold(method, folds, list(frame["material_id"]), name=f"ens_{name}")
-            table["std"] = pd.concat(method.spreads, ignore_index=True)["std"].to_numpy()
-            _cache_candidate(paths["tables"], name, key, table, pd.DataFrame(method.fits))
-        else:  # this candidate's CV finished in an earlier, interrupted run with the same settings and data
-            table, cached_fits = cached
-            method.fits = cached_fits.to_dict(orient="records")
-            echo(f"{name}: cross-validation reused from tables/methods_cv_{name}.csv (same settings and data)")
-        oof.append(table)
-        calibration.append(calibration_rows(name, table.drop(columns="std"), table[["repeat", "material_id", "std"]], truth))
-        fit_tables.append(pd.DataFrame(method.fits))
-        methods[name] = method
-    trees_oof, trees_chosen = trees_out_of_fold(frame, folds, cv, pbe)
-    for name in list(methods):  # each candidate averaged with the boosted trees: one more candidate
-        hybrid = with_trees(oof[list(methods).index(name)], trees_oof, name)
-        oof.append(hybrid)
-        calibration.append(calibration_rows(f"{name}{TREES}", hybrid.drop(columns="std"), hybrid[["repeat", "material_id", "std"]], truth))
-    oof_table = pd.concat(oof, ignore_index=True)
-    fits = pd.concat(fit_tables, ignore_index=True)
-    calibration_table = pd.DataFrame(calibration).set_index("method")
-
-    # the CV table of every model, the fine-tuning study's and the baselines' included
+def select(m: MethodsSetup, results: dict[str, CandidateCV], hybrids: dict[str, CandidateCV], trees_chosen: list[dict]) -> dict:
+    """The candidate with the lowest CV MAE, its calibration, and the CV table of every model
+    (the fine-tuning study's and the baselines' included).  Writes ``methods.json``, the
+    ``methods_*`` tables, ``tables/cv_metrics.csv`` / ``cv_predictions.csv`` and ``cv.json``'s
+    CV table; returns ``methods.json``'s contents."""
+    cv, profile = m.cv, m.cv.profile
+    paths = run_paths(cv.run)
+    every = {**results, **hybrids}
+    oof_table = pd.concat([r.table for r in every.values()], ignore_index=True)
+    fits = pd.concat([r.fits for r in results.values()], ignore_index=True)
+    calibration_table = pd.DataFrame([r.calibration for r in every.values()]).set_index("method")
     if (paths["tables"] / "cv_predictions.csv").is_file():  # written by the fine-tuning study
         previous = pd.read_csv(paths["tables"] / "cv_predictions.csv", dtype={"material_id": str})
         previous = previous[~previous["model"].astype(str).str.startswith("ens_")]
     else:
-        from cgcnn.study.crossval import run_baselines
-
-        previous = run_baselines(frame, folds, cv)[0]
+        previous = run_baselines(cv.frame, cv.folds, profile.cv)[0]
     cv_predictions = pd.concat([previous, oof_table.drop(columns="std")], ignore_index=True)
-    cv_table = cv_summary(cv_predictions, truth, seed=cv.seed)
-    names = list(methods) + [f"{n}{TREES}" for n in methods]
+    cv_table = cv_summary(cv_predictions, cv.truth, seed=profile.cv.seed)
+    truth = cv.truth
     mae = {n: float(np.mean([np.abs(g["prediction"] - truth.loc[g["material_id"]].to_numpy()).mean()
-                             for _, g in oof_table[oof_table["model"] == f"ens_{n}"].groupby("repeat")])) for n in names}
+                             for _, g in oof_table[oof_table["model"] == f"ens_{n}"].groupby("repeat")])) for n in every}
     selected = min(mae, key=mae.get)
     scale = float(calibration_table.loc[selected, "scale"])
 
@@ -161,47 +213,36 @@ def run_methods(run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Call
     write_table(paths["tables"] / "methods_calibration.csv", calibration_table)
     network = selected.removesuffix(TREES)
     summary = {
-        "candidates": list(settings.candidates), "selected": selected, "network": network, "cv_mae_all_ds2": mae,
+        "candidates": list(profile.methods.candidates), "selected": selected, "network": network, "cv_mae_all_ds2": mae,
         "calibration": {"scale": scale, **{k: float(v) for k, v in calibration_table.loc[selected].items()}},
         "trees_cv_choices": trees_chosen,
-        "settings": settings.to_dict(), "model_config": method_model_config(network, base.model_config).to_dict(),
-        "pbe_sources_ds2": {k: int(v) for k, v in pd.Series(pbe_source).value_counts().items()},
+        "settings": profile.methods.to_dict(), "model_config": method_model_config(network, cv.base.model_config).to_dict(),
+        "pbe_sources_ds2": {k: int(v) for k, v in pd.Series(m.pbe_source).value_counts().items()},
     }
-    write_json(run / "methods.json", summary)
-    import json
-
-    cv_json = json.loads(paths["cv"].read_text()) if paths["cv"].is_file() else {}
-    cv_json["cv_metrics"] = {str(k): {c: v for c, v in row.items()} for k, row in cv_table.iterrows()}
+    write_json(cv.run / "methods.json", summary)
+    cv_json = read_json(paths["cv"]) or {}
+    cv_json["cv_metrics"] = {str(k): dict(row.items()) for k, row in cv_table.iterrows()}
     cv_json["methods"] = {"selected": selected, "cv_mae_all_ds2": mae}
     write_json(paths["cv"], cv_json)
-    echo(f"selected method: {selected} (CV MAE {mae[selected]:.4f} eV); spread calibration factor {scale:.2f}")
+    shutil.rmtree(m.scratch, ignore_errors=True)
+    return summary
 
-    # final fit: the selected recipe on all of DS2
-    method = methods[network]
-    everything = np.arange(len(ds2))
-    fit, val = inner_split(groups, everything, val_fraction=cv.inner_val_fraction, seed=cv.seed)
-    method.fits.clear()
-    checkpoints = method.fit_members(fit, val, ens_dir, {"final": True, "seed": cv.seed})
-    final = pd.DataFrame(method.fits).assign(checkpoint=[os.path.relpath(c, run) for c in checkpoints])
-    write_table(paths["tables"] / "methods_final_fits.csv", final, index=False)
-    summary["final"] = {"checkpoints": [os.path.relpath(c, run) for c in checkpoints], "train_ids": list(ds2.ids),
-                        "inner_val_mae": final["inner_val_mae"].tolist()}
-    if selected.endswith(TREES):
-        from cgcnn.baselines import BoostedTrees, magpie_features
-        from cgcnn.tabular import save_trees, tree_features
 
-        trees, params = BoostedTrees(tree_features(magpie_features(list(frame["formula"])), pbe), truth.to_numpy(), groups,
-                                     grid=dict(cv.gbm_grid)).fit_all(seed=cv.seed)
-        save_trees(trees, ens_dir / "trees.skops")
-        summary["final"]["trees"] = {"file": os.path.relpath(ens_dir / "trees.skops", run), "weight": TREES_WEIGHT, "params": params}
-    write_json(run / "methods.json", summary)
-    shutil.rmtree(paths["models"] / "cv-methods", ignore_errors=True)
+def run_methods(run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Callable[[str], Any] = print) -> dict | None:
+    """Every step of this module in order (what the notebook does cell by cell).  Returns
+    ``methods.json``'s contents, or None when the profile names no candidate."""
+    clear_outputs(run_dir)
+    if not profile.methods.candidates:
+        return None
+    m = prepare(run_dir, profile)
+    results = {name: cross_validate(m, name, echo=echo) for name in profile.methods.candidates}
+    hybrids, chosen = with_boosted_trees(m, results)
+    summary = select(m, results, hybrids, chosen)
+    echo(f"selected method: {summary['selected']} (CV MAE {summary['cv_mae_all_ds2'][summary['selected']]:.4f} eV); "
+         f"spread calibration factor {summary['calibration']['scale']:.2f}")
     return summary
 
 
 def load_methods(run_dir: str | os.PathLike) -> dict | None:
-    """``<run>/methods.json`` (what :func:`run_methods` wrote), or None."""
-    import json
-
-    path = Path(run_dir) / "methods.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    """``<run>/methods.json`` (what :func:`select` and the final ensemble wrote), or None."""
+    return read_json(Path(run_dir) / "methods.json")

@@ -37,6 +37,10 @@ class ProfileNotFoundError(CgcnnError, FileNotFoundError):
     """A profile name or file that does not exist."""
 
 
+class SettingError(CgcnnError, ValueError):
+    """An override names no setting of the profile, or gives it a value it cannot take."""
+
+
 class BaseSettings(StrictModel):
     """Base model M1 on DS1."""
 
@@ -204,6 +208,74 @@ class StudyProfile(StrictModel):
             torch.set_num_threads(self.torch_threads)
 
 
+def parse_value(text):
+    """A setting's value as given on a command line or as a papermill parameter: JSON when it
+    parses as JSON (``[0.001, 0.003]``, ``3``, ``true``, ``null``, ``"x"``), else the text
+    itself; a value that is not a string is returned as it is."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_assignment(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` (``--set``) -> (dotted key, parsed value)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise SettingError(f"--set {text!r}: expected KEY=VALUE, e.g. adapt.lr_grid=[0.001,0.003]")
+    return key.strip(), parse_value(value.strip())
+
+
+def set_setting(data: dict, key: str, value) -> dict:
+    """A copy of the profile dict ``data`` with the dotted ``key`` (e.g. ``adapt.lr_grid``) set
+    to ``value``.  Every part of the key must name a setting the profile has."""
+    out = json.loads(json.dumps(data))
+    node, parts = out, key.split(".")
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if not isinstance(node, dict) or (part not in node and not _may_add(node, parts[:depth])):
+            where = ".".join(parts[:depth]) or "the profile"
+            known = ", ".join(sorted(node)) if isinstance(node, dict) else "no sub-settings"
+            raise SettingError(f"setting {key!r}: {where} has no setting {part!r} (it has: {known}); check the key")
+        if last:
+            node[part] = value
+        else:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+    return out
+
+
+def _may_add(node: dict, path: list[str]) -> bool:
+    """Free-form mappings (the boosted trees' grid) take new keys; settings objects do not."""
+    return path[-1:] == ["gbm_grid"]
+
+
+def with_settings(profile: StudyProfile, overrides: dict[str, object]) -> StudyProfile:
+    """``profile`` with dotted-key overrides applied (``None`` keeps a setting; strings are
+    parsed as JSON, see :func:`parse_value`), validated again by the schema."""
+    data = profile.to_dict()
+    changed = False
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        data = set_setting(data, key, parse_value(value))
+        changed = True
+    if not changed:
+        return profile
+    from pydantic import ValidationError
+
+    try:
+        return StudyProfile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise SettingError(f"setting {where!r}: {first['msg']} (overrides: "
+                           + ", ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items() if v is not None) + ")") from None
+
+
 def _overridden(data: dict, **overrides) -> dict:
     """``data`` with the given top-level keys replaced (``None`` means "not given", as in ``load_config``)."""
     return {**data, **{k: (list(v) if k == "seeds" else v) for k, v in overrides.items() if v is not None}}
@@ -228,7 +300,8 @@ def _run_settings(path: Path) -> dict | None:
 
 
 def load_profile(name_or_path: str | os.PathLike, *, seeds: list[int] | None = None, device: str | None = None,
-                 workers: int | None = None, nproc: int | None = None) -> StudyProfile:
+                 workers: int | None = None, nproc: int | None = None,
+                 overrides: dict[str, object] | None = None) -> StudyProfile:
     """Load a bundled profile by name, a profile JSON file, or a run's ``config.json``.
 
     A run's ``config.json`` (written by ``scripts/run_pipeline.py``) holds the resolved
@@ -241,5 +314,7 @@ def load_profile(name_or_path: str | os.PathLike, *, seeds: list[int] | None = N
         raise ProfileNotFoundError(f"profile {text!r}: no such file (bundled profiles: {', '.join(PROFILE_NAMES)})")
     settings = _run_settings(path)
     if settings is not None:
-        return StudyProfile.model_validate(_overridden(settings, seeds=seeds, device=device, workers=workers, nproc=nproc))
-    return StudyProfile.load(path, seeds=None if seeds is None else list(seeds), device=device, workers=workers, nproc=nproc)
+        profile = StudyProfile.model_validate(_overridden(settings, seeds=seeds, device=device, workers=workers, nproc=nproc))
+    else:
+        profile = StudyProfile.load(path, seeds=None if seeds is None else list(seeds), device=device, workers=workers, nproc=nproc)
+    return with_settings(profile, overrides or {})

@@ -1,4 +1,4 @@
-"""Stage 6: ``report.md`` of a run, written from the run's own numbers (nothing typed by hand).
+"""Step 03-insights/02: ``report.md`` of a run, written from the run's own numbers (nothing typed by hand).
 
 Sections: data (counts, sources), protocol, the cross-validation table on DS2, the DS3 table
 with intervals and paired differences, errors by anion class and gap range, the table
@@ -15,11 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from cgcnn.fileio import atomic_write_text
-from cgcnn.study.crossval import display_cv_table
-from cgcnn.study.evaluation import MODEL_LABELS, display_table, require_cv
-from cgcnn.study.methods import load_methods
+from cgcnn.study.display import MODEL_LABELS, display_cv_table, display_table
 from cgcnn.study.profiles import StudyProfile
-from cgcnn.study.rundir import run_paths
+from cgcnn.study.rundir import read_json, require_cv, run_paths
 
 
 def _read_json(path: Path) -> dict:
@@ -152,7 +150,7 @@ def write_report(run_dir: str | os.PathLike, profile: StudyProfile) -> Path:
     best = metrics.get("best_baseline_by_cv", "pbe_linear")
     m1 = pd.read_csv(tables / "m1_ds1_metrics.csv", index_col="split") if (tables / "m1_ds1_metrics.csv").is_file() else None
     proto = cv["protocol"]
-    methods = load_methods(run) or {}
+    methods = read_json(run / "methods.json") or {}
     counts = etl.get("counts", {})
     parts = [
         f"# Band-gap domain adaptation — report of run `{run.name}`",

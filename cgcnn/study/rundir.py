@@ -8,16 +8,18 @@ to; the runner (``scripts/run_pipeline.py``) and the ETL notebook both call it.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cgcnn.errors import CgcnnError
 from cgcnn.fileio import atomic_write_bytes, write_json
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["bucket_location", "is_remote", "run_paths", "work_bucket", "write_json", "write_table"]
+__all__ = ["CvMissingError", "bucket_location", "is_remote", "read_json", "require_cv", "run_paths", "work_bucket", "write_json", "write_table"]
 
 
 def write_table(path: str | os.PathLike, df: pd.DataFrame, *, index: bool = True) -> Path:
@@ -30,6 +32,26 @@ def run_paths(run_dir: str | os.PathLike) -> dict[str, Path]:
     run = Path(run_dir)
     return {"run": run, "data": run / "data", "models": run / "models", "tables": run / "tables",
             "figures": run / "figures", "metrics": run / "metrics.json", "cv": run / "cv.json"}
+
+
+class CvMissingError(CgcnnError, FileNotFoundError):
+    """DS3 may be scored only after the cross-validation has chosen the models."""
+
+
+def read_json(path: str | os.PathLike) -> dict | None:
+    """A JSON file of the run folder, or None when it does not exist."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def require_cv(run_dir: str | os.PathLike) -> dict:
+    """The CV record ``<run>/cv.json``; refuses (one clear line) when it does not exist."""
+    path = run_paths(run_dir)["cv"]
+    record = read_json(path)
+    if record is None:
+        raise CvMissingError(f"{path} not found: DS3 is scored only after the cross-validation on DS2 has chosen the "
+                             "models; run the cross-validation stage (02-ml-dev/02-cross-validation.ipynb) first")
+    return record
 
 
 def is_remote(bucket: str | os.PathLike) -> bool:

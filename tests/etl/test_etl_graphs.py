@@ -15,7 +15,7 @@ from cgcnn.etl.graphs import (
     write_manifest,
 )
 from cgcnn.etl.storage import LocalBucket
-from cgcnn.graphset import GraphSet
+from cgcnn.data.graphset import GraphSet
 
 
 def test_graph_key_follows_settings_ids_and_structure_bytes():

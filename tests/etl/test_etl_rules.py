@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from etl_helpers import make_record
 
-from cgcnn.classes import crystal_system
-from cgcnn.etl.cells import EtlError
+from cgcnn.data.material_classes import crystal_system
+from cgcnn.etl.parsing import EtlError
 from cgcnn.etl.config import (
     DS1Config,
     DS2Config,

@@ -23,10 +23,10 @@ from cgcnn.etl import (
     run_etl,
 )
 from cgcnn.etl.cli import main as etl_main
-from cgcnn.etl.inputs import read_inputs
+from cgcnn.etl.raw import read_inputs
 from cgcnn.etl.run import apply_rules, fetch_materials, open_work_bucket
 from cgcnn.etl.storage import S3Bucket, protected_roots
-from cgcnn.graphset import GraphSet
+from cgcnn.data.graphset import GraphSet
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"

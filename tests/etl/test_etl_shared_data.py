@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cgcnn.etl import prepare_work_bucket, run_etl
-from cgcnn.graphset import GraphSet
+from cgcnn.data.graphset import GraphSet
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 

@@ -7,7 +7,7 @@ import pytest
 
 from cgcnn import study
 from cgcnn.study.adaptation import choose_recipes
-from cgcnn.study.crossval import common_materials, cv_summary, within_fold_choices
+from cgcnn.study.cross_validation import common_materials, cv_summary, within_fold_choices
 
 
 def test_model_keys():

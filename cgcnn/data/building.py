@@ -1,0 +1,329 @@
+"""Structures in, crystal graphs out: parsing, content keys, the on-disk cache, parallel builds.
+
+Graphs are built once (in parallel, with a progress bar) and cached on disk in compact
+``.npz`` shards keyed by *structure content + graph settings*; training only ever reads
+them.  Inputs are discovered here too: CIF files and folders (:func:`cif_items`) and
+Materials Project snapshots (:func:`snapshot_structures`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cgcnn.config import GraphConfig
+from cgcnn.errors import DatasetError, OnError, Problem
+from cgcnn.data.graph import CrystalGraph, GraphError, structure_to_graph
+from cgcnn.data.graphset import GraphSet
+
+log = logging.getLogger(__name__)
+
+
+def parse_structure(obj, item_id: str):
+    """CIF text, a path, a pymatgen Structure or its dict -> Structure (errors name the item).
+
+    Simple P1 CIFs (as the Materials Project writes them) go through the fast reader of
+    :mod:`cgcnn.data.cif`, which builds exactly the structure pymatgen's parser would; every
+    other CIF goes through pymatgen's ``CifParser``.
+    """
+    from pymatgen.core import Structure
+
+    from cgcnn.data.cif import read_simple_cif
+
+    if isinstance(obj, Structure):
+        return obj
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if isinstance(obj, Mapping):
+                return Structure.from_dict(obj)
+            text = obj.read_text() if isinstance(obj, Path) else str(obj)
+            fast = read_simple_cif(text)
+            return fast if fast is not None else Structure.from_str(text, fmt="cif")
+    except Exception as exc:  # pymatgen raises many types for a bad CIF
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatasetError(f"{item_id}: cannot parse structure ({msg})") from None
+
+
+def content_key(obj, config: GraphConfig) -> str:
+    """Cache key: sha256 of the structure's content and the graph settings."""
+    from pymatgen.core import Structure
+
+    h = hashlib.sha256(config.key().encode())
+    if isinstance(obj, Structure):
+        h.update(b"structure:")
+        h.update(np.round(obj.lattice.matrix, 8).tobytes())
+        h.update(np.round(obj.frac_coords, 8).tobytes())
+        h.update(" ".join(site.species_string for site in obj).encode())
+    elif isinstance(obj, Path):
+        h.update(b"cif:")
+        h.update(obj.read_bytes())
+    elif isinstance(obj, Mapping):
+        h.update(b"dict:")
+        h.update(json.dumps(obj, sort_keys=True, default=str).encode())
+    else:
+        h.update(b"cif:")
+        h.update(str(obj).encode())
+    return h.hexdigest()[:32]
+
+
+def _build_one(item_id: str, obj, config: GraphConfig) -> CrystalGraph | Problem:
+    try:
+        structure = parse_structure(obj, item_id)
+        return structure_to_graph(structure, config, material_id=item_id)
+    except DatasetError as exc:
+        return Problem(item_id, str(exc).removeprefix(f"{item_id}: "))
+    except GraphError as exc:
+        return Problem(item_id, str(exc))
+
+
+def _build_chunk(chunk: list[tuple[str, object]], config: GraphConfig) -> list[CrystalGraph | Problem]:
+    return [_build_one(i, o, config) for i, o in chunk]
+
+
+# --------------------------------------------------------------------------- cache
+class GraphCache:
+    """Graphs on disk, keyed by structure content + graph settings.
+
+    The cache is a folder of ``.npz`` shards (one per build that added graphs); each shard
+    is a :class:`GraphSet` whose ids are content keys.  Nothing is ever rewritten in place:
+    new graphs go to a new shard written atomically.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self._shards: dict[Path, GraphSet] = {}
+
+    def _load(self) -> dict[str, tuple[GraphSet, int]]:
+        found: dict[str, tuple[GraphSet, int]] = {}
+        if not self.folder.is_dir():
+            return found
+        for p in sorted(self.folder.glob("shard-*.npz")):
+            if p not in self._shards:
+                try:
+                    self._shards[p] = GraphSet.load_npz(p)
+                except Exception as exc:  # a damaged shard is ignored, never fatal
+                    log.warning("ignoring unreadable graph-cache shard %s (%s)", p, exc)
+                    continue
+            s = self._shards[p]
+            for k, key in enumerate(s.ids):
+                found[key] = (s, k)
+        return found
+
+    def lookup(self, keys: Iterable[str]) -> dict[str, CrystalGraph]:
+        index = self._load()
+        return {k: index[k][0].graph(index[k][1]) for k in keys if k in index}
+
+    def add(self, keyed: Mapping[str, CrystalGraph], config: GraphConfig) -> Path | None:
+        if not keyed:
+            return None
+        shard = GraphSet.from_graphs(list(keyed), list(keyed.values()), config)
+        name = hashlib.sha256("\n".join(sorted(keyed)).encode()).hexdigest()[:16]
+        path = self.folder / f"shard-{name}.npz"
+        shard.save_npz(path)
+        return path
+
+
+def _report(problems: list[Problem], p: Problem, on_error: OnError) -> None:
+    if on_error == "error":
+        raise DatasetError(str(p))
+    log.info("skipping %s", p)
+    problems.append(p)
+
+
+def _unique_items(items: Iterable[tuple[str, object]], problems: list[Problem], on_error: OnError) -> list[tuple[str, object]]:
+    """``items`` without repeated ids (the first occurrence kept; each repeat is a problem)."""
+    seen: set[str] = set()
+    todo = []
+    for item_id, obj in items:
+        if item_id in seen:
+            _report(problems, Problem(item_id, "duplicate material id (first occurrence kept)"), on_error)
+            continue
+        seen.add(item_id)
+        todo.append((item_id, obj))
+    return todo
+
+
+def _build_all(missing: list[tuple[str, object]], config: GraphConfig, workers: int, chunk_size: int) -> Iterator[CrystalGraph | Problem]:
+    """Graphs (or problems) of ``missing`` in input order, in ``workers`` processes when > 1."""
+    chunks = [missing[k : k + chunk_size] for k in range(0, len(missing), chunk_size)]
+    if workers > 1 and len(chunks) > 1:
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            for chunk_results in pool.map(_build_chunk, chunks, [config] * len(chunks)):
+                yield from chunk_results
+    else:
+        for chunk in chunks:
+            yield from _build_chunk(chunk, config)
+
+
+def build_graphs(
+    items: Iterable[tuple[str, object]],
+    config: GraphConfig,
+    *,
+    cache_dir: str | Path | None = None,
+    workers: int = 1,
+    on_error: OnError = "skip",
+    progress: bool = True,
+    chunk_size: int = 64,
+) -> tuple[GraphSet, list[Problem]]:
+    """Build (or fetch from the cache) the graphs of ``items``.
+
+    Args:
+        items: ``(material_id, structure)`` pairs; a structure is CIF text, a CIF path,
+            a pymatgen ``Structure`` or its dict.
+        config: graph settings.
+        cache_dir: folder of the on-disk cache (keyed by content + settings); ``None``
+            disables caching.
+        workers: processes used for parsing and neighbour search.
+        on_error: ``"skip"`` logs a warning naming each bad item and carries on;
+            ``"error"`` raises :class:`DatasetError` at the first bad item.
+
+    Returns:
+        The graph set (input order, bad items left out) and the list of problems.
+    """
+    problems: list[Problem] = []
+    todo = _unique_items(items, problems, on_error)
+    keys = {i: content_key(o, config) for i, o in todo}
+    cache = GraphCache(cache_dir) if cache_dir is not None else None
+    cached = cache.lookup(keys.values()) if cache else {}
+    missing = [(i, o) for i, o in todo if keys[i] not in cached]
+    built: dict[str, CrystalGraph] = {}
+    bar = tqdm(total=len(missing), desc="graphs", unit="struct", disable=not progress or not missing)
+    for result in _build_all(missing, config, workers, chunk_size):
+        if isinstance(result, Problem):
+            _report(problems, result, on_error)
+        else:
+            built[result.material_id] = result
+        bar.update(1)
+    bar.close()
+
+    if cache is not None and built:
+        cache.add({keys[i]: g for i, g in built.items()}, config)
+
+    ids, graphs = [], []
+    for item_id, _ in todo:
+        if item_id in built:
+            g = built[item_id]
+        elif keys[item_id] in cached:
+            g = cached[keys[item_id]]
+            g.material_id = item_id
+        else:
+            continue
+        ids.append(item_id)
+        graphs.append(g)
+    return GraphSet.from_graphs(ids, graphs, config), problems
+
+
+# --------------------------------------------------------------------------- inputs
+def snapshot_structures(path: str | Path, ids: Iterable[str] | None = None) -> Iterator[tuple[str, str]]:
+    """``(material_id, CIF text)`` pairs of a snapshot, optionally only for ``ids``."""
+    from cgcnn.etl.materials import (
+        read_snapshot,  # imported here: graph building never loads the ETL
+    )
+
+    wanted = set(ids) if ids is not None else None
+    for rec in read_snapshot(path):
+        if wanted is None or rec["material_id"] in wanted:
+            yield rec["material_id"], rec["structure_cif"]
+
+
+def snapshot_pbe_gaps(inputs) -> dict[str, float]:
+    """The PBE gaps a Materials Project snapshot records (``band_gap``) when ``inputs`` is one
+    snapshot file; otherwise nothing.  PBE-aware models read them as known PBE gaps."""
+    paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs) if isinstance(inputs, (list, tuple)) else []
+    if len(paths) != 1 or not isinstance(paths[0], (str, Path)) or not _is_snapshot(Path(paths[0])):
+        return {}
+    from cgcnn.etl.materials import read_snapshot
+
+    out = {}
+    for rec in read_snapshot(paths[0]):
+        gap = rec.get("band_gap")
+        if isinstance(gap, (int, float)) and gap == gap and gap >= 0:
+            out[str(rec["material_id"])] = float(gap)
+    return out
+
+
+def cif_items(paths: Iterable[str | Path]) -> list[tuple[str, Path]]:
+    """``(file stem, path)`` for CIF files and every ``*.cif`` inside given folders (the
+    extension in any case: ``.cif``, ``.CIF``)."""
+    out: list[tuple[str, Path]] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += [(f.stem, f) for f in sorted(p.iterdir()) if f.is_file() and f.suffix.lower() == ".cif"]
+        elif p.exists():
+            out.append((p.stem, p))
+        else:
+            raise DatasetError(f"{p}: no such file or folder")
+    return out
+
+
+def _is_snapshot(path: Path) -> bool:
+    return path.is_file() and (path.name.endswith(".jsonl.gz") or path.name.endswith(".jsonl"))
+
+
+def _saved_graph_set(path: Path) -> Path | None:
+    """The graph-set file behind ``path`` (``.npz``, ``.json[.gz]``, or a folder holding
+    ``graphs.npz``), or None."""
+    saved = path / "graphs.npz" if path.is_dir() and (path / "graphs.npz").exists() else path
+    if saved.is_file() and (saved.suffix == ".npz" or saved.suffix == ".json" or saved.name.endswith(".json.gz")):
+        return saved
+    return None
+
+
+def structure_items(structures) -> list[tuple[str, object]]:
+    """``(id, structure)`` pairs from pymatgen ``Structure``s: one, a list (ids ``"0"``,
+    ``"1"``, …) or a mapping ``{id: structure}``."""
+    from pymatgen.core import Structure
+
+    if isinstance(structures, Structure):
+        return [("0", structures)]
+    if isinstance(structures, Mapping):
+        return [(str(k), v) for k, v in structures.items()]
+    return [(str(k), s) for k, s in enumerate(structures)]
+
+
+def read_inputs(
+    inputs,
+    config: GraphConfig,
+    *,
+    workers: int = 1,
+    cache_dir: str | Path | None = None,
+    on_error: OnError = "skip",
+    progress: bool = True,
+) -> tuple[GraphSet, list[Problem]]:
+    """Graphs of every kind of input the package accepts.
+
+    ``inputs`` is a saved graph set (``.npz``, ``.json[.gz]``, or a folder holding
+    ``graphs.npz``), a Materials Project snapshot (``.jsonl[.gz]``), CIF files or folders of
+    CIFs (a path or a list of paths), a :class:`~cgcnn.data.graphset.GraphSet`, or pymatgen
+    ``Structure``s (one, a list, or ``{id: structure}``).
+
+    Raises:
+        DatasetError: a path does not exist, a saved graph set was built with other graph
+            settings, or (``on_error="error"``) an item cannot be read.
+    """
+    if isinstance(inputs, GraphSet):
+        graphs, where = inputs, "the given graph set holds graphs"
+    elif isinstance(inputs, (str, Path)) or (isinstance(inputs, Sequence) and all(isinstance(x, (str, Path)) for x in inputs)):
+        paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(x) for x in inputs]
+        saved = _saved_graph_set(paths[0]) if len(paths) == 1 else None
+        if saved is None:
+            items = snapshot_structures(paths[0]) if len(paths) == 1 and _is_snapshot(paths[0]) else cif_items(paths)
+            return build_graphs(items, config, workers=workers, cache_dir=cache_dir, on_error=on_error, progress=progress)
+        graphs = GraphSet.load_npz(saved) if saved.suffix == ".npz" else GraphSet.read_json(saved)
+        where = f"{saved} holds graphs"
+    else:
+        return build_graphs(structure_items(inputs), config, workers=workers, cache_dir=cache_dir, on_error=on_error, progress=progress)
+    if config is not None and graphs.config != config:
+        raise DatasetError(f"{where} built with {graphs.config.key()}, not {config.key()}; rebuild them from the structures")
+    return graphs, []

@@ -1,0 +1,2 @@
+"""Scoring: regression ``metrics``, ``bootstrap`` intervals, grouped ``folds`` and the
+study's ``baselines``."""

@@ -1,0 +1,2 @@
+"""What the models learnt: ``tsne`` (maps fitted on one set, others projected) and
+``figures`` (the study's figures and count tables)."""

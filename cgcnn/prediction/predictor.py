@@ -1,0 +1,199 @@
+"""The public way to use a trained model: ``load_model(...)`` → ``predict`` / ``embed``.
+
+A :class:`Predictor` wraps one loaded checkpoint with the graph settings and atom-feature
+table it was trained with, so that structures go in and band gaps (eV) come out without
+assembling graphs, datasets and batches by hand::
+
+    from cgcnn import load_model
+    model = load_model("runs/default-…/models/m1/best.pt")
+    table = model.predict(structure)              # DataFrame: material_id, prediction_ev, prediction_std_ev, n_members
+
+``load_model()`` with no argument loads the shipped ensemble (experimental gaps with an
+uncertainty); ``load_model("base")`` the shipped base model M1 (PBE-like gaps).
+
+Inputs are everything :func:`cgcnn.data.building.read_inputs` accepts: pymatgen ``Structure``s
+(one, a list, ``{id: structure}``), CIF files or folders, a Materials Project snapshot
+(``.jsonl.gz``), or a saved graph set.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cgcnn.data.building import read_inputs, snapshot_pbe_gaps
+from cgcnn.training.checkpoint import Loaded, load_checkpoint
+from cgcnn.data.dataset import CrystalDataset
+from cgcnn.prediction.ensemble import ensemble_predict
+from cgcnn.errors import DatasetError, OnError, Problem
+from cgcnn.prediction.inference import embed_dataset
+from cgcnn.data.descriptors import attach_inputs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Embeddings:
+    """Crystal features of the last convolution layer and post-FC vectors.
+
+    Shapes (n crystals): ``conv`` [n, atom_fea_len], ``hidden`` [n, h_fea_len].
+    """
+
+    ids: list[str]
+    conv: np.ndarray
+    hidden: np.ndarray
+    skipped: list[Problem]
+
+
+DEFAULT_MODEL = "ensemble"  # the shipped ensemble for experimental gaps (cgcnn/models/ensemble)
+
+
+class Predictor:
+    """A loaded model — one checkpoint or an ensemble of them — ready to predict band gaps
+    for structures (see the module docstring and :mod:`cgcnn.prediction.ensemble`).
+
+    Args:
+        loaded: one loaded checkpoint, or the members of an ensemble.
+        scale: calibration factor of the ensemble's spread.
+        pbe_model: predicts the PBE gap that PBE-aware members read when it is not given.
+        fidelity: for multi-fidelity models, the fidelity to predict (default: the model's
+            last, e.g. ``experiment``).
+        trees: boosted trees on composition + PBE (:mod:`cgcnn.prediction.trees`), one more member of
+            weight ``trees_weight``.
+    """
+
+    def __init__(self, loaded: Loaded | Sequence[Loaded], *, device: str = "auto", batch_size: int = 256,
+                 source: str | None = None, scale: float = 1.0, pbe_model: Loaded | None = None, fidelity: str | None = None,
+                 trees=None, trees_weight: float = 0.5):
+        self.members = [loaded] if isinstance(loaded, Loaded) else list(loaded)
+        if not self.members:
+            raise ValueError("a predictor needs at least one checkpoint")
+        self.loaded = self.members[0]
+        self.device = device
+        self.batch_size = batch_size
+        self.source = source
+        self.scale = float(scale)
+        self.pbe_model = pbe_model
+        self.fidelity = fidelity
+        self.trees = trees
+        self.trees_weight = float(trees_weight)
+
+    def __repr__(self) -> str:
+        return (f"Predictor(source={self.source!r}, members={len(self.members)}, graphs={self.loaded.graph_config.key()}, "
+                f"model={self.loaded.model_config.to_dict()})")
+
+    @property
+    def pbe_aware(self) -> bool:
+        return self.loaded.model_config.pbe_input
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns of :meth:`predict`'s table."""
+        cols = ["material_id", "prediction_ev", "prediction_std_ev", "n_members"]
+        return cols + (["pbe_gap_ev", "pbe_gap_source"] if self.pbe_aware else [])
+
+    def dataset(self, structures, *, on_error: OnError = "skip", workers: int = 1, progress: bool = False) -> CrystalDataset:
+        """The crystals of ``structures`` as a dataset for this model (bad items skipped and
+        listed in ``.problems``, or raised with ``on_error="error"``).
+
+        Raises:
+            DatasetError: no structure could be read.
+        """
+        graphs, problems = read_inputs(structures, self.loaded.graph_config, workers=workers, on_error=on_error, progress=progress)
+        ds = CrystalDataset(graphs, None, self.loaded.features, on_error=on_error)
+        ds.problems = problems + ds.problems
+        if len(ds) == 0:
+            first = f" (first: {ds.problems[0]})" if ds.problems else ""
+            raise DatasetError(f"no structure could be read from {_describe(structures)}; {len(ds.problems)} skipped{first}")
+        return ds
+
+    def predict_dataset(self, ds: CrystalDataset, *, pbe: Mapping[str, float] | None = None) -> pd.DataFrame:
+        """The table of :meth:`predict` for a ready dataset."""
+        return ensemble_predict(self.members, ds, pbe=pbe, pbe_model=self.pbe_model, scale=self.scale, fidelity=self.fidelity,
+                                trees=self.trees, trees_weight=self.trees_weight, batch_size=self.batch_size, device=self.device)
+
+    def predict(self, structures, *, pbe: Mapping[str, float] | None = None, on_error: OnError = "skip",
+                workers: int = 1, progress: bool = False) -> pd.DataFrame:
+        """Band gaps in eV: a DataFrame with ``material_id, prediction_ev,
+        prediction_std_ev, n_members`` (and ``pbe_gap_ev, pbe_gap_source`` for PBE-aware
+        models) in input order.  ``pbe``: known PBE gaps by material id (a Materials Project
+        snapshot's own ``band_gap`` values are used for the materials it does not name).  Skipped items are
+        in ``.attrs["skipped"]`` (list of :class:`Problem`)."""
+        ds = self.dataset(structures, on_error=on_error, workers=workers, progress=progress)
+        if self.pbe_aware:  # a snapshot's own PBE gaps count as given; the caller's take precedence
+            pbe = {**snapshot_pbe_gaps(structures), **(pbe or {})}
+        table = self.predict_dataset(ds, pbe=pbe)
+        table.attrs["skipped"] = list(ds.problems)
+        return table
+
+    def embed(self, structures, *, on_error: OnError = "skip", workers: int = 1, progress: bool = False) -> Embeddings:
+        """Last-convolution crystal features and post-FC vectors of ``structures``."""
+        ds = self.dataset(structures, on_error=on_error, workers=workers, progress=progress)
+        attach_inputs(ds, self.loaded.model_config, fidelity=self.fidelity)
+        conv, hidden = embed_dataset(self.loaded, ds, batch_size=self.batch_size, device=self.device)
+        return Embeddings(list(ds.ids), conv, hidden, list(ds.problems))
+
+
+def _describe(inputs) -> str:
+    if isinstance(inputs, (str, Path)):
+        return str(inputs)
+    if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(x, (str, Path)) for x in inputs):
+        return ", ".join(map(str, inputs[:3])) + (" …" if len(inputs) > 3 else "")
+    return "the given structures"
+
+
+def load_model(
+    path: str | Path = DEFAULT_MODEL,
+    *,
+    device: str = "auto",
+    batch_size: int = 256,
+    atom_features: str | Path | None = None,
+    radius: float | None = None,
+    max_neighbors: int | None = None,
+    fidelity: str | None = None,
+) -> Predictor:
+    """Load a model for prediction.
+
+    Args:
+        path: the name of a model shipped with the package — ``"ensemble"`` (the default:
+            experimental band gaps with an uncertainty, see ``cgcnn/models/MODEL_CARD.md``)
+            or ``"base"`` (M1, a PBE-like gap); see :func:`cgcnn.prediction.shipped.shipped_models` —,
+            one of our self-describing checkpoints (``best.pt``), or an original CGCNN
+            ``.pth.tar`` (then give ``atom_features``, ``radius`` and ``max_neighbors``).
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        fidelity: for multi-fidelity models, the fidelity to predict.
+
+    Raises:
+        CheckpointError: the file is not a usable checkpoint (the message says why).
+        ShippedModelError: no such shipped model and no such file.
+    """
+    from cgcnn.prediction.shipped import (
+        manifest,
+        member_checkpoints,
+        shipped_model_dir,
+        shipped_models,
+    )
+
+    if not Path(path).exists() and (str(path) in shipped_models() or str(path) == DEFAULT_MODEL):
+        name = str(path)
+        members = [load_checkpoint(f, device="cpu") for f in member_checkpoints(name)]
+        info = manifest(name)
+        pbe_model = None
+        if info.get("pbe_model"):  # a file beside the members, or another shipped model
+            own = shipped_model_dir(name) / info["pbe_model"]
+            pbe_model = load_checkpoint(own if own.is_file() else member_checkpoints(info["pbe_model"])[0], device="cpu")
+        scale = float((info.get("calibration") or {}).get("scale", 1.0))
+        trees, weight = None, 0.5
+        if info.get("trees"):  # boosted trees on composition + PBE, stored with skops (no pickle)
+            from cgcnn.prediction.trees import load_trees
+
+            trees, weight = load_trees(shipped_model_dir(name) / info["trees"]["file"]), info["trees"]["weight"]
+        return Predictor(members, device=device, batch_size=batch_size, source=f"shipped:{name}", scale=scale,
+                         pbe_model=pbe_model, fidelity=fidelity, trees=trees, trees_weight=weight)
+    loaded = load_checkpoint(path, atom_features=atom_features, radius=radius, max_neighbors=max_neighbors, device="cpu")
+    return Predictor(loaded, device=device, batch_size=batch_size, source=str(path), fidelity=fidelity)

@@ -1,0 +1,386 @@
+"""Step 02-ml-dev/02: grouped cross-validation on DS2 of every freeze policy, the control and
+the baselines; the CV table and the recipes it chooses (``cv.json``).
+
+Protocol (no choice ever looks at DS3, and no out-of-fold prediction comes from a model
+selected on its own test fold):
+
+1. DS2 is split into ``cv.folds`` folds **grouped by reduced formula**, stratified by gap,
+   repeated ``cv.repeats`` times (:func:`cgcnn.evaluation.folds.grouped_folds`) — :func:`setup`.
+2. In every outer fold the training materials are split again by formula
+   (:func:`cgcnn.evaluation.folds.inner_split`) into a fitting part and an inner validation
+   part.  Every *candidate* — each freeze policy at each learning rate of ``adapt.lr_grid``,
+   and the from-scratch control at each rate of its grid — is fitted with early stopping on
+   the inner validation MAE and predicts the outer test fold — :func:`fit_fold`.
+3. The baselines are scored on the same folds — :func:`fit_baselines`.
+4. Within each fold, each model's learning rate is the candidate with the lowest inner
+   validation MAE; ``m2`` is the policy (at its rate) with the lowest inner validation MAE.
+   Those choices give the honest out-of-fold predictions of the CV table.  The recipes the
+   final models use are chosen by the cross-validated MAE of the candidates: for each model
+   its best learning rate, M2 the best policy — :func:`summarise`.
+5. The CV table and the choices are written (``tables/cv_*.csv``, ``cv.json``) before any
+   final model is trained and before DS3 is touched — :func:`write_cv`.
+
+The CV table is computed on the materials that **every** model predicts (DS2 materials
+without a PBE gap have no raw / linear PBE prediction, so they are left out of every row,
+keeping the rows paired); ``n`` says how many.  Per model: MAE / RMSE / R² as mean ± std
+over the repeats, a bootstrap 95 % interval of the MAE (materials resampled; each
+material's absolute error averaged over repeats), and paired differences against the best
+baseline and (for M2) against the control.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cgcnn.evaluation.baselines import BoostedTrees, LinearPBE, RawPBE, magpie_features
+from cgcnn.evaluation.bootstrap import bootstrap_mean
+from cgcnn.evaluation.folds import Fold, grouped_folds, inner_split, out_of_fold
+from cgcnn.evaluation.metrics import regression_metrics
+from cgcnn.fileio import write_json
+from cgcnn.prediction.inference import predict
+from cgcnn.study.base_model import base_checkpoint
+from cgcnn.study.datasets import StudyData, load_data
+from cgcnn.study.display import BASELINES
+from cgcnn.study.profiles import StudyProfile
+from cgcnn.study.rundir import run_paths, write_table
+from cgcnn.training.adapt import adapt, train_control
+from cgcnn.training.checkpoint import Loaded, load_checkpoint
+
+CONTROL = "control"
+
+
+def model_key(policy: str) -> str:
+    """Name of an adapted model (``m2_<policy>``) or ``control``."""
+    return CONTROL if policy == CONTROL else f"m2_{policy}"
+
+
+# --------------------------------------------------------------------------------------
+# 1. the folds and what every fit starts from
+# --------------------------------------------------------------------------------------
+@dataclass
+class CvSetup:
+    """What every cross-validation step on DS2 starts from: the run's data, M1, the DS2
+    dataset, its frame (``group`` = reduced formula, ``bg_exp`` = the truth) and the grouped
+    folds of ``profile.cv``."""
+
+    run: Path
+    profile: StudyProfile
+    data: StudyData
+    base: Loaded
+    dataset: Any  # cgcnn.data.dataset.CrystalDataset of DS2
+    frame: pd.DataFrame
+    folds: list[Fold]
+
+    @property
+    def groups(self) -> list[str]:
+        return list(self.frame["group"])
+
+    @property
+    def truth(self) -> pd.Series:
+        return self.frame["bg_exp"]
+
+    @property
+    def scratch(self) -> Path:
+        """Where the candidates' fits live while they predict their fold (removed afterwards)."""
+        return run_paths(self.run)["models"] / "cv"
+
+    def candidates(self) -> list[tuple[str, float]]:
+        """(policy or ``control``, learning rate) of every candidate, in fitting order."""
+        settings = self.profile.adapt
+        return [(p, lr) for p in settings.policies for lr in settings.lr_grid] + [(CONTROL, lr) for lr in settings.control_grid]
+
+    def fit(self, policy: str, lr: float, seed: int, splits: tuple, out: Path, *, progress: bool = False):
+        """Fine-tune M1 with ``policy`` frozen (or train the control) at ``lr``."""
+        if policy == CONTROL:
+            cfg = self.profile.control_config(lr=lr, seed=seed)
+            return train_control(self.dataset, cfg, out, model_config=self.base.model_config, splits=splits, progress=progress)
+        cfg = self.profile.adapt_config(policy, lr=lr, seed=seed)
+        return adapt(self.base, self.dataset, cfg, out, splits=splits, progress=progress)
+
+    def settings(self) -> dict[str, str]:
+        """The settings of the fine-tuning study, for reading."""
+        p = self.profile
+        return {"freeze policies": ", ".join(p.adapt.policies),
+                "learning-rate grid": ", ".join(f"{lr:g}" for lr in p.adapt.lr_grid),
+                "control grid": ", ".join(f"{lr:g}" for lr in p.adapt.control_grid),
+                "CV": f"{p.cv.folds} folds grouped by formula x {p.cv.repeats} repeat(s), seed {p.cv.seed}",
+                "inner validation (formulas of a training fold)": str(p.cv.inner_val_fraction),
+                "max epochs / patience": f"{p.adapt.train.epochs} / {p.adapt.train.patience}",
+                "DS2 materials": str(len(self.frame)), "outer folds": str(len(self.folds))}
+
+
+def ds2_frame(data: StudyData, ids: list[str]) -> pd.DataFrame:
+    """DS2 rows in ``ids`` order: material_id, formula, group (reduced formula), bg_exp, bg_pbe."""
+    from pymatgen.core import Composition  # heavy; only when a frame is built
+
+    ds2 = data.ds2.set_index("material_id").loc[ids]
+    frame = pd.DataFrame({
+        "material_id": ids,
+        "formula": ds2["formula"].to_numpy(),
+        "bg_exp": ds2["bg_exp"].astype(float).to_numpy(),
+        "bg_pbe": pd.to_numeric(ds2["bg_pbe"], errors="coerce").to_numpy(),
+    })
+    frame["group"] = [Composition(f).reduced_formula for f in frame["formula"]]
+    return frame.set_index("material_id", drop=False)
+
+
+def setup(run_dir: str | os.PathLike, profile: StudyProfile) -> CvSetup:
+    """Load the run's data and M1, build the DS2 dataset and its grouped folds."""
+    profile.apply_threads()
+    run = Path(run_dir)
+    data = load_data(run)
+    base = load_checkpoint(base_checkpoint(run))
+    dataset = data.dataset("ds2", "bg_exp", base.features)
+    frame = ds2_frame(data, dataset.ids)
+    cv = profile.cv
+    folds = grouped_folds(list(frame["group"]), frame["bg_exp"].to_numpy(), k=cv.folds, repeats=cv.repeats, seed=cv.seed)
+    return CvSetup(run, profile, data, base, dataset, frame, folds)
+
+
+# --------------------------------------------------------------------------------------
+# 2. every candidate in one outer fold
+# --------------------------------------------------------------------------------------
+@dataclass
+class FoldFits:
+    """The candidates of one outer fold: ``candidates`` (one row per candidate: model,
+    policy, lr, repeat, fold, inner validation MAE, best epoch, epochs run, seconds) and
+    ``predictions`` (model, lr, repeat, fold, material_id, prediction on the test fold)."""
+
+    fold: Fold
+    candidates: pd.DataFrame
+    predictions: pd.DataFrame
+
+
+def fit_fold(cv: CvSetup, fold: Fold, *, echo: Callable[[str], Any] = print) -> FoldFits:
+    """Fit every candidate of ``cv`` on the training part of ``fold`` (early stopping on its
+    inner grouped split) and predict its test part.  Only the predictions are kept."""
+    ids = cv.dataset.ids
+    inner = inner_split(cv.groups, fold.train, val_fraction=cv.profile.cv.inner_val_fraction, seed=1000 * fold.seed + fold.fold)
+    test_set = cv.dataset.subset_positions(fold.test)
+    rows, preds = [], []
+    scratch = cv.scratch / f"r{fold.repeat}-f{fold.fold}"
+    for policy, lr in cv.candidates():
+        out = scratch / model_key(policy) / f"lr-{lr:g}"
+        t0 = time.perf_counter()
+        result = cv.fit(policy, lr, fold.seed, inner, out)
+        pred = predict(load_checkpoint(result.best_checkpoint), test_set, device=cv.profile.device)
+        rows.append({"model": model_key(policy), "policy": policy, "lr": lr, "repeat": fold.repeat, "fold": fold.fold,
+                     "inner_val_mae": result.best_val_mae, "best_epoch": result.best_epoch,
+                     "epochs_run": len(result.history), "seconds": round(time.perf_counter() - t0, 2)})
+        preds.append(pd.DataFrame({"model": model_key(policy), "lr": lr, "repeat": fold.repeat, "fold": fold.fold,
+                                   "material_id": [ids[k] for k in fold.test], "prediction": pred}))
+        echo(f"repeat {fold.repeat} fold {fold.fold}  {model_key(policy):>14}  lr {lr:<8g} inner val MAE "
+             f"{result.best_val_mae:.4f} eV (best epoch {result.best_epoch}, {rows[-1]['seconds']:.1f} s)")
+        shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return FoldFits(fold, pd.DataFrame(rows), pd.concat(preds, ignore_index=True))
+
+
+# --------------------------------------------------------------------------------------
+# 3. the baselines on the same folds
+# --------------------------------------------------------------------------------------
+@dataclass
+class BaselineFits:
+    """Out-of-fold predictions of the four baselines (model, repeat, fold, material_id,
+    prediction) and the boosted trees' hyper-parameters chosen per fold."""
+
+    predictions: pd.DataFrame
+    gbm_choices: pd.DataFrame
+
+
+def run_baselines(frame: pd.DataFrame, folds, cv) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Out-of-fold predictions of the four baselines, and the boosted trees' chosen
+    hyper-parameters per fold (``cv``: the profile's CV settings)."""
+    y, pbe, groups = frame["bg_exp"].to_numpy(), frame["bg_pbe"].to_numpy(), list(frame["group"])
+    magpie = magpie_features(list(frame["formula"]))
+    gbm = BoostedTrees(magpie, y, groups, grid=dict(cv.gbm_grid))
+    gbm_pbe = BoostedTrees(np.column_stack([magpie, pbe]), y, groups, grid=dict(cv.gbm_grid))
+    methods = {"pbe": RawPBE(pbe), "pbe_linear": LinearPBE(pbe, y), "gbm_composition": gbm, "gbm_composition_pbe": gbm_pbe}
+    fold_of = {(f.repeat, int(p)): f.fold for f in folds for p in f.test}
+    position = {m: k for k, m in enumerate(frame["material_id"])}
+    parts = []
+    for name, method in methods.items():
+        oof = out_of_fold(method, folds, list(frame["material_id"]), name=name)
+        oof["fold"] = [fold_of[(r, position[m])] for r, m in zip(oof["repeat"], oof["material_id"])]
+        parts.append(oof)
+    chosen = pd.concat([pd.DataFrame(m.chosen).assign(model=n) for n, m in (("gbm_composition", gbm), ("gbm_composition_pbe", gbm_pbe))])
+    return pd.concat(parts, ignore_index=True)[["model", "repeat", "fold", "material_id", "prediction"]], chosen
+
+
+def fit_baselines(cv: CvSetup) -> BaselineFits:
+    """Raw and linearly corrected PBE, boosted trees on Magpie composition (with and without
+    the PBE gap; hyper-parameters by inner grouped CV), on the folds of ``cv``."""
+    return BaselineFits(*run_baselines(cv.frame, cv.folds, cv.profile.cv))
+
+
+# --------------------------------------------------------------------------------------
+# 4. the within-fold choices, the CV table and the recipes
+# --------------------------------------------------------------------------------------
+def within_fold_choices(candidates: pd.DataFrame, candidate_preds: pd.DataFrame, policies: list[str]) -> pd.DataFrame:
+    """Out-of-fold predictions of each model with its learning rate chosen *inside* each fold
+    (lowest inner validation MAE), and of ``m2``: in each fold the policy whose model has the
+    lowest inner validation MAE.  Long table model, repeat, fold, material_id, prediction."""
+    best = candidates.loc[candidates.groupby(["repeat", "fold", "model"])["inner_val_mae"].idxmin()]
+    keys = best[["model", "lr", "repeat", "fold"]]
+    chosen = candidate_preds.merge(keys, on=["model", "lr", "repeat", "fold"])
+    adapted = best[best["model"].isin([f"m2_{p}" for p in policies])]
+    m2 = adapted.loc[adapted.groupby(["repeat", "fold"])["inner_val_mae"].idxmin(), ["model", "lr", "repeat", "fold"]]
+    m2_preds = candidate_preds.merge(m2, on=["model", "lr", "repeat", "fold"]).assign(model="m2")
+    cols = ["model", "repeat", "fold", "material_id", "prediction"]
+    return pd.concat([m2_preds[cols], chosen[cols]], ignore_index=True)
+
+
+def common_materials(predictions: pd.DataFrame) -> list[str]:
+    """Materials that every model predicts (a finite prediction in every repeat)."""
+    ok = predictions.assign(ok=np.isfinite(predictions["prediction"])).groupby(["material_id"])["ok"].all()
+    counts = predictions.groupby("material_id")["model"].nunique()
+    n_models = predictions["model"].nunique()
+    return sorted(m for m in ok.index if ok[m] and counts[m] == n_models)
+
+
+def _abs_error_by_material(predictions: pd.DataFrame, truth: pd.Series) -> pd.DataFrame:
+    """material × model table of absolute errors averaged over repeats."""
+    err = (predictions["prediction"] - truth.loc[predictions["material_id"]].to_numpy()).abs()
+    return predictions.assign(err=err.to_numpy()).groupby(["material_id", "model"])["err"].mean().unstack("model")
+
+
+def cv_summary(predictions: pd.DataFrame, truth: pd.Series, *, seed: int = 0) -> pd.DataFrame:
+    """The CV table (see the module docstring): index model, columns mae, mae_std, rmse,
+    rmse_std, r2, r2_std, n, repeats, mae_lo, mae_hi, diff_vs_best_baseline (+ lo, hi),
+    best_baseline, and for ``m2`` diff_vs_control (+ lo, hi); sorted by MAE."""
+    keep = set(common_materials(predictions))
+    preds = predictions[predictions["material_id"].isin(keep)]
+    rows = {}
+    for model, grp in preds.groupby("model", sort=False):
+        per_repeat = pd.DataFrame([regression_metrics(truth.loc[g["material_id"]].to_numpy(), g["prediction"].to_numpy())
+                                   for _, g in grp.groupby("repeat")])
+        row = {k: per_repeat[k].mean() for k in ("mae", "rmse", "r2")}
+        row.update({f"{k}_std": per_repeat[k].std(ddof=1) if len(per_repeat) > 1 else np.nan for k in ("mae", "rmse", "r2")})
+        row.update(n=int(per_repeat["n"].max()), repeats=len(per_repeat))
+        rows[model] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    errors = _abs_error_by_material(preds, truth)
+    for model in table.index:
+        ci = bootstrap_mean(errors[model], seed=seed)
+        table.loc[model, ["mae_lo", "mae_hi"]] = ci.lo, ci.hi
+    baselines = [m for m in BASELINES if m in table.index]
+    if baselines:
+        best = str(table.loc[baselines, "mae"].idxmin())
+        table["best_baseline"] = best
+        for model in table.index:
+            d = bootstrap_mean(errors[model] - errors[best], seed=seed)
+            table.loc[model, ["diff_vs_best_baseline", "diff_vs_best_baseline_lo", "diff_vs_best_baseline_hi"]] = d.value, d.lo, d.hi
+    if "m2" in table.index and "control" in table.index:
+        d = bootstrap_mean(errors["m2"] - errors["control"], seed=seed)
+        table.loc["m2", ["diff_vs_control", "diff_vs_control_lo", "diff_vs_control_hi"]] = d.value, d.lo, d.hi
+    table.index.name = "model"
+    return table.sort_values("mae")
+
+
+def choose_recipes(candidate_preds: pd.DataFrame, truth: pd.Series, policies: list[str]) -> tuple[pd.DataFrame, str]:
+    """Per model the learning rate with the lowest cross-validated MAE; M2 = the policy whose
+    model (at its rate) has the lowest CV MAE.  Returns (choices table, selected policy)."""
+    err = (candidate_preds["prediction"] - truth.loc[candidate_preds["material_id"]].to_numpy()).abs()
+    mae = candidate_preds.assign(err=err).groupby(["model", "lr", "repeat"])["err"].mean().groupby(["model", "lr"]).mean()
+    rows = []
+    for model, grp in mae.groupby(level="model", sort=False):
+        lr = float(grp.idxmin()[1])
+        rows.append({"model": model, "policy": CONTROL if model == CONTROL else model.removeprefix("m2_"), "lr": lr, "cv_mae": float(grp.min())})
+    choices = pd.DataFrame(rows).set_index("model")
+    adapted = choices.loc[[model_key(p) for p in policies]]
+    selected = str(adapted["cv_mae"].idxmin()).removeprefix("m2_")
+    choices["selected"] = choices.index == model_key(selected)
+    return choices, selected
+
+
+@dataclass
+class CvResult:
+    """The cross-validation of every candidate and baseline.
+
+    Attributes:
+        candidates: one row per (repeat, fold, candidate) (see :class:`FoldFits`).
+        candidate_predictions: every candidate's out-of-fold predictions.
+        cv_predictions: long table model, repeat, fold, material_id, prediction of every
+            model (within-fold choices) and baseline.
+        cv_table: per model, CV MAE / RMSE / R², interval and paired differences (:func:`cv_summary`).
+        choices: per model (``m2_<policy>``, ``control``) the learning rate chosen by CV MAE;
+            ``selected`` marks M2's policy.
+        selected_policy: the freeze policy of M2.
+        gbm_choices: the boosted trees' hyper-parameters per fold.
+    """
+
+    candidates: pd.DataFrame
+    candidate_predictions: pd.DataFrame
+    cv_predictions: pd.DataFrame
+    cv_table: pd.DataFrame
+    choices: pd.DataFrame
+    selected_policy: str
+    gbm_choices: pd.DataFrame
+
+
+def summarise(cv: CvSetup, fold_fits: list[FoldFits], baselines: BaselineFits) -> CvResult:
+    """Within-fold choices, the CV table of every model and baseline, the recipes by CV MAE."""
+    candidates = pd.concat([f.candidates for f in fold_fits], ignore_index=True)
+    candidate_preds = pd.concat([f.predictions for f in fold_fits], ignore_index=True)
+    policies = list(cv.profile.adapt.policies)
+    model_preds = within_fold_choices(candidates, candidate_preds, policies)
+    cv_predictions = pd.concat([baselines.predictions, model_preds], ignore_index=True)
+    table = cv_summary(cv_predictions, cv.truth, seed=cv.profile.cv.seed)
+    choices, selected = choose_recipes(candidate_preds, cv.truth, policies)
+    return CvResult(candidates, candidate_preds, cv_predictions, table, choices, selected, baselines.gbm_choices)
+
+
+# --------------------------------------------------------------------------------------
+# 5. the record
+# --------------------------------------------------------------------------------------
+def write_cv(cv: CvSetup, result: CvResult) -> Path:
+    """Write the CV tables and ``cv.json`` (protocol, chosen recipes, CV table); returns its path."""
+    paths = run_paths(cv.run)
+    settings = cv.profile.cv
+    write_table(paths["tables"] / "cv_candidates.csv", result.candidates, index=False)
+    write_table(paths["tables"] / "cv_predictions.csv", result.cv_predictions, index=False)
+    write_table(paths["tables"] / "cv_metrics.csv", result.cv_table)
+    write_table(paths["tables"] / "cv_gbm_choices.csv", result.gbm_choices, index=False)
+    write_table(paths["tables"] / "adaptation_choices.csv", result.choices)
+    write_json(paths["cv"], {
+        "protocol": {"folds": settings.folds, "repeats": settings.repeats, "seed": settings.seed, "grouped_by": "reduced formula",
+                     "inner_val_fraction": settings.inner_val_fraction, "n_ds2": len(cv.frame)},
+        "selected_policy": result.selected_policy,
+        "learning_rates": {k: float(v) for k, v in result.choices["lr"].items()},
+        "cv_metrics": {str(k): dict(row.items()) for k, row in result.cv_table.iterrows()},
+    })
+    shutil.rmtree(cv.scratch, ignore_errors=True)
+    return paths["cv"]
+
+
+def clear_outputs(run_dir: str | os.PathLike) -> None:
+    """Remove what an earlier cross-validation left (``cv.json``, scratch fits), so that no later
+    step reads a record of other settings while this one runs."""
+    paths = run_paths(run_dir)
+    shutil.rmtree(paths["models"] / "cv", ignore_errors=True)
+    paths["cv"].unlink(missing_ok=True)
+
+
+def run_cross_validation(run_dir: str | os.PathLike, profile: StudyProfile, *,
+                         echo: Callable[[str], Any] = print) -> CvResult:
+    """Every step of this module in order (what the notebook does cell by cell)."""
+    clear_outputs(run_dir)
+    cv = setup(run_dir, profile)
+    fold_fits = [fit_fold(cv, fold, echo=echo) for fold in cv.folds]
+    result = summarise(cv, fold_fits, fit_baselines(cv))
+    write_cv(cv, result)
+    return result
+
+
+def load_cv_table(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """The CV table a run wrote (``tables/cv_metrics.csv``; the methods step adds its rows)."""
+    return pd.read_csv(run_paths(run_dir)["tables"] / "cv_metrics.csv", index_col="model")

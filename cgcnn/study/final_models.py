@@ -1,0 +1,161 @@
+"""Step 02-ml-dev/04, first half: the recipes the cross-validation chose, trained on all of DS2.
+
+* :func:`train_final_models` — every adapted model (``m2_<policy>`` at its chosen learning
+  rate) and the control, once per seed, with early stopping on an inner grouped validation
+  split of DS2; in ``<run>/models/m2/<policy>/seed-<s>/`` and ``<run>/models/control/seed-<s>/``
+  (DS3 uses the mean over seeds).  The recipes are read from what the cross-validation step
+  wrote (``tables/adaptation_choices.csv``, ``cv.json``), never chosen here.
+* :func:`train_final_ensemble` — the method the methods step selected (``methods.json``),
+  its members trained on all of DS2 (``<run>/models/ensemble/member-<k>/``, plus the boosted
+  trees when the selection is an average with them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cgcnn.evaluation.baselines import BoostedTrees, magpie_features
+from cgcnn.evaluation.folds import inner_split
+from cgcnn.fileio import write_json
+from cgcnn.prediction.trees import save_trees, tree_features
+from cgcnn.study.candidates import TREES, TREES_WEIGHT
+from cgcnn.study.cross_validation import CONTROL, CvSetup, model_key, setup
+from cgcnn.study.display import label
+from cgcnn.study.methods import load_methods, prepare
+from cgcnn.study.profiles import StudyProfile
+from cgcnn.study.rundir import read_json, require_cv, run_paths, write_table
+
+
+@dataclass
+class AdaptationResult:
+    """The final adapted models and the control.
+
+    Attributes:
+        choices: per model (``m2_<policy>``, ``control``): the learning rate chosen by CV
+            MAE; ``selected`` marks M2's policy.
+        selected_policy: the freeze policy of M2.
+        runs: the final fits: model, policy, lr, seed, best_val_mae, best_epoch, checkpoint.
+        seeds: the seeds of the final fits.
+    """
+
+    run_dir: Path
+    choices: pd.DataFrame
+    selected_policy: str
+    runs: pd.DataFrame
+    seeds: list[int]
+
+    def checkpoints(self, model: str) -> dict[int, Path]:
+        """Seed -> best checkpoint of a final model (``m2``, ``m2_<policy>`` or ``control``)."""
+        if model == "m2":
+            model = model_key(self.selected_policy)
+        rows = self.runs[self.runs["model"] == model]
+        return {int(r.seed): self.run_dir / r.checkpoint for r in rows.itertuples()}
+
+
+def _fit_recipes(cv: CvSetup, choices: pd.DataFrame, seeds: list[int], echo) -> pd.DataFrame:
+    """Each chosen recipe on all of DS2, once per seed (inner grouped split for early stopping)."""
+    models_dir = run_paths(cv.run)["models"]
+    everything = np.arange(len(cv.dataset))
+    rows = []
+    for model, choice in choices.iterrows():
+        folder = models_dir / (CONTROL if model == CONTROL else f"m2/{choice['policy']}")
+        for seed in seeds:
+            splits = inner_split(cv.groups, everything, val_fraction=cv.profile.cv.inner_val_fraction, seed=seed)
+            t0 = time.perf_counter()
+            result = cv.fit(choice["policy"], float(choice["lr"]), seed, splits, folder / f"seed-{seed}")
+            rows.append({"model": model, "policy": choice["policy"], "lr": float(choice["lr"]), "seed": seed,
+                         "best_val_mae": result.best_val_mae, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+                         "seconds": round(time.perf_counter() - t0, 2), "checkpoint": os.path.relpath(result.best_checkpoint, cv.run)})
+            echo(f"final {model:>14}  lr {choice['lr']:<8g} seed {seed:<3} val MAE {result.best_val_mae:.4f} eV")
+    return pd.DataFrame(rows)
+
+
+def chosen_recipes(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, str]:
+    """(choices table, M2's policy) as the cross-validation step recorded them."""
+    record = require_cv(run_dir)
+    choices = pd.read_csv(run_paths(run_dir)["tables"] / "adaptation_choices.csv").set_index("model")
+    return choices, record["selected_policy"]
+
+
+def train_final_models(run_dir: str | os.PathLike, profile: StudyProfile, *,
+                       echo: Callable[[str], Any] = print) -> AdaptationResult:
+    """Train every recipe the cross-validation chose on all of DS2, once per seed of ``profile``."""
+    run = Path(run_dir)
+    paths = run_paths(run)
+    choices, selected = chosen_recipes(run)
+    for folder in ("m2", CONTROL):
+        shutil.rmtree(paths["models"] / folder, ignore_errors=True)
+    seeds = list(profile.seeds)
+    runs = _fit_recipes(setup(run, profile), choices, seeds, echo)
+    write_table(paths["tables"] / "adaptation_runs.csv", runs, index=False)
+    write_json(paths["models"] / "adaptation.json", {
+        "selected_policy": selected, "seeds": seeds,
+        "learning_rates": {k: float(v) for k, v in choices["lr"].items()},
+    })
+    return AdaptationResult(run, choices, selected, runs, seeds)
+
+
+def load_adaptation(run_dir: str | os.PathLike) -> AdaptationResult:
+    """Read back what :func:`train_final_models` wrote."""
+    run = Path(run_dir)
+    paths = run_paths(run)
+    meta = read_json(paths["models"] / "adaptation.json")
+    if meta is None:
+        raise FileNotFoundError(f"{paths['models'] / 'adaptation.json'} not found: run the final-models stage "
+                                "(02-ml-dev/04-final-models-and-ds3.ipynb) first")
+    choices = pd.read_csv(paths["tables"] / "adaptation_choices.csv").set_index("model")
+    runs = pd.read_csv(paths["tables"] / "adaptation_runs.csv")
+    return AdaptationResult(run, choices, meta["selected_policy"], runs, list(meta["seeds"]))
+
+
+def train_final_ensemble(run_dir: str | os.PathLike, profile: StudyProfile, *,
+                         echo: Callable[[str], Any] = print) -> dict | None:
+    """Train the method the methods step selected on all of DS2 (members, and the boosted
+    trees for an average with them); adds ``final`` to ``methods.json`` and returns it.
+    None when the run has no methods step."""
+    run = Path(run_dir)
+    summary = load_methods(run)
+    if not summary:
+        return None
+    paths = run_paths(run)
+    ens_dir = paths["models"] / "ensemble"
+    shutil.rmtree(ens_dir, ignore_errors=True)
+    m = prepare(run, profile)
+    cv = m.cv
+    method = m.build(summary["network"], echo=echo)
+    fit, val = inner_split(cv.groups, np.arange(len(cv.dataset)), val_fraction=profile.cv.inner_val_fraction, seed=profile.cv.seed)
+    checkpoints = method.fit_members(fit, val, ens_dir, {"final": True, "seed": profile.cv.seed})
+    final = pd.DataFrame(method.fits).assign(checkpoint=[os.path.relpath(c, run) for c in checkpoints])
+    write_table(paths["tables"] / "methods_final_fits.csv", final, index=False)
+    summary["final"] = {"checkpoints": [os.path.relpath(c, run) for c in checkpoints], "train_ids": list(cv.dataset.ids),
+                        "inner_val_mae": final["inner_val_mae"].tolist()}
+    if summary["selected"].endswith(TREES):
+        features = tree_features(magpie_features(list(cv.frame["formula"])), m.pbe)
+        trees, params = BoostedTrees(features, cv.truth.to_numpy(), cv.groups, grid=dict(profile.cv.gbm_grid)).fit_all(seed=profile.cv.seed)
+        save_trees(trees, ens_dir / "trees.skops")
+        summary["final"]["trees"] = {"file": os.path.relpath(ens_dir / "trees.skops", run), "weight": TREES_WEIGHT, "params": params}
+    write_json(run / "methods.json", summary)
+    echo(f"final ensemble {summary['selected']}: {len(checkpoints)} members in {ens_dir}")
+    return summary
+
+
+def adaptation_histories(adaptation: AdaptationResult, seed: int | None = None) -> dict[str, pd.DataFrame]:
+    """Model -> training history (``history.csv``) of its final fit for ``seed`` (default: first)."""
+    out = {}
+    for model in adaptation.choices.index:
+        ckpts = adaptation.checkpoints(model)
+        if not ckpts:
+            continue
+        path = Path(ckpts[seed if seed is not None else min(ckpts)]).parent / "history.csv"
+        if path.is_file():
+            out[label(model)] = pd.read_csv(path)
+    return out

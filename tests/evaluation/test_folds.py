@@ -1,0 +1,69 @@
+"""Grouped cross-validation folds and out-of-fold predictions (cgcnn.evaluation.folds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cgcnn.evaluation.folds import gap_bins, grouped_folds, inner_split, out_of_fold
+
+# 40 materials, 25 formulas: 10 formulas appear twice (polymorphs), 5 three times...
+GROUPS = [f"F{k}" for k in range(15)] + [f"P{k}" for k in range(5) for _ in range(2)] + [f"T{k}" for k in range(5) for _ in range(3)]
+GAPS = np.linspace(0.1, 4.9, len(GROUPS))
+
+
+def test_folds_never_split_a_formula_and_cover_every_material_once_per_repeat():
+    folds = grouped_folds(GROUPS, GAPS, k=5, repeats=2, seed=0)
+    assert len(folds) == 10
+    for r in (0, 1):
+        tests = np.concatenate([f.test for f in folds if f.repeat == r])
+        assert sorted(tests.tolist()) == list(range(len(GROUPS)))
+    for f in folds:
+        assert not set(f.train) & set(f.test)
+        train_groups = {GROUPS[p] for p in f.train}
+        assert not train_groups & {GROUPS[p] for p in f.test}
+
+
+def test_repeats_shuffle_differently_and_are_reproducible():
+    a = grouped_folds(GROUPS, GAPS, k=5, repeats=2, seed=0)
+    b = grouped_folds(GROUPS, GAPS, k=5, repeats=2, seed=0)
+    assert all(np.array_equal(x.test, y.test) for x, y in zip(a, b))
+    assert any(not np.array_equal(a[k].test, a[k + 5].test) for k in range(5))
+
+
+def test_too_few_formulas_for_k_folds_is_refused():
+    with pytest.raises(ValueError, match="too few"):
+        grouped_folds(["A", "A", "B"], [1, 2, 3], k=5)
+
+
+def test_gap_bins_are_quantiles():
+    assert gap_bins([0.1, 0.2, 0.3, 0.4], n_bins=2).tolist() == [0, 0, 1, 1]
+
+
+def test_inner_split_keeps_formulas_together_inside_the_training_positions():
+    train = np.arange(20, 40)
+    fit, val = inner_split(GROUPS, train, val_fraction=0.3, seed=1)
+    assert set(fit) | set(val) == set(train) and not set(fit) & set(val)
+    assert not {GROUPS[p] for p in fit} & {GROUPS[p] for p in val}
+    assert len(val) > 0
+
+
+def test_out_of_fold_gives_one_prediction_per_material_and_repeat():
+    folds = grouped_folds(GROUPS, GAPS, k=4, repeats=2, seed=3)
+    ids = [f"m{k}" for k in range(len(GROUPS))]
+    seen_train = []
+
+    def method(train, test, ctx):
+        seen_train.append(set(train))
+        return np.full(len(test), float(ctx.repeat))
+
+    table = out_of_fold(method, folds, ids, name="const")
+    assert len(table) == 2 * len(ids)
+    assert table.groupby("repeat")["material_id"].nunique().tolist() == [len(ids), len(ids)]
+    assert (table["prediction"] == table["repeat"]).all() and (table["model"] == "const").all()
+
+
+def test_a_method_returning_the_wrong_shape_is_named():
+    folds = grouped_folds(GROUPS, GAPS, k=4, repeats=1)
+    with pytest.raises(ValueError, match="method 'bad' returned"):
+        out_of_fold(lambda tr, te, ctx: np.zeros(1), folds, [str(k) for k in range(len(GROUPS))], name="bad")
