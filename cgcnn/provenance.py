@@ -6,7 +6,10 @@
 
 from __future__ import annotations
 
+import ast
 import datetime as _dt
+import hashlib
+import json
 import importlib.metadata as md
 import os
 import platform
@@ -70,3 +73,120 @@ def collect(repo: str | Path | None = None) -> dict:
         "versions": package_versions(),
         **_torch_info(),
     }
+
+
+# --------------------------------------------------------------------------------------
+# which code a piece of work ran: the cgcnn modules it imports, transitively
+# --------------------------------------------------------------------------------------
+PACKAGE_ROOT = Path(__file__).resolve().parent
+# Package data read at run time, by the module that reads it (a change to these files is a
+# change to that module's behaviour).
+PACKAGE_DATA = {"cgcnn.study.profiles": ("profiles",), "cgcnn.prediction.shipped": ("models",)}
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = path.relative_to(root.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_names(tree: ast.AST) -> set[str]:
+    """Every dotted name an ``import`` statement anywhere in ``tree`` names (functions
+    included); ``from a import b`` gives both ``a`` and ``a.b`` (b may be a module)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return names
+
+
+def module_files(root: Path = PACKAGE_ROOT) -> dict[str, Path]:
+    """Dotted module name -> file, for every module of the package."""
+    return {_module_name(p, root): p for p in sorted(root.rglob("*.py")) if "__pycache__" not in p.parts}
+
+
+def import_graph(root: Path = PACKAGE_ROOT, *, parents: bool = False) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports anywhere in its body (functions included).
+
+    ``parents=True`` also links every module to its parent packages, whose ``__init__`` runs
+    whenever the module is imported (for what a module *runs*; leave it off to look for cycles).
+    """
+    modules = module_files(root)
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = {t for t in imported_names(ast.parse(path.read_text(encoding="utf-8"))) if t in modules}
+        if parents:
+            parts = name.split(".")
+            targets.update(".".join(parts[:k]) for k in range(1, len(parts)))
+        graph[name] = {t for t in targets if t != name and (parents or not name.startswith(t + "."))}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` as a list of nodes (first == last), or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt):], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def notebook_imports(path: str | Path) -> set[str]:
+    """Dotted names imported by the code cells of a notebook (IPython magics and shell lines skipped)."""
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        source = "".join(cell.get("source", ""))
+        code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        try:
+            names |= imported_names(ast.parse(code))
+        except SyntaxError:  # a cell that does not parse: it fails when run; count no import
+            continue
+    return names
+
+
+def modules_used(names: set[str], root: Path = PACKAGE_ROOT) -> list[str]:
+    """The package's modules that importing ``names`` runs: those named, their parent packages
+    and, transitively, everything they import (inside functions too)."""
+    graph = import_graph(root, parents=True)
+    todo = [n for n in names if n in graph]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo.extend(graph[name] - seen)
+    return sorted(seen)
+
+
+def code_files(modules: list[str], root: Path = PACKAGE_ROOT) -> dict[str, str]:
+    """sha256 of every file behind ``modules`` (their sources and the package data they read),
+    keyed by the path relative to the repository (``cgcnn/study/report.py``)."""
+    files = module_files(root)
+    out: dict[str, str] = {}
+    for name in modules:
+        paths = [files[name]]
+        for folder in PACKAGE_DATA.get(name, ()):
+            paths += [p for p in sorted((root / folder).rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
+        for p in paths:
+            out[p.relative_to(root.parent).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return dict(sorted(out.items()))

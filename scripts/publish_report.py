@@ -19,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = ("report.md", "config.json", "environment.json", "cv.json", "methods.json", "metrics.json")
-TABLES = ("cv_metrics.csv", "ds3_metrics.csv", "ds3_metrics_without_ds2_polymorphs.csv", "ds3_predictions.csv",
+TABLES = ("cv_metrics.csv", "methods_cv_metrics.csv", "ds3_metrics.csv", "ds3_metrics_without_ds2_polymorphs.csv", "ds3_predictions.csv",
           "ds3_errors_by_class.csv", "ds3_errors_by_gap.csv", "methods_calibration.csv", "m1_ds1_metrics.csv", "etl_counts.csv")
 
 

@@ -14,9 +14,15 @@ Run folder ``<output>/<run-id>/``:
     data/ models/ tables/ figures/ metrics.json             written by the notebooks
 
 A stage is skipped when its manifest says it completed with the same inputs: the same
-parameters, notebook, package code, resolved settings, input files and outputs of the stages
-before it, and its own outputs are still in place.  ``--force`` runs every stage again.
-A failing stage stops the run; the message names the notebook cell that failed.
+parameters, notebook, the code it runs (the ``cgcnn`` modules its notebook imports,
+transitively, and the package data they read), the settings it reads, the input files and the
+outputs of the stages before it, and its own outputs are still in place.  Otherwise the
+runner says why it runs (``code changed: cgcnn/study/report.py``, ``settings changed:
+adapt.lr_grid``, ...).  ``--force`` runs every stage again; ``--from STAGE`` runs that stage
+and every later one, ``--only STAGE`` just that one (by name or number; both refuse when an
+earlier stage's outputs are missing).  ``--set KEY=VALUE`` changes one setting of the profile
+(a dotted key, a JSON value).  A failing stage stops the run; the message names the notebook
+cell that failed.
 
 The default ``--run-id`` is ``<profile>-<hash of settings and inputs>``, so running the same
 command again reuses the folder (and skips what is done).
@@ -46,13 +52,22 @@ _NOT_OUTPUTS = ("notebooks/", "stages/", "config.json", "environment.json", ".lo
 
 
 
+ALL_SETTINGS = None  # a stage that reads every setting
+_RUNTIME = ("device", "torch_threads")
+
+
 @dataclass(frozen=True)
 class Stage:
-    """One notebook of the pipeline and the parameters it declares."""
+    """One notebook of the pipeline, the parameters it declares and the settings it reads.
+
+    ``settings`` names the top-level sections of the profile the stage reads (``None``: all
+    of them); a change elsewhere does not rerun it (what it reads from earlier stages is
+    covered by their outputs)."""
 
     name: str
     notebook: Path
     params: tuple[str, ...] = ("run_dir", "config")
+    settings: tuple[str, ...] | None = ALL_SETTINGS
 
     @property
     def relpath(self) -> str:
@@ -63,11 +78,15 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("etl", REPO / "01-data-preparation" / "01-etl.ipynb", ("run_dir", "config", "bucket", "materials", "workers")),
-    Stage("eda", REPO / "01-data-preparation" / "02-eda.ipynb"),
-    Stage("base-model", REPO / "02-ml-dev" / "01-base-model.ipynb"),
-    Stage("domain-adaptation", REPO / "02-ml-dev" / "02-domain-adaptation.ipynb"),
-    Stage("tsne", REPO / "03-insights" / "01-tsne.ipynb"),
+    Stage("etl", REPO / "01-data-preparation" / "01-etl.ipynb", ("run_dir", "config", "bucket", "materials", "workers"),
+          ("graph", "etl", "workers")),
+    Stage("eda", REPO / "01-data-preparation" / "02-eda.ipynb", settings=()),
+    Stage("base-model", REPO / "02-ml-dev" / "01-base-model.ipynb", settings=("graph", "model", "base", "nproc", *_RUNTIME)),
+    Stage("cross-validation", REPO / "02-ml-dev" / "02-cross-validation.ipynb", settings=("adapt", "cv", *_RUNTIME)),
+    Stage("methods", REPO / "02-ml-dev" / "03-methods.ipynb", settings=("methods", "cv", *_RUNTIME)),
+    Stage("final-models-and-ds3", REPO / "02-ml-dev" / "04-final-models-and-ds3.ipynb",
+          settings=("adapt", "cv", "methods", "seeds", *_RUNTIME)),
+    Stage("tsne", REPO / "03-insights" / "01-tsne.ipynb", settings=("tsne", *_RUNTIME)),
     Stage("report", REPO / "03-insights" / "02-report.ipynb"),
 )
 
@@ -99,16 +118,63 @@ def _tree_digest(root: Path) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def code_digest() -> str:
-    """One hash over the ``cgcnn`` package's Python code and bundled profiles."""
-    import cgcnn
+def stage_code(notebook: Path) -> dict[str, str]:
+    """sha256 of every file of the code a notebook runs: the ``cgcnn`` modules it imports,
+    their parent packages and everything they import (inside functions too), and the package
+    data those modules read (``cgcnn.provenance.modules_used``)."""
+    from cgcnn.provenance import code_files, modules_used, notebook_imports
 
-    root = Path(cgcnn.__file__).resolve().parent
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and p.suffix in (".py", ".json") and "__pycache__" not in p.parts:
-            h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()
+    return code_files(modules_used(notebook_imports(notebook)))
+
+
+def _stage_settings(stage: Stage, settings: dict) -> dict:
+    if stage.settings is None:
+        return settings
+    return {k: settings[k] for k in stage.settings if k in settings}
+
+
+def _changed_keys(old, new, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two JSON-like dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            out += _changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def _why(old: dict | None, inputs: dict, run_dir: Path) -> str | None:
+    """Why a stage must run (None: it may be skipped)."""
+    if old is None:
+        return "not run yet"
+    if old.get("status") != "completed":
+        return "its last run " + ("failed" if old.get("status") == "failed" else "did not finish")
+    before = old.get("inputs", {})
+    if before.get("notebook_sha256") != inputs["notebook_sha256"]:
+        return "notebook changed"
+    code = _changed_keys(before.get("code", {}), inputs["code"])
+    if code:
+        return "code changed: " + _shorten(code)
+    params = _changed_keys(before.get("parameters", {}), inputs["parameters"])
+    if params:
+        return "parameters changed: " + _shorten(params)
+    settings = _changed_keys(before.get("settings", {}), inputs["settings"])
+    if settings:
+        return "settings changed: " + _shorten(settings)
+    files = _changed_keys(before.get("files", {}), inputs["files"])
+    if files:
+        return "input files changed: " + _shorten(files)
+    upstream = _changed_keys(before.get("upstream", {}), inputs["upstream"])
+    if upstream:
+        return "outputs of an earlier stage changed: " + _shorten(upstream)
+    missing = _missing_outputs(run_dir, old.get("outputs", {}))
+    if missing:
+        return "outputs missing or changed: " + _shorten(missing)
+    return None
+
+
+def _shorten(items: list[str], n: int = 3) -> str:
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
 def _file_states(run_dir: Path) -> dict[str, tuple[int, int]]:
@@ -124,15 +190,18 @@ def _file_states(run_dir: Path) -> dict[str, tuple[int, int]]:
     return states
 
 
-def _outputs_still_there(run_dir: Path, outputs: dict) -> bool:
+def _missing_outputs(run_dir: Path, outputs: dict) -> list[str]:
+    """Outputs of a stage that are gone or whose content changed since it wrote them."""
+    missing = []
     for rel, rec in outputs.items():
         p = run_dir / rel
         if not p.is_file():
-            return False
+            missing.append(rel)
+            continue
         st = p.stat()
         if (st.st_size, st.st_mtime_ns) != (rec["size"], rec["mtime_ns"]) and sha256_file(p) != rec["sha256"]:
-            return False
-    return True
+            missing.append(rel)
+    return missing
 
 
 def redact_secrets(path: Path, environ: dict | None = None) -> int:
@@ -183,8 +252,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "on CUDA one GPU each; default: the profile's, 1)")
     ap.add_argument("--output", default="runs", help="folder that receives run folders (default: ./runs)")
     ap.add_argument("--run-id", default=None, help="name of the run folder (default: <profile>-<hash of settings and inputs>)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="change one setting of the profile: a dotted key and a JSON value, e.g. adapt.lr_grid=[0.001,0.003] "
+                         "or cv.folds=3 (repeatable; recorded in config.json and part of the default run id)")
     ap.add_argument("--force", action="store_true", help="run every stage even when its inputs are unchanged")
+    where = ap.add_mutually_exclusive_group()
+    where.add_argument("--from", dest="start", metavar="STAGE", default=None,
+                       help="run this stage and every later one (name or number; earlier stages must have run)")
+    where.add_argument("--only", metavar="STAGE", default=None,
+                       help="run just this stage (name or number; earlier stages must have run)")
     return ap.parse_args(argv)
+
+
+def stage_index(stages: tuple[Stage, ...], text: str) -> int:
+    """Position of a stage given by name (``report``) or number (``8``, counting from 1)."""
+    names = [s.name for s in stages]
+    if text in names:
+        return names.index(text)
+    if text.isdigit() and 1 <= int(text) <= len(stages):
+        return int(text) - 1
+    raise SystemExit(f"error: no stage {text!r}; stages: " + ", ".join(f"{k + 1} {n}" for k, n in enumerate(names)))
 
 
 def _parse_seeds(text: str | None) -> list[int] | None:
@@ -216,7 +303,8 @@ class Pipeline:
     """The run folder and its stages; :meth:`run` executes them."""
 
     def __init__(self, args: argparse.Namespace, stages: tuple[Stage, ...] = STAGES, *, echo=print):
-        from cgcnn.study import bucket_location, is_remote, load_profile, work_bucket
+        from cgcnn.study.profiles import load_profile
+        from cgcnn.study.rundir import bucket_location, is_remote, work_bucket
 
         self.args = args
         self.stages = stages
@@ -224,7 +312,16 @@ class Pipeline:
         seeds = _parse_seeds(args.seeds)
         if args.nproc is not None and args.nproc < 1:
             raise SystemExit(f"error: --nproc must be at least 1, got {args.nproc}")
-        self.profile = load_profile(args.profile, seeds=seeds, device=args.device, workers=args.workers, nproc=args.nproc)
+        from cgcnn.study.profiles import parse_assignment
+
+        self.overrides = dict(parse_assignment(text) for text in getattr(args, "overrides", []) or [])
+        self.profile = load_profile(args.profile, seeds=seeds, device=args.device, workers=args.workers, nproc=args.nproc,
+                                    overrides=self.overrides)
+        self.first, self.last = 0, len(stages) - 1  # the stages this call may run
+        if getattr(args, "start", None):
+            self.first = stage_index(stages, args.start)
+        if getattr(args, "only", None):
+            self.first = self.last = stage_index(stages, args.only)
         if args.device == "cuda":
             import torch
 
@@ -248,6 +345,7 @@ class Pipeline:
             "run_id": self.run_id,
             "profile": self.profile.name,
             "settings": self.profile.to_dict(),
+            "overrides": self.overrides,
             "inputs": {"bucket": self.source, "work_bucket": self.work_bucket, "materials": self.materials},
         }
         path = self.run_dir / "config.json"
@@ -257,13 +355,13 @@ class Pipeline:
 
     def prepare_bucket(self) -> None:
         """Copy local raw inputs into the run's own work bucket (never write under the source)."""
-        from cgcnn.study import work_bucket
+        from cgcnn.study.rundir import work_bucket
 
         self.work_bucket = work_bucket(self.run_dir, self.source)
 
     def input_files(self) -> dict[str, str]:
         """Digests of the raw inputs the ETL reads (local ones; remote ones by URI)."""
-        from cgcnn.study import is_remote
+        from cgcnn.study.rundir import is_remote
 
         files: dict[str, str] = {}
         if is_remote(self.source):
@@ -303,38 +401,46 @@ class Pipeline:
             return self._run_stages()
 
     def _run_stages(self) -> int:
+        self._check_earlier_stages()
         self.write_run_files()
         self.prepare_bucket()
         self.echo(f"run folder: {self.run_dir}")
-        common = {
-            "code_sha256": code_digest(),
-            "settings_sha256": _sha256_json(self.profile.to_dict()),
-            "files": self.input_files(),
-        }
+        settings, files = self.profile.to_dict(), self.input_files()
         upstream: dict[str, str] = {}
         total = time.perf_counter()
         for index, stage in enumerate(self.stages):
+            label = f"[{index + 1}/{len(self.stages)}] {stage.relpath}"
+            mpath = self.manifest_path(index, stage)
+            old = _read_json(mpath)
+            if index > self.last:
+                break
+            if index < self.first:  # --from / --only: earlier stages are used as they are
+                upstream[stage.name] = old["outputs_digest"]
+                self.echo(f"{label}: not run (starting at stage {self.first + 1})")
+                continue
             params = self.stage_parameters(stage)
             inputs = {
-                **common,
+                "code": stage_code(stage.notebook),
+                "settings": _stage_settings(stage, settings),
+                "files": files,
                 "parameters": params,
                 "notebook_sha256": sha256_file(stage.notebook),
                 "upstream": dict(upstream),
             }
             digest = _sha256_json(inputs)
-            mpath = self.manifest_path(index, stage)
-            old = _read_json(mpath)
-            label = f"[{index + 1}/{len(self.stages)}] {stage.relpath}"
-            if (
-                not self.args.force
-                and old is not None
-                and old.get("status") == "completed"
-                and old.get("input_digest") == digest
-                and _outputs_still_there(self.run_dir, old.get("outputs", {}))
-            ):
+            if self.args.force:
+                why = "forced (--force)"
+            elif getattr(self.args, "only", None):
+                why = "asked for (--only)"
+            elif getattr(self.args, "start", None):
+                why = f"asked for (--from {self.stages[self.first].name})"
+            else:
+                why = _why(old, inputs, self.run_dir)
+            if why is None:
                 self.echo(f"{label}: skipped (inputs unchanged)")
                 upstream[stage.name] = old["outputs_digest"]
                 continue
+            self.echo(f"{label}: runs: {why}")
             try:
                 manifest = self._execute(stage, params, inputs, digest, mpath, label)
             except StageFailed as exc:
@@ -343,6 +449,18 @@ class Pipeline:
             upstream[stage.name] = manifest["outputs_digest"]
         self.echo(f"done in {time.perf_counter() - total:.1f} s: {self.run_dir}")
         return 0
+
+    def _check_earlier_stages(self) -> None:
+        """With --from / --only, every earlier stage must have completed and left its outputs."""
+        for index, stage in enumerate(self.stages[: self.first]):
+            old = _read_json(self.manifest_path(index, stage))
+            if old is None or old.get("status") != "completed":
+                raise SystemExit(f"error: stage {index + 1} ({stage.name}) has not completed in {self.run_dir}; "
+                                 f"run it first (drop --from / --only, or start at --from {stage.name})")
+            missing = _missing_outputs(self.run_dir, old.get("outputs", {}))
+            if missing:
+                raise SystemExit(f"error: outputs of stage {index + 1} ({stage.name}) are missing or changed ({_shorten(missing)}); "
+                                 f"run it again (--from {stage.name})")
 
     def _execute(self, stage: Stage, params: dict, inputs: dict, digest: str, mpath: Path, label: str) -> dict:
         import papermill as pm
@@ -361,7 +479,6 @@ class Pipeline:
             "started": _now(),
         }
         write_json(mpath, manifest)
-        self.echo(f"{label}: running …")
         t0 = time.perf_counter()
         error: dict | None = None
         try:

@@ -60,7 +60,9 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
     from cgcnn.fileio import sha256_file, write_json
     from cgcnn.provenance import collect
     from cgcnn.prediction.shipped import member_checkpoints
-    from cgcnn.study.methods import METHOD_LABELS, load_methods
+    from cgcnn.study.display import METHOD_LABELS
+    from cgcnn.study.methods import load_methods
+    from cgcnn.study.rundir import load_cv_table
 
     methods = load_methods(run)
     if not methods or not methods.get("final"):
@@ -74,7 +76,7 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
         _fail(f"{len(leaked)} excluded id(s) were used in training (e.g. {leaked[0]}); not shipping")
     base_sha = sha256_file(run / "models" / "m1" / "best.pt")
     selected = methods["selected"]
-    cv_table = pd.read_csv(run / "tables" / "cv_metrics.csv", index_col="model")
+    cv_table = load_cv_table(run)
     keep = [m for m in cv_table.index if m.startswith(("pbe", "gbm_")) or m in ("m2", "control", f"ens_{selected}")]
     cols = [c for c in ("mae", "mae_lo", "mae_hi", "rmse", "r2", "n", "repeats", "diff_vs_best_baseline",
                         "diff_vs_best_baseline_lo", "diff_vs_best_baseline_hi") if c in cv_table]

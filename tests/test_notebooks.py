@@ -1,14 +1,13 @@
 """Every notebook, executed through papermill on the bundled fixture (profile ``fixture``).
 
-The notebooks depend on each other (ETL -> EDA -> M1 -> adaptation -> t-SNE), so one
-module-scoped run of ``scripts/run_pipeline.py`` executes them in order; each
-``test_notebook_<name>`` then checks its own notebook's outputs.  Fixture facts used below
+The notebooks depend on each other (ETL -> EDA -> M1 -> cross-validation -> methods -> final
+models and DS3 -> t-SNE -> report), so one module-scoped run of ``scripts/run_pipeline.py``
+executes them in order; each ``test_notebook_<name>`` then checks its own notebook's outputs.  Fixture facts used below
 (tests/fixtures/README.md): DS2 has 23 materials and DS3 6; DS3 has HSE06 for 5 and G0W0 for
 4 materials; fx-29 (ZnS, wurtzite) is the DS3 material with a DS2 polymorph (fx-10).
 """
 
 import ast
-import importlib.util
 import json
 import math
 import subprocess
@@ -21,12 +20,16 @@ import pandas as pd
 import pytest
 from pipeline_runner import rp
 
+from cgcnn.study.methods import load_methods
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = {
     "etl": "01-data-preparation/01-etl.ipynb",
     "eda": "01-data-preparation/02-eda.ipynb",
     "base-model": "02-ml-dev/01-base-model.ipynb",
-    "domain-adaptation": "02-ml-dev/02-domain-adaptation.ipynb",
+    "cross-validation": "02-ml-dev/02-cross-validation.ipynb",
+    "methods": "02-ml-dev/03-methods.ipynb",
+    "final-models-and-ds3": "02-ml-dev/04-final-models-and-ds3.ipynb",
     "tsne": "03-insights/01-tsne.ipynb",
     "report": "03-insights/02-report.ipynb",
 }
@@ -113,8 +116,26 @@ def test_notebook_base_model(fixture_run):
     assert _png(run_dir / "figures" / "m1_history.png")
 
 
-def test_notebook_domain_adaptation(fixture_run):
-    run_dir = _completed(fixture_run, "domain-adaptation")
+def test_notebook_cross_validation(fixture_run):
+    run_dir = _completed(fixture_run, "cross-validation")
+    # 3 grouped folds, every DS2 material out of fold once per model
+    cv = json.loads((run_dir / "cv.json").read_text())
+    assert cv["protocol"]["folds"] == 3 and cv["protocol"]["grouped_by"] == "reduced formula"
+    assert cv["selected_policy"] in ("none", "embedding", "convs", "head")
+    meta = json.loads((run_dir / "data" / "etl.json").read_text())
+    ds2 = pd.read_csv(run_dir / meta["files"]["ds2_csv"])
+    preds = pd.read_csv(run_dir / "tables" / "cv_predictions.csv")
+    assert set(preds["model"]) == set(ALL_MODELS) - {"hse06", "g0w0", "m1", "ensemble"}
+    assert (preds.groupby("model")["material_id"].nunique() == 23).all()
+    formulas = ds2.set_index("material_id")["formula"]
+    assert (preds.assign(f=formulas.loc[preds["material_id"]].to_numpy()).groupby(["model", "f"])["fold"].nunique() == 1).all()
+    candidates = pd.read_csv(run_dir / "tables" / "cv_candidates.csv")
+    assert len(candidates) == 3 * (4 * 2 + 2)  # folds x (4 policies x 2 rates + the control x 2 rates)
+    assert not (run_dir / "models" / "cv").exists()  # scratch removed
+
+
+def test_notebook_final_models_and_ds3(fixture_run):
+    run_dir = _completed(fixture_run, "final-models-and-ds3")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert list(metrics["models"]) == ALL_MODELS
     for name, entry in metrics["models"].items():
@@ -136,27 +157,23 @@ def test_notebook_domain_adaptation(fixture_run):
     # DS3 without the DS2 polymorph (fx-29 ZnS)
     assert metrics["ds3_without_ds2_polymorphs"]["excluded"] == ["fx-29"]
     assert metrics["ds3_without_ds2_polymorphs"]["models"]["pbe"]["n"] == 5
-    # the CV: 3 grouped folds, every DS2 material out of fold once per model; cv.json before metrics.json
+    # the recipes the CV chose, trained after cv.json was written and scored after that
     cv = json.loads((run_dir / "cv.json").read_text())
-    assert cv["protocol"]["folds"] == 3 and cv["protocol"]["grouped_by"] == "reduced formula"
-    preds = pd.read_csv(run_dir / "tables" / "cv_predictions.csv")
-    assert set(preds["model"]) == set(ALL_MODELS) - {"hse06", "g0w0", "m1", "ensemble"} | set(ENSEMBLE_CANDIDATES)
-    assert (preds.groupby("model")["material_id"].nunique() == 23).all()
-    formulas = ds2.set_index("material_id")["formula"]
-    assert (preds.assign(f=formulas.loc[preds["material_id"]].to_numpy()).groupby(["model", "f"])["fold"].nunique() == 1).all()
+    assert metrics["selected_policy"] == cv["selected_policy"] and metrics["learning_rates"] == cv["learning_rates"]
     assert (run_dir / "cv.json").stat().st_mtime <= (run_dir / "metrics.json").stat().st_mtime
     runs = pd.read_csv(run_dir / "tables" / "adaptation_runs.csv")
     assert len(runs) == 5 * 2  # (4 policies + control) x 2 seeds
-    assert not (run_dir / "models" / "cv").exists() and not (run_dir / "models" / "cv-methods").exists()  # scratch removed
-    assert metrics["selected_policy"] in ("none", "embedding", "convs", "head")
+    assert (run_dir / "cv.json").stat().st_mtime <= min((run_dir / c).stat().st_mtime for c in runs["checkpoint"])
+    assert not (run_dir / "models" / "cv-methods").exists()  # scratch removed
     assert _png(run_dir / "figures" / "ds3_parity.png")
     assert len(pd.read_csv(run_dir / "tables" / "ds3_predictions.csv")) == 6
     assert set(pd.read_csv(run_dir / "tables" / "ds3_errors_by_class.csv")["anion_class"]) >= {"oxide"}
 
 
 def test_notebook_methods_cross_validate_select_calibrate_and_train_an_ensemble(fixture_run):
-    run_dir = _completed(fixture_run, "domain-adaptation")
-    methods = json.loads((run_dir / "methods.json").read_text())
+    _completed(fixture_run, "methods")
+    run_dir = _completed(fixture_run, "final-models-and-ds3")
+    methods = load_methods(run_dir)  # methods.json, and the final fit under "final"
     assert methods["candidates"] == ["delta", "delta_composition", "multifidelity"]
     mae = methods["cv_mae_all_ds2"]
     assert set(mae) == {"delta", "delta_composition", "multifidelity", "delta_trees", "delta_composition_trees", "multifidelity_trees"}
@@ -198,7 +215,8 @@ def test_notebook_report(fixture_run):
     text = (run_dir / "report.md").read_text()
     for heading in ("## Data", "## Protocol", "## Cross-validation on DS2", "## DS3", "## What the numbers show", "## Figures"):
         assert heading in text
-    cv = pd.read_csv(run_dir / "tables" / "cv_metrics.csv", index_col="model")
+    cv = pd.read_csv(run_dir / "tables" / "methods_cv_metrics.csv", index_col="model")
+    assert set(cv.index) == set(ALL_MODELS) - {"hse06", "g0w0", "m1", "ensemble"} | set(ENSEMBLE_CANDIDATES)
     assert f"M2 has MAE {cv.loc['m2', 'mae']:.3f} eV" in text  # written from the numbers
     methods = json.loads((run_dir / "methods.json").read_text())
     selected = f"ens_{methods['selected']}"
@@ -218,28 +236,24 @@ def test_rerun_with_unchanged_inputs_skips_every_stage(fixture_run):
 
 
 @pytest.mark.parametrize("rel", list(NOTEBOOKS.values()))
-def test_committed_notebook_is_thin_and_has_no_outputs(rel):
+def test_committed_notebook_has_a_tagged_parameters_cell_and_no_outputs(rel):
     nb = nbformat.read(REPO / rel, as_version=4)
+    nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", [])
     assert {"run_dir", "config"} <= {n.id for n in ast.walk(ast.parse(code[0].source)) if isinstance(n, ast.Name)}
     for cell in code:
-        assert cell.get("outputs") == [] and cell.get("execution_count") is None
-        source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith("%"))
-        tree = ast.parse(source)
-        assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))]
+        assert cell.get("outputs") == [] and cell.get("execution_count") is None, f"{rel}: outputs are saved; strip them (nbstripout)"
 
 
-def test_committed_notebooks_match_their_generator():
-    spec = importlib.util.spec_from_file_location("make_notebooks", REPO / "scripts" / "make_notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert set(module.NOTEBOOKS) == set(NOTEBOOKS.values())
-    assert module.main(["--check"]) == 0
+def test_every_notebook_is_a_stage_of_the_runner():
+    on_disk = {p.relative_to(REPO).as_posix() for p in REPO.glob("0[1-3]-*/*.ipynb")}
+    assert on_disk == set(NOTEBOOKS.values()) == {s.relpath for s in rp.STAGES}
+    assert [s.name for s in rp.STAGES] == list(NOTEBOOKS)
 
 
 def test_ship_model_ships_the_run_s_ensemble_and_refuses_a_leak(fixture_run, tmp_path):
-    run_dir = _completed(fixture_run, "domain-adaptation")
+    run_dir = _completed(fixture_run, "final-models-and-ds3")
     models = tmp_path / "models"
     script = [sys.executable, str(REPO / "scripts" / "ship_model.py"), "--name", "ensemble", "--study-run", str(run_dir),
               "--models-dir", str(models)]
@@ -268,15 +282,15 @@ def test_ship_model_ships_the_run_s_ensemble_and_refuses_a_leak(fixture_run, tmp
 def test_methods_stage_resumes_after_the_candidates_it_finished(fixture_run, tmp_path):
     import shutil
 
-    from cgcnn import study
+    from cgcnn.study import methods, profiles
 
-    run_dir = _completed(fixture_run, "domain-adaptation")
+    run_dir = _completed(fixture_run, "methods")
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     before = json.loads((copy / "methods.json").read_text())
     (copy / "tables" / "methods_cv_multifidelity.json").unlink()  # as if interrupted during the last candidate
     lines: list[str] = []
-    after = study.run_methods(copy, study.load_profile(copy / "config.json"), echo=lines.append)
+    after = methods.run_methods(copy, profiles.load_profile(copy / "config.json"), echo=lines.append)
     reused = [line for line in lines if "reused" in line]
     assert [line.split(":")[0] for line in reused] == ["delta", "delta_composition"]
     assert any(line.startswith("repeat 0 fold 0") and "multifidelity" in line for line in lines)  # recomputed

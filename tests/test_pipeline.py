@@ -6,6 +6,8 @@ notebooks of a few lines, so every run takes seconds.
 
 import gzip
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -102,7 +104,7 @@ def test_second_run_with_the_same_inputs_skips_every_stage(inputs):
     code, text, run_dir = _run(inputs)
     assert code == 0
     assert text.count("skipped (inputs unchanged)") == 2
-    assert "running" not in text
+    assert "runs:" not in text
 
 
 def test_force_runs_every_stage_again(inputs):
@@ -122,7 +124,7 @@ def test_changed_notebook_reruns_from_that_stage_on(inputs):
     code, text, _ = _run(inputs)
     assert code == 0
     assert "first.ipynb: skipped" in text
-    assert "second.ipynb: running" in text
+    assert "second.ipynb: runs: notebook changed" in text
 
 
 def test_changed_upstream_output_reruns_the_later_stage(inputs):
@@ -134,6 +136,7 @@ def test_changed_upstream_output_reruns_the_later_stage(inputs):
     code, text, run_dir = _run(inputs)
     assert code == 0
     assert "skipped" not in text
+    assert "second.ipynb: runs: outputs of an earlier stage changed: first" in text
     assert (run_dir / "b.txt").read_text() == "BETA"
 
 
@@ -143,7 +146,7 @@ def test_deleted_output_reruns_its_stage(inputs):
     (run_dir / "b.txt").unlink()
     code, text, _ = _run(inputs)
     assert "first.ipynb: skipped" in text
-    assert "second.ipynb: running" in text
+    assert "second.ipynb: runs: outputs missing or changed: b.txt" in text
     assert (run_dir / "b.txt").is_file()
 
 
@@ -230,3 +233,71 @@ def test_cuda_is_refused_up_front_when_absent(inputs):
     with pytest.raises(SystemExit, match="CUDA is not available"):
         rp.Pipeline(rp.parse_args(["--bucket", str(inputs["bucket"]), "--materials",
                                    f"snapshot:{inputs['snapshot']}", "--device", "cuda"]))
+
+
+def test_changed_code_a_stage_imports_reruns_it_and_says_which_file(inputs, monkeypatch):
+    assert _run(inputs)[0] == 0
+    real = rp.stage_code
+    monkeypatch.setattr(rp, "stage_code", lambda nb: {**real(nb), "cgcnn/x.py": "edited"} if nb.name == "second.ipynb" else real(nb))
+    code, text, _ = _run(inputs)
+    assert code == 0
+    assert "first.ipynb: skipped" in text and "second.ipynb: runs: code changed: cgcnn/x.py" in text
+
+
+def test_a_stage_reads_only_its_settings(inputs):
+    first, second = inputs["stages"]
+    stages = (rp.Stage("first", first.notebook, settings=("graph",)), rp.Stage("second", second.notebook, settings=("cv",)))
+    assert _run(inputs, stages=stages)[0] == 0
+    code, text, _ = _run(inputs, "--set", "cv.folds=4", stages=stages)
+    assert code == 0
+    assert "first.ipynb: skipped" in text and "second.ipynb: runs: settings changed: cv.folds" in text
+
+
+def test_set_changes_a_setting_records_it_and_names_the_run(inputs):
+    code, text, run_dir = _run(inputs, "--set", "cv.folds=4", "--set", "adapt.lr_grid=[0.001, 0.003]")
+    assert code == 0, text
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["settings"]["cv"]["folds"] == 4 and config["settings"]["adapt"]["lr_grid"] == [0.001, 0.003]
+    assert config["overrides"] == {"cv.folds": 4, "adapt.lr_grid": [0.001, 0.003]}
+
+    def run_id(*extra):
+        argv = ["--bucket", str(inputs["bucket"]), "--materials", f"snapshot:{inputs['snapshot']}", "--output", str(inputs["out"]), *extra]
+        return rp.Pipeline(rp.parse_args(argv), inputs["stages"], echo=lambda s: None).run_id
+
+    assert run_id("--set", "cv.folds=4") != run_id() and run_id("--set", "cv.folds=4") == run_id("--set", "cv.folds=4")
+
+
+@pytest.mark.parametrize(("setting", "says"), [
+    ("adapt.no_such_key=1", "adapt has no setting 'no_such_key'"),
+    ("cv.folds=1", "setting 'cv.folds': Input should be greater than or equal to 2"),
+    ("cv.folds", "expected KEY=VALUE"),
+])
+def test_a_bad_setting_is_one_line_before_anything_runs(inputs, setting, says):
+    proc = subprocess.run([sys.executable, str(rp.REPO / "scripts" / "run_pipeline.py"), "--bucket", str(inputs["bucket"]),
+                           "--materials", f"snapshot:{inputs['snapshot']}", "--output", str(inputs["out"]), "--set", setting],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], proc.stderr
+    assert not inputs["out"].exists()  # nothing ran
+
+
+def test_only_runs_one_stage_and_from_runs_the_rest(inputs):
+    assert _run(inputs)[0] == 0
+    code, text, _ = _run(inputs, "--only", "second")
+    assert code == 0
+    assert "first.ipynb: not run" in text and "second.ipynb: runs: asked for (--only)" in text
+    code, text, _ = _run(inputs, "--from", "1")
+    assert code == 0
+    assert "first.ipynb: runs: asked for (--from first)" in text and "second.ipynb: runs" in text
+
+
+def test_only_and_from_refuse_when_an_earlier_stage_has_not_run(inputs):
+    with pytest.raises(SystemExit, match=r"stage 1 \(first\) has not completed"):
+        _run(inputs, "--only", "second")
+    assert _run(inputs)[0] == 0
+    (inputs["out"] / "test-run" / "data" / "a.txt").unlink()
+    with pytest.raises(SystemExit, match=r"outputs of stage 1 \(first\) are missing"):
+        _run(inputs, "--from", "second")
+    with pytest.raises(SystemExit, match="no stage 'nope'; stages: 1 first, 2 second"):
+        _run(inputs, "--only", "nope")

@@ -379,8 +379,3 @@ def run_cross_validation(run_dir: str | os.PathLike, profile: StudyProfile, *,
     result = summarise(cv, fold_fits, fit_baselines(cv))
     write_cv(cv, result)
     return result
-
-
-def load_cv_table(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """The CV table a run wrote (``tables/cv_metrics.csv``; the methods step adds its rows)."""
-    return pd.read_csv(run_paths(run_dir)["tables"] / "cv_metrics.csv", index_col="model")

@@ -120,7 +120,8 @@ def load_adaptation(run_dir: str | os.PathLike) -> AdaptationResult:
 def train_final_ensemble(run_dir: str | os.PathLike, profile: StudyProfile, *,
                          echo: Callable[[str], Any] = print) -> dict | None:
     """Train the method the methods step selected on all of DS2 (members, and the boosted
-    trees for an average with them); adds ``final`` to ``methods.json`` and returns it.
+    trees for an average with them); writes ``models/ensemble/ensemble.json`` (what
+    :func:`cgcnn.study.methods.load_methods` returns under ``"final"``) and returns ``methods.json`` with it.
     None when the run has no methods step."""
     run = Path(run_dir)
     summary = load_methods(run)
@@ -143,7 +144,7 @@ def train_final_ensemble(run_dir: str | os.PathLike, profile: StudyProfile, *,
         trees, params = BoostedTrees(features, cv.truth.to_numpy(), cv.groups, grid=dict(profile.cv.gbm_grid)).fit_all(seed=profile.cv.seed)
         save_trees(trees, ens_dir / "trees.skops")
         summary["final"]["trees"] = {"file": os.path.relpath(ens_dir / "trees.skops", run), "weight": TREES_WEIGHT, "params": params}
-    write_json(run / "methods.json", summary)
+    write_json(ens_dir / "ensemble.json", summary["final"])
     echo(f"final ensemble {summary['selected']}: {len(checkpoints)} members in {ens_dir}")
     return summary
 

@@ -122,6 +122,7 @@ def clear_outputs(run_dir: str | os.PathLike) -> None:
     stale is read while this step runs (or after it, when the profile has no candidate)."""
     shutil.rmtree(run_paths(run_dir)["models"] / "ensemble", ignore_errors=True)
     (Path(run_dir) / "methods.json").unlink(missing_ok=True)
+    (run_paths(run_dir)["tables"] / "methods_cv_metrics.csv").unlink(missing_ok=True)
 
 
 def setup(run_dir: str | os.PathLike, profile: StudyProfile) -> MethodsSetup:
@@ -184,9 +185,9 @@ def with_boosted_trees(m: MethodsSetup, results: dict[str, CandidateCV]) -> tupl
 
 def select(m: MethodsSetup, results: dict[str, CandidateCV], hybrids: dict[str, CandidateCV], trees_chosen: list[dict]) -> dict:
     """The candidate with the lowest CV MAE, its calibration, and the CV table of every model
-    (the fine-tuning study's and the baselines' included).  Writes ``methods.json``, the
-    ``methods_*`` tables, ``tables/cv_metrics.csv`` / ``cv_predictions.csv`` and ``cv.json``'s
-    CV table; returns ``methods.json``'s contents."""
+    (the fine-tuning study's and the baselines' included, on the same paired rows).  Writes
+    ``methods.json`` and the ``methods_*`` tables (``methods_cv_metrics.csv``: that CV table);
+    the cross-validation step's files are only read.  Returns ``methods.json``'s contents."""
     cv, profile = m.cv, m.cv.profile
     paths = run_paths(cv.run)
     every = {**results, **hybrids}
@@ -206,8 +207,7 @@ def select(m: MethodsSetup, results: dict[str, CandidateCV], hybrids: dict[str, 
     selected = min(mae, key=mae.get)
     scale = float(calibration_table.loc[selected, "scale"])
 
-    write_table(paths["tables"] / "cv_predictions.csv", cv_predictions, index=False)
-    write_table(paths["tables"] / "cv_metrics.csv", cv_table)
+    write_table(paths["tables"] / "methods_cv_metrics.csv", cv_table)
     write_table(paths["tables"] / "methods_cv_predictions.csv", oof_table, index=False)
     write_table(paths["tables"] / "methods_cv_fits.csv", fits, index=False)
     write_table(paths["tables"] / "methods_calibration.csv", calibration_table)
@@ -220,10 +220,6 @@ def select(m: MethodsSetup, results: dict[str, CandidateCV], hybrids: dict[str, 
         "pbe_sources_ds2": {k: int(v) for k, v in pd.Series(m.pbe_source).value_counts().items()},
     }
     write_json(cv.run / "methods.json", summary)
-    cv_json = read_json(paths["cv"]) or {}
-    cv_json["cv_metrics"] = {str(k): dict(row.items()) for k, row in cv_table.iterrows()}
-    cv_json["methods"] = {"selected": selected, "cv_mae_all_ds2": mae}
-    write_json(paths["cv"], cv_json)
     shutil.rmtree(m.scratch, ignore_errors=True)
     return summary
 
@@ -244,5 +240,11 @@ def run_methods(run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Call
 
 
 def load_methods(run_dir: str | os.PathLike) -> dict | None:
-    """``<run>/methods.json`` (what :func:`select` and the final ensemble wrote), or None."""
-    return read_json(Path(run_dir) / "methods.json")
+    """``<run>/methods.json`` (what :func:`select` wrote), with the final fit of the selected
+    ensemble under ``"final"`` once it is trained (``models/ensemble/ensemble.json``,
+    :func:`cgcnn.study.final_models.train_final_ensemble`); None when the run has no methods step."""
+    summary = read_json(Path(run_dir) / "methods.json")
+    final = read_json(run_paths(run_dir)["models"] / "ensemble" / "ensemble.json")
+    if summary is not None and final is not None:
+        summary["final"] = final
+    return summary

@@ -17,7 +17,7 @@ import pandas as pd
 from cgcnn.fileio import atomic_write_text
 from cgcnn.study.display import MODEL_LABELS, display_cv_table, display_table
 from cgcnn.study.profiles import StudyProfile
-from cgcnn.study.rundir import read_json, require_cv, run_paths
+from cgcnn.study.rundir import load_cv_table, read_json, require_cv, run_paths
 
 
 def _read_json(path: Path) -> dict:
@@ -144,7 +144,7 @@ def write_report(run_dir: str | os.PathLike, profile: StudyProfile) -> Path:
     metrics = _read_json(paths["metrics"])
     config, env, etl = _read_json(run / "config.json"), _read_json(run / "environment.json"), _read_json(paths["data"] / "etl.json")
     tables = paths["tables"]
-    cv_table = pd.read_csv(tables / "cv_metrics.csv", index_col="model")
+    cv_table = load_cv_table(run)
     ds3 = pd.read_csv(tables / "ds3_metrics.csv", index_col="model")
     ds3_np = pd.read_csv(tables / "ds3_metrics_without_ds2_polymorphs.csv", index_col="model")
     best = metrics.get("best_baseline_by_cv", "pbe_linear")

@@ -19,7 +19,7 @@ from cgcnn.fileio import atomic_write_bytes, write_json
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["CvMissingError", "bucket_location", "is_remote", "read_json", "require_cv", "run_paths", "work_bucket", "write_json", "write_table"]
+__all__ = ["CvMissingError", "bucket_location", "is_remote", "load_cv_table", "read_json", "require_cv", "run_paths", "work_bucket", "write_json", "write_table"]
 
 
 def write_table(path: str | os.PathLike, df: pd.DataFrame, *, index: bool = True) -> Path:
@@ -52,6 +52,18 @@ def require_cv(run_dir: str | os.PathLike) -> dict:
         raise CvMissingError(f"{path} not found: DS3 is scored only after the cross-validation on DS2 has chosen the "
                              "models; run the cross-validation stage (02-ml-dev/02-cross-validation.ipynb) first")
     return record
+
+
+def load_cv_table(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """The CV table of every model a run cross-validated: the methods step's
+    (``tables/methods_cv_metrics.csv``: the fine-tuning study, the baselines and the methods
+    candidates on the same paired rows) when it ran, else the fine-tuning study's
+    (``tables/cv_metrics.csv``)."""
+    import pandas as pd
+
+    tables = run_paths(run_dir)["tables"]
+    path = tables / "methods_cv_metrics.csv"
+    return pd.read_csv(path if path.is_file() else tables / "cv_metrics.csv", index_col="model")
 
 
 def is_remote(bucket: str | os.PathLike) -> bool:

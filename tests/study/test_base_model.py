@@ -2,9 +2,9 @@
 
 import pytest
 
-from cgcnn import study
+from cgcnn.study import base_model
 
 
 def test_missing_base_model_names_the_notebook_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="01-base-model.ipynb"):
-        study.base_checkpoint(tmp_path)
+        base_model.base_checkpoint(tmp_path)

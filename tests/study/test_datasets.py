@@ -2,9 +2,9 @@
 
 import pytest
 
-from cgcnn import study
+from cgcnn.study import datasets
 
 
 def test_missing_etl_outputs_name_the_notebook_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="01-etl.ipynb"):
-        study.load_data(tmp_path)
+        datasets.load_data(tmp_path)

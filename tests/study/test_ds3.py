@@ -4,13 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cgcnn import study
+from cgcnn.study import display, ds3, profiles, rundir
 from cgcnn.study.ds3 import error_by, score
 
 
 def test_ds3_is_refused_before_the_cv_table_exists(tmp_path):
-    with pytest.raises(study.CvMissingError, match="only after the cross-validation"):
-        study.evaluate_ds3(tmp_path, study.load_profile("fixture"))
+    with pytest.raises(rundir.CvMissingError, match="only after the cross-validation"):
+        ds3.evaluate_ds3(tmp_path, profiles.load_profile("fixture"))
 
 
 def test_score_uses_the_mean_prediction_over_seeds_and_keeps_the_per_seed_spread():
@@ -41,6 +41,6 @@ def test_display_table_shows_the_interval_and_the_paired_difference():
     summary = pd.DataFrame({"label": ["M2"], "mae": [0.5], "mae_lo": [0.4], "mae_hi": [0.6], "rmse": [0.6], "r2": [0.75],
                             "n": [29], "seeds": [3], "diff_vs_control": [-0.1], "diff_vs_control_lo": [-0.2],
                             "diff_vs_control_hi": [0.05]}, index=["m2"])
-    table = study.display_table(summary)
+    table = display.display_table(summary)
     assert table.loc["m2", "MAE [95% CI]"] == "0.500 [0.400, 0.600]"
     assert table.loc["m2", "Δ vs control"] == "-0.100 [-0.200, +0.050]"

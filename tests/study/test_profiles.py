@@ -5,13 +5,13 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from cgcnn import study
+from cgcnn.study import profiles
 from cgcnn.config import AdaptConfig, ConfigError
 
 
 @pytest.mark.parametrize("name", ["fixture", "default", "paper", "study", "ship"])
 def test_bundled_profiles_use_the_study_graph_settings(name):
-    profile = study.load_profile(name)
+    profile = profiles.load_profile(name)
     assert profile.name == name
     assert (profile.graph.radius, profile.graph.max_neighbors) == (7.0, 14)
     assert profile.etl.graph == profile.graph           # one source of graph settings
@@ -22,12 +22,12 @@ def test_bundled_profiles_use_the_study_graph_settings(name):
 
 
 def test_paper_profile_has_the_original_base_architecture():
-    model = study.load_profile("paper").model
+    model = profiles.load_profile("paper").model
     assert (model.atom_fea_len, model.n_conv, model.h_fea_len, model.n_h) == (64, 3, 128, 1)
 
 
 def _profile_dict(**changes):
-    data = json.loads(study.profile_path("fixture").read_text())
+    data = json.loads(profiles.profile_path("fixture").read_text())
     data.update(changes)
     return data
 
@@ -38,20 +38,20 @@ def test_a_misspelt_key_is_rejected(tmp_path):
     path = tmp_path / "typo.json"
     path.write_text(json.dumps(data))
     with pytest.raises(ValidationError, match="lr_gird"):
-        study.load_profile(path)
+        profiles.load_profile(path)
 
 
 def test_a_file_that_is_not_json_is_named(tmp_path):
     path = tmp_path / "broken.json"
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="broken.json"):
-        study.load_profile(path)
+        profiles.load_profile(path)
 
 
 def test_conflicting_graph_settings_in_the_etl_section_are_rejected():
     data = _profile_dict(etl={"graph": {"radius": 8.0, "max_neighbors": 12}})
     with pytest.raises(ValidationError, match="etl.graph differs"):
-        study.StudyProfile.model_validate(data)
+        profiles.StudyProfile.model_validate(data)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -60,49 +60,49 @@ def test_conflicting_graph_settings_in_the_etl_section_are_rejected():
 ])
 def test_invalid_seeds_are_rejected(change, message):
     with pytest.raises(ValidationError, match=message):
-        study.StudyProfile.model_validate(_profile_dict(**change))
+        profiles.StudyProfile.model_validate(_profile_dict(**change))
 
 
 def test_adaptation_needs_a_validation_split():
     data = _profile_dict()
     data["adapt"]["train"]["val_fraction"] = 0.0
     with pytest.raises(ValidationError, match="validation split"):
-        study.StudyProfile.model_validate(data)
+        profiles.StudyProfile.model_validate(data)
 
 
 def test_overrides_and_a_run_config_round_trip(tmp_path):
-    profile = study.load_profile("fixture", seeds=[5, 6, 7], device="cpu")
+    profile = profiles.load_profile("fixture", seeds=[5, 6, 7], device="cpu")
     assert profile.seeds == [5, 6, 7] and profile.device == "cpu"
     run_config = tmp_path / "config.json"
     run_config.write_text(json.dumps({"run_id": "x", "profile": "fixture", "settings": profile.to_dict()}))
-    assert study.load_profile(run_config) == profile
+    assert profiles.load_profile(run_config) == profile
 
 
 def test_overrides_apply_to_a_run_config_and_are_validated(tmp_path):
-    profile = study.load_profile("fixture", workers=3)
+    profile = profiles.load_profile("fixture", workers=3)
     assert profile.workers == 3
     assert profile.with_overrides(seeds=[9]).seeds == [9]
     run_config = tmp_path / "config.json"
     run_config.write_text(json.dumps({"run_id": "x", "profile": "fixture", "settings": profile.to_dict()}))
-    assert study.load_profile(run_config, seeds=[4], device="cpu").seeds == [4]
+    assert profiles.load_profile(run_config, seeds=[4], device="cpu").seeds == [4]
     with pytest.raises(ValidationError, match="unique"):
-        study.load_profile(run_config, seeds=[4, 4])
+        profiles.load_profile(run_config, seeds=[4, 4])
 
 
 def test_unknown_profile_name_lists_the_bundled_ones():
     with pytest.raises(FileNotFoundError, match="fixture, default, study, paper"):
-        study.load_profile("fast")
+        profiles.load_profile("fast")
 
 
 def test_train_config_carries_the_profile_device():
-    profile = study.load_profile("fixture", device="cpu")
+    profile = profiles.load_profile("fixture", device="cpu")
     cfg = profile.train_config(profile.adapt.train, lr=0.5, seed=3)
     assert (cfg.device, cfg.lr, cfg.seed) == ("cpu", 0.5, 3)
     assert cfg.epochs == profile.adapt.train.epochs
 
 
 def test_adapt_config_is_the_package_config_of_one_grid_point():
-    profile = study.load_profile("fixture", device="cpu")
+    profile = profiles.load_profile("fixture", device="cpu")
     cfg = profile.adapt_config("convs", lr=0.5, seed=3)
     assert isinstance(cfg, AdaptConfig)
     assert (cfg.freeze, cfg.normalizer) == ("convs", profile.adapt.normalizer)
@@ -111,13 +111,13 @@ def test_adapt_config_is_the_package_config_of_one_grid_point():
 
 
 def test_adapt_settings_take_the_package_defaults():
-    adapt = study.AdaptSettings.model_validate({"train": {"val_fraction": 0.2}, "lr_grid": [0.01]})
+    adapt = profiles.AdaptSettings.model_validate({"train": {"val_fraction": 0.2}, "lr_grid": [0.01]})
     assert adapt.normalizer == AdaptConfig().normalizer
     assert adapt.policies == ["none", "embedding", "convs", "head"]
 
 
 def test_control_defaults_to_the_adaptation_settings():
-    adapt = study.load_profile("fixture").adapt
+    adapt = profiles.load_profile("fixture").adapt
     assert adapt.control == adapt.train
     assert adapt.control_grid == adapt.lr_grid
 
@@ -125,8 +125,8 @@ def test_control_defaults_to_the_adaptation_settings():
 def test_cv_settings_default_to_five_grouped_folds_and_reject_unknown_keys():
     from pydantic import ValidationError
 
-    cv = study.CVSettings()
+    cv = profiles.CVSettings()
     assert (cv.folds, cv.repeats) == (5, 2)
     with pytest.raises(ValidationError, match="fold"):
-        study.CVSettings.model_validate({"fold": 3})
-    assert study.load_profile("study").cv.repeats >= 2
+        profiles.CVSettings.model_validate({"fold": 3})
+    assert profiles.load_profile("study").cv.repeats >= 2

@@ -103,11 +103,11 @@ def test_distributed_base_training_stage_launches_torchrun(inputs, tiny_dataset,
     """The pipeline's base-model stage with ``nproc`` 2 (``run_pipeline.py --nproc 2``)."""
     from types import SimpleNamespace
 
-    from cgcnn import study
+    from cgcnn.study import profiles
     from cgcnn.config import TrainConfig
     from cgcnn.study.base_model import _fit_distributed
 
-    profile = study.load_profile("fixture", nproc=2)
+    profile = profiles.load_profile("fixture", nproc=2)
     assert profile.nproc == 2
     data = SimpleNamespace(files={"ds1_graphs": inputs / "graphs.npz"})
     cfg = TrainConfig(epochs=2, batch_size=8, optimizer="adamw", lr=0.003, scheduler="none", val_fraction=0.25, test_fraction=0.0, device="cpu")

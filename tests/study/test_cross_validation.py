@@ -1,19 +1,19 @@
-"""cgcnn.study.adaptation / crossval: model names, within-fold choices, recipes chosen by CV,
+"""cgcnn.study.cross_validation and final_models: model names, within-fold choices, recipes chosen by CV,
 the CV table.  The fits themselves run in tests/test_notebooks.py (domain-adaptation notebook)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cgcnn import study
-from cgcnn.study.adaptation import choose_recipes
-from cgcnn.study.cross_validation import common_materials, cv_summary, within_fold_choices
+from cgcnn.study import cross_validation, display, final_models
+
+from cgcnn.study.cross_validation import choose_recipes, common_materials, cv_summary, within_fold_choices
 
 
 def test_model_keys():
-    assert study.model_key("convs") == "m2_convs"
-    assert study.model_key("control") == "control"
-    assert set(study.MODEL_LABELS) >= {"pbe", "pbe_linear", "gbm_composition", "gbm_composition_pbe", "hse06", "g0w0",
+    assert cross_validation.model_key("convs") == "m2_convs"
+    assert cross_validation.model_key("control") == "control"
+    assert set(display.MODEL_LABELS) >= {"pbe", "pbe_linear", "gbm_composition", "gbm_composition_pbe", "hse06", "g0w0",
                                        "m1", "m2", "control"}
 
 
@@ -78,5 +78,5 @@ def test_cv_table_is_paired_on_the_materials_every_model_predicts():
 
 
 def test_missing_adaptation_names_the_stage_to_run(tmp_path):
-    with pytest.raises(FileNotFoundError, match="domain-adaptation stage"):
-        study.load_adaptation(tmp_path)
+    with pytest.raises(FileNotFoundError, match="final-models stage"):
+        final_models.load_adaptation(tmp_path)
