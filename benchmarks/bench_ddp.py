@@ -51,13 +51,45 @@ def _port() -> int:
 def run(args, nproc: int, work: Path, targets: Path) -> pd.DataFrame:
     out = work / f"nproc-{nproc}"
     cfg = work / "train.json"
-    cfg.write_text(json.dumps({"epochs": args.epochs, "batch_size": args.batch_size, "optimizer": "adamw", "lr": 0.003,
-                               "scheduler": "none", "val_fraction": 0.0, "test_fraction": 0.0, "device": args.device, "amp": args.amp}))
-    train = ["-m", "cgcnn", "train", "--graphs", args.graphs, "--targets", str(targets), "--config", str(cfg),
-             "--radius", f"{args.radius:g}", "--max-neighbors", str(args.max_neighbors), "--output", str(out)]
+    cfg.write_text(
+        json.dumps(
+            {
+                "epochs": args.epochs,
+                "batch_size": args.batch_size,
+                "optimizer": "adamw",
+                "lr": 0.003,
+                "scheduler": "none",
+                "val_fraction": 0.0,
+                "test_fraction": 0.0,
+                "device": args.device,
+                "amp": args.amp,
+            }
+        )
+    )
+    train = [
+        "-m",
+        "cgcnn",
+        "train",
+        "--graphs",
+        args.graphs,
+        "--targets",
+        str(targets),
+        "--config",
+        str(cfg),
+        "--radius",
+        f"{args.radius:g}",
+        "--max-neighbors",
+        str(args.max_neighbors),
+        "--output",
+        str(out),
+    ]
     if args.target_column:
         train += ["--target-column", args.target_column]
-    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(_port())] if nproc > 1 else []
+    launcher = (
+        ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(_port())]
+        if nproc > 1
+        else []
+    )
     proc = subprocess.run([sys.executable, *launcher, *train], capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"error: training with {nproc} process(es) failed:\n{proc.stderr[-2000:]}")
@@ -76,8 +108,11 @@ def main(argv=None) -> int:
             h = run(args, nproc, work, targets)
             steady = h["seconds"].iloc[1:] if len(h) > 1 else h["seconds"]
             speed[nproc] = len(rows) / float(steady.median())
-            print(f"{nproc} process(es), {args.device}{' bf16' if args.amp else ''}: {speed[nproc]:8.1f} crystals/s "
-                  f"(median epoch {steady.median():.1f} s over {len(steady)} epoch(s), {len(rows)} crystals)", flush=True)
+            print(
+                f"{nproc} process(es), {args.device}{' bf16' if args.amp else ''}: {speed[nproc]:8.1f} crystals/s "
+                f"(median epoch {steady.median():.1f} s over {len(steady)} epoch(s), {len(rows)} crystals)",
+                flush=True,
+            )
     print(f"ratio {args.nproc} vs 1 process(es): {speed[args.nproc] / speed[1]:.2f}x")
     return 0
 

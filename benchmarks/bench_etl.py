@@ -29,8 +29,10 @@ def main() -> None:
     from cgcnn.config import GraphConfig
     from cgcnn.etl import EtlConfig, prepare_work_bucket, run_etl
 
-    print(f"settings: workers={args.workers} radius={args.radius} max_neighbors={args.max_neighbors} "
-          f"cores={os.cpu_count()} load={os.getloadavg()[0]:.2f}")
+    print(
+        f"settings: workers={args.workers} radius={args.radius} max_neighbors={args.max_neighbors} "
+        f"cores={os.cpu_count()} load={os.getloadavg()[0]:.2f}"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-etl-") as tmp:
         work = str(Path(tmp) / "bucket")
         prepare_work_bucket(args.bucket, work)

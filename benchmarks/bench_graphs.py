@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from snapshot_sample import select_records  # noqa: E402
 
-from cgcnn.data.building import build_graphs, parse_structure  # noqa: E402
 from cgcnn.config import GraphConfig  # noqa: E402
+from cgcnn.data.building import build_graphs, parse_structure  # noqa: E402
 from cgcnn.data.graph import structure_to_graph  # noqa: E402
 
 
@@ -115,8 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--snapshot", type=Path, required=True, help="summary.jsonl.gz")
     ap.add_argument("--n", type=int, default=1000, help="number of structures")
-    ap.add_argument("--select", choices=("spread", "first"), default="spread",
-                    help="N lines evenly spread over the file (default) or the first N")
+    ap.add_argument(
+        "--select",
+        choices=("spread", "first"),
+        default="spread",
+        help="N lines evenly spread over the file (default) or the first N",
+    )
     ap.add_argument("--radius", type=float, default=8.0)
     ap.add_argument("--max-neighbors", type=int, default=12)
     ap.add_argument("--chunk", type=int, default=100, help="structures per interleaved timing chunk")
@@ -127,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = GraphConfig(radius=args.radius, max_neighbors=args.max_neighbors)
     items = [(r["material_id"], r["structure_cif"]) for r in select_records(args.snapshot, args.n, args.select)]
     n = len(items)
-    print(f"settings: snapshot={args.snapshot} n={n} select={args.select} radius={cfg.radius} max_neighbors={cfg.max_neighbors} "
-          f"python={platform.python_version()} cpus={os.cpu_count()} machine={platform.machine()} load_avg_1min={os.getloadavg()[0]:.2f}")
+    print(
+        f"settings: snapshot={args.snapshot} n={n} select={args.select} radius={cfg.radius} max_neighbors={cfg.max_neighbors} "
+        f"python={platform.python_version()} cpus={os.cpu_count()} machine={platform.machine()} load_avg_1min={os.getloadavg()[0]:.2f}"
+    )
 
     # warm-up: first-call imports and caches of both paths stay out of the timings
     for _, cif in items[:10]:
@@ -144,31 +150,39 @@ def main(argv: list[str] | None = None) -> int:
     for k in range(0, n, args.chunk):
         chunk = items[k : k + args.chunk]
         # 1. our path end to end (parse + graph), no cache, one process
-        (gs, probs), t = timed(lambda: build_graphs(chunk, cfg, cache_dir=None, workers=1, progress=False))
+        (gs, probs), t = timed(lambda chunk=chunk: build_graphs(chunk, cfg, cache_dir=None, workers=1, progress=False))
         t_ours_e2e += t
         built += [gs[i] if i in gs else None for i, _ in chunk]
         problems += probs
         # 2. CIF parse: pymatgen's parser (what the original used) and ours
-        parsed, t = timed(lambda: [parse(cif) for _, cif in chunk])
+        parsed, t = timed(lambda chunk=chunk: [parse(cif) for _, cif in chunk])
         t_parse_ref += t
         structures += parsed
-        _, t = timed(lambda: [parse_structure(cif, i) for i, cif in chunk])
+        _, t = timed(lambda chunk=chunk: [parse_structure(cif, i) for i, cif in chunk])
         t_parse_ours += t
         # 3. neighbour search alone on the same parsed structures: ours, then the reference
-        g, t = timed(lambda: [structure_to_graph(s, cfg) for s in parsed])
+        g, t = timed(lambda parsed=parsed: [structure_to_graph(s, cfg) for s in parsed])
         t_ours_nb += t
         ours += g
-        r, t = timed(lambda: [reference_neighbours(s, cfg.radius, cfg.max_neighbors) for s in parsed])
+        r, t = timed(lambda parsed=parsed: [reference_neighbours(s, cfg.radius, cfg.max_neighbors) for s in parsed])
         t_ref_nb += t
         refs += r
     n_atoms = sum(len(s) for s in structures)
     print(f"{n_atoms} atoms, {n_atoms / n:.1f} per structure")
-    print(f"ours end to end (build_graphs, parse included): {t_ours_e2e:.2f} s, {n / t_ours_e2e:.1f} structures/s, "
-          f"{sum(b is not None for b in built)} graphs, {len(problems)} problems")
-    print(f"CIF parse, pymatgen Structure.from_str (reference): {t_parse_ref:.2f} s ({n / t_parse_ref:.1f} structures/s)")
-    print(f"CIF parse, ours (cgcnn.data.building.parse_structure): {t_parse_ours:.2f} s ({n / t_parse_ours:.1f} structures/s)")
+    print(
+        f"ours end to end (build_graphs, parse included): {t_ours_e2e:.2f} s, {n / t_ours_e2e:.1f} structures/s, "
+        f"{sum(b is not None for b in built)} graphs, {len(problems)} problems"
+    )
+    print(
+        f"CIF parse, pymatgen Structure.from_str (reference): {t_parse_ref:.2f} s ({n / t_parse_ref:.1f} structures/s)"
+    )
+    print(
+        f"CIF parse, ours (cgcnn.data.building.parse_structure): {t_parse_ours:.2f} s ({n / t_parse_ours:.1f} structures/s)"
+    )
     print(f"neighbour search, ours (structure_to_graph): {t_ours_nb:.2f} s ({n / t_ours_nb:.1f} structures/s)")
-    print(f"neighbour search, reference (get_all_neighbors + sort + pad): {t_ref_nb:.2f} s ({n / t_ref_nb:.1f} structures/s)")
+    print(
+        f"neighbour search, reference (get_all_neighbors + sort + pad): {t_ref_nb:.2f} s ({n / t_ref_nb:.1f} structures/s)"
+    )
     n_agree = sum(agree(g, d, cfg.radius) for g, (_, d) in zip(ours, refs))
     print(f"agreement: kept-neighbour distances equal to the reference for {n_agree}/{n} structures")
     n_same = sum(b is not None and b.equals(g) for b, g in zip(built, ours))
@@ -188,8 +202,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cold CLI wall time: {wall:.1f} s")
             cli_part = f"cli {wall:.1f} s"
     print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus")
-    print(f"graphs: {n / t_ours_e2e:.0f} structures/s, neighbour search {nb_ratio:.1f}x, "
-          f"end-to-end {e2e_ratio:.1f}x, {cli_part}")
+    print(
+        f"graphs: {n / t_ours_e2e:.0f} structures/s, neighbour search {nb_ratio:.1f}x, "
+        f"end-to-end {e2e_ratio:.1f}x, {cli_part}"
+    )
     return 0
 
 

@@ -58,20 +58,34 @@ def main(argv=None) -> int:
         for size in args.sizes.split(","):
             path = Path(tmp) / f"s-{size}.jsonl.gz"
             n = subset(args.snapshot, None if size == "all" else int(size), path)
-            cmd = [sys.executable, "-c",  # `cgcnn` itself (cgcnn.cli.run), reporting its peak RSS on the way out
-                   "import atexit, resource, sys; "
-                   "atexit.register(lambda: print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-                   "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)); "
-                   "from cgcnn.cli import run; run()",
-                   "predict", *which, str(path), "--output", str(Path(tmp) / "out.csv"),
-                   "--workers", str(args.workers), "--chunk-size", str(args.chunk_size), "--device", "cpu"]
+            cmd = [
+                sys.executable,
+                "-c",  # `cgcnn` itself (cgcnn.cli.run), reporting its peak RSS on the way out
+                "import atexit, resource, sys; "
+                "atexit.register(lambda: print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+                "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)); "
+                "from cgcnn.cli import run; run()",
+                "predict",
+                *which,
+                str(path),
+                "--output",
+                str(Path(tmp) / "out.csv"),
+                "--workers",
+                str(args.workers),
+                "--chunk-size",
+                str(args.chunk_size),
+                "--device",
+                "cpu",
+            ]
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
             wall = time.perf_counter() - t0
             if proc.returncode != 0:
                 print(proc.stderr[-2000:], file=sys.stderr)
                 return proc.returncode
-            peak_kib, worker_kib = (int(x) for x in next(line.split()[1:] for line in proc.stderr.splitlines() if line.startswith("peak ")))
+            peak_kib, worker_kib = (
+                int(x) for x in next(line.split()[1:] for line in proc.stderr.splitlines() if line.startswith("peak "))
+            )
             print(f"{n},{wall:.1f},{n / wall:.0f},{peak_kib / 1024:.0f},{worker_kib / 1024:.0f}", flush=True)
     return 0
 

@@ -36,12 +36,11 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from cgcnn.training.allocator import keep_freed_memory  # noqa: E402
 from cgcnn.config import ModelConfig, TrainConfig  # noqa: E402
 from cgcnn.data.dataset import CrystalDataset, read_targets  # noqa: E402
 from cgcnn.data.features import AtomFeatures  # noqa: E402
 from cgcnn.data.graphset import GraphSet  # noqa: E402
-from cgcnn.training.normalizer import Normalizer  # noqa: E402
+from cgcnn.training.allocator import keep_freed_memory  # noqa: E402
 from cgcnn.training.fit import (  # noqa: E402
     _Run,
     initial_model,
@@ -51,10 +50,13 @@ from cgcnn.training.fit import (  # noqa: E402
     train_epoch,
     validate,
 )
+from cgcnn.training.normalizer import Normalizer  # noqa: E402
 
 SETTINGS = {
     "ours": dict(optimizer="adamw", lr=0.003, scheduler="cosine", batch_size=128),
-    "original": dict(optimizer="sgd", lr=0.01, momentum=0.9, scheduler="multistep", lr_milestones=[100], batch_size=256),
+    "original": dict(
+        optimizer="sgd", lr=0.01, momentum=0.9, scheduler="multistep", lr_milestones=[100], batch_size=256
+    ),
 }
 
 
@@ -66,14 +68,17 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=60, help="epochs per setting (ours: also the cosine length)")
     p.add_argument("--target", type=float, default=0.45, help="validation MAE to reach (eV)")
     p.add_argument("--max-crystals", type=int, default=None)
-    p.add_argument("--max-minutes", type=float, default=None, help="stop a setting after this much of its own wall time")
+    p.add_argument(
+        "--max-minutes", type=float, default=None, help="stop a setting after this much of its own wall time"
+    )
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 
 def make_run(name: str, dataset, train_pos, epochs: int, seed: int) -> _Run:
-    cfg = TrainConfig.model_validate({**SETTINGS[name], "epochs": epochs, "seed": seed, "device": "cpu",
-                                      "val_fraction": 0.1, "test_fraction": 0.1})
+    cfg = TrainConfig.model_validate(
+        {**SETTINGS[name], "epochs": epochs, "seed": seed, "device": "cpu", "val_fraction": 0.1, "test_fraction": 0.1}
+    )
     torch.manual_seed(seed)
     model, features = initial_model(dataset, ModelConfig(atom_fea_len=64, n_conv=3, h_fea_len=128, n_h=1), None)
     norm = Normalizer.fit(dataset.y[train_pos])
@@ -98,17 +103,24 @@ def main(argv=None) -> int:
     dataset = CrystalDataset(graphs, rows, AtomFeatures.default())
     train_pos, val_pos, test_pos = split_indices(len(dataset), 0.1, 0.1, args.seed)
     device = torch.device("cpu")
-    print(f"# {len(dataset)} crystals (train {len(train_pos)}, val {len(val_pos)}, test {len(test_pos)}); "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-          f"load {os.getloadavg()[0]:.2f}")
-    print(f"# ours runs its whole {args.epochs}-epoch schedule; the original stops at the target, after "
-          f"{args.epochs} epochs or after {args.max_minutes} min of its own time")
+    print(
+        f"# {len(dataset)} crystals (train {len(train_pos)}, val {len(val_pos)}, test {len(test_pos)}); "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"# ours runs its whole {args.epochs}-epoch schedule; the original stops at the target, after "
+        f"{args.epochs} epochs or after {args.max_minutes} min of its own time"
+    )
     runs = {name: make_run(name, dataset, train_pos, args.epochs, args.seed) for name in SETTINGS}
     clock = {name: 0.0 for name in SETTINGS}
     reached: dict[str, float | None] = {name: None for name in SETTINGS}
     best = {name: (float("inf"), -1, None) for name in SETTINGS}  # (val MAE, epoch, weights)
     done = {name: 0 for name in SETTINGS}
-    y_norm = {name: torch.from_numpy(run.norm.norm(dataset.y.astype(np.float64)).astype(np.float32)) for name, run in runs.items()}
+    y_norm = {
+        name: torch.from_numpy(run.norm.norm(dataset.y.astype(np.float64)).astype(np.float32))
+        for name, run in runs.items()
+    }
     print("setting,epoch,wall_s,val_mae")
     for epoch in range(args.epochs):
         for name, run in runs.items():
@@ -128,12 +140,16 @@ def main(argv=None) -> int:
     for name, run in runs.items():
         mae, epoch, state = best[name]
         when = f"{reached[name]:.0f} s" if reached[name] is not None else "not reached"
-        print(f"# {name}: time to val MAE <= {args.target} eV: {when}; {done[name]} epochs in {clock[name] / 60:.1f} min; "
-              f"best val MAE {mae:.3f} eV (epoch {epoch + 1}), test MAE {best_epoch_test_mae(run, state, dataset, test_pos, device):.3f} eV")
+        print(
+            f"# {name}: time to val MAE <= {args.target} eV: {when}; {done[name]} epochs in {clock[name] / 60:.1f} min; "
+            f"best val MAE {mae:.3f} eV (epoch {epoch + 1}), test MAE {best_epoch_test_mae(run, state, dataset, test_pos, device):.3f} eV"
+        )
     if all(v is not None for v in reached.values()):
         print(f"# ratio original / ours: {reached['original'] / reached['ours']:.2f}x")
     elif reached["ours"] is not None:
-        print(f"# ratio original / ours: > {clock['original'] / reached['ours']:.2f}x (the original did not reach the target)")
+        print(
+            f"# ratio original / ours: > {clock['original'] / reached['ours']:.2f}x (the original did not reach the target)"
+        )
     return 0
 
 

@@ -26,7 +26,7 @@ log = logging.getLogger("cgcnn")
 def _graph_config(args, base=None):
     from cgcnn.config import GraphConfig
 
-    data = (base.to_dict() if base is not None else GraphConfig().to_dict())
+    data = base.to_dict() if base is not None else GraphConfig().to_dict()
     for key in ("radius", "max_neighbors"):
         if getattr(args, key, None) is not None:
             data[key] = getattr(args, key)
@@ -44,9 +44,15 @@ def _train_config(args):
     from cgcnn.config import TrainConfig, load_config
 
     return load_config(
-        TrainConfig, args.config,
-        epochs=args.epochs, lr=args.lr, seed=args.seed, device=args.device, batch_size=args.batch_size,
-        optimizer=args.optimizer, patience=args.patience,
+        TrainConfig,
+        args.config,
+        epochs=args.epochs,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        patience=args.patience,
     )
 
 
@@ -62,7 +68,9 @@ def cmd_graphs(args) -> int:
 
     cfg = _graph_config(args)
     out = Path(args.output)
-    gs, problems = load_graph_inputs(args.inputs, cfg, workers=args.workers, cache_dir=args.cache, on_error=args.on_error)
+    gs, problems = load_graph_inputs(
+        args.inputs, cfg, workers=args.workers, cache_dir=args.cache, on_error=args.on_error
+    )
     _warn_skipped(problems)
     if len(gs) == 0:
         first = f" (first: {problems[0]})" if problems else ""
@@ -101,7 +109,11 @@ def _print_fit(res) -> None:
 
     if not context().is_main:
         return  # under torchrun, rank 0 reports
-    summary = {"best_checkpoint": str(res.best_checkpoint), "best_epoch": res.best_epoch, "best_val_mae": res.best_val_mae}
+    summary = {
+        "best_checkpoint": str(res.best_checkpoint),
+        "best_epoch": res.best_epoch,
+        "best_val_mae": res.best_val_mae,
+    }
     if math.isnan(res.best_val_mae):
         summary["best_val_mae"] = None
         summary["note"] = "no validation split (too few crystals or val_fraction 0): the last epoch is kept as best"
@@ -121,40 +133,57 @@ def cmd_train(args) -> int:
 
 
 def cmd_adapt(args) -> int:
+    from cgcnn.config import AdaptConfig
     from cgcnn.training.adapt import adapt, train_control
     from cgcnn.training.checkpoint import load_checkpoint
-    from cgcnn.config import AdaptConfig
 
-    base = load_checkpoint(args.base, atom_features=args.atom_features, radius=args.radius, max_neighbors=args.max_neighbors)
+    base = load_checkpoint(
+        args.base, atom_features=args.atom_features, radius=args.radius, max_neighbors=args.max_neighbors
+    )
     ds = _dataset(args, base.graph_config, base.features)
     tc = _train_config(args)
     if args.control:
         res = train_control(ds, tc, args.output, model_config=base.model_config, resume=args.resume)
     else:
-        res = adapt(base, ds, AdaptConfig(freeze=args.freeze, normalizer=args.normalizer, train=tc), args.output, resume=args.resume)
+        res = adapt(
+            base,
+            ds,
+            AdaptConfig(freeze=args.freeze, normalizer=args.normalizer, train=tc),
+            args.output,
+            resume=args.resume,
+        )
     _print_fit(res)
     return 0
 
 
 def _loaded(args):
+    from cgcnn.prediction.shipped import (
+        ShippedModelError,
+        member_checkpoints,
+        shipped_models,
+    )
     from cgcnn.training.checkpoint import load_checkpoint
-    from cgcnn.prediction.shipped import ShippedModelError, member_checkpoints, shipped_models
 
     if args.checkpoint is None:
         if args.model is None:
             have = ", ".join(shipped_models()) or "none"
             raise ShippedModelError(f"give --checkpoint FILE or --model NAME (shipped models: {have})")
         return load_checkpoint(member_checkpoints(args.model)[0], device="cpu")
-    return load_checkpoint(args.checkpoint, atom_features=args.atom_features, radius=args.radius,
-                           max_neighbors=args.max_neighbors, device="cpu")
+    return load_checkpoint(
+        args.checkpoint,
+        atom_features=args.atom_features,
+        radius=args.radius,
+        max_neighbors=args.max_neighbors,
+        device="cpu",
+    )
 
 
 def cmd_evaluate(args) -> int:
     import pandas as pd
 
+    from cgcnn.evaluation.metrics import regression_metrics
     from cgcnn.fileio import atomic_write_bytes
     from cgcnn.prediction.inference import predict
-    from cgcnn.evaluation.metrics import regression_metrics
 
     loaded = _loaded(args)
     ds = _dataset(args, loaded.graph_config, loaded.features)
@@ -191,8 +220,17 @@ def cmd_predict(args) -> int:
     pbe = read_pbe_gaps(args.pbe_gaps) if args.pbe_gaps else None
     if pbe and not model.pbe_aware:
         print("warning: --pbe-gaps is ignored: this model does not read PBE gaps", file=sys.stderr)
-    summary = predict_to_csv(model, args.inputs, args.output, chunk_size=args.chunk_size, shard=parse_shard(args.shard),
-                             workers=args.workers, on_error=args.on_error, progress=sys.stderr.isatty(), pbe=pbe)
+    summary = predict_to_csv(
+        model,
+        args.inputs,
+        args.output,
+        chunk_size=args.chunk_size,
+        shard=parse_shard(args.shard),
+        workers=args.workers,
+        on_error=args.on_error,
+        progress=sys.stderr.isatty(),
+        pbe=pbe,
+    )
     for p in summary.examples:
         print(f"warning: skipped {p}", file=sys.stderr)
     print(f"{summary}" + (f" -> {args.output}" if args.output else ""), file=sys.stderr)
@@ -204,8 +242,15 @@ def cmd_embed(args) -> int:
     from cgcnn.prediction.streaming import embed_to_npz
 
     model = _predictor(args) if args.checkpoint or args.model else Predictor(_loaded(args), device=args.device)
-    summary, n_conv, n_hidden = embed_to_npz(model, args.graphs, args.output, chunk_size=args.chunk_size, workers=args.workers,
-                                             on_error=args.on_error, progress=sys.stderr.isatty())
+    summary, n_conv, n_hidden = embed_to_npz(
+        model,
+        args.graphs,
+        args.output,
+        chunk_size=args.chunk_size,
+        workers=args.workers,
+        on_error=args.on_error,
+        progress=sys.stderr.isatty(),
+    )
     for p in summary.examples:
         print(f"warning: skipped {p}", file=sys.stderr)
     print(f"{summary.written} embeddings (conv {n_conv}, hidden {n_hidden}) -> {args.output}")
@@ -215,12 +260,16 @@ def cmd_embed(args) -> int:
 # --------------------------------------------------------------------------- parser
 def _graph_args(p, required=False) -> None:
     p.add_argument("--radius", type=float, default=None, help="neighbour cut-off in Å (default 8; the study used 7)")
-    p.add_argument("--max-neighbors", type=int, default=None, help="neighbours kept per atom (default 12; the study used 14)")
+    p.add_argument(
+        "--max-neighbors", type=int, default=None, help="neighbours kept per atom (default 12; the study used 14)"
+    )
 
 
 def _common(p) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes for graph building")
-    p.add_argument("--on-error", choices=("skip", "error"), default="skip", help="bad items: skip with a warning, or stop")
+    p.add_argument(
+        "--on-error", choices=("skip", "error"), default="skip", help="bad items: skip with a warning, or stop"
+    )
 
 
 def _train_args(p) -> None:
@@ -237,7 +286,12 @@ def _train_args(p) -> None:
 
 
 def _data_args(p, targets_required=True) -> None:
-    p.add_argument("--graphs", nargs="+", required=True, help="graphs.npz / graphs.json.gz / snapshot .jsonl.gz / CIF files or folders")
+    p.add_argument(
+        "--graphs",
+        nargs="+",
+        required=True,
+        help="graphs.npz / graphs.json.gz / snapshot .jsonl.gz / CIF files or folders",
+    )
     p.add_argument("--targets", required=targets_required, help="CSV with material_id and a label column")
     p.add_argument("--target-column", default=None)
 
@@ -245,8 +299,11 @@ def _data_args(p, targets_required=True) -> None:
 def _ckpt_args(p) -> None:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--checkpoint", help="a checkpoint file (ours, or an original CGCNN .pth.tar)")
-    which.add_argument("--model", help="a model shipped with the package: 'ensemble' (experimental gaps with an uncertainty; "
-                       "the default of predict) or 'base' (M1: PBE-like gaps)")
+    which.add_argument(
+        "--model",
+        help="a model shipped with the package: 'ensemble' (experimental gaps with an uncertainty; "
+        "the default of predict) or 'base' (M1: PBE-like gaps)",
+    )
     p.add_argument("--atom-features", default=None, help="atom_init.json (required for original CGCNN checkpoints)")
     _graph_args(p)
     p.add_argument("--device", default="auto")
@@ -260,7 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("graphs", help="build crystal graphs")
     p.add_argument("inputs", nargs="+", help="a snapshot (.jsonl.gz), CIF files, or folders of CIFs")
-    p.add_argument("--output", required=True, help="folder for graphs.npz (+ graphs.json.gz with --json) and problems.csv")
+    p.add_argument(
+        "--output", required=True, help="folder for graphs.npz (+ graphs.json.gz with --json) and problems.csv"
+    )
     p.add_argument("--cache", default=None, help="graph-cache folder (keyed by content + settings); default: none")
     p.add_argument("--json", action="store_true", help="also write the JSON form")
     _graph_args(p)
@@ -298,13 +357,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict band gaps for structures")
     _ckpt_args(p)
     _common(p)
-    p.add_argument("inputs", nargs="+", help="CIF files or folders of CIFs, a snapshot (.jsonl.gz), or a saved graph set (.npz / .json.gz)")
-    p.add_argument("--output", default=None, help="CSV in input order (material_id,prediction_ev,prediction_std_ev,n_members"
-                   "[,pbe_gap_ev,pbe_gap_source]), written atomically; default stdout")
-    p.add_argument("--pbe-gaps", default=None, help="CSV material_id,pbe_gap_ev of known PBE gaps (PBE-aware models; "
-                   "others are predicted by the base model)")
-    p.add_argument("--chunk-size", type=int, default=1024, help="structures read, built and predicted at a time (memory is bounded by it)")
-    p.add_argument("--shard", default=None, help="K/N: predict only the K-th of N contiguous parts of the input (K from 1)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="CIF files or folders of CIFs, a snapshot (.jsonl.gz), or a saved graph set (.npz / .json.gz)",
+    )
+    p.add_argument(
+        "--output",
+        default=None,
+        help="CSV in input order (material_id,prediction_ev,prediction_std_ev,n_members"
+        "[,pbe_gap_ev,pbe_gap_source]), written atomically; default stdout",
+    )
+    p.add_argument(
+        "--pbe-gaps",
+        default=None,
+        help="CSV material_id,pbe_gap_ev of known PBE gaps (PBE-aware models; others are predicted by the base model)",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=1024,
+        help="structures read, built and predicted at a time (memory is bounded by it)",
+    )
+    p.add_argument(
+        "--shard", default=None, help="K/N: predict only the K-th of N contiguous parts of the input (K from 1)"
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("embed", help="crystal features (last conv layer) and post-FC vectors")
@@ -316,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_embed)
 
     try:
-        from cgcnn.etl import cli as etl_cli
+        from cgcnn.etl import commands as etl_cli
     except ImportError:  # pragma: no cover - the ETL sub-package is part of this package
         etl_cli = None
     if etl_cli is not None and hasattr(etl_cli, "add_parser"):
@@ -353,7 +430,9 @@ def debugging(args=None) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args) or 0)
     except Exception as exc:

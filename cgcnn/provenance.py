@@ -9,8 +9,8 @@ from __future__ import annotations
 import ast
 import datetime as _dt
 import hashlib
-import json
 import importlib.metadata as md
+import json
 import os
 import platform
 import subprocess
@@ -18,8 +18,23 @@ import sys
 from pathlib import Path
 
 PACKAGES = (
-    "cgcnn-da", "torch", "numpy", "pandas", "scipy", "scikit-learn", "matminer", "pymatgen", "mp-api",
-    "boto3", "pydantic", "openTSNE", "matplotlib", "papermill", "ipykernel", "nbformat", "openpyxl",
+    "cgcnn-da",
+    "torch",
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "matminer",
+    "pymatgen",
+    "mp-api",
+    "boto3",
+    "pydantic",
+    "openTSNE",
+    "matplotlib",
+    "papermill",
+    "ipykernel",
+    "nbformat",
+    "openpyxl",
 )
 
 
@@ -41,7 +56,13 @@ def git_sha(repo: str | Path | None = None) -> str | None:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -107,20 +128,53 @@ def module_files(root: Path = PACKAGE_ROOT) -> dict[str, Path]:
     return {_module_name(p, root): p for p in sorted(root.rglob("*.py")) if "__pycache__" not in p.parts}
 
 
-def import_graph(root: Path = PACKAGE_ROOT, *, parents: bool = False) -> dict[str, set[str]]:
-    """Module -> the package's modules it imports anywhere in its body (functions included).
+def lazy_names(tree: ast.AST) -> dict[str, str]:
+    """A package's names imported on first use: its module-level ``_API = {name: module}``
+    table (PEP 562 ``__getattr__``), or ``{}``."""
+    for node in getattr(tree, "body", []):
+        if (
+            isinstance(node, ast.Assign)
+            and [getattr(t, "id", None) for t in node.targets] == ["_API"]
+            and isinstance(node.value, ast.Dict)
+        ):
+            return {
+                k.value: v.value
+                for k, v in zip(node.value.keys, node.value.values)
+                if isinstance(k, ast.Constant) and isinstance(v, ast.Constant)
+            }
+    return {}
 
-    ``parents=True`` also links every module to its parent packages, whose ``__init__`` runs
-    whenever the module is imported (for what a module *runs*; leave it off to look for cycles).
+
+def _ancestors(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:k]) for k in range(1, len(parts))]
+
+
+def import_graph(root: Path = PACKAGE_ROOT, *, parents: bool = False) -> dict[str, set[str]]:
+    """Module -> the package's modules its imports run, anywhere in its body (functions included).
+
+    Importing ``a.b.c`` runs the ``__init__`` of ``a`` and ``a.b`` first, so those count too
+    (except the importer's own packages, which are already running when it runs); ``from pkg
+    import name`` of a name the package imports on first use (:func:`lazy_names`) counts the
+    module it comes from.  ``parents=True`` also links every module to its own parent
+    packages: what importing it *runs* (leave it off to look for cycles).
     """
     modules = module_files(root)
+    trees = {name: ast.parse(path.read_text(encoding="utf-8")) for name, path in modules.items()}
+    lazy = {name: lazy_names(tree) for name, tree in trees.items()}
     graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        targets = {t for t in imported_names(ast.parse(path.read_text(encoding="utf-8"))) if t in modules}
-        if parents:
-            parts = name.split(".")
-            targets.update(".".join(parts[:k]) for k in range(1, len(parts)))
-        graph[name] = {t for t in targets if t != name and (parents or not name.startswith(t + "."))}
+    for name, tree in trees.items():
+        targets: set[str] = set()
+        for t in imported_names(tree):
+            package, _, attr = t.rpartition(".")
+            if t in modules:
+                targets.add(t)
+            elif attr in lazy.get(package, {}):
+                targets.add(lazy[package][attr])
+        targets |= {a for t in list(targets) for a in _ancestors(t)}
+        own = set(_ancestors(name))
+        targets = targets if parents else targets - own
+        graph[name] = {t for t in targets if t != name}
     return graph
 
 
@@ -134,7 +188,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return [*stack[stack.index(nxt):], nxt]
+                return [*stack[stack.index(nxt) :], nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         stack.pop()

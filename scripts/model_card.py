@@ -32,7 +32,9 @@ INTENDED_USE = """\
 
 
 def _table(rows: list[dict], cols: list[str]) -> str:
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
+    def fmt(v):
+        return f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v))
+
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
@@ -46,8 +48,12 @@ def _ensemble_section(name: str, m: dict) -> list[str]:
     out = [
         f"## `{name}` — {m['description']}",
         f"Method `{m['method']}`, {m['members']} members"
-        + (f" ({m['cgcnn_members']} CGCNNs and boosted trees on Magpie composition + PBE, stored with skops, weight "
-           f"{m['trees']['weight']:g})" if m.get("trees") else "")
+        + (
+            f" ({m['cgcnn_members']} CGCNNs and boosted trees on Magpie composition + PBE, stored with skops, weight "
+            f"{m['trees']['weight']:g})"
+            if m.get("trees")
+            else ""
+        )
         + f"; PBE gaps not given are predicted by `{m['pbe_model']}` (the M1 the members started from). "
         f"Trained on {m['data']['n_train']} experimental gaps (DS2) in {m['wall_time_s']:.0f} s; "
         f"code {m['trained_with'].get('git_sha')}, profile `{m['trained_with'].get('profile')}`. "
@@ -55,17 +61,34 @@ def _ensemble_section(name: str, m: dict) -> list[str]:
         f"### Cross-validated accuracy on DS2 ({cv['protocol']['folds']} folds grouped by {cv['protocol']['grouped_by']}, "
         f"{cv['protocol']['repeats']} repeat(s); eV)",
         "Paired on the materials every model predicts; Δ: MAE difference to the best baseline with its bootstrap 95 % interval.",
-        _table(rows, ["model", "mae", "mae_lo", "mae_hi", "rmse", "r2", "n", "diff_vs_best_baseline",
-                      "diff_vs_best_baseline_lo", "diff_vs_best_baseline_hi"]),
+        _table(
+            rows,
+            [
+                "model",
+                "mae",
+                "mae_lo",
+                "mae_hi",
+                "rmse",
+                "r2",
+                "n",
+                "diff_vs_best_baseline",
+                "diff_vs_best_baseline_lo",
+                "diff_vs_best_baseline_hi",
+            ],
+        ),
         "CV MAE of every candidate method (all DS2 materials): "
-        + ", ".join(f"`{k}` {v:.3f}" for k, v in cv["candidates_mae"].items()) + " eV.",
+        + ", ".join(f"`{k}` {v:.3f}" for k, v in cv["candidates_mae"].items())
+        + " eV.",
         "### Uncertainty",
         f"Spread calibration factor {cal['scale']:.2f}. Out of fold, {cal['within_1sd']:.0%} of the materials lie within "
         f"±1 std and {cal['within_2sd']:.0%} within ±2 std (before scaling: {cal['within_1sd_raw']:.0%} and "
         f"{cal['within_2sd_raw']:.0%}; normal errors would give 68 % and 95 %).",
         "### Errors by anion class and gap range (out-of-fold MAE, eV)",
         _table([{"anion class": k, **v} for k, v in cv["errors_by_anion_class"].items()], ["anion class", "n", "mae"]),
-        _table([{"experimental gap (eV)": k, **v} for k, v in cv["errors_by_gap_range"].items()], ["experimental gap (eV)", "n", "mae"]),
+        _table(
+            [{"experimental gap (eV)": k, **v} for k, v in cv["errors_by_gap_range"].items()],
+            ["experimental gap (eV)", "n", "mae"],
+        ),
         "### Known failure modes seen in CV (largest out-of-fold errors)",
         _table(cv["worst_materials"], ["material_id", "formula", "anion_class", "bg_exp", "prediction", "abs_error"]),
     ]
@@ -87,10 +110,12 @@ def write_model_card(models_dir: Path) -> Path:
     from cgcnn.fileio import atomic_write_text
 
     manifests = {p.parent.name: json.loads(p.read_text()) for p in sorted(models_dir.glob("*/manifest.json"))}
-    parts = ["# Model card: shipped band-gap models",
-             "Written by `scripts/model_card.py` from the manifests in this folder; every number comes from them. "
-             "`cgcnn predict` uses `ensemble` by default and `base` with `--model base`.",
-             INTENDED_USE]
+    parts = [
+        "# Model card: shipped band-gap models",
+        "Written by `scripts/model_card.py` from the manifests in this folder; every number comes from them. "
+        "`cgcnn predict` uses `ensemble` by default and `base` with `--model base`.",
+        INTENDED_USE,
+    ]
     for name, m in manifests.items():
         parts += _ensemble_section(name, m) if m.get("kind") == "ensemble" else _base_section(name, m)
     path = models_dir / "MODEL_CARD.md"

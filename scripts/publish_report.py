@@ -19,8 +19,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = ("report.md", "config.json", "environment.json", "cv.json", "methods.json", "metrics.json")
-TABLES = ("cv_metrics.csv", "methods_cv_metrics.csv", "ds3_metrics.csv", "ds3_metrics_without_ds2_polymorphs.csv", "ds3_predictions.csv",
-          "ds3_errors_by_class.csv", "ds3_errors_by_gap.csv", "methods_calibration.csv", "m1_ds1_metrics.csv", "etl_counts.csv")
+TABLES = (
+    "cv_metrics.csv",
+    "methods_cv_metrics.csv",
+    "ds3_metrics.csv",
+    "ds3_metrics_without_ds2_polymorphs.csv",
+    "ds3_predictions.csv",
+    "ds3_errors_by_class.csv",
+    "ds3_errors_by_gap.csv",
+    "methods_calibration.csv",
+    "m1_ds1_metrics.csv",
+    "etl_counts.csv",
+)
 
 
 def main(argv=None) -> int:
@@ -31,7 +41,9 @@ def main(argv=None) -> int:
     run = Path(args.run)
     report = run / "report.md"
     if not report.is_file():
-        raise SystemExit(f"error: {report} not found: run the pipeline's report stage (03-insights/02-report.ipynb) first")
+        raise SystemExit(
+            f"error: {report} not found: run the pipeline's report stage (03-insights/02-report.ipynb) first"
+        )
     out = Path(args.dest) / run.name
     shutil.rmtree(out, ignore_errors=True)
     (out / "tables").mkdir(parents=True)

@@ -51,7 +51,6 @@ SECRET_VARIABLES = ("MP_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", 
 _NOT_OUTPUTS = ("notebooks/", "stages/", "config.json", "environment.json", ".lock")
 
 
-
 ALL_SETTINGS = None  # a stage that reads every setting
 _RUNTIME = ("device", "torch_threads")
 
@@ -78,14 +77,25 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("etl", REPO / "01-data-preparation" / "01-etl.ipynb", ("run_dir", "config", "bucket", "materials", "workers"),
-          ("graph", "etl", "workers")),
+    Stage(
+        "etl",
+        REPO / "01-data-preparation" / "01-etl.ipynb",
+        ("run_dir", "config", "bucket", "materials", "workers"),
+        ("graph", "etl", "workers"),
+    ),
     Stage("eda", REPO / "01-data-preparation" / "02-eda.ipynb", settings=()),
-    Stage("base-model", REPO / "02-ml-dev" / "01-base-model.ipynb", settings=("graph", "model", "base", "nproc", *_RUNTIME)),
+    Stage(
+        "base-model",
+        REPO / "02-ml-dev" / "01-base-model.ipynb",
+        settings=("graph", "model", "base", "nproc", *_RUNTIME),
+    ),
     Stage("cross-validation", REPO / "02-ml-dev" / "02-cross-validation.ipynb", settings=("adapt", "cv", *_RUNTIME)),
     Stage("methods", REPO / "02-ml-dev" / "03-methods.ipynb", settings=("methods", "cv", *_RUNTIME)),
-    Stage("final-models-and-ds3", REPO / "02-ml-dev" / "04-final-models-and-ds3.ipynb",
-          settings=("adapt", "cv", "methods", "seeds", *_RUNTIME)),
+    Stage(
+        "final-models-and-ds3",
+        REPO / "02-ml-dev" / "04-final-models-and-ds3.ipynb",
+        settings=("adapt", "cv", "methods", "seeds", *_RUNTIME),
+    ),
     Stage("tsne", REPO / "03-insights" / "01-tsne.ipynb", settings=("tsne", *_RUNTIME)),
     Stage("report", REPO / "03-insights" / "02-report.ipynb"),
 )
@@ -239,28 +249,59 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="run_pipeline.py",
         description="Run the study's notebooks in order with papermill into <output>/<run-id>/.",
     )
-    ap.add_argument("--profile", default="fixture",
-                    help="fixture | default | study | ship | paper, or a profile JSON file (default: fixture)")
-    ap.add_argument("--bucket", default=str(DEFAULT_BUCKET),
-                    help="raw-data bucket: a local folder holding raw/ or s3://bucket[/prefix] (default: the bundled fixture)")
-    ap.add_argument("--materials", default=DEFAULT_MATERIALS,
-                    help="structures + PBE gaps: snapshot:PATH (summary.jsonl.gz) or mp (Materials Project API, needs MP_API_KEY)")
+    ap.add_argument(
+        "--profile",
+        default="fixture",
+        help="fixture | default | study | ship | paper, or a profile JSON file (default: fixture)",
+    )
+    ap.add_argument(
+        "--bucket",
+        default=str(DEFAULT_BUCKET),
+        help="raw-data bucket: a local folder holding raw/ or s3://bucket[/prefix] (default: the bundled fixture)",
+    )
+    ap.add_argument(
+        "--materials",
+        default=DEFAULT_MATERIALS,
+        help="structures + PBE gaps: snapshot:PATH (summary.jsonl.gz) or mp (Materials Project API, needs MP_API_KEY)",
+    )
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device (default: auto)")
     ap.add_argument("--seeds", default=None, help="comma-separated seeds, overriding the profile's (e.g. 0,1,2)")
     ap.add_argument("--workers", type=int, default=None, help="graph-building processes (default: the profile's)")
-    ap.add_argument("--nproc", type=int, default=None, help="processes for training M1 with DDP (torch.distributed.run; "
-                    "on CUDA one GPU each; default: the profile's, 1)")
+    ap.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="processes for training M1 with DDP (torch.distributed.run; "
+        "on CUDA one GPU each; default: the profile's, 1)",
+    )
     ap.add_argument("--output", default="runs", help="folder that receives run folders (default: ./runs)")
-    ap.add_argument("--run-id", default=None, help="name of the run folder (default: <profile>-<hash of settings and inputs>)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="change one setting of the profile: a dotted key and a JSON value, e.g. adapt.lr_grid=[0.001,0.003] "
-                         "or cv.folds=3 (repeatable; recorded in config.json and part of the default run id)")
+    ap.add_argument(
+        "--run-id", default=None, help="name of the run folder (default: <profile>-<hash of settings and inputs>)"
+    )
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change one setting of the profile: a dotted key and a JSON value, e.g. adapt.lr_grid=[0.001,0.003] "
+        "or cv.folds=3 (repeatable; recorded in config.json and part of the default run id)",
+    )
     ap.add_argument("--force", action="store_true", help="run every stage even when its inputs are unchanged")
     where = ap.add_mutually_exclusive_group()
-    where.add_argument("--from", dest="start", metavar="STAGE", default=None,
-                       help="run this stage and every later one (name or number; earlier stages must have run)")
-    where.add_argument("--only", metavar="STAGE", default=None,
-                       help="run just this stage (name or number; earlier stages must have run)")
+    where.add_argument(
+        "--from",
+        dest="start",
+        metavar="STAGE",
+        default=None,
+        help="run this stage and every later one (name or number; earlier stages must have run)",
+    )
+    where.add_argument(
+        "--only",
+        metavar="STAGE",
+        default=None,
+        help="run just this stage (name or number; earlier stages must have run)",
+    )
     return ap.parse_args(argv)
 
 
@@ -289,10 +330,12 @@ def _parse_seeds(text: str | None) -> list[int] | None:
 def _resolve_materials(text: str) -> str:
     if text == "mp":
         if not os.environ.get("MP_API_KEY"):
-            raise SystemExit("error: --materials mp needs the MP_API_KEY environment variable (a Materials Project API key)")
+            raise SystemExit(
+                "error: --materials mp needs the MP_API_KEY environment variable (a Materials Project API key)"
+            )
         return "mp"
     if text.startswith("snapshot:"):
-        path = Path(text[len("snapshot:"):]).expanduser().resolve()
+        path = Path(text[len("snapshot:") :]).expanduser().resolve()
         if not path.is_file():
             raise SystemExit(f"error: --materials {text}: no such snapshot file {path}")
         return f"snapshot:{path}"
@@ -315,8 +358,14 @@ class Pipeline:
         from cgcnn.study.profiles import parse_assignment
 
         self.overrides = dict(parse_assignment(text) for text in getattr(args, "overrides", []) or [])
-        self.profile = load_profile(args.profile, seeds=seeds, device=args.device, workers=args.workers, nproc=args.nproc,
-                                    overrides=self.overrides)
+        self.profile = load_profile(
+            args.profile,
+            seeds=seeds,
+            device=args.device,
+            workers=args.workers,
+            nproc=args.nproc,
+            overrides=self.overrides,
+        )
         self.first, self.last = 0, len(stages) - 1  # the stages this call may run
         if getattr(args, "start", None):
             self.first = stage_index(stages, args.start)
@@ -326,8 +375,10 @@ class Pipeline:
             import torch
 
             if not torch.cuda.is_available():
-                raise SystemExit("error: --device cuda: CUDA is not available here (torch "
-                                 f"{torch.__version__}); use --device auto or cpu")
+                raise SystemExit(
+                    "error: --device cuda: CUDA is not available here (torch "
+                    f"{torch.__version__}); use --device auto or cpu"
+                )
         self.materials = _resolve_materials(args.materials)
         self.source = bucket_location(args.bucket)
         if not is_remote(self.source) and not (Path(self.source) / "raw").is_dir():
@@ -370,7 +421,7 @@ class Pipeline:
             raw = Path(self.source) / "raw"
             files.update({f"bucket/raw/{k}": v for k, v in _tree_digest(raw).items()})
         if self.materials.startswith("snapshot:"):
-            files["materials"] = sha256_file(Path(self.materials[len("snapshot:"):]))
+            files["materials"] = sha256_file(Path(self.materials[len("snapshot:") :]))
         else:
             files["materials"] = self.materials
         return files
@@ -455,12 +506,16 @@ class Pipeline:
         for index, stage in enumerate(self.stages[: self.first]):
             old = _read_json(self.manifest_path(index, stage))
             if old is None or old.get("status") != "completed":
-                raise SystemExit(f"error: stage {index + 1} ({stage.name}) has not completed in {self.run_dir}; "
-                                 f"run it first (drop --from / --only, or start at --from {stage.name})")
+                raise SystemExit(
+                    f"error: stage {index + 1} ({stage.name}) has not completed in {self.run_dir}; "
+                    f"run it first (drop --from / --only, or start at --from {stage.name})"
+                )
             missing = _missing_outputs(self.run_dir, old.get("outputs", {}))
             if missing:
-                raise SystemExit(f"error: outputs of stage {index + 1} ({stage.name}) are missing or changed ({_shorten(missing)}); "
-                                 f"run it again (--from {stage.name})")
+                raise SystemExit(
+                    f"error: outputs of stage {index + 1} ({stage.name}) are missing or changed ({_shorten(missing)}); "
+                    f"run it again (--from {stage.name})"
+                )
 
     def _execute(self, stage: Stage, params: dict, inputs: dict, digest: str, mpath: Path, label: str) -> dict:
         import papermill as pm
@@ -483,15 +538,23 @@ class Pipeline:
         error: dict | None = None
         try:
             pm.execute_notebook(
-                str(stage.notebook), str(out_nb), parameters=params, kernel_name="python3",
-                cwd=str(self.run_dir), progress_bar=False, log_output=False,
+                str(stage.notebook),
+                str(out_nb),
+                parameters=params,
+                kernel_name="python3",
+                cwd=str(self.run_dir),
+                progress_bar=False,
+                log_output=False,
                 extra_arguments=["--IPKernelApp.log_level=CRITICAL"],  # no kernel start-up chatter
             )
         except PapermillExecutionError as exc:
             first = next((ln for ln in (exc.source or "").splitlines() if ln.strip()), "")
             error = {
-                "cell_index": exc.cell_index, "execution_count": exc.exec_count,
-                "source": exc.source, "ename": exc.ename, "evalue": exc.evalue,
+                "cell_index": exc.cell_index,
+                "execution_count": exc.exec_count,
+                "source": exc.source,
+                "ename": exc.ename,
+                "evalue": exc.evalue,
             }
             message = (
                 f"{label}: FAILED in cell {exc.cell_index} (execution count {exc.exec_count}) of "

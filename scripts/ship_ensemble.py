@@ -41,7 +41,7 @@ def training_ids(run: Path, methods: dict) -> set[str]:
 def cv_errors(run: Path, selected: str) -> tuple[dict, dict, list[dict]]:
     """MAE of the selected method's out-of-fold predictions by anion class and gap range, and
     its ten worst materials."""
-    from cgcnn.study.datasets import load_data
+    from cgcnn.study.data_preparation import load_data
 
     oof = pd.read_csv(run / "tables" / "methods_cv_predictions.csv", dtype={"material_id": str})
     oof = oof[oof["model"] == f"ens_{selected}"]
@@ -50,23 +50,36 @@ def cv_errors(run: Path, selected: str) -> tuple[dict, dict, list[dict]]:
     per = per.join(ds2[["formula", "bg_exp", "anion_class"]])
     per["abs_error"] = (per["prediction"] - per["bg_exp"]).abs()
     per["gap_range"] = pd.cut(per["bg_exp"], GAP_BINS, right=False).astype(str)
-    by = lambda col: {str(k): {"n": int(len(g)), "mae": float(g["abs_error"].mean())} for k, g in per.groupby(col, observed=True)}  # noqa: E731
+
+    def by(col):
+        return {
+            str(k): {"n": int(len(g)), "mae": float(g["abs_error"].mean())} for k, g in per.groupby(col, observed=True)
+        }
+
     worst = per.sort_values("abs_error", ascending=False).head(10).reset_index()
-    return by("anion_class"), by("gap_range"), worst[["material_id", "formula", "anion_class", "bg_exp", "prediction", "abs_error"]].round(3).to_dict(orient="records")
+    return (
+        by("anion_class"),
+        by("gap_range"),
+        worst[["material_id", "formula", "anion_class", "bg_exp", "prediction", "abs_error"]]
+        .round(3)
+        .to_dict(orient="records"),
+    )
 
 
 def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Path, description: str = "") -> Path:
-    from cgcnn.training.checkpoint import read_checkpoint, save_checkpoint
     from cgcnn.fileio import sha256_file, write_json
-    from cgcnn.provenance import collect
     from cgcnn.prediction.shipped import member_checkpoints
+    from cgcnn.provenance import collect
     from cgcnn.study.display import METHOD_LABELS
     from cgcnn.study.methods import load_methods
     from cgcnn.study.rundir import load_cv_table
+    from cgcnn.training.checkpoint import read_checkpoint, save_checkpoint
 
     methods = load_methods(run)
     if not methods or not methods.get("final"):
-        _fail(f"{run}/methods.json has no trained ensemble; run the pipeline with a profile that names methods candidates")
+        _fail(
+            f"{run}/methods.json has no trained ensemble; run the pipeline with a profile that names methods candidates"
+        )
     excluded: set[str] = set()
     for path in exclude_files:
         excluded |= set(pd.read_csv(path, dtype=str)["material_id"])
@@ -78,10 +91,29 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
     selected = methods["selected"]
     cv_table = load_cv_table(run)
     keep = [m for m in cv_table.index if m.startswith(("pbe", "gbm_")) or m in ("m2", "control", f"ens_{selected}")]
-    cols = [c for c in ("mae", "mae_lo", "mae_hi", "rmse", "r2", "n", "repeats", "diff_vs_best_baseline",
-                        "diff_vs_best_baseline_lo", "diff_vs_best_baseline_hi") if c in cv_table]
-    cv_rows = {m: {c: (None if pd.isna(v) else int(v) if c in ("n", "repeats") else float(v)) for c, v in cv_table.loc[m, cols].items()}
-               for m in keep}
+    cols = [
+        c
+        for c in (
+            "mae",
+            "mae_lo",
+            "mae_hi",
+            "rmse",
+            "r2",
+            "n",
+            "repeats",
+            "diff_vs_best_baseline",
+            "diff_vs_best_baseline_lo",
+            "diff_vs_best_baseline_hi",
+        )
+        if c in cv_table
+    ]
+    cv_rows = {
+        m: {
+            c: (None if pd.isna(v) else int(v) if c in ("n", "repeats") else float(v))
+            for c, v in cv_table.loc[m, cols].items()
+        }
+        for m in keep
+    }
     by_class, by_gap, worst = cv_errors(run, selected)
     fits = pd.read_csv(run / "tables" / "methods_final_fits.csv")
     env = json.loads((run / "environment.json").read_text()) if (run / "environment.json").is_file() else {}
@@ -95,8 +127,22 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
         tmp.chmod(0o755)
         for k, ckpt in enumerate(methods["final"]["checkpoints"]):
             raw = read_checkpoint(run / ckpt)
-            slim = {key: raw[key] for key in ("format", "format_version", "model_config", "graph_config", "atom_features",
-                                                "normalizer", "state_dict", "epoch", "best_val_mae", "best_epoch", "train_config")}
+            slim = {
+                key: raw[key]
+                for key in (
+                    "format",
+                    "format_version",
+                    "model_config",
+                    "graph_config",
+                    "atom_features",
+                    "normalizer",
+                    "state_dict",
+                    "epoch",
+                    "best_val_mae",
+                    "best_epoch",
+                    "train_config",
+                )
+            }
             slim["meta"] = {"shipped_as": f"{name}/member-{k}", "git_sha": env.get("git_sha")}
             save_checkpoint(tmp / f"member-{k}.pt", slim)
             files[f"member-{k}.pt"] = sha256_file(tmp / f"member-{k}.pt")
@@ -105,33 +151,66 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
             shutil.copyfile(run / trees["file"], tmp / "trees.skops")
             files["trees.skops"] = sha256_file(tmp / "trees.skops")
         raw = read_checkpoint(run / "models" / "m1" / "best.pt")  # the M1 the members started from: the PBE fallback
-        save_checkpoint(tmp / PBE_MODEL, {key: raw[key] for key in raw if key not in ("optimizer", "generator_state", "history")})
+        save_checkpoint(
+            tmp / PBE_MODEL, {key: raw[key] for key in raw if key not in ("optimizer", "generator_state", "history")}
+        )
         files[PBE_MODEL] = sha256_file(tmp / PBE_MODEL)
-        write_json(tmp / "manifest.json", {
-            "name": name,
-            "description": description or f"{METHOD_LABELS.get(selected, selected)}: {n_members} CGCNN members fine-tuned from M1 "
-                                          "on the experimental gaps of DS2" + (", and boosted trees on composition + PBE" if trees else "")
-                                          + "; experimental band gaps (eV) with a calibrated spread.",
-            "kind": "ensemble", "method": selected, "members": n_members + bool(trees), "cgcnn_members": n_members, "files": files,
-            "trees": {"file": "trees.skops", "weight": trees["weight"], "params": trees["params"],
-                      "features": "Magpie composition (132) + PBE gap"} if trees else None,
-            "target": "bg_exp", "pbe_model": PBE_MODEL,
-            "model_config": methods["model_config"], "graph_config": read_checkpoint(run / methods["final"]["checkpoints"][0])["graph_config"],
-            "calibration": methods["calibration"],
-            "cv": {"protocol": json.loads((run / "cv.json").read_text())["protocol"], "metrics": cv_rows,
-                   "candidates_mae": methods["cv_mae_all_ds2"], "errors_by_anion_class": by_class, "errors_by_gap_range": by_gap,
-                   "worst_materials": worst},
-            "settings": methods["settings"],
-            "final_fits": fits.drop(columns=["checkpoint"], errors="ignore").to_dict(orient="records"),
-            "wall_time_s": round(float(fits["seconds"].sum()), 2),
-            "data": {"ds2_csv_sha256": sha256_file(ds2_csv) if ds2_csv else None, "n_train": len(methods["final"]["train_ids"]),
-                     "excluded_ids_checked": len(excluded), "base_model_sha256": base_sha,
-                     "base_is_shipped_base": base_sha == sha256_file(member_checkpoints("base")[0])},
-            "trained_with": {"git_sha": env.get("git_sha"), "profile": json.loads((run / "config.json").read_text()).get("profile")
-                             if (run / "config.json").is_file() else None, "run": run.name},
-            "shipped_with": collect(REPO),
-            "ids": {"train": sorted(methods["final"]["train_ids"]), "all_labels_seen": sorted(used)},
-        })
+        write_json(
+            tmp / "manifest.json",
+            {
+                "name": name,
+                "description": description
+                or f"{METHOD_LABELS.get(selected, selected)}: {n_members} CGCNN members fine-tuned from M1 "
+                "on the experimental gaps of DS2"
+                + (", and boosted trees on composition + PBE" if trees else "")
+                + "; experimental band gaps (eV) with a calibrated spread.",
+                "kind": "ensemble",
+                "method": selected,
+                "members": n_members + bool(trees),
+                "cgcnn_members": n_members,
+                "files": files,
+                "trees": {
+                    "file": "trees.skops",
+                    "weight": trees["weight"],
+                    "params": trees["params"],
+                    "features": "Magpie composition (132) + PBE gap",
+                }
+                if trees
+                else None,
+                "target": "bg_exp",
+                "pbe_model": PBE_MODEL,
+                "model_config": methods["model_config"],
+                "graph_config": read_checkpoint(run / methods["final"]["checkpoints"][0])["graph_config"],
+                "calibration": methods["calibration"],
+                "cv": {
+                    "protocol": json.loads((run / "cv.json").read_text())["protocol"],
+                    "metrics": cv_rows,
+                    "candidates_mae": methods["cv_mae_all_ds2"],
+                    "errors_by_anion_class": by_class,
+                    "errors_by_gap_range": by_gap,
+                    "worst_materials": worst,
+                },
+                "settings": methods["settings"],
+                "final_fits": fits.drop(columns=["checkpoint"], errors="ignore").to_dict(orient="records"),
+                "wall_time_s": round(float(fits["seconds"].sum()), 2),
+                "data": {
+                    "ds2_csv_sha256": sha256_file(ds2_csv) if ds2_csv else None,
+                    "n_train": len(methods["final"]["train_ids"]),
+                    "excluded_ids_checked": len(excluded),
+                    "base_model_sha256": base_sha,
+                    "base_is_shipped_base": base_sha == sha256_file(member_checkpoints("base")[0]),
+                },
+                "trained_with": {
+                    "git_sha": env.get("git_sha"),
+                    "profile": json.loads((run / "config.json").read_text()).get("profile")
+                    if (run / "config.json").is_file()
+                    else None,
+                    "run": run.name,
+                },
+                "shipped_with": collect(REPO),
+                "ids": {"train": sorted(methods["final"]["train_ids"]), "all_labels_seen": sorted(used)},
+            },
+        )
         out = models_dir / name
         old = models_dir / f".{name}.old"
         shutil.rmtree(old, ignore_errors=True)

@@ -42,7 +42,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--targets", help="the labels CSV it was trained on")
     p.add_argument("--study-run", help="a pipeline run folder whose methods stage trained an ensemble (methods.json)")
     p.add_argument("--target-column", default=None)
-    p.add_argument("--exclude-ids", action="append", default=[], help="CSV with material_id that must not be in training (repeatable)")
+    p.add_argument(
+        "--exclude-ids",
+        action="append",
+        default=[],
+        help="CSV with material_id that must not be in training (repeatable)",
+    )
     p.add_argument("--description", default="")
     p.add_argument("--models-dir", default=str(REPO / "cgcnn" / "models"), help="where shipped models live")
     return p.parse_args(argv)
@@ -51,14 +56,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     import pandas as pd
 
-    from cgcnn.training.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
     from cgcnn.data.dataset import CrystalDataset, read_targets
-    from cgcnn.errors import CgcnnError
-    from cgcnn.fileio import sha256_file, write_json
     from cgcnn.data.graphset import GraphSet
-    from cgcnn.prediction.inference import predict
+    from cgcnn.errors import CgcnnError
     from cgcnn.evaluation.metrics import regression_metrics
+    from cgcnn.fileio import sha256_file, write_json
+    from cgcnn.prediction.inference import predict
     from cgcnn.provenance import collect
+    from cgcnn.training.checkpoint import (
+        load_checkpoint,
+        read_checkpoint,
+        save_checkpoint,
+    )
 
     args = parse_args(argv)
     if args.study_run:
@@ -93,28 +102,58 @@ def main(argv=None) -> int:
     history = pd.read_csv(run / "history.csv")
 
     raw = read_checkpoint(run / "best.pt")
-    slim = {k: raw[k] for k in ("format", "format_version", "model_config", "graph_config", "atom_features",
-                                "normalizer", "state_dict", "epoch", "best_val_mae", "best_epoch", "train_config")}
+    slim = {
+        k: raw[k]
+        for k in (
+            "format",
+            "format_version",
+            "model_config",
+            "graph_config",
+            "atom_features",
+            "normalizer",
+            "state_dict",
+            "epoch",
+            "best_val_mae",
+            "best_epoch",
+            "train_config",
+        )
+    }
     slim["meta"] = {"shipped_as": args.name, "git_sha": info.get("git_sha")}
     out = Path(args.models_dir) / args.name
     save_checkpoint(out / "model.pt", slim)
-    write_json(out / "manifest.json", {
-        "name": args.name,
-        "description": args.description,
-        "files": {"model.pt": sha256_file(out / "model.pt")},
-        "target": args.target_column,
-        "train_config": info["train_config"], "model_config": info["model_config"], "graph_config": info["graph_config"],
-        "normalizer": info["normalizer"],
-        "data": {"graphs_sha256": sha256_file(args.graphs), "targets_sha256": sha256_file(args.targets),
-                 "n": {k: len(v) for k, v in splits.items()}, "excluded_ids_checked": len(excluded)},
-        "metrics": metrics,
-        "best_epoch": int(slim["best_epoch"]), "epochs_run": int(len(history)),
-        "wall_time_s": round(float(history["seconds"].sum()), 3),
-        "trained_with": {"git_sha": info.get("git_sha"), "torch": info.get("versions", {}).get("torch"), "created": info.get("created")},
-        "shipped_with": collect(REPO),
-        "history": history[[c for c in ("epoch", "lr", "train_mae", "val_mae", "seconds") if c in history]].to_dict(orient="records"),
-        "ids": splits,
-    })
+    write_json(
+        out / "manifest.json",
+        {
+            "name": args.name,
+            "description": args.description,
+            "files": {"model.pt": sha256_file(out / "model.pt")},
+            "target": args.target_column,
+            "train_config": info["train_config"],
+            "model_config": info["model_config"],
+            "graph_config": info["graph_config"],
+            "normalizer": info["normalizer"],
+            "data": {
+                "graphs_sha256": sha256_file(args.graphs),
+                "targets_sha256": sha256_file(args.targets),
+                "n": {k: len(v) for k, v in splits.items()},
+                "excluded_ids_checked": len(excluded),
+            },
+            "metrics": metrics,
+            "best_epoch": int(slim["best_epoch"]),
+            "epochs_run": int(len(history)),
+            "wall_time_s": round(float(history["seconds"].sum()), 3),
+            "trained_with": {
+                "git_sha": info.get("git_sha"),
+                "torch": info.get("versions", {}).get("torch"),
+                "created": info.get("created"),
+            },
+            "shipped_with": collect(REPO),
+            "history": history[[c for c in ("epoch", "lr", "train_mae", "val_mae", "seconds") if c in history]].to_dict(
+                orient="records"
+            ),
+            "ids": splits,
+        },
+    )
     from model_card import write_model_card
 
     write_model_card(Path(args.models_dir))

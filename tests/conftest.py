@@ -19,8 +19,8 @@ import pytest
 import torch
 from pymatgen.core import Structure
 
-from cgcnn.data.building import build_graphs
 from cgcnn.config import GraphConfig, ModelConfig, TrainConfig
+from cgcnn.data.building import build_graphs
 from cgcnn.data.dataset import CrystalDataset
 from cgcnn.data.features import AtomFeatures
 from cgcnn.data.graphset import GraphSet
@@ -38,7 +38,7 @@ REFERENCE = SHARED_DATA / "cgcnn_reference"
 # fixture generator); it is importable from every test folder as ``crystals``.
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 from crystals import caesium_chloride, conventional, rocksalt, zincblende  # noqa: E402
-from crystals import h2_in_box as _h2_in_box
+from crystals import h2_in_box as _h2_in_box  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -142,8 +142,15 @@ def tiny_model_config() -> ModelConfig:
 def tiny_train_config() -> TrainConfig:
     """3 epochs of Adam on batches of 6, 16 / 5 / 3 split, CPU, no schedule."""
     return TrainConfig(
-        epochs=3, batch_size=6, optimizer="adam", lr=0.01, scheduler="none",
-        val_fraction=0.2, test_fraction=0.125, seed=0, device="cpu",
+        epochs=3,
+        batch_size=6,
+        optimizer="adam",
+        lr=0.01,
+        scheduler="none",
+        val_fraction=0.2,
+        test_fraction=0.125,
+        seed=0,
+        device="cpu",
     )
 
 

@@ -11,14 +11,27 @@ import pandas as pd
 import pytest
 from pymatgen.io.cif import CifWriter
 
-from cgcnn.training.checkpoint import load_checkpoint
 from cgcnn.cli import main
 from cgcnn.data.dataset import CrystalDataset
 from cgcnn.data.graphset import GraphSet
 from cgcnn.prediction.inference import predict
+from cgcnn.training.checkpoint import load_checkpoint
 
 GRAPH_ARGS = ["--radius", "4", "--max-neighbors", "12"]
-TRAIN_ARGS = ["--epochs", "2", "--batch-size", "6", "--optimizer", "adam", "--lr", "0.01", "--seed", "0", "--device", "cpu"]
+TRAIN_ARGS = [
+    "--epochs",
+    "2",
+    "--batch-size",
+    "6",
+    "--optimizer",
+    "adam",
+    "--lr",
+    "0.01",
+    "--seed",
+    "0",
+    "--device",
+    "cpu",
+]
 
 
 def run(capsys, *argv) -> tuple[str, str]:
@@ -36,7 +49,9 @@ def inputs(tiny_items, tiny_targets, tiny_features, tiny_model_config, tmp_path_
     for m, s in tiny_items:
         (cifs / f"{m}.cif").write_text(str(CifWriter(s)))
     (cifs / "broken.cif").write_text("data_broken\n_cell_length_a 4.0\nnot a CIF at all\n")
-    pd.DataFrame({"material_id": list(tiny_targets), "target": list(tiny_targets.values())}).to_csv(root / "targets.csv", index=False)
+    pd.DataFrame({"material_id": list(tiny_targets), "target": list(tiny_targets.values())}).to_csv(
+        root / "targets.csv", index=False
+    )
     tiny_features.to_json(root / "features.json")
     (root / "model.json").write_text(json.dumps(tiny_model_config.to_dict()))
     return root
@@ -52,8 +67,21 @@ def graphs_dir(inputs):
 @pytest.fixture(scope="module")
 def trained(inputs, graphs_dir):
     out = inputs / "run"
-    argv = ["train", "--graphs", graphs_dir, "--targets", inputs / "targets.csv", "--atom-features", inputs / "features.json",
-            "--model-config", inputs / "model.json", "--output", out, *GRAPH_ARGS, *TRAIN_ARGS]
+    argv = [
+        "train",
+        "--graphs",
+        graphs_dir,
+        "--targets",
+        inputs / "targets.csv",
+        "--atom-features",
+        inputs / "features.json",
+        "--model-config",
+        inputs / "model.json",
+        "--output",
+        out,
+        *GRAPH_ARGS,
+        *TRAIN_ARGS,
+    ]
     assert main([str(a) for a in argv]) == 0
     return out
 
@@ -81,8 +109,20 @@ def test_train_writes_a_run_folder(trained):
 
 def test_evaluate_writes_a_table_and_prints_metrics(trained, graphs_dir, inputs, capsys, tiny_targets):
     table_path = inputs / "evaluate.csv"
-    out, _ = run(capsys, "evaluate", "--checkpoint", trained / "best.pt", "--graphs", graphs_dir,
-                 "--targets", inputs / "targets.csv", "--device", "cpu", "--output", table_path)
+    out, _ = run(
+        capsys,
+        "evaluate",
+        "--checkpoint",
+        trained / "best.pt",
+        "--graphs",
+        graphs_dir,
+        "--targets",
+        inputs / "targets.csv",
+        "--device",
+        "cpu",
+        "--output",
+        table_path,
+    )
     metrics = json.loads(out)
     table = pd.read_csv(table_path)
     assert table.columns.tolist() == ["material_id", "target_ev", "prediction_ev", "error_ev"]
@@ -94,7 +134,17 @@ def test_evaluate_writes_a_table_and_prints_metrics(trained, graphs_dir, inputs,
 
 def test_predict_gives_material_id_and_prediction_ev(trained, inputs, capsys):
     pred_path = inputs / "predict.csv"
-    _, err = run(capsys, "predict", "--checkpoint", trained / "best.pt", inputs / "cifs", "--device", "cpu", "--output", pred_path)
+    _, err = run(
+        capsys,
+        "predict",
+        "--checkpoint",
+        trained / "best.pt",
+        inputs / "cifs",
+        "--device",
+        "cpu",
+        "--output",
+        pred_path,
+    )
     assert pred_path.read_text().splitlines()[0] == "material_id,prediction_ev,prediction_std_ev,n_members"
     pred = pd.read_csv(pred_path)
     assert len(pred) == 24 and pred["material_id"].is_monotonic_increasing
@@ -109,7 +159,18 @@ def test_predict_gives_material_id_and_prediction_ev(trained, inputs, capsys):
 
 def test_embed_writes_both_vectors(trained, graphs_dir, inputs, capsys):
     path = inputs / "embed.npz"
-    run(capsys, "embed", "--checkpoint", trained / "best.pt", "--graphs", graphs_dir, "--device", "cpu", "--output", path)
+    run(
+        capsys,
+        "embed",
+        "--checkpoint",
+        trained / "best.pt",
+        "--graphs",
+        graphs_dir,
+        "--device",
+        "cpu",
+        "--output",
+        path,
+    )
     with np.load(path) as z:
         assert z["conv"].shape == (24, 8) and z["hidden"].shape == (24, 16)
         assert len(z["material_id"]) == 24
@@ -117,15 +178,41 @@ def test_embed_writes_both_vectors(trained, graphs_dir, inputs, capsys):
 
 @pytest.mark.parametrize("extra", [["--freeze", "convs", "--normalizer", "keep"], ["--control"]])
 def test_adapt_and_control_run(trained, graphs_dir, inputs, capsys, tmp_path, extra):
-    out, _ = run(capsys, "adapt", "--base", trained / "best.pt", "--graphs", graphs_dir, "--targets", inputs / "targets.csv",
-                 "--output", tmp_path / "adapted", *TRAIN_ARGS[:2], "--device", "cpu", *extra)
+    out, _ = run(
+        capsys,
+        "adapt",
+        "--base",
+        trained / "best.pt",
+        "--graphs",
+        graphs_dir,
+        "--targets",
+        inputs / "targets.csv",
+        "--output",
+        tmp_path / "adapted",
+        *TRAIN_ARGS[:2],
+        "--device",
+        "cpu",
+        *extra,
+    )
     assert (tmp_path / "adapted" / "best.pt").is_file()
     assert json.loads(out)["best_checkpoint"] == str(tmp_path / "adapted" / "best.pt")
 
 
 def test_train_refuses_graphs_built_with_other_settings(graphs_dir, inputs, tmp_path):
     with pytest.raises(SystemExit, match="r4-n12.*not r8-n12"):
-        main(["train", "--graphs", str(graphs_dir), "--targets", str(inputs / "targets.csv"), "--output", str(tmp_path), "--epochs", "1"])
+        main(
+            [
+                "train",
+                "--graphs",
+                str(graphs_dir),
+                "--targets",
+                str(inputs / "targets.csv"),
+                "--output",
+                str(tmp_path),
+                "--epochs",
+                "1",
+            ]
+        )
 
 
 # -- the original CGCNN band-gap model -------------------------------------------------------
@@ -134,8 +221,23 @@ def test_train_refuses_graphs_built_with_other_settings(graphs_dir, inputs, tmp_
 @pytest.mark.shared_data
 def test_predict_with_the_original_band_gap_model_matches_its_reference(reference_dir, tmp_path, capsys):
     out = tmp_path / "pred.csv"
-    run(capsys, "predict", "--checkpoint", reference_dir / "band-gap.pth.tar", "--atom-features", reference_dir / "atom_init.json",
-        "--radius", 8, "--max-neighbors", 12, "--device", "cpu", reference_dir / "sample-regression", "--output", out)
+    run(
+        capsys,
+        "predict",
+        "--checkpoint",
+        reference_dir / "band-gap.pth.tar",
+        "--atom-features",
+        reference_dir / "atom_init.json",
+        "--radius",
+        8,
+        "--max-neighbors",
+        12,
+        "--device",
+        "cpu",
+        reference_dir / "sample-regression",
+        "--output",
+        out,
+    )
     pred = pd.read_csv(out, dtype={"material_id": str})
     assert pred.columns.tolist() == ["material_id", "prediction_ev", "prediction_std_ev", "n_members"]
     ref = pd.read_csv(reference_dir / "reference_predictions.csv", dtype={"cif_id": str})
@@ -146,8 +248,16 @@ def test_predict_with_the_original_band_gap_model_matches_its_reference(referenc
 @pytest.mark.shared_data
 def test_predict_with_an_original_checkpoint_needs_its_settings(reference_dir, tmp_path):
     with pytest.raises(SystemExit, match="give --radius, --max-neighbors"):
-        main(["predict", "--checkpoint", str(reference_dir / "band-gap.pth.tar"), "--atom-features",
-              str(reference_dir / "atom_init.json"), str(reference_dir / "sample-regression")])
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(reference_dir / "band-gap.pth.tar"),
+                "--atom-features",
+                str(reference_dir / "atom_init.json"),
+                str(reference_dir / "sample-regression"),
+            ]
+        )
 
 
 @pytest.mark.shared_data
@@ -155,15 +265,32 @@ def test_evaluate_reads_the_original_headerless_id_prop_csv(reference_dir, tmp_p
     # sample-regression/id_prop.csv: "cif_id,target" rows without a header, targets 1.0 ... 10.0
     folder = reference_dir / "sample-regression"
     out, _ = run(
-        capsys, "evaluate", "--checkpoint", reference_dir / "band-gap.pth.tar", "--atom-features", reference_dir / "atom_init.json",
-        "--radius", 8, "--max-neighbors", 12, "--device", "cpu", "--graphs", folder, "--targets", folder / "id_prop.csv",
-        "--output", tmp_path / "eval.csv",
+        capsys,
+        "evaluate",
+        "--checkpoint",
+        reference_dir / "band-gap.pth.tar",
+        "--atom-features",
+        reference_dir / "atom_init.json",
+        "--radius",
+        8,
+        "--max-neighbors",
+        12,
+        "--device",
+        "cpu",
+        "--graphs",
+        folder,
+        "--targets",
+        folder / "id_prop.csv",
+        "--output",
+        tmp_path / "eval.csv",
     )
     table = pd.read_csv(tmp_path / "eval.csv", dtype={"material_id": str}).set_index("material_id")
     labels = pd.read_csv(folder / "id_prop.csv", header=None, dtype={0: str}).set_index(0)[1]
     assert json.loads(out)["n"] == len(table) == 10
     assert np.allclose(table["target_ev"], labels[table.index])
-    ref = pd.read_csv(reference_dir / "reference_predictions.csv", dtype={"cif_id": str}).set_index("cif_id")["prediction_ev"]
+    ref = pd.read_csv(reference_dir / "reference_predictions.csv", dtype={"cif_id": str}).set_index("cif_id")[
+        "prediction_ev"
+    ]
     assert np.abs(table["prediction_ev"] - ref[table.index]).max() < 1e-3
 
 

@@ -24,8 +24,13 @@ TRAIN = ["--epochs", "1", "--batch-size", "6", "--optimizer", "adam", "--lr", "0
 
 
 def cgcnn(*argv, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cgcnn", *map(str, argv)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "cgcnn", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 def assert_one_line_error(proc, *fragments) -> str:
@@ -47,15 +52,30 @@ def files(tiny_items, tiny_targets, tiny_features, tiny_model_config, tmp_path_f
         (cifs / f"{m}.cif").write_text(str(CifWriter(s)))
     (root / "bad").mkdir()
     (root / "bad" / "broken.cif").write_text("data_broken\n_cell_length_a 4.0\nnot a CIF\n")
-    pd.DataFrame({"material_id": list(tiny_targets), "target": list(tiny_targets.values())}).to_csv(root / "targets.csv", index=False)
+    pd.DataFrame({"material_id": list(tiny_targets), "target": list(tiny_targets.values())}).to_csv(
+        root / "targets.csv", index=False
+    )
     tiny_features.to_json(root / "features.json")
     (root / "model.json").write_text(json.dumps(tiny_model_config.to_dict()))
     return root
 
 
 def train_args(files, targets, out):
-    return ["train", "--graphs", files / "cifs", "--targets", targets, "--atom-features", files / "features.json",
-            "--model-config", files / "model.json", "--output", out, *TINY, *TRAIN]
+    return [
+        "train",
+        "--graphs",
+        files / "cifs",
+        "--targets",
+        targets,
+        "--atom-features",
+        files / "features.json",
+        "--model-config",
+        files / "model.json",
+        "--output",
+        out,
+        *TINY,
+        *TRAIN,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +97,16 @@ def test_graphs_on_error_error_names_the_cif_and_leaves_no_folder(files, tmp_pat
 
 
 def test_predict_on_error_error_names_the_cif(trained, files, tmp_path):
-    proc = cgcnn("predict", "--checkpoint", trained / "best.pt", files / "bad", "--on-error", "error", "--output", tmp_path / "p.csv")
+    proc = cgcnn(
+        "predict",
+        "--checkpoint",
+        trained / "best.pt",
+        files / "bad",
+        "--on-error",
+        "error",
+        "--output",
+        tmp_path / "p.csv",
+    )
     assert_one_line_error(proc, "broken")
     assert not (tmp_path / "p.csv").exists()
 
@@ -107,8 +136,11 @@ def test_unusable_checkpoints_are_one_line(trained, files, tmp_path, content):
     if content == "truncated":
         path.write_bytes((trained / "last.pt").read_bytes()[:5000])
     else:
-        obj = {"tensor": torch.zeros(3), "list": [1, 2, 3],
-               "original_without_weights": {"state_dict": {}, "normalizer": {"mean": 0.0, "std": 1.0}}}[content]
+        obj = {
+            "tensor": torch.zeros(3),
+            "list": [1, 2, 3],
+            "original_without_weights": {"state_dict": {}, "normalizer": {"mean": 0.0, "std": 1.0}},
+        }[content]
         torch.save(obj, path)
     proc = cgcnn("predict", "--checkpoint", path, "--atom-features", files / "features.json", *TINY, files / "cifs")
     assert_one_line_error(proc, str(path))
@@ -117,7 +149,9 @@ def test_unusable_checkpoints_are_one_line(trained, files, tmp_path, content):
 def test_debug_shows_the_traceback(files, tmp_path):
     proc = cgcnn("--debug", "graphs", files / "bad", "--output", tmp_path / "out", "--on-error", "error", *TINY)
     assert proc.returncode != 0 and "Traceback" in proc.stderr
-    proc = cgcnn("graphs", files / "bad", "--output", tmp_path / "out", "--on-error", "error", *TINY, env={"CGCNN_DEBUG": "1"})
+    proc = cgcnn(
+        "graphs", files / "bad", "--output", tmp_path / "out", "--on-error", "error", *TINY, env={"CGCNN_DEBUG": "1"}
+    )
     assert "Traceback" in proc.stderr
 
 
@@ -234,8 +268,12 @@ def test_a_second_pipeline_on_the_same_run_folder_is_refused_at_once(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        proc = subprocess.run([sys.executable, "scripts/run_pipeline.py", "--output", str(tmp_path / "runs"), "--run-id", "same"],
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "scripts/run_pipeline.py", "--output", str(tmp_path / "runs"), "--run-id", "same"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert_one_line_error(proc, "run folder", f"pid {holder.pid}", "since")
     finally:
         holder.send_signal(signal.SIGKILL)
@@ -244,15 +282,24 @@ def test_a_second_pipeline_on_the_same_run_folder_is_refused_at_once(tmp_path):
 
 
 def test_the_pipeline_names_an_unknown_profile_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "scripts/run_pipeline.py", "--profile", "fast", "--output", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "scripts/run_pipeline.py", "--profile", "fast", "--output", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert_one_line_error(proc, "profile 'fast'", "bundled profiles")
 
 
 def test_of_two_lockers_started_together_exactly_one_holds_the_folder(tmp_path):
-    code = ("import sys, time; from cgcnn.lock import RunLock, LockedError\n"
-            "try:\n    l = RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(3)\n"
-            "except LockedError as e:\n    print('refused', e, flush=True)\n")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    code = (
+        "import sys, time; from cgcnn.lock import RunLock, LockedError\n"
+        "try:\n    l = RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(3)\n"
+        "except LockedError as e:\n    print('refused', e, flush=True)\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = sorted(p.communicate(timeout=60)[0].split()[0] for p in procs)
     assert outs == ["held", "refused"]

@@ -21,8 +21,8 @@ def _dead_pid() -> int:
 def test_a_killed_writers_temporary_file_is_removed_when_the_folder_is_next_written(tmp_path):
     old = time.time() - 3600
     stale = tmp_path / f".model.pt.{_dead_pid()}.k3j2.tmp"
-    live = tmp_path / f".other.pt.{os.getpid()}.a1b2.tmp"   # a writer still running
-    young = tmp_path / f".fresh.pt.{_dead_pid()}.zz.tmp"    # too recent to judge
+    live = tmp_path / f".other.pt.{os.getpid()}.a1b2.tmp"  # a writer still running
+    young = tmp_path / f".fresh.pt.{_dead_pid()}.zz.tmp"  # too recent to judge
     for f in (stale, live, young):
         f.write_bytes(b"partial")
     os.utime(stale, (old, old))

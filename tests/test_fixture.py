@@ -117,8 +117,16 @@ def test_generator_is_byte_reproducible(regenerated, tmp_path):
 
 
 def test_snapshot_schema_and_order(snapshot):
-    keys = ["material_id", "formula_pretty", "spacegroup_number", "spacegroup_symbol", "nsites",
-            "band_gap", "band_gap_source", "structure_cif"]
+    keys = [
+        "material_id",
+        "formula_pretty",
+        "spacegroup_number",
+        "spacegroup_symbol",
+        "nsites",
+        "band_gap",
+        "band_gap_source",
+        "structure_cif",
+    ]
     assert all(list(r) == keys for r in snapshot)
     ids = [r["material_id"] for r in snapshot]
     assert ids == sorted(ids)  # plain string order: fx-1, fx-10, ...
@@ -147,8 +155,15 @@ def test_space_groups_of_the_prototypes(snapshot):
     for r in snapshot:
         by_proto.setdefault(MATERIALS[r["material_id"]].prototype, set()).add(r["spacegroup_number"])
     assert by_proto == {
-        "diamond": {227}, "zincblende": {216}, "rocksalt": {225}, "fluorite": {225}, "fcc": {225},
-        "wurtzite": {186}, "cscl": {221}, "perovskite": {221}, "rutile": {136},
+        "diamond": {227},
+        "zincblende": {216},
+        "rocksalt": {225},
+        "fluorite": {225},
+        "fcc": {225},
+        "wurtzite": {186},
+        "cscl": {221},
+        "perovskite": {221},
+        "rutile": {136},
     }
 
 

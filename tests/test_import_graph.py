@@ -43,4 +43,25 @@ def test_a_notebook_runs_its_imports_their_parents_and_what_they_import(tmp_path
 def test_the_data_preparation_notebooks_never_reach_the_network():
     for rel in ("01-data-preparation/01-etl.ipynb", "01-data-preparation/02-eda.ipynb"):
         used = modules_used(notebook_imports(REPO / rel))
-        assert "cgcnn.study.datasets" in used and "cgcnn.nn.model" not in used, rel
+        assert "cgcnn.study.data_preparation" in used and "cgcnn.nn.model" not in used, rel
+
+
+def test_importing_a_module_runs_its_packages_init(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "etl").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "etl" / "__init__.py").write_text("from pkg.etl.run import run\n")
+    (pkg / "etl" / "run.py").write_text("from pkg.building import build\n")
+    (pkg / "etl" / "snapshot.py").write_text("")
+    (pkg / "building.py").write_text("def build():\n    from pkg.etl.snapshot import read\n")
+    # building -> pkg.etl (its __init__ runs first) -> pkg.etl.run -> building
+    assert find_cycle(import_graph(pkg)) == ["pkg.building", "pkg.etl", "pkg.etl.run", "pkg.building"]
+
+
+def test_names_a_package_imports_on_first_use_count_as_their_module(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text('_API = {"fit": "pkg.training"}\n')
+    (pkg / "training.py").write_text("")
+    (pkg / "notebook_like.py").write_text("from pkg import fit\n")
+    assert import_graph(pkg)["pkg.notebook_like"] == {"pkg.training"}  # pkg itself: already running

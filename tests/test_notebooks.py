@@ -33,10 +33,30 @@ NOTEBOOKS = {
     "tsne": "03-insights/01-tsne.ipynb",
     "report": "03-insights/02-report.ipynb",
 }
-ALL_MODELS = ["pbe", "pbe_linear", "gbm_composition", "gbm_composition_pbe", "hse06", "g0w0", "m1", "m2", "m2_none",
-              "m2_embedding", "m2_convs", "m2_head", "control", "ensemble"]
-ENSEMBLE_CANDIDATES = ["ens_delta", "ens_delta_composition", "ens_multifidelity",  # the fixture profile's methods, in the CV only
-                       "ens_delta_trees", "ens_delta_composition_trees", "ens_multifidelity_trees"]
+ALL_MODELS = [
+    "pbe",
+    "pbe_linear",
+    "gbm_composition",
+    "gbm_composition_pbe",
+    "hse06",
+    "g0w0",
+    "m1",
+    "m2",
+    "m2_none",
+    "m2_embedding",
+    "m2_convs",
+    "m2_head",
+    "control",
+    "ensemble",
+]
+ENSEMBLE_CANDIDATES = [
+    "ens_delta",
+    "ens_delta_composition",
+    "ens_multifidelity",  # the fixture profile's methods, in the CV only
+    "ens_delta_trees",
+    "ens_delta_composition_trees",
+    "ens_multifidelity_trees",
+]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -58,7 +78,9 @@ def _completed(fixture_run, stage: str) -> Path:
         pytest.fail(f"stage {stage} did not complete (pipeline exit code {code}):\n{text}")
     executed = run_dir / "notebooks" / NOTEBOOKS[stage]
     nb = nbformat.read(executed, as_version=4)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"
+    ]
     assert not errors
     assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")  # it really ran
     return run_dir
@@ -81,8 +103,9 @@ def test_notebook_etl(fixture_run):
     drops = pd.read_csv(run_dir / "tables" / "etl_drops.csv", index_col=0)
     assert "overlap_ds3" in drops.index
     # the source fixture was copied, never written to
-    assert (run_dir / "bucket" / "raw" / "validation_set.csv").read_bytes() == \
-        (REPO / "tests" / "fixtures" / "bucket" / "raw" / "validation_set.csv").read_bytes()
+    assert (run_dir / "bucket" / "raw" / "validation_set.csv").read_bytes() == (
+        REPO / "tests" / "fixtures" / "bucket" / "raw" / "validation_set.csv"
+    ).read_bytes()
     assert not (REPO / "tests" / "fixtures" / "bucket" / "processed").exists()
 
 
@@ -128,7 +151,9 @@ def test_notebook_cross_validation(fixture_run):
     assert set(preds["model"]) == set(ALL_MODELS) - {"hse06", "g0w0", "m1", "ensemble"}
     assert (preds.groupby("model")["material_id"].nunique() == 23).all()
     formulas = ds2.set_index("material_id")["formula"]
-    assert (preds.assign(f=formulas.loc[preds["material_id"]].to_numpy()).groupby(["model", "f"])["fold"].nunique() == 1).all()
+    assert (
+        preds.assign(f=formulas.loc[preds["material_id"]].to_numpy()).groupby(["model", "f"])["fold"].nunique() == 1
+    ).all()
     candidates = pd.read_csv(run_dir / "tables" / "cv_candidates.csv")
     assert len(candidates) == 3 * (4 * 2 + 2)  # folds x (4 policies x 2 rates + the control x 2 rates)
     assert not (run_dir / "models" / "cv").exists()  # scratch removed
@@ -153,7 +178,9 @@ def test_notebook_final_models_and_ds3(fixture_run):
     ds2 = pd.read_csv(run_dir / meta["files"]["ds2_csv"])
     assert models["pbe"]["mae"] == pytest.approx((ds3["bg_pbe"] - ds3["bg_exp"]).abs().mean())
     slope, intercept = np.polyfit(ds2["bg_pbe"], ds2["bg_exp"], 1)
-    assert models["pbe_linear"]["mae"] == pytest.approx((slope * ds3["bg_pbe"] + intercept - ds3["bg_exp"]).abs().mean())
+    assert models["pbe_linear"]["mae"] == pytest.approx(
+        (slope * ds3["bg_pbe"] + intercept - ds3["bg_exp"]).abs().mean()
+    )
     # DS3 without the DS2 polymorph (fx-29 ZnS)
     assert metrics["ds3_without_ds2_polymorphs"]["excluded"] == ["fx-29"]
     assert metrics["ds3_without_ds2_polymorphs"]["models"]["pbe"]["n"] == 5
@@ -176,7 +203,14 @@ def test_notebook_methods_cross_validate_select_calibrate_and_train_an_ensemble(
     methods = load_methods(run_dir)  # methods.json, and the final fit under "final"
     assert methods["candidates"] == ["delta", "delta_composition", "multifidelity"]
     mae = methods["cv_mae_all_ds2"]
-    assert set(mae) == {"delta", "delta_composition", "multifidelity", "delta_trees", "delta_composition_trees", "multifidelity_trees"}
+    assert set(mae) == {
+        "delta",
+        "delta_composition",
+        "multifidelity",
+        "delta_trees",
+        "delta_composition_trees",
+        "multifidelity_trees",
+    }
     assert methods["selected"] == min(mae, key=mae.get)  # chosen by CV MAE alone
     oof = pd.read_csv(run_dir / "tables" / "methods_cv_predictions.csv")
     assert (oof.groupby("model")["material_id"].nunique() == 23).all() and (oof["std"] >= 0).all()
@@ -189,7 +223,9 @@ def test_notebook_methods_cross_validate_select_calibrate_and_train_an_ensemble(
     # the selected recipe trained on all of DS2: one checkpoint per member, written after the CV record
     members = [run_dir / c for c in methods["final"]["checkpoints"]]
     assert len(members) == methods["settings"]["members"] == 2 and all(m.is_file() for m in members)
-    assert sorted(methods["final"]["train_ids"]) == sorted(pd.read_csv(run_dir / "tables" / "cv_predictions.csv")["material_id"].unique())
+    assert sorted(methods["final"]["train_ids"]) == sorted(
+        pd.read_csv(run_dir / "tables" / "cv_predictions.csv")["material_id"].unique()
+    )
     assert (run_dir / "cv.json").stat().st_mtime <= min(m.stat().st_mtime for m in members)
     # DS3: the ensemble row, its spread and the coverage of its calibrated interval
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -213,7 +249,14 @@ def test_notebook_tsne(fixture_run):
 def test_notebook_report(fixture_run):
     run_dir = _completed(fixture_run, "report")
     text = (run_dir / "report.md").read_text()
-    for heading in ("## Data", "## Protocol", "## Cross-validation on DS2", "## DS3", "## What the numbers show", "## Figures"):
+    for heading in (
+        "## Data",
+        "## Protocol",
+        "## Cross-validation on DS2",
+        "## DS3",
+        "## What the numbers show",
+        "## Figures",
+    ):
         assert heading in text
     cv = pd.read_csv(run_dir / "tables" / "methods_cv_metrics.csv", index_col="model")
     assert set(cv.index) == set(ALL_MODELS) - {"hse06", "g0w0", "m1", "ensemble"} | set(ENSEMBLE_CANDIDATES)
@@ -243,7 +286,9 @@ def test_committed_notebook_has_a_tagged_parameters_cell_and_no_outputs(rel):
     assert "parameters" in code[0].metadata.get("tags", [])
     assert {"run_dir", "config"} <= {n.id for n in ast.walk(ast.parse(code[0].source)) if isinstance(n, ast.Name)}
     for cell in code:
-        assert cell.get("outputs") == [] and cell.get("execution_count") is None, f"{rel}: outputs are saved; strip them (nbstripout)"
+        assert cell.get("outputs") == [] and cell.get("execution_count") is None, (
+            f"{rel}: outputs are saved; strip them (nbstripout)"
+        )
 
 
 def test_every_notebook_is_a_stage_of_the_runner():
@@ -255,8 +300,16 @@ def test_every_notebook_is_a_stage_of_the_runner():
 def test_ship_model_ships_the_run_s_ensemble_and_refuses_a_leak(fixture_run, tmp_path):
     run_dir = _completed(fixture_run, "final-models-and-ds3")
     models = tmp_path / "models"
-    script = [sys.executable, str(REPO / "scripts" / "ship_model.py"), "--name", "ensemble", "--study-run", str(run_dir),
-              "--models-dir", str(models)]
+    script = [
+        sys.executable,
+        str(REPO / "scripts" / "ship_model.py"),
+        "--name",
+        "ensemble",
+        "--study-run",
+        str(run_dir),
+        "--models-dir",
+        str(models),
+    ]
     validation = REPO / "tests" / "fixtures" / "bucket" / "raw" / "validation_set.csv"
     proc = subprocess.run(script + ["--exclude-ids", str(validation)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

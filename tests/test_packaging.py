@@ -86,6 +86,7 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert ci.startswith("#!/usr/bin/env bash")
     assert "set -euo pipefail" in ci
     assert commands[0] + " || status=$?" in ci.splitlines()
+    assert " && .venv/bin/ruff check . && .venv/bin/ruff format --check . && " in commands[0]  # lint fails CI
     assert 'exit "${status}"' in ci  # pytest's exit code (5 = no tests) is passed on, never swallowed
 
 
@@ -94,4 +95,4 @@ def test_readme_pipeline_command_uses_the_same_install():
     setup = [line for line in readme if line.startswith("python3 -m venv .venv")]
     assert len(setup) == 2
     assert setup[0].endswith("scripts/run_pipeline.py")
-    assert setup[0].rsplit(" && ", 1)[0] == setup[1].rsplit(" && ", 1)[0]
+    assert setup[0].split(" && ")[:3] == setup[1].split(" && ")[:3]  # venv, torch, the package with its dev extra

@@ -55,10 +55,14 @@ def inputs(tmp_path):
 
 def _run(inputs, *extra, stages=None):
     argv = [
-        "--bucket", str(inputs["bucket"]),
-        "--materials", f"snapshot:{inputs['snapshot']}",
-        "--output", str(inputs["out"]),
-        "--run-id", "test-run",
+        "--bucket",
+        str(inputs["bucket"]),
+        "--materials",
+        f"snapshot:{inputs['snapshot']}",
+        "--output",
+        str(inputs["out"]),
+        "--run-id",
+        "test-run",
         *extra,
     ]
     lines: list[str] = []
@@ -89,10 +93,14 @@ def test_run_folder_holds_config_environment_notebooks_and_manifests(inputs):
 
 
 def test_raw_inputs_are_copied_into_the_run_and_the_source_is_untouched(inputs):
-    before = sorted((p.relative_to(inputs["bucket"]), p.read_bytes()) for p in inputs["bucket"].rglob("*") if p.is_file())
+    before = sorted(
+        (p.relative_to(inputs["bucket"]), p.read_bytes()) for p in inputs["bucket"].rglob("*") if p.is_file()
+    )
     code, text, run_dir = _run(inputs)
     assert code == 0, text
-    after = sorted((p.relative_to(inputs["bucket"]), p.read_bytes()) for p in inputs["bucket"].rglob("*") if p.is_file())
+    after = sorted(
+        (p.relative_to(inputs["bucket"]), p.read_bytes()) for p in inputs["bucket"].rglob("*") if p.is_file()
+    )
     assert after == before
     copied = run_dir / "bucket" / "raw" / "validation_set.csv"
     assert copied.read_bytes() == (inputs["bucket"] / "raw" / "validation_set.csv").read_bytes()
@@ -183,8 +191,15 @@ def test_failed_stage_is_retried_on_the_next_run(inputs):
 
 def test_default_run_id_depends_on_profile_and_inputs(inputs):
     def run_id(*extra):
-        argv = ["--bucket", str(inputs["bucket"]), "--materials", f"snapshot:{inputs['snapshot']}",
-                "--output", str(inputs["out"]), *extra]
+        argv = [
+            "--bucket",
+            str(inputs["bucket"]),
+            "--materials",
+            f"snapshot:{inputs['snapshot']}",
+            "--output",
+            str(inputs["out"]),
+            *extra,
+        ]
         return rp.Pipeline(rp.parse_args(argv), inputs["stages"], echo=lambda s: None).run_id
 
     assert run_id() == run_id()
@@ -201,8 +216,11 @@ def test_bad_arguments_are_rejected_with_a_message(inputs, monkeypatch):
     with pytest.raises(SystemExit, match="no raw/ folder"):
         rp.Pipeline(rp.parse_args(["--bucket", str(inputs["nbs"]), "--materials", f"snapshot:{inputs['snapshot']}"]))
     with pytest.raises(SystemExit, match="integers"):
-        rp.Pipeline(rp.parse_args(["--bucket", str(inputs["bucket"]), "--materials",
-                                   f"snapshot:{inputs['snapshot']}", "--seeds", "a,b"]))
+        rp.Pipeline(
+            rp.parse_args(
+                ["--bucket", str(inputs["bucket"]), "--materials", f"snapshot:{inputs['snapshot']}", "--seeds", "a,b"]
+            )
+        )
 
 
 def test_secret_values_are_redacted_from_executed_notebooks(tmp_path):
@@ -231,14 +249,19 @@ def test_cuda_is_refused_up_front_when_absent(inputs):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(SystemExit, match="CUDA is not available"):
-        rp.Pipeline(rp.parse_args(["--bucket", str(inputs["bucket"]), "--materials",
-                                   f"snapshot:{inputs['snapshot']}", "--device", "cuda"]))
+        rp.Pipeline(
+            rp.parse_args(
+                ["--bucket", str(inputs["bucket"]), "--materials", f"snapshot:{inputs['snapshot']}", "--device", "cuda"]
+            )
+        )
 
 
 def test_changed_code_a_stage_imports_reruns_it_and_says_which_file(inputs, monkeypatch):
     assert _run(inputs)[0] == 0
     real = rp.stage_code
-    monkeypatch.setattr(rp, "stage_code", lambda nb: {**real(nb), "cgcnn/x.py": "edited"} if nb.name == "second.ipynb" else real(nb))
+    monkeypatch.setattr(
+        rp, "stage_code", lambda nb: {**real(nb), "cgcnn/x.py": "edited"} if nb.name == "second.ipynb" else real(nb)
+    )
     code, text, _ = _run(inputs)
     assert code == 0
     assert "first.ipynb: skipped" in text and "second.ipynb: runs: code changed: cgcnn/x.py" in text
@@ -246,7 +269,10 @@ def test_changed_code_a_stage_imports_reruns_it_and_says_which_file(inputs, monk
 
 def test_a_stage_reads_only_its_settings(inputs):
     first, second = inputs["stages"]
-    stages = (rp.Stage("first", first.notebook, settings=("graph",)), rp.Stage("second", second.notebook, settings=("cv",)))
+    stages = (
+        rp.Stage("first", first.notebook, settings=("graph",)),
+        rp.Stage("second", second.notebook, settings=("cv",)),
+    )
     assert _run(inputs, stages=stages)[0] == 0
     code, text, _ = _run(inputs, "--set", "cv.folds=4", stages=stages)
     assert code == 0
@@ -261,21 +287,46 @@ def test_set_changes_a_setting_records_it_and_names_the_run(inputs):
     assert config["overrides"] == {"cv.folds": 4, "adapt.lr_grid": [0.001, 0.003]}
 
     def run_id(*extra):
-        argv = ["--bucket", str(inputs["bucket"]), "--materials", f"snapshot:{inputs['snapshot']}", "--output", str(inputs["out"]), *extra]
+        argv = [
+            "--bucket",
+            str(inputs["bucket"]),
+            "--materials",
+            f"snapshot:{inputs['snapshot']}",
+            "--output",
+            str(inputs["out"]),
+            *extra,
+        ]
         return rp.Pipeline(rp.parse_args(argv), inputs["stages"], echo=lambda s: None).run_id
 
     assert run_id("--set", "cv.folds=4") != run_id() and run_id("--set", "cv.folds=4") == run_id("--set", "cv.folds=4")
 
 
-@pytest.mark.parametrize(("setting", "says"), [
-    ("adapt.no_such_key=1", "adapt has no setting 'no_such_key'"),
-    ("cv.folds=1", "setting 'cv.folds': Input should be greater than or equal to 2"),
-    ("cv.folds", "expected KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ("adapt.no_such_key=1", "adapt has no setting 'no_such_key'"),
+        ("cv.folds=1", "setting 'cv.folds': Input should be greater than or equal to 2"),
+        ("cv.folds", "expected KEY=VALUE"),
+    ],
+)
 def test_a_bad_setting_is_one_line_before_anything_runs(inputs, setting, says):
-    proc = subprocess.run([sys.executable, str(rp.REPO / "scripts" / "run_pipeline.py"), "--bucket", str(inputs["bucket"]),
-                           "--materials", f"snapshot:{inputs['snapshot']}", "--output", str(inputs["out"]), "--set", setting],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(rp.REPO / "scripts" / "run_pipeline.py"),
+            "--bucket",
+            str(inputs["bucket"]),
+            "--materials",
+            f"snapshot:{inputs['snapshot']}",
+            "--output",
+            str(inputs["out"]),
+            "--set",
+            setting,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], proc.stderr

@@ -39,16 +39,27 @@ class Batch:
     regular: int | None = None  # M when every atom has exactly M edges (grouped by centre)
     inputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def _map(self, fn) -> "Batch":
-        f = lambda t: None if t is None else fn(t)  # noqa: E731
-        return Batch(f(self.atomic_numbers), f(self.edge_index), f(self.distances), f(self.batch),
-                     self.num_graphs, f(self.y), self.positions, self.regular, {k: fn(v) for k, v in self.inputs.items()})
+    def _map(self, fn) -> Batch:
+        def f(t):
+            return None if t is None else fn(t)
 
-    def to(self, device) -> "Batch":
+        return Batch(
+            f(self.atomic_numbers),
+            f(self.edge_index),
+            f(self.distances),
+            f(self.batch),
+            self.num_graphs,
+            f(self.y),
+            self.positions,
+            self.regular,
+            {k: fn(v) for k, v in self.inputs.items()},
+        )
+
+    def to(self, device) -> Batch:
         """The batch on ``device`` (asynchronous copies from pinned memory)."""
         return self._map(lambda t: t.to(device, non_blocking=True))
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         """The batch in page-locked memory, so that copies to a GPU overlap with compute."""
         return self._map(lambda t: t.pin_memory())
 

@@ -21,9 +21,11 @@ import numpy as np
 from tqdm import tqdm
 
 from cgcnn.config import GraphConfig
-from cgcnn.errors import DatasetError, OnError, Problem
+from cgcnn.data.cif import read_simple_cif
 from cgcnn.data.graph import CrystalGraph, GraphError, structure_to_graph
 from cgcnn.data.graphset import GraphSet
+from cgcnn.errors import DatasetError, OnError, Problem
+from cgcnn.etl.materials import read_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,6 @@ def parse_structure(obj, item_id: str):
     other CIF goes through pymatgen's ``CifParser``.
     """
     from pymatgen.core import Structure
-
-    from cgcnn.data.cif import read_simple_cif
 
     if isinstance(obj, Structure):
         return obj
@@ -140,7 +140,9 @@ def _report(problems: list[Problem], p: Problem, on_error: OnError) -> None:
     problems.append(p)
 
 
-def _unique_items(items: Iterable[tuple[str, object]], problems: list[Problem], on_error: OnError) -> list[tuple[str, object]]:
+def _unique_items(
+    items: Iterable[tuple[str, object]], problems: list[Problem], on_error: OnError
+) -> list[tuple[str, object]]:
     """``items`` without repeated ids (the first occurrence kept; each repeat is a problem)."""
     seen: set[str] = set()
     todo = []
@@ -153,7 +155,9 @@ def _unique_items(items: Iterable[tuple[str, object]], problems: list[Problem], 
     return todo
 
 
-def _build_all(missing: list[tuple[str, object]], config: GraphConfig, workers: int, chunk_size: int) -> Iterator[CrystalGraph | Problem]:
+def _build_all(
+    missing: list[tuple[str, object]], config: GraphConfig, workers: int, chunk_size: int
+) -> Iterator[CrystalGraph | Problem]:
     """Graphs (or problems) of ``missing`` in input order, in ``workers`` processes when > 1."""
     chunks = [missing[k : k + chunk_size] for k in range(0, len(missing), chunk_size)]
     if workers > 1 and len(chunks) > 1:
@@ -227,10 +231,6 @@ def build_graphs(
 # --------------------------------------------------------------------------- inputs
 def snapshot_structures(path: str | Path, ids: Iterable[str] | None = None) -> Iterator[tuple[str, str]]:
     """``(material_id, CIF text)`` pairs of a snapshot, optionally only for ``ids``."""
-    from cgcnn.etl.materials import (
-        read_snapshot,  # imported here: graph building never loads the ETL
-    )
-
     wanted = set(ids) if ids is not None else None
     for rec in read_snapshot(path):
         if wanted is None or rec["material_id"] in wanted:
@@ -243,8 +243,6 @@ def snapshot_pbe_gaps(inputs) -> dict[str, float]:
     paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs) if isinstance(inputs, (list, tuple)) else []
     if len(paths) != 1 or not isinstance(paths[0], (str, Path)) or not _is_snapshot(Path(paths[0])):
         return {}
-    from cgcnn.etl.materials import read_snapshot
-
     out = {}
     for rec in read_snapshot(paths[0]):
         gap = rec.get("band_gap")
@@ -314,16 +312,24 @@ def read_inputs(
     """
     if isinstance(inputs, GraphSet):
         graphs, where = inputs, "the given graph set holds graphs"
-    elif isinstance(inputs, (str, Path)) or (isinstance(inputs, Sequence) and all(isinstance(x, (str, Path)) for x in inputs)):
+    elif isinstance(inputs, (str, Path)) or (
+        isinstance(inputs, Sequence) and all(isinstance(x, (str, Path)) for x in inputs)
+    ):
         paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(x) for x in inputs]
         saved = _saved_graph_set(paths[0]) if len(paths) == 1 else None
         if saved is None:
             items = snapshot_structures(paths[0]) if len(paths) == 1 and _is_snapshot(paths[0]) else cif_items(paths)
-            return build_graphs(items, config, workers=workers, cache_dir=cache_dir, on_error=on_error, progress=progress)
+            return build_graphs(
+                items, config, workers=workers, cache_dir=cache_dir, on_error=on_error, progress=progress
+            )
         graphs = GraphSet.load_npz(saved) if saved.suffix == ".npz" else GraphSet.read_json(saved)
         where = f"{saved} holds graphs"
     else:
-        return build_graphs(structure_items(inputs), config, workers=workers, cache_dir=cache_dir, on_error=on_error, progress=progress)
+        return build_graphs(
+            structure_items(inputs), config, workers=workers, cache_dir=cache_dir, on_error=on_error, progress=progress
+        )
     if config is not None and graphs.config != config:
-        raise DatasetError(f"{where} built with {graphs.config.key()}, not {config.key()}; rebuild them from the structures")
+        raise DatasetError(
+            f"{where} built with {graphs.config.key()}, not {config.key()}; rebuild them from the structures"
+        )
     return graphs, []

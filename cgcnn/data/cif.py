@@ -121,10 +121,17 @@ def read_simple_cif(text: str):
     symops: list[str] | None = None
     sites: dict[str, list[str]] | None = None
     for keys, rows in loops:
-        if any(k.startswith(("_atom_type_oxidation", "_atom_site_moment", "_atom_site_aniso", "_atom_site_attached")) for k in keys):
+        if any(
+            k.startswith(("_atom_type_oxidation", "_atom_site_moment", "_atom_site_aniso", "_atom_site_attached"))
+            for k in keys
+        ):
             return None
         if "_symmetry_equiv_pos_as_xyz" in keys or "_space_group_symop_operation_xyz" in keys:
-            col = keys.index("_symmetry_equiv_pos_as_xyz" if "_symmetry_equiv_pos_as_xyz" in keys else "_space_group_symop_operation_xyz")
+            col = keys.index(
+                "_symmetry_equiv_pos_as_xyz"
+                if "_symmetry_equiv_pos_as_xyz" in keys
+                else "_space_group_symop_operation_xyz"
+            )
             symops = [r[col] for r in rows]
         elif "_atom_site_fract_x" in keys:
             if sites is not None:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cgcnn.errors import DatasetError, OnError, Problem
+from cgcnn.data.descriptors import INPUT_DTYPES
 from cgcnn.data.graphset import GraphSet
+from cgcnn.errors import DatasetError, OnError, Problem
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,9 @@ def read_targets(path: str | Path, column: str | None = None) -> list[tuple[str,
     if column is None:
         column = next((g for g in ("target", "bg_exp", "bg_pbe", "band_gap") if g in df.columns), None)
         if column is None:
-            raise DatasetError(f"{path}: say which column holds the labels (--target-column); columns: {list(df.columns)}")
+            raise DatasetError(
+                f"{path}: say which column holds the labels (--target-column); columns: {list(df.columns)}"
+            )
     if column not in df.columns:
         raise DatasetError(f"{path}: no column {column!r}; columns: {list(df.columns)}")
     return list(zip(df["material_id"], df[column]))
@@ -54,7 +57,10 @@ def _check_label(v, label_range: LabelRange) -> tuple[float | None, str | None]:
         return None, f"label {v!r} is not a finite number"
     lo, hi = label_range
     if (lo is not None and x < lo) or (hi is not None and x > hi):
-        return None, f"label {x:g} is outside the allowed range [{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
+        return (
+            None,
+            f"label {x:g} is outside the allowed range [{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]",
+        )
     return x, None
 
 
@@ -138,12 +144,10 @@ class CrystalDataset:
         self._edge_counts = np.diff(self.graphs.edge_ptr)
         self.inputs: dict[str, np.ndarray] = {}
 
-    def with_inputs(self, **arrays: np.ndarray) -> "CrystalDataset":
+    def with_inputs(self, **arrays: np.ndarray) -> CrystalDataset:
         """Attach per-crystal inputs (see :mod:`cgcnn.data.descriptors`), one row per crystal in
         ``ids`` order: ``fidelity`` (int), ``pbe`` (eV, NaN = unknown), ``composition``
         ([n, k]).  Returns ``self``."""
-        from cgcnn.data.descriptors import INPUT_DTYPES
-
         for name, values in arrays.items():
             if name not in INPUT_DTYPES:
                 raise ValueError(f"unknown per-crystal input {name!r}; known: {', '.join(INPUT_DTYPES)}")
@@ -174,14 +178,16 @@ class CrystalDataset:
     def n_atoms(self) -> int:
         return int(self._node_counts.sum())
 
-    def subset_positions(self, positions: Sequence[int]) -> "CrystalDataset":
+    def subset_positions(self, positions: Sequence[int]) -> CrystalDataset:
         ids = [self.ids[k] for k in positions]
         targets = None if self.y is None else {m: float(self.y[k]) for m, k in zip(ids, positions)}
-        sub = CrystalDataset(self.graphs, targets, self.features, ids=ids, label_range=(None, None))  # labels already checked
+        sub = CrystalDataset(
+            self.graphs, targets, self.features, ids=ids, label_range=(None, None)
+        )  # labels already checked
         return sub.with_inputs(**{k: v[np.asarray(positions, dtype=np.int64)] for k, v in self.inputs.items()})
 
     @classmethod
-    def concat(cls, parts: Sequence[tuple["CrystalDataset", str]]) -> "CrystalDataset":
+    def concat(cls, parts: Sequence[tuple[CrystalDataset, str]]) -> CrystalDataset:
         """One labelled dataset from several, ids suffixed ``<id>@<tag>`` (the same material
         may appear in several parts, e.g. with a PBE and an experimental label); per-crystal
         inputs are concatenated (every part must carry the same ones)."""

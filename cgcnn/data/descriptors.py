@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from cgcnn.config import ModelConfig
+from cgcnn.data.magpie import of_graphs
 from cgcnn.errors import DatasetError
 
 INPUT_DTYPES = {"fidelity": np.int64, "pbe": np.float32, "composition": np.float32}
@@ -39,8 +40,6 @@ def required_inputs(config: ModelConfig) -> list[str]:
 
 def composition_features(graphs) -> np.ndarray:
     """Magpie features of every crystal of ``graphs`` (shape [n, 132]), from its atoms."""
-    from cgcnn.data.magpie import of_graphs
-
     return of_graphs(graphs).astype(np.float32)
 
 
@@ -56,13 +55,17 @@ def pbe_column(ids: Sequence[str], pbe: Mapping[str, float]) -> np.ndarray:
     return np.array([float(pbe.get(m, np.nan)) for m in ids], dtype=np.float32)
 
 
-def attach_inputs(dataset, config: ModelConfig, *, fidelity: str | None = None, pbe: Mapping[str, float] | np.ndarray | None = None):
+def attach_inputs(
+    dataset, config: ModelConfig, *, fidelity: str | None = None, pbe: Mapping[str, float] | np.ndarray | None = None
+):
     """Attach what a model with ``config`` reads to ``dataset`` (in place; returns it):
     every crystal at ``fidelity`` (default: the model's last), the PBE gaps of ``pbe``
     (a mapping by id or an array; unknown = NaN), and composition features."""
     arrays: dict[str, np.ndarray] = {}
     if config.fidelities:
-        arrays["fidelity"] = np.full(len(dataset), fidelity_index(config, fidelity or config.default_fidelity), np.int64)
+        arrays["fidelity"] = np.full(
+            len(dataset), fidelity_index(config, fidelity or config.default_fidelity), np.int64
+        )
     if config.pbe_input:
         if pbe is None:
             arrays["pbe"] = np.full(len(dataset), np.nan, np.float32)
@@ -84,7 +87,9 @@ def check_inputs(dataset, config: ModelConfig) -> None:
             "attach them with cgcnn.data.descriptors.attach_inputs(dataset, model_config, ...)"
         )
     if "fidelity" in dataset.inputs and len(dataset):
-        bad = dataset.inputs["fidelity"][(dataset.inputs["fidelity"] < 0) | (dataset.inputs["fidelity"] >= len(config.fidelities))]
+        bad = dataset.inputs["fidelity"][
+            (dataset.inputs["fidelity"] < 0) | (dataset.inputs["fidelity"] >= len(config.fidelities))
+        ]
         if len(bad):
             raise DatasetError(f"fidelity index {int(bad[0])} is outside the model's fidelities {config.fidelities}")
 
@@ -96,15 +101,15 @@ def read_pbe_gaps(path: str) -> dict[str, float]:
 
     import pandas as pd
 
-    from cgcnn.errors import DatasetError
-
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise DatasetError(f"--pbe-gaps {path}: no such file") from None
     missing = [c for c in ("material_id", "pbe_gap_ev") if c not in df.columns]
     if missing:
-        raise DatasetError(f"--pbe-gaps {path}: no column {missing[0]!r} (columns: {list(df.columns)}); give material_id,pbe_gap_ev")
+        raise DatasetError(
+            f"--pbe-gaps {path}: no column {missing[0]!r} (columns: {list(df.columns)}); give material_id,pbe_gap_ev"
+        )
     out: dict[str, float] = {}
     for line, (m, v) in enumerate(zip(df["material_id"], df["pbe_gap_ev"]), start=2):
         try:
@@ -112,8 +117,12 @@ def read_pbe_gaps(path: str) -> dict[str, float]:
         except ValueError:
             x = math.nan
         if not math.isfinite(x) or x < 0:
-            raise DatasetError(f"--pbe-gaps {path}, line {line} ({m}): PBE gap {v!r} is not a number >= 0; fix or remove the row")
+            raise DatasetError(
+                f"--pbe-gaps {path}, line {line} ({m}): PBE gap {v!r} is not a number >= 0; fix or remove the row"
+            )
         if m in out:
-            raise DatasetError(f"--pbe-gaps {path}, line {line}: material {m} is listed twice; give one PBE gap per material")
+            raise DatasetError(
+                f"--pbe-gaps {path}, line {line}: material {m} is listed twice; give one PBE gap per material"
+            )
         out[m] = x
     return out

@@ -60,9 +60,10 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -284,7 +285,7 @@ class AtomFeatures:
     # -- constructors -------------------------------------------------------------------
 
     @classmethod
-    def default(cls) -> "AtomFeatures":
+    def default(cls) -> AtomFeatures:
         """The 92-long one-hot encoding described in the module docstring (cached)."""
         from pymatgen.core import __version__ as pmg_version
 
@@ -294,7 +295,7 @@ class AtomFeatures:
         return obj
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Sequence[float]], source: str | None = None) -> "AtomFeatures":
+    def from_dict(cls, data: Mapping[str, Sequence[float]], source: str | None = None) -> AtomFeatures:
         """Build from ``{"Z": [L floats], ...}`` (keys are atomic numbers as strings or ints)."""
         if not data:
             raise ValueError("atom features: empty mapping")
@@ -321,7 +322,7 @@ class AtomFeatures:
         return obj
 
     @classmethod
-    def from_json(cls, path: str | os.PathLike) -> "AtomFeatures":
+    def from_json(cls, path: str | os.PathLike) -> AtomFeatures:
         """Read the original CGCNN format ``{"Z": [L floats], ...}`` (e.g. ``atom_init.json``)."""
         path = Path(path)
         raw = path.read_bytes()

@@ -48,7 +48,7 @@ class CrystalGraph:
     def neighbour_counts(self) -> np.ndarray:
         return np.bincount(self.edge_index[1], minlength=self.n_atoms)
 
-    def equals(self, other: "CrystalGraph") -> bool:
+    def equals(self, other: CrystalGraph) -> bool:
         return (
             np.array_equal(self.atomic_numbers, other.atomic_numbers)
             and np.array_equal(self.edge_index, other.edge_index)
@@ -97,9 +97,7 @@ def structure_to_graph(structure: Structure, cfg: GraphConfig, material_id: str 
     counts = np.bincount(centers, minlength=n)
     if (counts == 0).any():
         lonely = int(np.flatnonzero(counts == 0)[0])
-        raise GraphError(
-            f"atom {lonely} ({structure[lonely].species_string}) has no neighbour within {cfg.radius} Å"
-        )
+        raise GraphError(f"atom {lonely} ({structure[lonely].species_string}) has no neighbour within {cfg.radius} Å")
     sel = nearest_per_centre(centers, dists, counts, cfg.max_neighbors)
     edge_index = np.stack([neighbors[sel], centers[sel]]).astype(np.int64)
     return CrystalGraph(

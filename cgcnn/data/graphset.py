@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from cgcnn.config import GraphConfig
+from cgcnn.data.graph import CrystalGraph
 from cgcnn.errors import DatasetError
 from cgcnn.fileio import atomic_write_bytes
-from cgcnn.data.graph import CrystalGraph
 
 JSON_FORMAT = "cgcnn-da/graphs"
 JSON_VERSION = 1
@@ -82,7 +82,7 @@ class GraphSet:
 
     # -- construction
     @classmethod
-    def from_graphs(cls, ids: Sequence[str], graphs: Sequence[CrystalGraph], config: GraphConfig) -> "GraphSet":
+    def from_graphs(cls, ids: Sequence[str], graphs: Sequence[CrystalGraph], config: GraphConfig) -> GraphSet:
         n_nodes = np.array([g.n_atoms for g in graphs], dtype=np.int64)
         n_edges = np.array([g.n_edges for g in graphs], dtype=np.int64)
         cat = (lambda xs, dt: np.concatenate(xs).astype(dt)) if graphs else (lambda xs, dt: np.zeros(0, dt))
@@ -97,7 +97,7 @@ class GraphSet:
         )
 
     @classmethod
-    def concat(cls, sets: Sequence["GraphSet"], config: GraphConfig) -> "GraphSet":
+    def concat(cls, sets: Sequence[GraphSet], config: GraphConfig) -> GraphSet:
         graphs, ids = [], []
         for s in sets:
             if s.config != config:
@@ -129,7 +129,7 @@ class GraphSet:
     def __getitem__(self, material_id: str) -> CrystalGraph:
         return self.graph(self.position(material_id))
 
-    def subset(self, ids: Iterable[str]) -> "GraphSet":
+    def subset(self, ids: Iterable[str]) -> GraphSet:
         ids = list(ids)
         return GraphSet.from_graphs(ids, [self[m] for m in ids], self.config)
 
@@ -140,7 +140,7 @@ class GraphSet:
     def __repr__(self) -> str:
         return f"GraphSet(n={len(self)}, atoms={len(self.atomic_numbers)}, settings={self.config.key()})"
 
-    def equals(self, other: "GraphSet") -> bool:
+    def equals(self, other: GraphSet) -> bool:
         return (
             self.ids == other.ids
             and self.config == other.config
@@ -154,7 +154,9 @@ class GraphSet:
     def _arrays(self) -> dict[str, np.ndarray]:
         return {
             "ids": np.array(self.ids, dtype=object).astype(str),
-            "atomic_numbers": self.atomic_numbers.astype(np.uint8 if self.atomic_numbers.max(initial=0) < 256 else np.int64),
+            "atomic_numbers": self.atomic_numbers.astype(
+                np.uint8 if self.atomic_numbers.max(initial=0) < 256 else np.int64
+            ),
             "node_ptr": self.node_ptr,
             "edge_index": self.edge_index.astype(np.int32),
             "distances": self.distances,
@@ -168,7 +170,7 @@ class GraphSet:
         atomic_write_bytes(path, buf.getvalue())
 
     @classmethod
-    def load_npz(cls, path: str | Path) -> "GraphSet":
+    def load_npz(cls, path: str | Path) -> GraphSet:
         with np.load(path, allow_pickle=False) as z:
             return cls(
                 [str(i) for i in z["ids"]],
@@ -200,7 +202,7 @@ class GraphSet:
         atomic_write_bytes(path, data)
 
     @classmethod
-    def from_json_dict(cls, d: Mapping) -> "GraphSet":
+    def from_json_dict(cls, d: Mapping) -> GraphSet:
         if d.get("format") != JSON_FORMAT:
             raise DatasetError(f"not a crystal-graph JSON document (format={d.get('format')!r})")
         if d.get("version") != JSON_VERSION:
@@ -220,7 +222,7 @@ class GraphSet:
         return cls.from_graphs(ids, graphs, config)
 
     @classmethod
-    def read_json(cls, path: str | Path) -> "GraphSet":
+    def read_json(cls, path: str | Path) -> GraphSet:
         raw = Path(path).read_bytes()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)

@@ -68,7 +68,9 @@ def magpie_statistics(z: np.ndarray, amount: np.ndarray) -> np.ndarray:
     z = np.where(present, z, 0)
     missing = sorted({int(a) for a in np.unique(z[present]) if not 0 < a < len(table) or np.isnan(table[a]).any()})
     if missing:
-        raise DatasetError(f"no Magpie element data for atomic number(s) {missing}; composition features cannot be computed")
+        raise DatasetError(
+            f"no Magpie element data for atomic number(s) {missing}; composition features cannot be computed"
+        )
     data = table[z]  # [n, k, p]; padding rows are NaN and masked below
     mask = present[..., None]
     weight = (amount / amount.sum(axis=1, keepdims=True))[..., None]

@@ -59,24 +59,59 @@ ANION_GROUPS: dict[str, str] = {
 
 # Nominal charge of each anion-group element when it acts as an anion.
 ANION_CHARGE: dict[str, int] = {
-    "O": 2, "S": 2, "Se": 2, "Te": 2,
-    "F": 1, "Cl": 1, "Br": 1, "I": 1,
-    "N": 3, "P": 3, "As": 3, "Sb": 3, "Bi": 3,
-    "H": 1, "C": 4, "Si": 4, "Ge": 4, "B": 3,
+    "O": 2,
+    "S": 2,
+    "Se": 2,
+    "Te": 2,
+    "F": 1,
+    "Cl": 1,
+    "Br": 1,
+    "I": 1,
+    "N": 3,
+    "P": 3,
+    "As": 3,
+    "Sb": 3,
+    "Bi": 3,
+    "H": 1,
+    "C": 4,
+    "Si": 4,
+    "Ge": 4,
+    "B": 3,
 }
 
 # Classes in display order (figures and tables use this order).
 ANION_CLASSES: tuple[str, ...] = (
-    "oxide", "chalcogenide", "halide", "pnictide", "double anion",
-    "hydride", "tetrelide", "boride", "intermetallic", "elemental",
+    "oxide",
+    "chalcogenide",
+    "halide",
+    "pnictide",
+    "double anion",
+    "hydride",
+    "tetrelide",
+    "boride",
+    "intermetallic",
+    "elemental",
 )
 
-_PREFIX = {"oxide": "oxy", "chalcogenide": "chalco", "halide": "halo", "pnictide": "pnicto",
-           "hydride": "hydro", "tetrelide": "tetrel", "boride": "boro"}
+_PREFIX = {
+    "oxide": "oxy",
+    "chalcogenide": "chalco",
+    "halide": "halo",
+    "pnictide": "pnicto",
+    "hydride": "hydro",
+    "tetrelide": "tetrel",
+    "boride": "boro",
+}
 _GROUP_ORDER = ("oxide", "chalcogenide", "pnictide", "tetrelide", "boride", "hydride", "halide")
 
 CRYSTAL_SYSTEMS: tuple[str, ...] = (
-    "triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic",
+    "triclinic",
+    "monoclinic",
+    "orthorhombic",
+    "tetragonal",
+    "trigonal",
+    "hexagonal",
+    "cubic",
 )
 # Last space-group number of each crystal system (International Tables numbering).
 _SYSTEM_LAST_SG = (2, 15, 74, 142, 167, 194, 230)
@@ -192,8 +227,9 @@ def crystal_system(spacegroup_number: int | None) -> str | None:
     raise AssertionError("unreachable")
 
 
-def classify_frame(df: pd.DataFrame, *, formula_col: str = "formula",
-                   spacegroup_col: str | None = "spacegroup_number") -> pd.DataFrame:
+def classify_frame(
+    df: pd.DataFrame, *, formula_col: str = "formula", spacegroup_col: str | None = "spacegroup_number"
+) -> pd.DataFrame:
     """Return a copy of ``df`` with ``anion_class``, ``anion_subclass``, ``n_elements`` and
     ``crystal_system`` columns (``"unknown"`` where the space group is missing).
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from cgcnn.etl.cli import main
+from cgcnn.etl.commands import main
 
 sys.exit(main())

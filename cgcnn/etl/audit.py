@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cgcnn.etl.config import EtlConfig
+from cgcnn.config import EtlConfig
 from cgcnn.etl.resolve import MATCH_COLUMNS
 from cgcnn.etl.rules import DATASETS, DROP_COLUMNS, DROP_REASONS, NOTE_COLUMNS, Outcome
 from cgcnn.etl.storage import Bucket, open_bucket
@@ -54,8 +54,13 @@ class ReportTables:
 
     def items(self) -> list[tuple[str, pd.DataFrame]]:
         """(name, table) in the order the reports are written."""
-        return [("drops", self.drops), ("conflicts", self.conflicts), ("polymorphs", self.polymorphs),
-                ("formula_matches", self.formula_matches), ("notes", self.notes)]
+        return [
+            ("drops", self.drops),
+            ("conflicts", self.conflicts),
+            ("polymorphs", self.polymorphs),
+            ("formula_matches", self.formula_matches),
+            ("notes", self.notes),
+        ]
 
 
 def find_polymorphs(ds3: pd.DataFrame, others: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -76,14 +81,16 @@ def find_polymorphs(ds3: pd.DataFrame, others: Mapping[str, pd.DataFrame]) -> pd
             for _, o in match.iterrows():
                 if o["material_id"] == r["material_id"]:
                     continue
-                rows.append({
-                    "formula": r["formula"],
-                    "ds3_id": r["material_id"],
-                    "ds3_spacegroup": r["spacegroup_symbol"],
-                    "dataset": name,
-                    "material_id": o["material_id"],
-                    "spacegroup_symbol": o["spacegroup_symbol"],
-                })
+                rows.append(
+                    {
+                        "formula": r["formula"],
+                        "ds3_id": r["material_id"],
+                        "ds3_spacegroup": r["spacegroup_symbol"],
+                        "dataset": name,
+                        "material_id": o["material_id"],
+                        "spacegroup_symbol": o["spacegroup_symbol"],
+                    }
+                )
     df = pd.DataFrame(rows, columns=columns)
     return df.sort_values(["dataset", "formula", "ds3_id", "material_id"], kind="stable").reset_index(drop=True)
 
@@ -165,7 +172,9 @@ def build_report(
         "drops": reports.drops.to_dict(orient="records"),
         "conflicts": reports.conflicts.to_dict(orient="records"),
         "polymorphs": reports.polymorphs.to_dict(orient="records"),
-        "formula_matches": reports.formula_matches[reports.formula_matches["status"] != "unique"].to_dict(orient="records"),
+        "formula_matches": reports.formula_matches[reports.formula_matches["status"] != "unique"].to_dict(
+            orient="records"
+        ),
         "notes": reports.notes.to_dict(orient="records"),
     }
     if config.build_graphs and "_seconds" in graph_entries:

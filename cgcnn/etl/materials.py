@@ -28,8 +28,16 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from cgcnn.etl.records import FormulaMatch, MaterialRecord, MaterialsError, MaterialsSource, match_formula, reduced_formula
 from cgcnn.etl.mp_live import MPSource
+from cgcnn.etl.records import (
+    FormulaMatch,
+    MaterialRecord,
+    MaterialsError,
+    MaterialsSource,
+    match_formula,
+    reduced_formula,
+)
+from cgcnn.etl.storage import StorageError, protected_roots
 from cgcnn.fileio import atomic_write_bytes, sha256_file
 
 __all__ = [
@@ -140,7 +148,7 @@ class SnapshotSource:
         return f"SnapshotSource({str(self.path)!r})"
 
 
-def open_materials(spec: "str | MaterialsSource", *, batch_size: int = 500) -> "MaterialsSource":
+def open_materials(spec: str | MaterialsSource, *, batch_size: int = 500) -> MaterialsSource:
     """``snapshot:PATH`` (or a ``.jsonl[.gz]`` path), ``mp`` or ``mp:ENDPOINT``."""
     if not isinstance(spec, str):
         return spec
@@ -170,8 +178,6 @@ def write_snapshot(
     metadata.
     """
     path = Path(path).expanduser().resolve()
-    from cgcnn.etl.storage import StorageError, protected_roots
-
     for guard in protected_roots():
         if path == guard or guard in path.parents:
             raise StorageError(f"refusing to write a snapshot under the shared data folder {guard}")
@@ -179,10 +185,7 @@ def write_snapshot(
     for recs in source.by_formula(list(formulas)).values():
         for rec in recs:
             records.setdefault(rec.material_id, rec)
-    lines = [
-        json.dumps(records[k].to_snapshot(), ensure_ascii=False, sort_keys=False)
-        for k in sorted(records)
-    ]
+    lines = [json.dumps(records[k].to_snapshot(), ensure_ascii=False, sort_keys=False) for k in sorted(records)]
     data = gzip.compress(("\n".join(lines) + ("\n" if lines else "")).encode(), mtime=0)
     atomic_write_bytes(path, data)
     n_null = sum(1 for r in records.values() if r.band_gap is None)
@@ -201,4 +204,3 @@ def write_snapshot(
     }
     (path.parent / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
-

@@ -74,7 +74,9 @@ class MPSource:
                         mute_progress_bars=True,
                     )
             except Exception as exc:
-                raise MaterialsError(f"cannot connect to the Materials Project at {self.endpoint}: {_scrub(exc, self._api_key)}") from None
+                raise MaterialsError(
+                    f"cannot connect to the Materials Project at {self.endpoint}: {_scrub(exc, self._api_key)}"
+                ) from None
         return self._rester
 
     @property
@@ -87,7 +89,9 @@ class MPSource:
                 warnings.simplefilter("ignore")
                 return list(self.rester.materials.summary.search(fields=_LIVE_FIELDS, **query))
         except Exception as exc:
-            raise MaterialsError(f"Materials Project query failed at {self.endpoint}: {_scrub(exc, self._api_key)}") from None
+            raise MaterialsError(
+                f"Materials Project query failed at {self.endpoint}: {_scrub(exc, self._api_key)}"
+            ) from None
 
     def _record(self, doc: dict) -> MaterialRecord:
         from pymatgen.core import Structure

@@ -15,8 +15,8 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
+from cgcnn.config import EtlConfig
 from cgcnn.etl.parsing import cell_text, table_from_cells
-from cgcnn.etl.config import EtlConfig
 from cgcnn.etl.rules import SourceTable
 from cgcnn.etl.storage import Bucket, LocalBucket, StorageError, open_bucket
 

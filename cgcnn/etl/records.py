@@ -51,7 +51,7 @@ class MaterialRecord:
         }
 
     @classmethod
-    def from_snapshot(cls, rec: dict) -> "MaterialRecord":
+    def from_snapshot(cls, rec: dict) -> MaterialRecord:
         gap = rec.get("band_gap")
         ehull = rec.get("energy_above_hull")
         sg = rec.get("spacegroup_number")
@@ -135,14 +135,17 @@ def match_formula(
     if sg is not None:
         with_sg = [r for r in same if _spacegroup_matches(r, sg)]
         if not with_sg:
-            detail = (
-                f"no material with formula {target} and space group {sg}"
-                + (f" (formula found with space groups {sorted({r.spacegroup_symbol for r in same if r.spacegroup_symbol})})" if same else "")
+            detail = f"no material with formula {target} and space group {sg}" + (
+                f" (formula found with space groups {sorted({r.spacegroup_symbol for r in same if r.spacegroup_symbol})})"
+                if same
+                else ""
             )
             return FormulaMatch(target, str(sg), None, "unmatched", tuple(r.material_id for r in same), detail)
         same = with_sg
     if not same:
-        return FormulaMatch(target, None if sg is None else str(sg), None, "unmatched", (), f"no material with formula {target}")
+        return FormulaMatch(
+            target, None if sg is None else str(sg), None, "unmatched", (), f"no material with formula {target}"
+        )
     ranked = sorted(
         same,
         key=lambda r: (
@@ -161,7 +164,11 @@ def match_formula(
         else "smallest id (no energy above hull known)"
     )
     return FormulaMatch(
-        target, None if sg is None else str(sg), best.material_id, "ambiguous", ids,
+        target,
+        None if sg is None else str(sg),
+        best.material_id,
+        "ambiguous",
+        ids,
         f"{len(ranked)} candidates; picked {best.material_id} by {how}",
     )
 

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from cgcnn.etl.parsing import cell_text, is_missing
 from cgcnn.etl.materials import MaterialRecord, match_formula, reduced_formula
+from cgcnn.etl.parsing import cell_text, is_missing
 
 __all__ = ["MATCH_COLUMNS", "formula_note", "resolve_rows"]
 
@@ -90,9 +90,21 @@ def formula_note(dataset, source, line, rec: MaterialRecord, table_formula) -> d
     try:
         ours = reduced_formula(text)
     except ValueError:
-        return {"dataset": dataset, "source": source, "row": line, "material_id": rec.material_id,
-                "kind": "formula_unparseable", "detail": f"table formula {text!r} could not be parsed"}
+        return {
+            "dataset": dataset,
+            "source": source,
+            "row": line,
+            "material_id": rec.material_id,
+            "kind": "formula_unparseable",
+            "detail": f"table formula {text!r} could not be parsed",
+        }
     if ours != rec.formula:
-        return {"dataset": dataset, "source": source, "row": line, "material_id": rec.material_id,
-                "kind": "formula_mismatch", "detail": f"table says {text} ({ours}), Materials Project says {rec.formula}"}
+        return {
+            "dataset": dataset,
+            "source": source,
+            "row": line,
+            "material_id": rec.material_id,
+            "kind": "formula_mismatch",
+            "detail": f"table says {text} ({ours}), Materials Project says {rec.formula}",
+        }
     return None

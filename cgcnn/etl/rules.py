@@ -28,10 +28,10 @@ from typing import NamedTuple
 
 import pandas as pd
 
+from cgcnn.config import DS1Config, DS2Config, DS3Config, ExperimentalSource
 from cgcnn.data.material_classes import crystal_system
-from cgcnn.etl.parsing import EtlError, cell_text, parse_gap, require_columns
-from cgcnn.etl.config import DS1Config, DS2Config, DS3Config, ExperimentalSource
 from cgcnn.etl.materials import MaterialRecord
+from cgcnn.etl.parsing import EtlError, cell_text, parse_gap, require_columns
 from cgcnn.etl.resolve import formula_note, resolve_rows
 
 __all__ = [
@@ -160,8 +160,17 @@ def build_ds1(
             drops.append(_drop("ds1", source, line, mid, "no_label", "no PBE band gap"))
             continue
         if not cfg.gap_window.contains(rec.band_gap):
-            drops.append(_drop("ds1", source, line, mid, "out_of_range",
-                               f"PBE gap {rec.band_gap:g} eV outside {cfg.gap_window.describe()}", rec.band_gap))
+            drops.append(
+                _drop(
+                    "ds1",
+                    source,
+                    line,
+                    mid,
+                    "out_of_range",
+                    f"PBE gap {rec.band_gap:g} eV outside {cfg.gap_window.describe()}",
+                    rec.band_gap,
+                )
+            )
             continue
         if mid in ds3_ids:
             drops.append(_drop("ds1", source, line, mid, "overlap_ds3", "material is in DS3", rec.band_gap))
@@ -231,7 +240,9 @@ def read_source_labels(
             continue
         rec = records.get(mid)
         if rec is None:
-            out.drops.append(_drop("ds2", sc.name, line, mid, "not_in_mp", "id not found in the Materials Project source", raw))
+            out.drops.append(
+                _drop("ds2", sc.name, line, mid, "not_in_mp", "id not found in the Materials Project source", raw)
+            )
             continue
         value, status = parse_gap(raw)
         if status == "missing":
@@ -241,8 +252,9 @@ def read_source_labels(
             out.drops.append(_drop("ds2", sc.name, line, mid, "unparseable", f"{sc.gap_column!r} is not a number", raw))
             continue
         if mid in out.labels:
-            out.drops.append(_drop("ds2", sc.name, line, mid, "duplicate",
-                                   f"repeats row {out.labels[mid].line} of {sc.name}", raw))
+            out.drops.append(
+                _drop("ds2", sc.name, line, mid, "duplicate", f"repeats row {out.labels[mid].line} of {sc.name}", raw)
+            )
             continue
         out.labels[mid] = Label(value, line, raw)
         if sc.id_column and cell_text(st.table.iat[i, st.table.columns.get_loc(sc.id_column)]):
@@ -252,8 +264,14 @@ def read_source_labels(
     return out
 
 
-def _conflict(mid: str, given: list[tuple[str, Label]], sources: list[SourceLabels],
-              records: Mapping[str, MaterialRecord], cfg: DS2Config, in_ds2: bool) -> dict | None:
+def _conflict(
+    mid: str,
+    given: list[tuple[str, Label]],
+    sources: list[SourceLabels],
+    records: Mapping[str, MaterialRecord],
+    cfg: DS2Config,
+    in_ds2: bool,
+) -> dict | None:
     """The conflict-report row of a material whose sources differ by more than the threshold."""
     values = [label.value for _, label in given]
     spread = max(values) - min(values)
@@ -263,7 +281,9 @@ def _conflict(mid: str, given: list[tuple[str, Label]], sources: list[SourceLabe
     conflict = {"material_id": mid, "formula": records[mid].formula}
     for src in sources:
         conflict[f"bg_exp_{src.name}"] = src.labels[mid].value if mid in src.labels else math.nan
-    conflict.update({"chosen_source": chosen_name, "bg_exp": chosen.value, "spread": round(spread, 6), "in_ds2": in_ds2})
+    conflict.update(
+        {"chosen_source": chosen_name, "bg_exp": chosen.value, "spread": round(spread, 6), "in_ds2": in_ds2}
+    )
     return conflict
 
 
@@ -289,15 +309,33 @@ def merge_labels(
         given = [(src.name, src.labels[mid]) for src in sources if mid in src.labels]
         chosen_name, chosen = given[0]
         for name, label in given[1:]:
-            drops.append(_drop("ds2", name, label.line, mid, "duplicate",
-                               f"superseded by {chosen_name} row {chosen.line} ({chosen.value:g} eV)", label.raw))
+            drops.append(
+                _drop(
+                    "ds2",
+                    name,
+                    label.line,
+                    mid,
+                    "duplicate",
+                    f"superseded by {chosen_name} row {chosen.line} ({chosen.value:g} eV)",
+                    label.raw,
+                )
+            )
         in_window = cfg.gap_window.contains(chosen.value)
         conflict = _conflict(mid, given, sources, records, cfg, in_window and mid not in ds3_ids)
         if conflict:
             conflicts.append(conflict)
         if not in_window:
-            drops.append(_drop("ds2", chosen_name, chosen.line, mid, "out_of_range",
-                               f"experimental gap {chosen.value:g} eV outside {cfg.gap_window.describe()}", chosen.raw))
+            drops.append(
+                _drop(
+                    "ds2",
+                    chosen_name,
+                    chosen.line,
+                    mid,
+                    "out_of_range",
+                    f"experimental gap {chosen.value:g} eV outside {cfg.gap_window.describe()}",
+                    chosen.raw,
+                )
+            )
             continue
         if mid in ds3_ids:
             drops.append(_drop("ds2", chosen_name, chosen.line, mid, "overlap_ds3", "material is in DS3", chosen.raw))
@@ -321,7 +359,15 @@ def build_ds2(
     per_source = [read_source_labels(st, records, formula_candidates) for st in sources]
     rows, merge_drops, conflicts = merge_labels(per_source, records, ds3_ids, cfg)
     names = [src.name for src in per_source]
-    conflict_columns = ["material_id", "formula", *[f"bg_exp_{n}" for n in names], "chosen_source", "bg_exp", "spread", "in_ds2"]
+    conflict_columns = [
+        "material_id",
+        "formula",
+        *[f"bg_exp_{n}" for n in names],
+        "chosen_source",
+        "bg_exp",
+        "spread",
+        "in_ds2",
+    ]
     return Outcome(
         _frame(rows, DS2_COLUMNS),
         [d for src in per_source for d in src.drops] + merge_drops,
@@ -345,8 +391,19 @@ def build_ds3(
     No gap window applies (the study keeps BeSe at 5.5 eV).  A row needs a resolvable
     material and a numeric experimental gap; HSE06/G0W0 may be empty.
     """
-    require_columns(table, [cfg.id_column, cfg.formula_column, cfg.spacegroup_column, cfg.exp_column,
-                     cfg.exp_source_column, cfg.hse06_column, cfg.g0w0_column], cfg.key)
+    require_columns(
+        table,
+        [
+            cfg.id_column,
+            cfg.formula_column,
+            cfg.spacegroup_column,
+            cfg.exp_column,
+            cfg.exp_source_column,
+            cfg.hse06_column,
+            cfg.g0w0_column,
+        ],
+        cfg.key,
+    )
     ids, why, matches = resolve_rows(
         table,
         id_column=cfg.id_column,
@@ -360,14 +417,19 @@ def build_ds3(
     rows, drops, notes, seen = [], [], [], {}
     for i, mid in enumerate(ids):
         line = first_line + i
-        cell = lambda col: table.iat[i, table.columns.get_loc(col)] if col else None  # noqa: E731
+
+        def cell(col, i=i):
+            return table.iat[i, table.columns.get_loc(col)] if col else None
+
         raw = cell(cfg.exp_column)
         if mid is None:
             drops.append(_drop("ds3", source, line, "", "not_in_mp", why[i], raw))
             continue
         rec = records.get(mid)
         if rec is None:
-            drops.append(_drop("ds3", source, line, mid, "not_in_mp", "id not found in the Materials Project source", raw))
+            drops.append(
+                _drop("ds3", source, line, mid, "not_in_mp", "id not found in the Materials Project source", raw)
+            )
             continue
         if mid in seen:
             drops.append(_drop("ds3", source, line, mid, "duplicate", f"repeats row {seen[mid]}", raw))
@@ -380,13 +442,24 @@ def build_ds3(
             drops.append(_drop("ds3", source, line, mid, "unparseable", f"{cfg.exp_column!r} is not a number", raw))
             continue
         seen[mid] = line
-        row = {**_base(rec), "bg_exp": value,
-               "bg_exp_source": cell_text(cell(cfg.exp_source_column)) if cfg.exp_source_column else source}
+        row = {
+            **_base(rec),
+            "bg_exp": value,
+            "bg_exp_source": cell_text(cell(cfg.exp_source_column)) if cfg.exp_source_column else source,
+        }
         for name, col in (("bg_hse06", cfg.hse06_column), ("bg_g0w0", cfg.g0w0_column)):
             extra, extra_status = parse_gap(cell(col)) if col else (None, "missing")
             if extra_status == "unparseable":
-                notes.append({"dataset": "ds3", "source": source, "row": line, "material_id": mid,
-                              "kind": "unparseable_secondary", "detail": f"{col!r} = {cell_text(cell(col))!r} kept as empty"})
+                notes.append(
+                    {
+                        "dataset": "ds3",
+                        "source": source,
+                        "row": line,
+                        "material_id": mid,
+                        "kind": "unparseable_secondary",
+                        "detail": f"{col!r} = {cell_text(cell(col))!r} kept as empty",
+                    }
+                )
             row[name] = math.nan if extra is None else extra
         if cfg.id_column and cfg.formula_column and cell_text(cell(cfg.id_column)):
             note = formula_note("ds3", source, line, rec, cell(cfg.formula_column))

@@ -16,7 +16,7 @@ Outputs, written back to the bucket::
 2. :func:`fetch_materials` — one Materials Project query by id, one by formula;
 3. :func:`apply_rules` — the wrangling rules of :mod:`cgcnn.etl.rules` (DS3 first: DS1 and DS2
    exclude its materials);
-4. :func:`cgcnn.etl.graphs.build_or_reuse_graphs` and :func:`~cgcnn.etl.graphs.drop_graph_failures`;
+4. :func:`cgcnn.etl.dataset_graphs.build_or_reuse_graphs` and :func:`~cgcnn.etl.dataset_graphs.drop_graph_failures`;
 5. :func:`cgcnn.etl.audit.collect_reports` — drops, conflicts, polymorphs, matches, notes;
 6. :func:`write_outputs` — datasets, graph manifest and report tables; then the JSON report.
 """
@@ -32,16 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cgcnn.etl.parsing import EtlError
-from cgcnn.etl.config import EtlConfig
-from cgcnn.etl.graphs import (
-    build_or_reuse_graphs,
-    drop_graph_failures,
-    graph_paths,
-    write_manifest,
-)
-from cgcnn.etl.raw import RawInputs, read_inputs
-from cgcnn.etl.materials import MaterialRecord, MaterialsSource, open_materials
+from cgcnn.config import EtlConfig
 from cgcnn.etl.audit import (
     REPORT_KEY,
     ReportTables,
@@ -51,9 +42,18 @@ from cgcnn.etl.audit import (
     write_report,
     write_report_tables,
 )
+from cgcnn.etl.dataset_graphs import (
+    build_or_reuse_graphs,
+    drop_graph_failures,
+    graph_paths,
+    write_manifest,
+)
+from cgcnn.etl.materials import MaterialRecord, MaterialsSource, open_materials
+from cgcnn.etl.outputs import write_dataset
+from cgcnn.etl.parsing import EtlError
+from cgcnn.etl.raw import RawInputs, read_inputs
 from cgcnn.etl.rules import DATASETS, Outcome, build_ds1, build_ds2, build_ds3
 from cgcnn.etl.storage import Bucket, LocalBucket, open_bucket
-from cgcnn.etl.outputs import write_dataset
 
 __all__ = [
     "EtlResult",
@@ -101,8 +101,7 @@ class EtlResult:
         c = self.counts
         lines = [
             f"DS1 {c['ds1']} materials, DS2 {c['ds2']}, DS3 {c['ds3']}",
-            f"dropped rows: {c['dropped']} "
-            + ", ".join(f"{k} {v}" for k, v in c["drops_by_reason"].items() if v),
+            f"dropped rows: {c['dropped']} " + ", ".join(f"{k} {v}" for k, v in c["drops_by_reason"].items() if v),
             f"DS2 source conflicts: {c['conflicts']}; DS3 polymorph pairs: {c['polymorphs']}",
             *(
                 [f"WARNING: {sum(c['drops_by_dataset']['ds3'].values())} DS3 row(s) could not be used (see drops)"]
@@ -270,21 +269,30 @@ def run_etl(
     graph_drops: list[dict] = []
     if config.build_graphs:  # datasets keep only materials with a graph
         with timer("graphs"):
-            graph_entries, problems = build_or_reuse_graphs(bucket, tables, found.records, config,
-                                                            workers=workers, progress=progress, say=say)
+            graph_entries, problems = build_or_reuse_graphs(
+                bucket, tables, found.records, config, workers=workers, progress=progress, say=say
+            )
             tables, graph_drops = drop_graph_failures(tables, problems)
         refuse_empty(tables, outcomes, config)
-        say("graphs " + ", ".join(
-            f"{ds} {'reused' if graph_entries[ds].get('reused') else 'built'}" for ds in DATASETS))
+        say(
+            "graphs " + ", ".join(f"{ds} {'reused' if graph_entries[ds].get('reused') else 'built'}" for ds in DATASETS)
+        )
 
     reports = collect_reports(outcomes, tables, graph_drops)
     with timer("write"):
         paths = write_outputs(bucket, tables, found.records, config, graph_entries, reports)
         counts = count_outputs(tables, reports)
     timer.seconds["total"] = time.perf_counter() - timer.start
-    report = build_report(bucket_uri=bucket.uri, provenance=found.provenance, checksums=raw.checksums,
-                          config=config, counts=counts, graph_entries=graph_entries,
-                          timings=timer.seconds, reports=reports)
+    report = build_report(
+        bucket_uri=bucket.uri,
+        provenance=found.provenance,
+        checksums=raw.checksums,
+        config=config,
+        counts=counts,
+        graph_entries=graph_entries,
+        timings=timer.seconds,
+        reports=reports,
+    )
     paths["report"] = write_report(bucket, report)
 
     result = EtlResult(

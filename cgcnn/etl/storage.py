@@ -101,7 +101,7 @@ class Bucket(ABC):
     def list(self, prefix: str = "") -> list[str]:
         """Keys below ``prefix`` (recursive), sorted."""
 
-    def check(self) -> None:
+    def check(self) -> None:  # noqa: B027  (an optional hook, not abstract: a bucket that can check overrides it)
         """Raise :class:`StorageError` if the bucket cannot be reached or does not exist."""
 
     def local_root(self) -> Path | None:
@@ -196,9 +196,7 @@ class LocalBucket(Bucket):
             return path.read_bytes()
         except FileNotFoundError:
             where = "bucket folder" if not self.root.is_dir() else "key"
-            raise MissingObjectError(
-                f"no such {where}: {self.key_uri(key)} (bucket {self.uri})"
-            ) from None
+            raise MissingObjectError(f"no such {where}: {self.key_uri(key)} (bucket {self.uri})") from None
         except IsADirectoryError:
             raise StorageError(f"{self.key_uri(key)} is a folder, not an object") from None
 
@@ -307,27 +305,26 @@ class S3Bucket(Bucket):
             message = err.get("Message", "") or str(exc)
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code == "NoSuchBucket":
-                return MissingObjectError(
-                    f"cannot {action} {where}: bucket {self.bucket!r} does not exist"
-                )
+                return MissingObjectError(f"cannot {action} {where}: bucket {self.bucket!r} does not exist")
             if code in {"NoSuchKey", "404", "NotFound"}:
                 if not self._bucket_exists():
-                    return MissingObjectError(
-                        f"cannot {action} {where}: bucket {self.bucket!r} does not exist"
-                    )
+                    return MissingObjectError(f"cannot {action} {where}: bucket {self.bucket!r} does not exist")
                 return MissingObjectError(f"cannot {action} {where}: no such key")
-            if code in {
-                "InvalidAccessKeyId",
-                "SignatureDoesNotMatch",
-                "AccessDenied",
-                "InvalidToken",
-                "ExpiredToken",
-                "403",
-                "Forbidden",
-            } or status == 403:
+            if (
+                code
+                in {
+                    "InvalidAccessKeyId",
+                    "SignatureDoesNotMatch",
+                    "AccessDenied",
+                    "InvalidToken",
+                    "ExpiredToken",
+                    "403",
+                    "Forbidden",
+                }
+                or status == 403
+            ):
                 return StorageError(
-                    f"cannot {action} {where}: credentials rejected or access denied "
-                    f"({code}: {message})"
+                    f"cannot {action} {where}: credentials rejected or access denied ({code}: {message})"
                 )
             return StorageError(f"cannot {action} {where}: {code or status}: {message}")
         if isinstance(exc, BotoCoreError):
@@ -338,14 +335,14 @@ class S3Bucket(Bucket):
         try:
             self.client.head_bucket(Bucket=self.bucket)
             return True
-        except Exception as exc:  # noqa: BLE001 - any failure means "cannot tell": assume yes
+        except Exception as exc:  # any failure means "cannot tell": assume yes
             code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
             return code not in {"404", "NoSuchBucket", "NotFound"}
 
     def check(self) -> None:
         try:
             self.client.head_bucket(Bucket=self.bucket)
-        except Exception as exc:
+        except Exception as exc:  # any failure means "cannot tell": assume yes
             code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
             if code in {"404", "NoSuchBucket", "NotFound"}:
                 raise MissingObjectError(f"bucket {self.bucket!r} ({self.uri}) does not exist") from exc
@@ -355,13 +352,13 @@ class S3Bucket(Bucket):
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
             return response["Body"].read()
-        except Exception as exc:
+        except Exception as exc:  # any failure means "cannot tell": assume yes
             raise self._error(exc, key, "read") from exc
 
     def write_bytes(self, key: str, data: bytes) -> None:
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
-        except Exception as exc:
+        except Exception as exc:  # any failure means "cannot tell": assume yes
             raise self._error(exc, key, "write") from exc
 
     def upload_file(self, key: str, path: str | Path) -> None:
@@ -369,21 +366,21 @@ class S3Bucket(Bucket):
         # only becomes visible when the upload completes.
         try:
             self.client.upload_file(str(path), self.bucket, self._key(key))
-        except Exception as exc:
+        except Exception as exc:  # any failure means "cannot tell": assume yes
             cause = getattr(exc, "last_exception", None) or exc
             raise self._error(cause, key, "write") from exc
 
     def delete(self, key: str) -> None:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
-        except Exception as exc:
+        except Exception as exc:  # any failure means "cannot tell": assume yes
             raise self._error(exc, key, "delete") from exc
 
     def exists(self, key: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
             return True
-        except Exception as exc:
+        except Exception as exc:  # any failure means "cannot tell": assume yes
             err = self._error(exc, key, "inspect")
             if isinstance(err, MissingObjectError) and "no such key" in str(err):
                 return False
@@ -398,7 +395,7 @@ class S3Bucket(Bucket):
                 for obj in page.get("Contents", []):
                     key = obj["Key"]
                     keys.append(key[len(self.prefix) + 1 :] if self.prefix else key)
-        except Exception as exc:
+        except Exception as exc:  # any failure means "cannot tell": assume yes
             raise self._error(exc, prefix, "list") from exc
         return sorted(keys)
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cgcnn.data.magpie import of_formulas
 from cgcnn.evaluation.folds import FoldContext
 from cgcnn.evaluation.metrics import LinearCorrection
 
@@ -32,8 +33,6 @@ GBM_GRID = {"learning_rate": (0.05, 0.1), "max_leaf_nodes": (15, 31)}
 def magpie_features(formulas: Sequence[str]) -> np.ndarray:
     """Magpie statistics of each composition, shape [n, 132] (matminer's magpie preset,
     vectorised in :mod:`cgcnn.data.magpie`)."""
-    from cgcnn.data.magpie import of_formulas
-
     return of_formulas(list(formulas))
 
 

@@ -37,7 +37,9 @@ def gap_bins(gaps: Sequence[float], n_bins: int = 5) -> np.ndarray:
     return np.searchsorted(edges, g, side="right")
 
 
-def grouped_folds(groups: Sequence[str], gaps: Sequence[float], *, k: int = 5, repeats: int = 2, seed: int = 0, n_bins: int = 5) -> list[Fold]:
+def grouped_folds(
+    groups: Sequence[str], gaps: Sequence[float], *, k: int = 5, repeats: int = 2, seed: int = 0, n_bins: int = 5
+) -> list[Fold]:
     """``k`` folds × ``repeats`` over positions ``0..n-1``, grouped by ``groups`` (reduced
     formulas) and stratified by gap bin; repeat ``r`` shuffles with seed ``seed + r``.
 
@@ -58,7 +60,9 @@ def grouped_folds(groups: Sequence[str], gaps: Sequence[float], *, k: int = 5, r
     return folds
 
 
-def inner_split(groups: Sequence[str], positions: Sequence[int], *, val_fraction: float = 0.15, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def inner_split(
+    groups: Sequence[str], positions: Sequence[int], *, val_fraction: float = 0.15, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Split training ``positions`` into (fit, validation) by group (formula), about
     ``val_fraction`` of the groups in validation — for early stopping inside a fold."""
     pos = np.asarray(positions, dtype=np.int64)
@@ -88,10 +92,23 @@ def out_of_fold(method: Method, folds: Sequence[Fold], ids: Sequence[str], *, na
     (one row per material and repeat)."""
     rows = []
     for fold in folds:
-        pred = np.asarray(method(fold.train, fold.test, FoldContext(fold.repeat, fold.fold, fold.seed)), dtype=np.float64)
+        pred = np.asarray(
+            method(fold.train, fold.test, FoldContext(fold.repeat, fold.fold, fold.seed)), dtype=np.float64
+        )
         if pred.shape != (len(fold.test),):
-            raise ValueError(f"method {name or method!r} returned {pred.shape} predictions for {len(fold.test)} test materials")
-        rows.append(pd.DataFrame({"repeat": fold.repeat, "fold": fold.fold, "material_id": [ids[p] for p in fold.test], "prediction": pred}))
+            raise ValueError(
+                f"method {name or method!r} returned {pred.shape} predictions for {len(fold.test)} test materials"
+            )
+        rows.append(
+            pd.DataFrame(
+                {
+                    "repeat": fold.repeat,
+                    "fold": fold.fold,
+                    "material_id": [ids[p] for p in fold.test],
+                    "prediction": pred,
+                }
+            )
+        )
     table = pd.concat(rows, ignore_index=True)
     if name is not None:
         table.insert(0, "model", name)

@@ -8,8 +8,8 @@ that column's metrics (``n`` says how many were scored).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,7 +46,7 @@ class LinearCorrection:
     intercept: float
 
     @classmethod
-    def fit(cls, pbe, exp) -> "LinearCorrection":
+    def fit(cls, pbe, exp) -> LinearCorrection:
         x = np.asarray(pbe, dtype=np.float64)
         y = np.asarray(exp, dtype=np.float64)
         ok = np.isfinite(x) & np.isfinite(y)
@@ -71,13 +71,21 @@ def baseline_table(df: pd.DataFrame, exp_col: str, columns: Mapping[str, str] | 
         if col not in df.columns:
             continue
         rows.append({"model": name, **regression_metrics(df[exp_col], pd.to_numeric(df[col], errors="coerce"))})
-    return pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame(columns=["mae", "rmse", "r2", "max_error", "n"])
+    return (
+        pd.DataFrame(rows).set_index("model") if rows else pd.DataFrame(columns=["mae", "rmse", "r2", "max_error", "n"])
+    )
 
 
 def summarise_seeds(per_seed: pd.DataFrame, by: str = "model") -> pd.DataFrame:
     """Mean ± std over seeds of a long table with columns ``by``, mae, rmse, r2 (, n)."""
     agg = per_seed.groupby(by).agg(
-        mae=("mae", "mean"), mae_std=("mae", "std"), rmse=("rmse", "mean"), rmse_std=("rmse", "std"),
-        r2=("r2", "mean"), r2_std=("r2", "std"), n=("n", "max"), seeds=("mae", "size"),
+        mae=("mae", "mean"),
+        mae_std=("mae", "std"),
+        rmse=("rmse", "mean"),
+        rmse_std=("rmse", "std"),
+        r2=("r2", "mean"),
+        r2_std=("r2", "std"),
+        n=("n", "max"),
+        seeds=("mae", "size"),
     )
     return agg

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,8 +21,18 @@ from cgcnn.insights.tsne import TsneMap
 
 # Qualitative colours for categories (tab10 + tab20 extras), in a fixed order.
 _QUALITATIVE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf", "#aec7e8", "#ffbb78",
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#aec7e8",
+    "#ffbb78",
 )
 
 
@@ -89,18 +99,41 @@ def scatter_map(
         all_vals = pd.concat([pd.Series(fitted_values, dtype=float), pd.Series(proj_vals, dtype=float)])
         lo = float(np.nanmin(all_vals)) if vmin is None else vmin
         hi = float(np.nanmax(all_vals)) if vmax is None else vmax
-        sc = ax.scatter(fitted[:, 0], fitted[:, 1], c=np.asarray(fitted_values, float), cmap="viridis",
-                        vmin=lo, vmax=hi, s=12, alpha=0.75, linewidths=0, label=fitted_name)
+        sc = ax.scatter(
+            fitted[:, 0],
+            fitted[:, 1],
+            c=np.asarray(fitted_values, float),
+            cmap="viridis",
+            vmin=lo,
+            vmax=hi,
+            s=12,
+            alpha=0.75,
+            linewidths=0,
+            label=fitted_name,
+        )
         if len(projected):
-            ax.scatter(projected[:, 0], projected[:, 1], c=np.asarray(proj_vals, float), cmap="viridis",
-                       vmin=lo, vmax=hi, s=70, marker="D", edgecolors="black", linewidths=0.8, label=projected_name)
+            ax.scatter(
+                projected[:, 0],
+                projected[:, 1],
+                c=np.asarray(proj_vals, float),
+                cmap="viridis",
+                vmin=lo,
+                vmax=hi,
+                s=70,
+                marker="D",
+                edgecolors="black",
+                linewidths=0.8,
+                label=projected_name,
+            )
         cbar = ax.figure.colorbar(sc, ax=ax, fraction=0.046, pad=0.02)
         cbar.set_label(colour_label)
         # marker key: small dots = fitted set, diamonds = projected set
         ax.scatter([], [], s=12, color="grey", label=f"{fitted_name} (fitted)")
         if len(projected):
-            ax.scatter([], [], s=70, marker="D", color="grey", edgecolors="black", label=f"{projected_name} (projected)")
-        ax.legend(fontsize=7, loc="best", handles=ax.collections[-2 if len(projected) else -1:])
+            ax.scatter(
+                [], [], s=70, marker="D", color="grey", edgecolors="black", label=f"{projected_name} (projected)"
+            )
+        ax.legend(fontsize=7, loc="best", handles=ax.collections[-2 if len(projected) else -1 :])
     else:
         fit_s = pd.Series(fitted_values).astype(str).reset_index(drop=True)
         proj_s = pd.Series(proj_vals).astype(str).reset_index(drop=True)
@@ -112,8 +145,16 @@ def scatter_map(
                 ax.scatter(fitted[m, 0], fitted[m, 1], color=colours[cat], s=12, alpha=0.75, linewidths=0, label=cat)
             mp = (proj_s == cat).to_numpy()
             if mp.any():
-                ax.scatter(projected[mp, 0], projected[mp, 1], color=colours[cat], s=70, marker="D",
-                           edgecolors="black", linewidths=0.8, label=None if m.any() else cat)
+                ax.scatter(
+                    projected[mp, 0],
+                    projected[mp, 1],
+                    color=colours[cat],
+                    s=70,
+                    marker="D",
+                    edgecolors="black",
+                    linewidths=0.8,
+                    label=None if m.any() else cat,
+                )
         ax.legend(fontsize=7, markerscale=1.2, loc="best", frameon=True, title=colour_label or None, title_fontsize=7)
     if labels is not None:
         for (x, y), text in zip(projected, labels):
@@ -129,9 +170,11 @@ def tsne_figure(
     fitted_df: pd.DataFrame,
     projected_df: pd.DataFrame,
     *,
-    colour_by: Sequence[tuple[str, str]] = (("bg_exp", "experimental gap (eV)"),
-                                             ("anion_class", "anion class"),
-                                             ("crystal_system", "crystal system")),
+    colour_by: Sequence[tuple[str, str]] = (
+        ("bg_exp", "experimental gap (eV)"),
+        ("anion_class", "anion class"),
+        ("crystal_system", "crystal system"),
+    ),
     label_column: str | None = "formula",
     title: str = "",
 ) -> Figure:
@@ -144,9 +187,16 @@ def tsne_figure(
     axes = fig.subplots(1, n, squeeze=False)[0]
     labels = None if label_column is None else list(projected_df[label_column])
     for ax, (column, label) in zip(axes, colour_by):
-        scatter_map(ax, tsne.fitted, fitted_df[column].reset_index(drop=True), tsne.projected,
-                    projected_df[column].reset_index(drop=True), labels=labels, title=f"coloured by {label}",
-                    colour_label=label)
+        scatter_map(
+            ax,
+            tsne.fitted,
+            fitted_df[column].reset_index(drop=True),
+            tsne.projected,
+            projected_df[column].reset_index(drop=True),
+            labels=labels,
+            title=f"coloured by {label}",
+            colour_label=label,
+        )
     if title:
         fig.suptitle(title)
     return fig
@@ -181,7 +231,9 @@ def parity_figure(
     y = pd.to_numeric(frame[truth], errors="coerce").to_numpy(float)
     finite = [v for v in y if np.isfinite(v)]
     values = [pd.to_numeric(frame[predictions[nm]], errors="coerce").to_numpy(float) for nm in names]
-    everything = np.concatenate([np.asarray(finite)] + [v[np.isfinite(v)] for v in values]) if names else np.asarray(finite)
+    everything = (
+        np.concatenate([np.asarray(finite)] + [v[np.isfinite(v)] for v in values]) if names else np.asarray(finite)
+    )
     lo = float(min(0.0, np.nanmin(everything))) if everything.size else 0.0
     hi = float(np.nanmax(everything)) * 1.05 if everything.size else 1.0
     for ax, name, pred in zip(axes, names, values):
@@ -198,8 +250,15 @@ def parity_figure(
             if "mae_std" in row and pd.notna(row["mae_std"]):
                 mae += f" ± {row['mae_std']:.3f}"
             text = f"{mae} eV\nR² {row['r2']:.2f}, n = {int(row['n'])}"
-        ax.text(0.04, 0.96, text, transform=ax.transAxes, va="top", fontsize=7,
-                bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8, "lw": 0})
+        ax.text(
+            0.04,
+            0.96,
+            text,
+            transform=ax.transAxes,
+            va="top",
+            fontsize=7,
+            bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8, "lw": 0},
+        )
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_aspect("equal")
@@ -207,7 +266,7 @@ def parity_figure(
         ax.set_xlabel(f"{truth} (eV)", fontsize=8)
         ax.set_ylabel("predicted (eV)", fontsize=8)
         ax.tick_params(labelsize=7)
-    for ax in axes[len(names):]:
+    for ax in axes[len(names) :]:
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
@@ -228,15 +287,24 @@ def histogram_figure(
     axes = fig.subplots(1, n, squeeze=False)[0]
     colours = category_colours(list(frames))
     for ax, (column, label) in zip(axes, columns.items()):
-        data = {name: pd.to_numeric(df[column], errors="coerce").dropna() for name, df in frames.items() if column in df}
+        data = {
+            name: pd.to_numeric(df[column], errors="coerce").dropna() for name, df in frames.items() if column in df
+        }
         data = {k: v for k, v in data.items() if len(v)}
         if data:
             lo = min(float(v.min()) for v in data.values())
             hi = max(float(v.max()) for v in data.values())
             edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
             for name, values in data.items():
-                ax.hist(values, bins=edges, density=True, histtype="stepfilled", alpha=0.35,
-                        color=colours[name], label=f"{name} (n = {len(values)})")
+                ax.hist(
+                    values,
+                    bins=edges,
+                    density=True,
+                    histtype="stepfilled",
+                    alpha=0.35,
+                    color=colours[name],
+                    label=f"{name} (n = {len(values)})",
+                )
                 ax.hist(values, bins=edges, density=True, histtype="step", color=colours[name])
             ax.legend(fontsize=7)
         ax.set_xlabel(label)
@@ -253,8 +321,9 @@ def _sort_key(value: str):
         return (1, 0.0, value)
 
 
-def count_table(frames: Mapping[str, pd.DataFrame], column: str, order: Sequence | None = None,
-                *, percent: bool = False) -> pd.DataFrame:
+def count_table(
+    frames: Mapping[str, pd.DataFrame], column: str, order: Sequence | None = None, *, percent: bool = False
+) -> pd.DataFrame:
     """Materials of each dataset (columns) in every category of ``column`` (rows).
 
     Rows follow ``order`` (categories not in it come last); numeric categories such as the
@@ -290,8 +359,13 @@ def bar_figure(frames: Mapping[str, pd.DataFrame], columns: Mapping[str, str], *
         width = 0.8 / max(len(table.columns), 1)
         x = np.arange(len(table.index))
         for k, name in enumerate(table.columns):
-            ax.bar(x + (k - (len(table.columns) - 1) / 2) * width, table[name], width=width,
-                   color=colours[name], label=name)
+            ax.bar(
+                x + (k - (len(table.columns) - 1) / 2) * width,
+                table[name],
+                width=width,
+                color=colours[name],
+                label=name,
+            )
         ax.set_xticks(x)
         ax.set_xticklabels(table.index, rotation=45, ha="right", fontsize=8)
         ax.set_ylabel("share of dataset (%)")

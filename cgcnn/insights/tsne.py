@@ -69,8 +69,14 @@ def fit_tsne(
         x, y = (x - mean) / std, (y - mean) / std
     perp = tsne_perplexity(len(x), perplexity)
     tsne = TSNE(
-        n_components=2, perplexity=perp, n_iter=n_iter, early_exaggeration_iter=early_exaggeration_iter,
-        random_state=seed, n_jobs=n_jobs, neighbors="exact" if len(x) < 1000 else "auto", verbose=False,
+        n_components=2,
+        perplexity=perp,
+        n_iter=n_iter,
+        early_exaggeration_iter=early_exaggeration_iter,
+        random_state=seed,
+        n_jobs=n_jobs,
+        neighbors="exact" if len(x) < 1000 else "auto",
+        verbose=False,
     )
     embedding = tsne.fit(x)
     if len(y):

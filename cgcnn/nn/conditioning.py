@@ -82,6 +82,8 @@ class ConditioningMixin:
         if cfg.composition == "magpie":
             comp = batch.inputs.get("composition")
             if comp is None:
-                raise ValueError("this model reads composition features; attach them with cgcnn.data.descriptors.attach_inputs")
+                raise ValueError(
+                    "this model reads composition features; attach them with cgcnn.data.descriptors.attach_inputs"
+                )
             parts.append((comp.float() - self.composition_mean) / self.composition_std)
         return torch.cat(parts, dim=1)

@@ -65,7 +65,9 @@ class ConvLayer(nn.Module):
         msg = self.sigmoid(gate) * self.softplus1(core)
         return self.softplus2(x + self.bn2(_sum_by_centre(msg, dst, n, regular)).to(x.dtype))
 
-    def _infer(self, x: torch.Tensor, edge_attr: torch.Tensor, edge_index: torch.Tensor, regular: int | None) -> torch.Tensor:
+    def _infer(
+        self, x: torch.Tensor, edge_attr: torch.Tensor, edge_index: torch.Tensor, regular: int | None
+    ) -> torch.Tensor:
         """:meth:`forward` for inference (eval mode, no autograd), same result: BN1's running
         statistics are folded into ``W`` and ``b`` and the [E, 2F] edge tensor is updated in
         place, which saves about a third of the time and of the memory of a batch."""

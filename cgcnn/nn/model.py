@@ -75,7 +75,9 @@ class CGCNN(ConditioningMixin, nn.Module):
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         if unexpected or any(not k.startswith(NEW_LAYERS) for k in missing):
-            raise ValueError(f"the base weights do not fit this architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise ValueError(
+                f"the base weights do not fit this architecture (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
         self.load_state_dict({**own, **state})
         return missing
 

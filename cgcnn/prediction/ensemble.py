@@ -19,9 +19,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from cgcnn.training.checkpoint import Loaded
 from cgcnn.data.dataset import CrystalDataset
-from cgcnn.data.descriptors import attach_inputs, pbe_column
+from cgcnn.data.descriptors import attach_inputs, composition_features, pbe_column
+from cgcnn.prediction.inference import predict
+from cgcnn.prediction.trees import tree_features
+from cgcnn.training.checkpoint import Loaded
 
 Z_1SIGMA = 0.6744897501960817  # median of |N(0, 1)|
 
@@ -33,15 +35,22 @@ def _check_members(members: Sequence[Loaded]) -> None:
     for k, m in enumerate(members[1:], start=1):
         if m.graph_config != first.graph_config or m.features != first.features:
             raise ValueError(f"ensemble member {k} uses other graph settings or atom features than member 0")
-        if m.model_config.model_dump(exclude={"fidelity_dim"}) != first.model_config.model_dump(exclude={"fidelity_dim"}):
+        if m.model_config.model_dump(exclude={"fidelity_dim"}) != first.model_config.model_dump(
+            exclude={"fidelity_dim"}
+        ):
             raise ValueError(f"ensemble member {k} is another kind of model (model config differs from member 0)")
 
 
-def resolve_pbe(members: Sequence[Loaded], dataset: CrystalDataset, given: Mapping[str, float] | None,
-                pbe_model: Loaded | None, *, batch_size: int, device) -> tuple[np.ndarray, np.ndarray]:
+def resolve_pbe(
+    members: Sequence[Loaded],
+    dataset: CrystalDataset,
+    given: Mapping[str, float] | None,
+    pbe_model: Loaded | None,
+    *,
+    batch_size: int,
+    device,
+) -> tuple[np.ndarray, np.ndarray]:
     """(PBE gap in eV or NaN, source) per crystal of ``dataset`` (see the module docstring)."""
-    from cgcnn.prediction.inference import predict
-
     pbe = pbe_column(dataset.ids, given or {})
     source = np.where(np.isfinite(pbe), "given", "unknown").astype(object)
     todo = ~np.isfinite(pbe)
@@ -73,9 +82,19 @@ def mix(mean: np.ndarray, std: np.ndarray, other: np.ndarray, weight: float) -> 
     return (1 - w) * mean + w * other, np.sqrt((1 - w) * std**2 + w * (1 - w) * (mean - other) ** 2)
 
 
-def ensemble_predict(members: Sequence[Loaded], dataset: CrystalDataset, *, pbe: Mapping[str, float] | None = None,
-                     pbe_model: Loaded | None = None, scale: float = 1.0, fidelity: str | None = None,
-                     trees=None, trees_weight: float = 0.5, batch_size: int = 256, device="auto") -> pd.DataFrame:
+def ensemble_predict(
+    members: Sequence[Loaded],
+    dataset: CrystalDataset,
+    *,
+    pbe: Mapping[str, float] | None = None,
+    pbe_model: Loaded | None = None,
+    scale: float = 1.0,
+    fidelity: str | None = None,
+    trees=None,
+    trees_weight: float = 0.5,
+    batch_size: int = 256,
+    device="auto",
+) -> pd.DataFrame:
     """Mean and spread of the members' predictions for every crystal of ``dataset``.
 
     Columns: ``material_id, prediction_ev, prediction_std_ev, n_members``, plus
@@ -84,8 +103,6 @@ def ensemble_predict(members: Sequence[Loaded], dataset: CrystalDataset, *, pbe:
     ``trees``: boosted trees on composition and the PBE gap (:mod:`cgcnn.prediction.trees`), one more
     member with weight ``trees_weight`` (:func:`mix`).
     """
-    from cgcnn.prediction.inference import predict
-
     _check_members(members)
     cfg = members[0].model_config
     table = pd.DataFrame({"material_id": list(dataset.ids)})
@@ -99,10 +116,9 @@ def ensemble_predict(members: Sequence[Loaded], dataset: CrystalDataset, *, pbe:
     stack = np.vstack(preds)
     mean, std = stack.mean(axis=0), stack.std(axis=0)
     if trees is not None:
-        from cgcnn.data.descriptors import composition_features
-        from cgcnn.prediction.trees import tree_features
-
-        comp = dataset.inputs["composition"] if "composition" in dataset.inputs else composition_features(dataset.graphs)
+        comp = (
+            dataset.inputs["composition"] if "composition" in dataset.inputs else composition_features(dataset.graphs)
+        )
         tree_pbe = pbe_values if pbe_values is not None else np.full(len(dataset), np.nan)
         mean, std = mix(mean, std, trees.predict(tree_features(comp, tree_pbe)), trees_weight)
     table["prediction_ev"] = mean

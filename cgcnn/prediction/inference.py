@@ -13,12 +13,12 @@ import numpy as np
 import torch
 
 from cgcnn.data.batch import iterate_batches, prefetch
-from cgcnn.training.checkpoint import Loaded
 from cgcnn.data.dataset import CrystalDataset
-from cgcnn.errors import DatasetError
-from cgcnn.data.features import AtomFeatures
 from cgcnn.data.descriptors import check_inputs
+from cgcnn.data.features import AtomFeatures
+from cgcnn.errors import DatasetError
 from cgcnn.nn.model import CGCNN
+from cgcnn.training.checkpoint import Loaded
 
 MAX_EDGES = 32768
 """Default edge cap of an inference batch: its [E, 2F] edge tensors stay ~16 MB whatever the
@@ -36,17 +36,22 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-
 def autocast(device: torch.device, enabled: bool):
     if enabled and device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-
 @torch.no_grad()
-def predict_normalised(model: CGCNN, dataset: CrystalDataset, positions, batch_size: int, device: torch.device, amp: bool = False,
-                       max_edges: int | None = None) -> np.ndarray:
+def predict_normalised(
+    model: CGCNN,
+    dataset: CrystalDataset,
+    positions,
+    batch_size: int,
+    device: torch.device,
+    amp: bool = False,
+    max_edges: int | None = None,
+) -> np.ndarray:
     """Normalised predictions at ``positions``, in batches of at most ``batch_size`` crystals
     and (when set) ``max_edges`` edges."""
     model.eval()
@@ -58,7 +63,6 @@ def predict_normalised(model: CGCNN, dataset: CrystalDataset, positions, batch_s
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
 
-
 def check_elements(dataset: CrystalDataset, features: AtomFeatures) -> None:
     """Refuse a dataset holding elements the model's atom-feature table does not cover."""
     present = np.unique(dataset.graphs.atomic_numbers)
@@ -67,8 +71,13 @@ def check_elements(dataset: CrystalDataset, features: AtomFeatures) -> None:
         from pymatgen.core import Element
 
         names = ", ".join(f"{Element.from_Z(z).symbol} (Z={z})" for z in missing)
-        holders = [m for k, m in enumerate(dataset.ids)
-                   if np.isin(dataset.graphs.atomic_numbers[dataset.graphs.node_ptr[k]:dataset.graphs.node_ptr[k + 1]], missing).any()]
+        holders = [
+            m
+            for k, m in enumerate(dataset.ids)
+            if np.isin(
+                dataset.graphs.atomic_numbers[dataset.graphs.node_ptr[k] : dataset.graphs.node_ptr[k + 1]], missing
+            ).any()
+        ]
         raise DatasetError(
             f"the model's atom-feature table has no features for {names}, found in {len(holders)} "
             f"material(s), e.g. {', '.join(holders[:5])}; build the dataset with the checkpoint's features "
@@ -76,9 +85,14 @@ def check_elements(dataset: CrystalDataset, features: AtomFeatures) -> None:
         )
 
 
-
-def predict(loaded: Loaded, dataset: CrystalDataset, *, batch_size: int = 256, max_edges: int | None = MAX_EDGES,
-            device: str | torch.device = "auto") -> np.ndarray:
+def predict(
+    loaded: Loaded,
+    dataset: CrystalDataset,
+    *,
+    batch_size: int = 256,
+    max_edges: int | None = MAX_EDGES,
+    device: str | torch.device = "auto",
+) -> np.ndarray:
     """Predictions in eV for every crystal of ``dataset`` (its order), in batches of at most
     ``batch_size`` crystals and ``max_edges`` edges (``None``: no edge cap)."""
     check_elements(dataset, loaded.features)
@@ -89,10 +103,15 @@ def predict(loaded: Loaded, dataset: CrystalDataset, *, batch_size: int = 256, m
     return loaded.normalizer.denorm(z.astype(np.float64))
 
 
-
 @torch.no_grad()
-def embed_dataset(loaded: Loaded, dataset: CrystalDataset, *, batch_size: int = 256, max_edges: int | None = MAX_EDGES,
-                  device: str | torch.device = "auto") -> tuple[np.ndarray, np.ndarray]:
+def embed_dataset(
+    loaded: Loaded,
+    dataset: CrystalDataset,
+    *,
+    batch_size: int = 256,
+    max_edges: int | None = MAX_EDGES,
+    device: str | torch.device = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
     """(last-convolution crystal features [n, atom_fea_len], post-FC vectors [n, h_fea_len])."""
     check_elements(dataset, loaded.features)
     check_inputs(dataset, loaded.model_config)

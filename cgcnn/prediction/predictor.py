@@ -27,12 +27,19 @@ import numpy as np
 import pandas as pd
 
 from cgcnn.data.building import read_inputs, snapshot_pbe_gaps
-from cgcnn.training.checkpoint import Loaded, load_checkpoint
 from cgcnn.data.dataset import CrystalDataset
-from cgcnn.prediction.ensemble import ensemble_predict
-from cgcnn.errors import DatasetError, OnError, Problem
-from cgcnn.prediction.inference import embed_dataset
 from cgcnn.data.descriptors import attach_inputs
+from cgcnn.errors import DatasetError, OnError, Problem
+from cgcnn.prediction.ensemble import ensemble_predict
+from cgcnn.prediction.inference import embed_dataset
+from cgcnn.prediction.shipped import (
+    manifest,
+    member_checkpoints,
+    shipped_model_dir,
+    shipped_models,
+)
+from cgcnn.prediction.trees import load_trees
+from cgcnn.training.checkpoint import Loaded, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +74,19 @@ class Predictor:
             weight ``trees_weight``.
     """
 
-    def __init__(self, loaded: Loaded | Sequence[Loaded], *, device: str = "auto", batch_size: int = 256,
-                 source: str | None = None, scale: float = 1.0, pbe_model: Loaded | None = None, fidelity: str | None = None,
-                 trees=None, trees_weight: float = 0.5):
+    def __init__(
+        self,
+        loaded: Loaded | Sequence[Loaded],
+        *,
+        device: str = "auto",
+        batch_size: int = 256,
+        source: str | None = None,
+        scale: float = 1.0,
+        pbe_model: Loaded | None = None,
+        fidelity: str | None = None,
+        trees=None,
+        trees_weight: float = 0.5,
+    ):
         self.members = [loaded] if isinstance(loaded, Loaded) else list(loaded)
         if not self.members:
             raise ValueError("a predictor needs at least one checkpoint")
@@ -84,8 +101,10 @@ class Predictor:
         self.trees_weight = float(trees_weight)
 
     def __repr__(self) -> str:
-        return (f"Predictor(source={self.source!r}, members={len(self.members)}, graphs={self.loaded.graph_config.key()}, "
-                f"model={self.loaded.model_config.to_dict()})")
+        return (
+            f"Predictor(source={self.source!r}, members={len(self.members)}, graphs={self.loaded.graph_config.key()}, "
+            f"model={self.loaded.model_config.to_dict()})"
+        )
 
     @property
     def pbe_aware(self) -> bool:
@@ -97,28 +116,51 @@ class Predictor:
         cols = ["material_id", "prediction_ev", "prediction_std_ev", "n_members"]
         return cols + (["pbe_gap_ev", "pbe_gap_source"] if self.pbe_aware else [])
 
-    def dataset(self, structures, *, on_error: OnError = "skip", workers: int = 1, progress: bool = False) -> CrystalDataset:
+    def dataset(
+        self, structures, *, on_error: OnError = "skip", workers: int = 1, progress: bool = False
+    ) -> CrystalDataset:
         """The crystals of ``structures`` as a dataset for this model (bad items skipped and
         listed in ``.problems``, or raised with ``on_error="error"``).
 
         Raises:
             DatasetError: no structure could be read.
         """
-        graphs, problems = read_inputs(structures, self.loaded.graph_config, workers=workers, on_error=on_error, progress=progress)
+        graphs, problems = read_inputs(
+            structures, self.loaded.graph_config, workers=workers, on_error=on_error, progress=progress
+        )
         ds = CrystalDataset(graphs, None, self.loaded.features, on_error=on_error)
         ds.problems = problems + ds.problems
         if len(ds) == 0:
             first = f" (first: {ds.problems[0]})" if ds.problems else ""
-            raise DatasetError(f"no structure could be read from {_describe(structures)}; {len(ds.problems)} skipped{first}")
+            raise DatasetError(
+                f"no structure could be read from {_describe(structures)}; {len(ds.problems)} skipped{first}"
+            )
         return ds
 
     def predict_dataset(self, ds: CrystalDataset, *, pbe: Mapping[str, float] | None = None) -> pd.DataFrame:
         """The table of :meth:`predict` for a ready dataset."""
-        return ensemble_predict(self.members, ds, pbe=pbe, pbe_model=self.pbe_model, scale=self.scale, fidelity=self.fidelity,
-                                trees=self.trees, trees_weight=self.trees_weight, batch_size=self.batch_size, device=self.device)
+        return ensemble_predict(
+            self.members,
+            ds,
+            pbe=pbe,
+            pbe_model=self.pbe_model,
+            scale=self.scale,
+            fidelity=self.fidelity,
+            trees=self.trees,
+            trees_weight=self.trees_weight,
+            batch_size=self.batch_size,
+            device=self.device,
+        )
 
-    def predict(self, structures, *, pbe: Mapping[str, float] | None = None, on_error: OnError = "skip",
-                workers: int = 1, progress: bool = False) -> pd.DataFrame:
+    def predict(
+        self,
+        structures,
+        *,
+        pbe: Mapping[str, float] | None = None,
+        on_error: OnError = "skip",
+        workers: int = 1,
+        progress: bool = False,
+    ) -> pd.DataFrame:
         """Band gaps in eV: a DataFrame with ``material_id, prediction_ev,
         prediction_std_ev, n_members`` (and ``pbe_gap_ev, pbe_gap_source`` for PBE-aware
         models) in input order.  ``pbe``: known PBE gaps by material id (a Materials Project
@@ -172,13 +214,6 @@ def load_model(
         CheckpointError: the file is not a usable checkpoint (the message says why).
         ShippedModelError: no such shipped model and no such file.
     """
-    from cgcnn.prediction.shipped import (
-        manifest,
-        member_checkpoints,
-        shipped_model_dir,
-        shipped_models,
-    )
-
     if not Path(path).exists() and (str(path) in shipped_models() or str(path) == DEFAULT_MODEL):
         name = str(path)
         members = [load_checkpoint(f, device="cpu") for f in member_checkpoints(name)]
@@ -186,14 +221,25 @@ def load_model(
         pbe_model = None
         if info.get("pbe_model"):  # a file beside the members, or another shipped model
             own = shipped_model_dir(name) / info["pbe_model"]
-            pbe_model = load_checkpoint(own if own.is_file() else member_checkpoints(info["pbe_model"])[0], device="cpu")
+            pbe_model = load_checkpoint(
+                own if own.is_file() else member_checkpoints(info["pbe_model"])[0], device="cpu"
+            )
         scale = float((info.get("calibration") or {}).get("scale", 1.0))
         trees, weight = None, 0.5
         if info.get("trees"):  # boosted trees on composition + PBE, stored with skops (no pickle)
-            from cgcnn.prediction.trees import load_trees
-
             trees, weight = load_trees(shipped_model_dir(name) / info["trees"]["file"]), info["trees"]["weight"]
-        return Predictor(members, device=device, batch_size=batch_size, source=f"shipped:{name}", scale=scale,
-                         pbe_model=pbe_model, fidelity=fidelity, trees=trees, trees_weight=weight)
-    loaded = load_checkpoint(path, atom_features=atom_features, radius=radius, max_neighbors=max_neighbors, device="cpu")
+        return Predictor(
+            members,
+            device=device,
+            batch_size=batch_size,
+            source=f"shipped:{name}",
+            scale=scale,
+            pbe_model=pbe_model,
+            fidelity=fidelity,
+            trees=trees,
+            trees_weight=weight,
+        )
+    loaded = load_checkpoint(
+        path, atom_features=atom_features, radius=radius, max_neighbors=max_neighbors, device="cpu"
+    )
     return Predictor(loaded, device=device, batch_size=batch_size, source=str(path), fidelity=fidelity)

@@ -32,9 +32,11 @@ from cgcnn.data.building import (
     snapshot_structures,
 )
 from cgcnn.data.dataset import CrystalDataset
-from cgcnn.errors import DatasetError, OnError, Problem
-from cgcnn.fileio import atomic_path
+from cgcnn.data.descriptors import attach_inputs
 from cgcnn.data.graphset import GraphSet
+from cgcnn.errors import DatasetError, OnError, Problem
+from cgcnn.fileio import atomic_path, atomic_write_bytes
+from cgcnn.prediction.inference import embed_dataset
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +118,15 @@ def _chunk_graphs(chunk, seen: set[str], model, workers: int, on_error: OnError)
     if repeats and on_error == "error":
         raise DatasetError(str(repeats[0]))
     fresh = [(i, s) for i, s in chunk if i not in seen]
-    graphs, problems = build_graphs(fresh, model.loaded.graph_config, workers=workers, on_error=on_error, progress=False)
+    graphs, problems = build_graphs(
+        fresh, model.loaded.graph_config, workers=workers, on_error=on_error, progress=False
+    )
     return graphs, repeats + problems
 
 
-def _built_chunks(items, start: int, stop: int, chunk_size: int, model, workers: int,
-                  on_error: OnError) -> Iterator[tuple[int, GraphSet, list[Problem]]]:
+def _built_chunks(
+    items, start: int, stop: int, chunk_size: int, model, workers: int, on_error: OnError
+) -> Iterator[tuple[int, GraphSet, list[Problem]]]:
     """(input count, graphs, problems) of every chunk, read and built when the caller asks for
     it; an id already built in an earlier chunk is a duplicate (a problem).  Building the next
     chunk while the current one is predicted was measured slower on 2 cores (the graph
@@ -133,9 +138,18 @@ def _built_chunks(items, start: int, stop: int, chunk_size: int, model, workers:
         yield len(chunk), graphs, problems
 
 
-def predict_to_csv(model, inputs, output: str | Path | None, *, chunk_size: int = 1024, shard: tuple[int, int] = (0, 1),
-                   workers: int = 1, on_error: OnError = "skip", progress: bool = True,
-                   pbe: Mapping[str, float] | None = None) -> ScreeningSummary:
+def predict_to_csv(
+    model,
+    inputs,
+    output: str | Path | None,
+    *,
+    chunk_size: int = 1024,
+    shard: tuple[int, int] = (0, 1),
+    workers: int = 1,
+    on_error: OnError = "skip",
+    progress: bool = True,
+    pbe: Mapping[str, float] | None = None,
+) -> ScreeningSummary:
     """Predict every structure of ``inputs`` with ``model`` (a :class:`~cgcnn.prediction.predictor.Predictor`)
     chunk by chunk, writing rows of ``model.columns`` (``material_id, prediction_ev,
     prediction_std_ev, n_members`` and, for PBE-aware models, ``pbe_gap_ev, pbe_gap_source``)
@@ -173,8 +187,16 @@ def predict_to_csv(model, inputs, output: str | Path | None, *, chunk_size: int 
     return summary
 
 
-def embed_to_npz(model, inputs, output: str | Path, *, chunk_size: int = 1024, workers: int = 1, on_error: OnError = "skip",
-                 progress: bool = True) -> tuple[ScreeningSummary, int, int]:
+def embed_to_npz(
+    model,
+    inputs,
+    output: str | Path,
+    *,
+    chunk_size: int = 1024,
+    workers: int = 1,
+    on_error: OnError = "skip",
+    progress: bool = True,
+) -> tuple[ScreeningSummary, int, int]:
     """Crystal features of every structure of ``inputs``, streamed like :func:`predict_to_csv`:
     inputs are read, built and embedded ``chunk_size`` at a time, so the graphs of one chunk
     are in memory, never all of them; only the features themselves (``atom_fea_len +
@@ -184,10 +206,6 @@ def embed_to_npz(model, inputs, output: str | Path, *, chunk_size: int = 1024, w
 
     import numpy as np
     from tqdm import tqdm
-
-    from cgcnn.fileio import atomic_write_bytes
-    from cgcnn.prediction.inference import embed_dataset
-    from cgcnn.data.descriptors import attach_inputs
 
     total, items = _lazy_items(inputs)
     summary, t0 = ScreeningSummary(), time.perf_counter()

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cgcnn.errors import CgcnnError
+from cgcnn.fileio import atomic_write_bytes
 
 TRUSTED_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 
@@ -36,8 +37,6 @@ def save_trees(model, path: str | Path) -> None:
     """Store a fitted ``HistGradientBoostingRegressor`` with skops (atomically)."""
     import skops.io as sio
 
-    from cgcnn.fileio import atomic_write_bytes
-
     atomic_write_bytes(path, sio.dumps(model))
 
 
@@ -52,7 +51,9 @@ def load_trees(path: str | Path):
     except FileNotFoundError:
         raise TabularModelError(f"{path}: no such tree model") from None
     except Exception as exc:  # not a skops file
-        raise TabularModelError(f"{path}: not a tree model stored by cgcnn ({str(exc).splitlines()[0][:120]})") from None
+        raise TabularModelError(
+            f"{path}: not a tree model stored by cgcnn ({str(exc).splitlines()[0][:120]})"
+        ) from None
     unexpected = sorted(set(untrusted) - set(TRUSTED_TYPES))
     if unexpected:
         raise TabularModelError(f"{path}: holds types that are not trusted ({', '.join(unexpected)}); not loading it")

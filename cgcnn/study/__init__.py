@@ -3,7 +3,7 @@
 =========================  ==========================================  ===================================
 notebook                   module                                      writes into the run folder
 =========================  ==========================================  ===================================
-01-data-preparation/01     :mod:`~cgcnn.study.datasets` (ETL stage)    ``bucket/``, ``data/etl.json``
+01-data-preparation/01     :mod:`~cgcnn.study.data_preparation` (ETL stage)    ``bucket/``, ``data/etl.json``
 01-data-preparation/02     (EDA: :mod:`cgcnn.insights.figures`)        ``tables/eda_*``, ``figures/eda_*``
 02-ml-dev/01               :mod:`~cgcnn.study.base_model`              ``models/m1/``
 02-ml-dev/02               :mod:`~cgcnn.study.cross_validation`        ``cv.json``, ``tables/cv_*``

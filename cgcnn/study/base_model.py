@@ -1,4 +1,4 @@
-"""Stage 3: the base model M1, trained on the PBE gaps of DS1 into ``<run>/models/m1/``."""
+"""Step 02-ml-dev/01: the base model M1, trained on the PBE gaps of DS1 into ``<run>/models/m1/``."""
 
 from __future__ import annotations
 
@@ -11,9 +11,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cgcnn.study.datasets import load_data
+from cgcnn.data.features import AtomFeatures
+from cgcnn.evaluation.metrics import regression_metrics
+from cgcnn.prediction.inference import predict
+from cgcnn.prediction.shipped import manifest, member_checkpoints
+from cgcnn.study.data_preparation import load_data
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.rundir import run_paths, write_table
+from cgcnn.training.checkpoint import load_checkpoint
+from cgcnn.training.fit import FitResult, fit
 
 
 @dataclass
@@ -30,8 +36,6 @@ class BaseResult:
 
 def metrics_row(y_true, y_pred) -> dict:
     """:func:`cgcnn.evaluation.metrics.regression_metrics` of two array-likes (as float arrays)."""
-    from cgcnn.evaluation.metrics import regression_metrics
-
     return regression_metrics(np.asarray(y_true, float), np.asarray(y_pred, float))
 
 
@@ -50,11 +54,6 @@ def train_base(run_dir: str | os.PathLike, profile: StudyProfile, *, progress: b
 
     ``profile.base.max_crystals`` limits DS1 to a random subset (seeded by the base seed).
     """
-    from cgcnn.data.features import AtomFeatures
-    from cgcnn.prediction.inference import predict
-    from cgcnn.training.checkpoint import load_checkpoint
-    from cgcnn.training.fit import fit
-
     profile.apply_threads()
 
     run = Path(run_dir)
@@ -70,8 +69,14 @@ def train_base(run_dir: str | os.PathLike, profile: StudyProfile, *, progress: b
     if profile.nproc > 1:
         result = _fit_distributed(data, dataset, cfg, out, profile)
     else:
-        result = fit(dataset, cfg, out, model_config=profile.model, progress=progress,
-                     meta={"role": "base", "dataset": "DS1", "profile": profile.name})
+        result = fit(
+            dataset,
+            cfg,
+            out,
+            model_config=profile.model,
+            progress=progress,
+            meta={"role": "base", "dataset": "DS1", "profile": profile.name},
+        )
     seconds = time.perf_counter() - t0
     loaded = load_checkpoint(result.best_checkpoint)
     pred = predict(loaded, dataset, device=profile.device)
@@ -88,26 +93,60 @@ def _fit_distributed(data, dataset, cfg, out: Path, profile: StudyProfile):
     import subprocess
     import sys
 
-    from cgcnn.training.fit import FitResult
-
     inputs = out.parent / "m1-inputs"
     inputs.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"material_id": dataset.ids, "bg_pbe": dataset.y}).to_csv(inputs / "ds1_targets.csv", index=False)
     (inputs / "train.json").write_text(json.dumps(cfg.to_dict()))
-    (inputs / "model.json").write_text(json.dumps(profile.model.model_dump(exclude={"nbr_fea_len", "orig_atom_fea_len"})))
+    (inputs / "model.json").write_text(
+        json.dumps(profile.model.model_dump(exclude={"nbr_fea_len", "orig_atom_fea_len"}))
+    )
     g = dataset.config
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(profile.nproc),
-           "-m", "cgcnn", "train", "--graphs", str(data.files["ds1_graphs"]), "--targets", str(inputs / "ds1_targets.csv"),
-           "--target-column", "bg_pbe", "--config", str(inputs / "train.json"), "--model-config", str(inputs / "model.json"),
-           "--radius", f"{g.radius:g}", "--max-neighbors", str(g.max_neighbors), "--output", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(profile.nproc),
+        "-m",
+        "cgcnn",
+        "train",
+        "--graphs",
+        str(data.files["ds1_graphs"]),
+        "--targets",
+        str(inputs / "ds1_targets.csv"),
+        "--target-column",
+        "bg_pbe",
+        "--config",
+        str(inputs / "train.json"),
+        "--model-config",
+        str(inputs / "model.json"),
+        "--radius",
+        f"{g.radius:g}",
+        "--max-neighbors",
+        str(g.max_neighbors),
+        "--output",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        tail = [line for line in proc.stderr.splitlines() if line.startswith("error:")] or proc.stderr.strip().splitlines()[-1:]
-        raise RuntimeError(f"distributed training of M1 with {profile.nproc} processes failed: {tail[0] if tail else proc.returncode}")
+        tail = [
+            line for line in proc.stderr.splitlines() if line.startswith("error:")
+        ] or proc.stderr.strip().splitlines()[-1:]
+        raise RuntimeError(
+            f"distributed training of M1 with {profile.nproc} processes failed: {tail[0] if tail else proc.returncode}"
+        )
     history = pd.read_csv(out / "history.csv")
     best = history.loc[history["val_mae"].idxmin()] if history["val_mae"].notna().any() else history.iloc[-1]
-    return FitResult(out / "best.pt", out / "last.pt", history, float(best["val_mae"]), int(best["epoch"]), None,
-                     json.loads((out / "splits.json").read_text()))
+    return FitResult(
+        out / "best.pt",
+        out / "last.pt",
+        history,
+        float(best["val_mae"]),
+        int(best["epoch"]),
+        None,
+        json.loads((out / "splits.json").read_text()),
+    )
 
 
 def _split_metrics(dataset, pred, splits: dict[str, list[str]]) -> pd.DataFrame:
@@ -123,15 +162,13 @@ def _split_metrics(dataset, pred, splits: dict[str, list[str]]) -> pd.DataFrame:
 def use_shipped_base(run: Path, profile: StudyProfile, data) -> BaseResult:
     """Copy the packaged M1 (``cgcnn/models/base``) into ``<run>/models/m1/best.pt`` and score it
     on DS1 with the splits it was trained with; refuses graph settings other than the profile's."""
-    from cgcnn.prediction.inference import predict
-    from cgcnn.prediction.shipped import manifest, member_checkpoints
-    from cgcnn.training.checkpoint import load_checkpoint
-
     source = member_checkpoints("base")[0]
     loaded = load_checkpoint(source)
     if loaded.graph_config != profile.graph:
-        raise ValueError(f"the shipped M1 uses graphs {loaded.graph_config.key()} but profile {profile.name!r} asks for "
-                         f"{profile.graph.key()}; set base.source to 'train' or use the shipped graph settings")
+        raise ValueError(
+            f"the shipped M1 uses graphs {loaded.graph_config.key()} but profile {profile.name!r} asks for "
+            f"{profile.graph.key()}; set base.source to 'train' or use the shipped graph settings"
+        )
     out = run_paths(run)["models"] / "m1"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -142,7 +179,9 @@ def use_shipped_base(run: Path, profile: StudyProfile, data) -> BaseResult:
     metrics = _split_metrics(dataset, pred, info["ids"])
     history = pd.DataFrame(info.get("history", []))
     write_table(run_paths(run)["tables"] / "m1_ds1_metrics.csv", metrics)
-    return BaseResult(out / "best.pt", history, metrics, int(info["best_epoch"]), float(info["wall_time_s"]), len(dataset))
+    return BaseResult(
+        out / "best.pt", history, metrics, int(info["best_epoch"]), float(info["wall_time_s"]), len(dataset)
+    )
 
 
 def base_checkpoint(run_dir: str | os.PathLike) -> Path:

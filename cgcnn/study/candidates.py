@@ -42,16 +42,29 @@ from cgcnn.training.adapt import adapt
 from cgcnn.training.checkpoint import load_checkpoint
 
 PBE, EXPERIMENT = "pbe", "experiment"
-__all__ = ["EXPERIMENT", "METHOD_LABELS", "PBE", "TREES", "TREES_WEIGHT", "EnsembleMethod", "build_method",
-           "method_model_config", "pbe_inputs", "trees_out_of_fold", "with_trees"]
+__all__ = [
+    "EXPERIMENT",
+    "METHOD_LABELS",
+    "PBE",
+    "TREES",
+    "TREES_WEIGHT",
+    "EnsembleMethod",
+    "build_method",
+    "method_model_config",
+    "pbe_inputs",
+    "trees_out_of_fold",
+    "with_trees",
+]
 TREES_WEIGHT = 0.5  # fixed, equal weights: nothing is tuned on the out-of-fold predictions
 
 
 def method_model_config(name: str, base: ModelConfig) -> ModelConfig:
     """The architecture of candidate ``name``: M1's, plus its per-crystal inputs."""
-    extra = {"delta": {"pbe_input": True},
-             "delta_composition": {"pbe_input": True, "composition": "magpie"},
-             "multifidelity": {"pbe_input": True, "fidelities": [PBE, EXPERIMENT]}}
+    extra = {
+        "delta": {"pbe_input": True},
+        "delta_composition": {"pbe_input": True, "composition": "magpie"},
+        "multifidelity": {"pbe_input": True, "fidelities": [PBE, EXPERIMENT]},
+    }
     if name not in extra:
         raise ValueError(f"unknown method {name!r}; choose from {', '.join(extra)}")
     return base.model_copy(update=extra[name])
@@ -102,11 +115,27 @@ class EnsembleMethod:
             seed = 100 * int(tag.get("seed", 0)) + k
             cfg = AdaptConfig(freeze=s.freeze, normalizer="refit", train=self.profile.train_config(s.train, seed=seed))
             t0 = time.perf_counter()
-            result = adapt(self.base, self.dataset, cfg, out / f"member-{k}", splits=(train, val),
-                           model_config=self.model_config, progress=False)
-            self.fits.append({"method": self.name, **tag, "member": k, "seed": seed, "inner_val_mae": result.best_val_mae,
-                              "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-                              "seconds": round(time.perf_counter() - t0, 2)})
+            result = adapt(
+                self.base,
+                self.dataset,
+                cfg,
+                out / f"member-{k}",
+                splits=(train, val),
+                model_config=self.model_config,
+                progress=False,
+            )
+            self.fits.append(
+                {
+                    "method": self.name,
+                    **tag,
+                    "member": k,
+                    "seed": seed,
+                    "inner_val_mae": result.best_val_mae,
+                    "best_epoch": result.best_epoch,
+                    "epochs_run": len(result.history),
+                    "seconds": round(time.perf_counter() - t0, 2),
+                }
+            )
             paths.append(result.best_checkpoint)
         return paths
 
@@ -116,20 +145,27 @@ class EnsembleMethod:
         return np.vstack([predict(load_checkpoint(c), sub, device=self.profile.device) for c in checkpoints])
 
     def __call__(self, train, test, ctx) -> np.ndarray:
-        fit, val = inner_split(self.groups, train, val_fraction=self.profile.cv.inner_val_fraction, seed=1000 * ctx.seed + ctx.fold)
+        fit, val = inner_split(
+            self.groups, train, val_fraction=self.profile.cv.inner_val_fraction, seed=1000 * ctx.seed + ctx.fold
+        )
         out = self.scratch / f"r{ctx.repeat}-f{ctx.fold}"
         checkpoints = self.fit_members(fit, val, out, {"repeat": ctx.repeat, "fold": ctx.fold, "seed": ctx.seed})
         preds = self.predict_members(checkpoints, test)
         ids = [self.dataset.ids[p + self.offset].split("@")[0] for p in test]
         self.spreads.append(pd.DataFrame({"repeat": ctx.repeat, "material_id": ids, "std": preds.std(axis=0)}))
-        maes = [r["inner_val_mae"] for r in self.fits[-len(checkpoints):]]
-        self.echo(f"repeat {ctx.repeat} fold {ctx.fold}  {self.name:>18}  inner val MAE of members "
-                  + ", ".join(f"{m:.3f}" for m in maes) + " eV")
+        maes = [r["inner_val_mae"] for r in self.fits[-len(checkpoints) :]]
+        self.echo(
+            f"repeat {ctx.repeat} fold {ctx.fold}  {self.name:>18}  inner val MAE of members "
+            + ", ".join(f"{m:.3f}" for m in maes)
+            + " eV"
+        )
         shutil.rmtree(out, ignore_errors=True)
         return preds.mean(axis=0)
 
 
-def build_method(name: str, profile: StudyProfile, data, base, ds2, pbe: np.ndarray, groups, scratch: Path, echo) -> EnsembleMethod:
+def build_method(
+    name: str, profile: StudyProfile, data, base, ds2, pbe: np.ndarray, groups, scratch: Path, echo
+) -> EnsembleMethod:
     """The candidate ``name`` with its training dataset (DS2, and DS1 crystals for multi-fidelity)."""
     cfg = method_model_config(name, base.model_config)
     ds2 = ds2.subset_positions(np.arange(len(ds2)))  # a copy: inputs differ per method
@@ -148,13 +184,21 @@ def build_method(name: str, profile: StudyProfile, data, base, ds2, pbe: np.ndar
 def trees_out_of_fold(frame: pd.DataFrame, folds, cv, pbe: np.ndarray) -> tuple[pd.DataFrame, list[dict]]:
     """Out-of-fold predictions of boosted trees on Magpie composition + the PBE gap the
     networks read (MP's, or M1's where MP has none), hyper-parameters by inner grouped CV."""
-    trees = BoostedTrees(tree_features(magpie_features(list(frame["formula"])), pbe), frame["bg_exp"].to_numpy(),
-                         list(frame["group"]), grid=dict(cv.gbm_grid))
+    trees = BoostedTrees(
+        tree_features(magpie_features(list(frame["formula"])), pbe),
+        frame["bg_exp"].to_numpy(),
+        list(frame["group"]),
+        grid=dict(cv.gbm_grid),
+    )
     return out_of_fold(trees, folds, list(frame["material_id"])), trees.chosen
 
 
 def with_trees(table: pd.DataFrame, trees: pd.DataFrame, name: str) -> pd.DataFrame:
     """A candidate's out-of-fold table averaged with the trees' (:func:`cgcnn.prediction.ensemble.mix`)."""
-    merged = table.merge(trees.rename(columns={"prediction": "trees"}), on=["repeat", "material_id"], suffixes=("", "_t"))
+    merged = table.merge(
+        trees.rename(columns={"prediction": "trees"}), on=["repeat", "material_id"], suffixes=("", "_t")
+    )
     mean, std = mix(merged["prediction"], merged["std"], merged["trees"], TREES_WEIGHT)
-    return merged[["repeat", "fold", "material_id"]].assign(model=f"ens_{name}{TREES}", prediction=mean, std=std)[table.columns]
+    return merged[["repeat", "fold", "material_id"]].assign(model=f"ens_{name}{TREES}", prediction=mean, std=std)[
+        table.columns
+    ]

@@ -48,7 +48,7 @@ from cgcnn.evaluation.metrics import regression_metrics
 from cgcnn.fileio import write_json
 from cgcnn.prediction.inference import predict
 from cgcnn.study.base_model import base_checkpoint
-from cgcnn.study.datasets import StudyData, load_data
+from cgcnn.study.data_preparation import StudyData, load_data
 from cgcnn.study.display import BASELINES
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.rundir import run_paths, write_table
@@ -96,26 +96,33 @@ class CvSetup:
     def candidates(self) -> list[tuple[str, float]]:
         """(policy or ``control``, learning rate) of every candidate, in fitting order."""
         settings = self.profile.adapt
-        return [(p, lr) for p in settings.policies for lr in settings.lr_grid] + [(CONTROL, lr) for lr in settings.control_grid]
+        return [(p, lr) for p in settings.policies for lr in settings.lr_grid] + [
+            (CONTROL, lr) for lr in settings.control_grid
+        ]
 
     def fit(self, policy: str, lr: float, seed: int, splits: tuple, out: Path, *, progress: bool = False):
         """Fine-tune M1 with ``policy`` frozen (or train the control) at ``lr``."""
         if policy == CONTROL:
             cfg = self.profile.control_config(lr=lr, seed=seed)
-            return train_control(self.dataset, cfg, out, model_config=self.base.model_config, splits=splits, progress=progress)
+            return train_control(
+                self.dataset, cfg, out, model_config=self.base.model_config, splits=splits, progress=progress
+            )
         cfg = self.profile.adapt_config(policy, lr=lr, seed=seed)
         return adapt(self.base, self.dataset, cfg, out, splits=splits, progress=progress)
 
     def settings(self) -> dict[str, str]:
         """The settings of the fine-tuning study, for reading."""
         p = self.profile
-        return {"freeze policies": ", ".join(p.adapt.policies),
-                "learning-rate grid": ", ".join(f"{lr:g}" for lr in p.adapt.lr_grid),
-                "control grid": ", ".join(f"{lr:g}" for lr in p.adapt.control_grid),
-                "CV": f"{p.cv.folds} folds grouped by formula x {p.cv.repeats} repeat(s), seed {p.cv.seed}",
-                "inner validation (formulas of a training fold)": str(p.cv.inner_val_fraction),
-                "max epochs / patience": f"{p.adapt.train.epochs} / {p.adapt.train.patience}",
-                "DS2 materials": str(len(self.frame)), "outer folds": str(len(self.folds))}
+        return {
+            "freeze policies": ", ".join(p.adapt.policies),
+            "learning-rate grid": ", ".join(f"{lr:g}" for lr in p.adapt.lr_grid),
+            "control grid": ", ".join(f"{lr:g}" for lr in p.adapt.control_grid),
+            "CV": f"{p.cv.folds} folds grouped by formula x {p.cv.repeats} repeat(s), seed {p.cv.seed}",
+            "inner validation (formulas of a training fold)": str(p.cv.inner_val_fraction),
+            "max epochs / patience": f"{p.adapt.train.epochs} / {p.adapt.train.patience}",
+            "DS2 materials": str(len(self.frame)),
+            "outer folds": str(len(self.folds)),
+        }
 
 
 def ds2_frame(data: StudyData, ids: list[str]) -> pd.DataFrame:
@@ -123,12 +130,14 @@ def ds2_frame(data: StudyData, ids: list[str]) -> pd.DataFrame:
     from pymatgen.core import Composition  # heavy; only when a frame is built
 
     ds2 = data.ds2.set_index("material_id").loc[ids]
-    frame = pd.DataFrame({
-        "material_id": ids,
-        "formula": ds2["formula"].to_numpy(),
-        "bg_exp": ds2["bg_exp"].astype(float).to_numpy(),
-        "bg_pbe": pd.to_numeric(ds2["bg_pbe"], errors="coerce").to_numpy(),
-    })
+    frame = pd.DataFrame(
+        {
+            "material_id": ids,
+            "formula": ds2["formula"].to_numpy(),
+            "bg_exp": ds2["bg_exp"].astype(float).to_numpy(),
+            "bg_pbe": pd.to_numeric(ds2["bg_pbe"], errors="coerce").to_numpy(),
+        }
+    )
     frame["group"] = [Composition(f).reduced_formula for f in frame["formula"]]
     return frame.set_index("material_id", drop=False)
 
@@ -142,7 +151,9 @@ def setup(run_dir: str | os.PathLike, profile: StudyProfile) -> CvSetup:
     dataset = data.dataset("ds2", "bg_exp", base.features)
     frame = ds2_frame(data, dataset.ids)
     cv = profile.cv
-    folds = grouped_folds(list(frame["group"]), frame["bg_exp"].to_numpy(), k=cv.folds, repeats=cv.repeats, seed=cv.seed)
+    folds = grouped_folds(
+        list(frame["group"]), frame["bg_exp"].to_numpy(), k=cv.folds, repeats=cv.repeats, seed=cv.seed
+    )
     return CvSetup(run, profile, data, base, dataset, frame, folds)
 
 
@@ -164,7 +175,9 @@ def fit_fold(cv: CvSetup, fold: Fold, *, echo: Callable[[str], Any] = print) -> 
     """Fit every candidate of ``cv`` on the training part of ``fold`` (early stopping on its
     inner grouped split) and predict its test part.  Only the predictions are kept."""
     ids = cv.dataset.ids
-    inner = inner_split(cv.groups, fold.train, val_fraction=cv.profile.cv.inner_val_fraction, seed=1000 * fold.seed + fold.fold)
+    inner = inner_split(
+        cv.groups, fold.train, val_fraction=cv.profile.cv.inner_val_fraction, seed=1000 * fold.seed + fold.fold
+    )
     test_set = cv.dataset.subset_positions(fold.test)
     rows, preds = [], []
     scratch = cv.scratch / f"r{fold.repeat}-f{fold.fold}"
@@ -173,13 +186,35 @@ def fit_fold(cv: CvSetup, fold: Fold, *, echo: Callable[[str], Any] = print) -> 
         t0 = time.perf_counter()
         result = cv.fit(policy, lr, fold.seed, inner, out)
         pred = predict(load_checkpoint(result.best_checkpoint), test_set, device=cv.profile.device)
-        rows.append({"model": model_key(policy), "policy": policy, "lr": lr, "repeat": fold.repeat, "fold": fold.fold,
-                     "inner_val_mae": result.best_val_mae, "best_epoch": result.best_epoch,
-                     "epochs_run": len(result.history), "seconds": round(time.perf_counter() - t0, 2)})
-        preds.append(pd.DataFrame({"model": model_key(policy), "lr": lr, "repeat": fold.repeat, "fold": fold.fold,
-                                   "material_id": [ids[k] for k in fold.test], "prediction": pred}))
-        echo(f"repeat {fold.repeat} fold {fold.fold}  {model_key(policy):>14}  lr {lr:<8g} inner val MAE "
-             f"{result.best_val_mae:.4f} eV (best epoch {result.best_epoch}, {rows[-1]['seconds']:.1f} s)")
+        rows.append(
+            {
+                "model": model_key(policy),
+                "policy": policy,
+                "lr": lr,
+                "repeat": fold.repeat,
+                "fold": fold.fold,
+                "inner_val_mae": result.best_val_mae,
+                "best_epoch": result.best_epoch,
+                "epochs_run": len(result.history),
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+        )
+        preds.append(
+            pd.DataFrame(
+                {
+                    "model": model_key(policy),
+                    "lr": lr,
+                    "repeat": fold.repeat,
+                    "fold": fold.fold,
+                    "material_id": [ids[k] for k in fold.test],
+                    "prediction": pred,
+                }
+            )
+        )
+        echo(
+            f"repeat {fold.repeat} fold {fold.fold}  {model_key(policy):>14}  lr {lr:<8g} inner val MAE "
+            f"{result.best_val_mae:.4f} eV (best epoch {result.best_epoch}, {rows[-1]['seconds']:.1f} s)"
+        )
         shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(scratch, ignore_errors=True)
     return FoldFits(fold, pd.DataFrame(rows), pd.concat(preds, ignore_index=True))
@@ -204,7 +239,12 @@ def run_baselines(frame: pd.DataFrame, folds, cv) -> tuple[pd.DataFrame, pd.Data
     magpie = magpie_features(list(frame["formula"]))
     gbm = BoostedTrees(magpie, y, groups, grid=dict(cv.gbm_grid))
     gbm_pbe = BoostedTrees(np.column_stack([magpie, pbe]), y, groups, grid=dict(cv.gbm_grid))
-    methods = {"pbe": RawPBE(pbe), "pbe_linear": LinearPBE(pbe, y), "gbm_composition": gbm, "gbm_composition_pbe": gbm_pbe}
+    methods = {
+        "pbe": RawPBE(pbe),
+        "pbe_linear": LinearPBE(pbe, y),
+        "gbm_composition": gbm,
+        "gbm_composition_pbe": gbm_pbe,
+    }
     fold_of = {(f.repeat, int(p)): f.fold for f in folds for p in f.test}
     position = {m: k for k, m in enumerate(frame["material_id"])}
     parts = []
@@ -212,7 +252,12 @@ def run_baselines(frame: pd.DataFrame, folds, cv) -> tuple[pd.DataFrame, pd.Data
         oof = out_of_fold(method, folds, list(frame["material_id"]), name=name)
         oof["fold"] = [fold_of[(r, position[m])] for r, m in zip(oof["repeat"], oof["material_id"])]
         parts.append(oof)
-    chosen = pd.concat([pd.DataFrame(m.chosen).assign(model=n) for n, m in (("gbm_composition", gbm), ("gbm_composition_pbe", gbm_pbe))])
+    chosen = pd.concat(
+        [
+            pd.DataFrame(m.chosen).assign(model=n)
+            for n, m in (("gbm_composition", gbm), ("gbm_composition_pbe", gbm_pbe))
+        ]
+    )
     return pd.concat(parts, ignore_index=True)[["model", "repeat", "fold", "material_id", "prediction"]], chosen
 
 
@@ -261,10 +306,16 @@ def cv_summary(predictions: pd.DataFrame, truth: pd.Series, *, seed: int = 0) ->
     preds = predictions[predictions["material_id"].isin(keep)]
     rows = {}
     for model, grp in preds.groupby("model", sort=False):
-        per_repeat = pd.DataFrame([regression_metrics(truth.loc[g["material_id"]].to_numpy(), g["prediction"].to_numpy())
-                                   for _, g in grp.groupby("repeat")])
+        per_repeat = pd.DataFrame(
+            [
+                regression_metrics(truth.loc[g["material_id"]].to_numpy(), g["prediction"].to_numpy())
+                for _, g in grp.groupby("repeat")
+            ]
+        )
         row = {k: per_repeat[k].mean() for k in ("mae", "rmse", "r2")}
-        row.update({f"{k}_std": per_repeat[k].std(ddof=1) if len(per_repeat) > 1 else np.nan for k in ("mae", "rmse", "r2")})
+        row.update(
+            {f"{k}_std": per_repeat[k].std(ddof=1) if len(per_repeat) > 1 else np.nan for k in ("mae", "rmse", "r2")}
+        )
         row.update(n=int(per_repeat["n"].max()), repeats=len(per_repeat))
         rows[model] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
@@ -278,7 +329,11 @@ def cv_summary(predictions: pd.DataFrame, truth: pd.Series, *, seed: int = 0) ->
         table["best_baseline"] = best
         for model in table.index:
             d = bootstrap_mean(errors[model] - errors[best], seed=seed)
-            table.loc[model, ["diff_vs_best_baseline", "diff_vs_best_baseline_lo", "diff_vs_best_baseline_hi"]] = d.value, d.lo, d.hi
+            table.loc[model, ["diff_vs_best_baseline", "diff_vs_best_baseline_lo", "diff_vs_best_baseline_hi"]] = (
+                d.value,
+                d.lo,
+                d.hi,
+            )
     if "m2" in table.index and "control" in table.index:
         d = bootstrap_mean(errors["m2"] - errors["control"], seed=seed)
         table.loc["m2", ["diff_vs_control", "diff_vs_control_lo", "diff_vs_control_hi"]] = d.value, d.lo, d.hi
@@ -290,11 +345,20 @@ def choose_recipes(candidate_preds: pd.DataFrame, truth: pd.Series, policies: li
     """Per model the learning rate with the lowest cross-validated MAE; M2 = the policy whose
     model (at its rate) has the lowest CV MAE.  Returns (choices table, selected policy)."""
     err = (candidate_preds["prediction"] - truth.loc[candidate_preds["material_id"]].to_numpy()).abs()
-    mae = candidate_preds.assign(err=err).groupby(["model", "lr", "repeat"])["err"].mean().groupby(["model", "lr"]).mean()
+    mae = (
+        candidate_preds.assign(err=err).groupby(["model", "lr", "repeat"])["err"].mean().groupby(["model", "lr"]).mean()
+    )
     rows = []
     for model, grp in mae.groupby(level="model", sort=False):
         lr = float(grp.idxmin()[1])
-        rows.append({"model": model, "policy": CONTROL if model == CONTROL else model.removeprefix("m2_"), "lr": lr, "cv_mae": float(grp.min())})
+        rows.append(
+            {
+                "model": model,
+                "policy": CONTROL if model == CONTROL else model.removeprefix("m2_"),
+                "lr": lr,
+                "cv_mae": float(grp.min()),
+            }
+        )
     choices = pd.DataFrame(rows).set_index("model")
     adapted = choices.loc[[model_key(p) for p in policies]]
     selected = str(adapted["cv_mae"].idxmin()).removeprefix("m2_")
@@ -351,13 +415,22 @@ def write_cv(cv: CvSetup, result: CvResult) -> Path:
     write_table(paths["tables"] / "cv_metrics.csv", result.cv_table)
     write_table(paths["tables"] / "cv_gbm_choices.csv", result.gbm_choices, index=False)
     write_table(paths["tables"] / "adaptation_choices.csv", result.choices)
-    write_json(paths["cv"], {
-        "protocol": {"folds": settings.folds, "repeats": settings.repeats, "seed": settings.seed, "grouped_by": "reduced formula",
-                     "inner_val_fraction": settings.inner_val_fraction, "n_ds2": len(cv.frame)},
-        "selected_policy": result.selected_policy,
-        "learning_rates": {k: float(v) for k, v in result.choices["lr"].items()},
-        "cv_metrics": {str(k): dict(row.items()) for k, row in result.cv_table.iterrows()},
-    })
+    write_json(
+        paths["cv"],
+        {
+            "protocol": {
+                "folds": settings.folds,
+                "repeats": settings.repeats,
+                "seed": settings.seed,
+                "grouped_by": "reduced formula",
+                "inner_val_fraction": settings.inner_val_fraction,
+                "n_ds2": len(cv.frame),
+            },
+            "selected_policy": result.selected_policy,
+            "learning_rates": {k: float(v) for k, v in result.choices["lr"].items()},
+            "cv_metrics": {str(k): dict(row.items()) for k, row in result.cv_table.iterrows()},
+        },
+    )
     shutil.rmtree(cv.scratch, ignore_errors=True)
     return paths["cv"]
 
@@ -370,8 +443,9 @@ def clear_outputs(run_dir: str | os.PathLike) -> None:
     paths["cv"].unlink(missing_ok=True)
 
 
-def run_cross_validation(run_dir: str | os.PathLike, profile: StudyProfile, *,
-                         echo: Callable[[str], Any] = print) -> CvResult:
+def run_cross_validation(
+    run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Callable[[str], Any] = print
+) -> CvResult:
     """Every step of this module in order (what the notebook does cell by cell)."""
     clear_outputs(run_dir)
     cv = setup(run_dir, profile)

@@ -21,7 +21,9 @@ METHOD_LABELS = {
     "delta_composition": "CGCNN ensemble, PBE-aware + composition",
     "multifidelity": "CGCNN ensemble, multi-fidelity + PBE-aware",
 }
-METHOD_LABELS.update({f"{k}{TREES}": f"{v}, averaged with boosted trees (composition + PBE)" for k, v in list(METHOD_LABELS.items())})
+METHOD_LABELS.update(
+    {f"{k}{TREES}": f"{v}, averaged with boosted trees (composition + PBE)" for k, v in list(METHOD_LABELS.items())}
+)
 MODEL_LABELS = {
     **BASELINES,
     "hse06": "HSE06",
@@ -46,7 +48,10 @@ def label(model: str) -> str:
 def display_cv_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """The CV table for reading: MAE ± std over repeats with its interval, RMSE, R², n,
     and the paired differences."""
-    pm = lambda m, s: f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if pd.notna(s) else "")  # noqa: E731
+
+    def pm(m, s):
+        return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if pd.notna(s) else "")
+
     out = pd.DataFrame(index=table.index)
     out["model"] = [label(m) for m in table.index]
     out["MAE"] = [pm(m, s) for m, s in zip(table["mae"], table["mae_std"])]
@@ -59,10 +64,16 @@ def display_cv_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 
 def display_table(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """A DS3 ``summary`` for reading: MAE with its interval, RMSE, R², n, seeds, paired differences."""
-    f = lambda v: "" if pd.isna(v) else f"{v:.{digits}f}"  # noqa: E731
+
+    def f(v):
+        return "" if pd.isna(v) else f"{v:.{digits}f}"
+
     out = pd.DataFrame(index=summary.index)
     out["model"] = summary["label"]
-    out["MAE [95% CI]"] = [f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" for m, lo, hi in zip(summary["mae"], summary["mae_lo"], summary["mae_hi"])]
+    out["MAE [95% CI]"] = [
+        f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+        for m, lo, hi in zip(summary["mae"], summary["mae_lo"], summary["mae_hi"])
+    ]
     out["RMSE"] = summary["rmse"].map(f)
     out["R²"] = summary["r2"].map(f)
     out["n"] = summary["n"]
@@ -74,8 +85,10 @@ def add_differences(out: pd.DataFrame, table: pd.DataFrame, digits: int = 3) -> 
     """Add the paired differences of ``table`` to the display table ``out`` as "+d [lo, hi]"."""
     for key, name in (("diff_vs_best_baseline", "Δ vs best baseline"), ("diff_vs_control", "Δ vs control")):
         if key in table:
-            out[name] = [f"{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]" if pd.notna(d) else ""
-                         for d, lo, hi in zip(table[key], table[f"{key}_lo"], table[f"{key}_hi"])]
+            out[name] = [
+                f"{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]" if pd.notna(d) else ""
+                for d, lo, hi in zip(table[key], table[f"{key}_lo"], table[f"{key}_hi"])
+            ]
     return out
 
 

@@ -22,15 +22,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cgcnn.evaluation.baselines import BoostedTrees, magpie_features
+from cgcnn.evaluation.bootstrap import mae_ci, paired_difference_ci
+from cgcnn.evaluation.metrics import LinearCorrection, regression_metrics
 from cgcnn.fileio import write_json
+from cgcnn.prediction.ensemble import coverage, ensemble_predict
+from cgcnn.prediction.inference import predict
+from cgcnn.prediction.trees import load_trees
 from cgcnn.study.base_model import base_checkpoint
 from cgcnn.study.cross_validation import CONTROL, ds2_frame, model_key
-from cgcnn.study.datasets import StudyData, load_data
+from cgcnn.study.data_preparation import StudyData, load_data
 from cgcnn.study.display import BASELINES, MODEL_LABELS
 from cgcnn.study.final_models import AdaptationResult, load_adaptation
 from cgcnn.study.methods import load_methods
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.rundir import require_cv, run_paths, write_table
+from cgcnn.training.checkpoint import load_checkpoint
 
 GAP_RANGES = (0.0, 1.0, 2.0, 3.0, np.inf)
 _PREDICTION_COLUMNS = ("material_id", "formula", "bg_exp", "bg_pbe", "anion_class", "crystal_system")
@@ -67,17 +74,18 @@ def _long(ids: list[str], model: str, seed, values) -> pd.DataFrame:
 
 def _baseline_predictions(data: StudyData, ds2_ids: list[str], ids: list[str], gbm_grid: dict) -> list[pd.DataFrame]:
     """Raw PBE, PBE linearly corrected on DS2, the boosted trees fitted on DS2, HSE06, G0W0."""
-    from cgcnn.evaluation.baselines import BoostedTrees, magpie_features
-    from cgcnn.evaluation.metrics import LinearCorrection
-
     ds3 = data.ds3.set_index("material_id", drop=False)
     train = ds2_frame(data, ds2_ids)
     pbe3 = pd.to_numeric(ds3.loc[ids, "bg_pbe"], errors="coerce").to_numpy()
-    parts = [_long(ids, "pbe", np.nan, pbe3),
-             _long(ids, "pbe_linear", np.nan, LinearCorrection.fit(train["bg_pbe"], train["bg_exp"]).predict(pbe3))]
+    parts = [
+        _long(ids, "pbe", np.nan, pbe3),
+        _long(ids, "pbe_linear", np.nan, LinearCorrection.fit(train["bg_pbe"], train["bg_exp"]).predict(pbe3)),
+    ]
     x2, x3 = magpie_features(list(train["formula"])), magpie_features(list(ds3.loc[ids, "formula"]))
-    for name, (a, b) in {"gbm_composition": (x2, x3),
-                         "gbm_composition_pbe": (np.column_stack([x2, train["bg_pbe"]]), np.column_stack([x3, pbe3]))}.items():
+    for name, (a, b) in {
+        "gbm_composition": (x2, x3),
+        "gbm_composition_pbe": (np.column_stack([x2, train["bg_pbe"]]), np.column_stack([x3, pbe3])),
+    }.items():
         model, _ = BoostedTrees(a, train["bg_exp"].to_numpy(), list(train["group"]), grid=dict(gbm_grid)).fit_all()
         parts.append(_long(ids, name, np.nan, model.predict(b)))
     for col, name in (("bg_hse06", "hse06"), ("bg_g0w0", "g0w0")):
@@ -88,9 +96,6 @@ def _baseline_predictions(data: StudyData, ds2_ids: list[str], ids: list[str], g
 
 def _model_predictions(profile: StudyProfile, adaptation: AdaptationResult, base, ds3_set) -> list[pd.DataFrame]:
     """M1, every final adapted model and the control (per seed); the selected policy also as ``m2``."""
-    from cgcnn.prediction.inference import predict
-    from cgcnn.training.checkpoint import load_checkpoint
-
     ids = list(ds3_set.ids)
     parts = [_long(ids, "m1", np.nan, predict(base, ds3_set, device=profile.device))]
     selected = model_key(adaptation.selected_policy)
@@ -103,12 +108,11 @@ def _model_predictions(profile: StudyProfile, adaptation: AdaptationResult, base
     return parts
 
 
-def _ensemble_predictions(run: Path, profile: StudyProfile, base, data: StudyData, ds3_set) -> tuple[list[pd.DataFrame], pd.Series | None]:
+def _ensemble_predictions(
+    run: Path, profile: StudyProfile, base, data: StudyData, ds3_set
+) -> tuple[list[pd.DataFrame], pd.Series | None]:
     """The selected ensemble (``<run>/methods.json``), called as a user would: structures, the
     known PBE gaps of the DS3 table, M1 for any missing one.  (rows, spread per material)."""
-    from cgcnn.prediction.ensemble import ensemble_predict
-    from cgcnn.training.checkpoint import load_checkpoint
-
     methods = load_methods(run)
     if not methods or not methods.get("final"):
         return [], None
@@ -117,20 +121,25 @@ def _ensemble_predictions(run: Path, profile: StudyProfile, base, data: StudyDat
     pbe = pd.to_numeric(ds3["bg_pbe"], errors="coerce").dropna().to_dict()
     trees, weight = None, 0.5
     if methods["final"].get("trees"):
-        from cgcnn.prediction.trees import load_trees
-
         trees, weight = load_trees(run / methods["final"]["trees"]["file"]), methods["final"]["trees"]["weight"]
-    table = ensemble_predict(members, ds3_set.subset_positions(np.arange(len(ds3_set))), pbe=pbe, pbe_model=base,
-                             scale=methods["calibration"]["scale"], trees=trees, trees_weight=weight, device=profile.device)
-    return [_long(list(table["material_id"]), "ensemble", np.nan, table["prediction_ev"])], table.set_index("material_id")["prediction_std_ev"]
+    table = ensemble_predict(
+        members,
+        ds3_set.subset_positions(np.arange(len(ds3_set))),
+        pbe=pbe,
+        pbe_model=base,
+        scale=methods["calibration"]["scale"],
+        trees=trees,
+        trees_weight=weight,
+        device=profile.device,
+    )
+    return [_long(list(table["material_id"]), "ensemble", np.nan, table["prediction_ev"])], table.set_index(
+        "material_id"
+    )["prediction_std_ev"]
 
 
 def score(per_seed_pred: pd.DataFrame, truth: pd.Series, ids: list[str], best_baseline: str) -> pd.DataFrame:
     """Per model (mean prediction over seeds): MAE with interval, RMSE, R², max error, n,
     per-seed MAE mean ± std, and paired differences vs ``best_baseline`` and (M2) the control."""
-    from cgcnn.evaluation.bootstrap import mae_ci, paired_difference_ci
-    from cgcnn.evaluation.metrics import regression_metrics
-
     preds = per_seed_pred[per_seed_pred["material_id"].isin(set(ids))]
     mean = preds.groupby(["material_id", "model"], sort=False)["prediction"].mean().unstack("model").loc[ids]
     y = truth.loc[ids].to_numpy()
@@ -139,10 +148,19 @@ def score(per_seed_pred: pd.DataFrame, truth: pd.Series, ids: list[str], best_ba
         p = mean[model].to_numpy()
         ci = mae_ci(y, p)
         seeds = preds[preds["model"] == model].groupby("seed", dropna=False)
-        seed_mae = [regression_metrics(truth.loc[g["material_id"]].to_numpy(), g["prediction"].to_numpy())["mae"] for _, g in seeds]
-        row = {"label": MODEL_LABELS.get(model, model), **regression_metrics(y, p), "mae_lo": ci.lo, "mae_hi": ci.hi,
-               "seeds": len(seed_mae), "seed_mae": float(np.mean(seed_mae)),
-               "seed_mae_std": float(np.std(seed_mae, ddof=1)) if len(seed_mae) > 1 else np.nan}
+        seed_mae = [
+            regression_metrics(truth.loc[g["material_id"]].to_numpy(), g["prediction"].to_numpy())["mae"]
+            for _, g in seeds
+        ]
+        row = {
+            "label": MODEL_LABELS.get(model, model),
+            **regression_metrics(y, p),
+            "mae_lo": ci.lo,
+            "mae_hi": ci.hi,
+            "seeds": len(seed_mae),
+            "seed_mae": float(np.mean(seed_mae)),
+            "seed_mae_std": float(np.std(seed_mae, ddof=1)) if len(seed_mae) > 1 else np.nan,
+        }
         if best_baseline in mean:
             d = paired_difference_ci(y, p, mean[best_baseline].to_numpy())
             row.update(diff_vs_best_baseline=d.value, diff_vs_best_baseline_lo=d.lo, diff_vs_best_baseline_hi=d.hi)
@@ -172,37 +190,48 @@ def _write(paths: dict[str, Path], ev: Ds3Evaluation, adaptation: AdaptationResu
     write_table(paths["tables"] / "ds3_errors_by_gap.csv", ev.by_gap)
     write_table(paths["tables"] / "ds3_predictions.csv", ev.predictions, index=False)
     write_table(paths["tables"] / "ds3_predictions_per_seed.csv", ev.per_seed_predictions, index=False)
-    block = lambda t: {str(m): {k: v for k, v in row.items()} for m, row in t.iterrows()}  # noqa: E731
-    write_json(ev.metrics_path, {
-        "models": block(ev.summary),
-        "ds3_without_ds2_polymorphs": {"excluded": ev.excluded, "models": block(ev.summary_no_polymorphs)},
-        "selected_policy": adaptation.selected_policy,
-        "learning_rates": {k: float(v) for k, v in adaptation.choices["lr"].items()},
-        "best_baseline_by_cv": ev.best_baseline,
-        "seeds": adaptation.seeds, "profile": profile.name, "n_ds3": len(ev.predictions),
-        **_ensemble_coverage(ev.predictions),
-        "note": "mae: of the mean prediction over seeds, with a bootstrap 95% interval [mae_lo, mae_hi]; "
-                "seed_mae(_std): mean (std) of the per-seed MAE; diff_*: paired MAE difference (negative = better)",
-    })
+
+    def block(t):
+        return {str(m): {k: v for k, v in row.items()} for m, row in t.iterrows()}
+
+    write_json(
+        ev.metrics_path,
+        {
+            "models": block(ev.summary),
+            "ds3_without_ds2_polymorphs": {"excluded": ev.excluded, "models": block(ev.summary_no_polymorphs)},
+            "selected_policy": adaptation.selected_policy,
+            "learning_rates": {k: float(v) for k, v in adaptation.choices["lr"].items()},
+            "best_baseline_by_cv": ev.best_baseline,
+            "seeds": adaptation.seeds,
+            "profile": profile.name,
+            "n_ds3": len(ev.predictions),
+            **_ensemble_coverage(ev.predictions),
+            "note": "mae: of the mean prediction over seeds, with a bootstrap 95% interval [mae_lo, mae_hi]; "
+            "seed_mae(_std): mean (std) of the per-seed MAE; diff_*: paired MAE difference (negative = better)",
+        },
+    )
 
 
 def _ensemble_coverage(predictions: pd.DataFrame) -> dict:
     """Fraction of DS3 materials within ±1 / ±2 calibrated std of the ensemble."""
-    from cgcnn.prediction.ensemble import coverage
-
     if "std_ensemble" not in predictions:
         return {}
     err = (predictions["pred_ensemble"] - predictions["bg_exp"]).to_numpy()
     std = predictions["std_ensemble"].to_numpy()
-    return {"ensemble_ds3_coverage": {"within_1sd": coverage(err, std, 1), "within_2sd": coverage(err, std, 2),
-                                      "mean_std_ev": float(std.mean())}}
+    return {
+        "ensemble_ds3_coverage": {
+            "within_1sd": coverage(err, std, 1),
+            "within_2sd": coverage(err, std, 2),
+            "mean_std_ev": float(std.mean()),
+        }
+    }
 
 
-def evaluate_ds3(run_dir: str | os.PathLike, profile: StudyProfile, adaptation: AdaptationResult | None = None) -> Ds3Evaluation:
+def evaluate_ds3(
+    run_dir: str | os.PathLike, profile: StudyProfile, adaptation: AdaptationResult | None = None
+) -> Ds3Evaluation:
     """Score every model and baseline on DS3 (see the module docstring); refuses to run before
     the CV table exists."""
-    from cgcnn.training.checkpoint import load_checkpoint
-
     cv = require_cv(run_dir)
     profile.apply_threads()
     run = Path(run_dir)
@@ -214,7 +243,9 @@ def evaluate_ds3(run_dir: str | os.PathLike, profile: StudyProfile, adaptation: 
     ids = list(ds3_set.ids)
     ds3 = data.ds3.set_index("material_id", drop=False)
     truth = ds3.loc[ids, "bg_exp"].astype(float)
-    parts = _baseline_predictions(data, ds2_ids, ids, profile.cv.gbm_grid) + _model_predictions(profile, adaptation, base, ds3_set)
+    parts = _baseline_predictions(data, ds2_ids, ids, profile.cv.gbm_grid) + _model_predictions(
+        profile, adaptation, base, ds3_set
+    )
     ensemble_parts, ensemble_std = _ensemble_predictions(run, profile, base, data, ds3_set)
     parts += ensemble_parts
     per_seed_pred = pd.concat(parts, ignore_index=True)
@@ -235,8 +266,17 @@ def evaluate_ds3(run_dir: str | os.PathLike, profile: StudyProfile, adaptation: 
     predictions = predictions.reset_index(drop=True)
     predictions["gap_range"] = pd.cut(predictions["bg_exp"], GAP_RANGES, right=False).astype(str)
     shown = [m for m in ("ensemble", "m2", CONTROL, best, "hse06", "g0w0") if m in order]
-    evaluation = Ds3Evaluation(summary, summary_np, excluded, error_by(predictions, "anion_class", shown),
-                               error_by(predictions, "gap_range", shown), predictions, per_seed_pred, best, paths["metrics"])
+    evaluation = Ds3Evaluation(
+        summary,
+        summary_np,
+        excluded,
+        error_by(predictions, "anion_class", shown),
+        error_by(predictions, "gap_range", shown),
+        predictions,
+        per_seed_pred,
+        best,
+        paths["metrics"],
+    )
     _write(paths, evaluation, adaptation, profile)
     return evaluation
 

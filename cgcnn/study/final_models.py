@@ -72,9 +72,19 @@ def _fit_recipes(cv: CvSetup, choices: pd.DataFrame, seeds: list[int], echo) -> 
             splits = inner_split(cv.groups, everything, val_fraction=cv.profile.cv.inner_val_fraction, seed=seed)
             t0 = time.perf_counter()
             result = cv.fit(choice["policy"], float(choice["lr"]), seed, splits, folder / f"seed-{seed}")
-            rows.append({"model": model, "policy": choice["policy"], "lr": float(choice["lr"]), "seed": seed,
-                         "best_val_mae": result.best_val_mae, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-                         "seconds": round(time.perf_counter() - t0, 2), "checkpoint": os.path.relpath(result.best_checkpoint, cv.run)})
+            rows.append(
+                {
+                    "model": model,
+                    "policy": choice["policy"],
+                    "lr": float(choice["lr"]),
+                    "seed": seed,
+                    "best_val_mae": result.best_val_mae,
+                    "best_epoch": result.best_epoch,
+                    "epochs_run": len(result.history),
+                    "seconds": round(time.perf_counter() - t0, 2),
+                    "checkpoint": os.path.relpath(result.best_checkpoint, cv.run),
+                }
+            )
             echo(f"final {model:>14}  lr {choice['lr']:<8g} seed {seed:<3} val MAE {result.best_val_mae:.4f} eV")
     return pd.DataFrame(rows)
 
@@ -86,8 +96,9 @@ def chosen_recipes(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, str]:
     return choices, record["selected_policy"]
 
 
-def train_final_models(run_dir: str | os.PathLike, profile: StudyProfile, *,
-                       echo: Callable[[str], Any] = print) -> AdaptationResult:
+def train_final_models(
+    run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Callable[[str], Any] = print
+) -> AdaptationResult:
     """Train every recipe the cross-validation chose on all of DS2, once per seed of ``profile``."""
     run = Path(run_dir)
     paths = run_paths(run)
@@ -97,10 +108,14 @@ def train_final_models(run_dir: str | os.PathLike, profile: StudyProfile, *,
     seeds = list(profile.seeds)
     runs = _fit_recipes(setup(run, profile), choices, seeds, echo)
     write_table(paths["tables"] / "adaptation_runs.csv", runs, index=False)
-    write_json(paths["models"] / "adaptation.json", {
-        "selected_policy": selected, "seeds": seeds,
-        "learning_rates": {k: float(v) for k, v in choices["lr"].items()},
-    })
+    write_json(
+        paths["models"] / "adaptation.json",
+        {
+            "selected_policy": selected,
+            "seeds": seeds,
+            "learning_rates": {k: float(v) for k, v in choices["lr"].items()},
+        },
+    )
     return AdaptationResult(run, choices, selected, runs, seeds)
 
 
@@ -110,15 +125,18 @@ def load_adaptation(run_dir: str | os.PathLike) -> AdaptationResult:
     paths = run_paths(run)
     meta = read_json(paths["models"] / "adaptation.json")
     if meta is None:
-        raise FileNotFoundError(f"{paths['models'] / 'adaptation.json'} not found: run the final-models stage "
-                                "(02-ml-dev/04-final-models-and-ds3.ipynb) first")
+        raise FileNotFoundError(
+            f"{paths['models'] / 'adaptation.json'} not found: run the final-models stage "
+            "(02-ml-dev/04-final-models-and-ds3.ipynb) first"
+        )
     choices = pd.read_csv(paths["tables"] / "adaptation_choices.csv").set_index("model")
     runs = pd.read_csv(paths["tables"] / "adaptation_runs.csv")
     return AdaptationResult(run, choices, meta["selected_policy"], runs, list(meta["seeds"]))
 
 
-def train_final_ensemble(run_dir: str | os.PathLike, profile: StudyProfile, *,
-                         echo: Callable[[str], Any] = print) -> dict | None:
+def train_final_ensemble(
+    run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Callable[[str], Any] = print
+) -> dict | None:
     """Train the method the methods step selected on all of DS2 (members, and the boosted
     trees for an average with them); writes ``models/ensemble/ensemble.json`` (what
     :func:`cgcnn.study.methods.load_methods` returns under ``"final"``) and returns ``methods.json`` with it.
@@ -133,17 +151,28 @@ def train_final_ensemble(run_dir: str | os.PathLike, profile: StudyProfile, *,
     m = prepare(run, profile)
     cv = m.cv
     method = m.build(summary["network"], echo=echo)
-    fit, val = inner_split(cv.groups, np.arange(len(cv.dataset)), val_fraction=profile.cv.inner_val_fraction, seed=profile.cv.seed)
+    fit, val = inner_split(
+        cv.groups, np.arange(len(cv.dataset)), val_fraction=profile.cv.inner_val_fraction, seed=profile.cv.seed
+    )
     checkpoints = method.fit_members(fit, val, ens_dir, {"final": True, "seed": profile.cv.seed})
     final = pd.DataFrame(method.fits).assign(checkpoint=[os.path.relpath(c, run) for c in checkpoints])
     write_table(paths["tables"] / "methods_final_fits.csv", final, index=False)
-    summary["final"] = {"checkpoints": [os.path.relpath(c, run) for c in checkpoints], "train_ids": list(cv.dataset.ids),
-                        "inner_val_mae": final["inner_val_mae"].tolist()}
+    summary["final"] = {
+        "checkpoints": [os.path.relpath(c, run) for c in checkpoints],
+        "train_ids": list(cv.dataset.ids),
+        "inner_val_mae": final["inner_val_mae"].tolist(),
+    }
     if summary["selected"].endswith(TREES):
         features = tree_features(magpie_features(list(cv.frame["formula"])), m.pbe)
-        trees, params = BoostedTrees(features, cv.truth.to_numpy(), cv.groups, grid=dict(profile.cv.gbm_grid)).fit_all(seed=profile.cv.seed)
+        trees, params = BoostedTrees(features, cv.truth.to_numpy(), cv.groups, grid=dict(profile.cv.gbm_grid)).fit_all(
+            seed=profile.cv.seed
+        )
         save_trees(trees, ens_dir / "trees.skops")
-        summary["final"]["trees"] = {"file": os.path.relpath(ens_dir / "trees.skops", run), "weight": TREES_WEIGHT, "params": params}
+        summary["final"]["trees"] = {
+            "file": os.path.relpath(ens_dir / "trees.skops", run),
+            "weight": TREES_WEIGHT,
+            "params": params,
+        }
     write_json(ens_dir / "ensemble.json", summary["final"])
     echo(f"final ensemble {summary['selected']}: {len(checkpoints)} members in {ens_dir}")
     return summary

@@ -59,8 +59,20 @@ class CvMismatchError(CgcnnError, ValueError):
     """The methods step was asked to use other folds than the cross-validation step used."""
 
 
-__all__ = ["CvMismatchError", "clear_outputs", "CandidateCV", "MethodsSetup", "calibration_rows", "cross_validate", "load_methods", "prepare", "run_methods",
-           "select", "setup", "with_boosted_trees"]
+__all__ = [
+    "CvMismatchError",
+    "clear_outputs",
+    "CandidateCV",
+    "MethodsSetup",
+    "calibration_rows",
+    "cross_validate",
+    "load_methods",
+    "prepare",
+    "run_methods",
+    "select",
+    "setup",
+    "with_boosted_trees",
+]
 
 
 def calibration_rows(name: str, oof: pd.DataFrame, spreads: pd.DataFrame, truth: pd.Series) -> dict:
@@ -69,9 +81,15 @@ def calibration_rows(name: str, oof: pd.DataFrame, spreads: pd.DataFrame, truth:
     err = merged["prediction"].to_numpy() - truth.loc[merged["material_id"]].to_numpy()
     std = merged["std"].to_numpy()
     scale = calibration_scale(err, std)
-    return {"method": name, "scale": scale, "mean_std_ev": float(np.mean(std)),
-            "within_1sd_raw": coverage(err, std, 1), "within_2sd_raw": coverage(err, std, 2),
-            "within_1sd": coverage(err, scale * std, 1), "within_2sd": coverage(err, scale * std, 2)}
+    return {
+        "method": name,
+        "scale": scale,
+        "mean_std_ev": float(np.mean(std)),
+        "within_1sd_raw": coverage(err, std, 1),
+        "within_2sd_raw": coverage(err, std, 2),
+        "within_1sd": coverage(err, scale * std, 1),
+        "within_2sd": coverage(err, scale * std, 2),
+    }
 
 
 @dataclass
@@ -90,8 +108,17 @@ class MethodsSetup:
     def key(self, name: str) -> str:
         """What a candidate's CV depends on: its settings, the CV protocol, M1 and the DS2 ids."""
         profile = self.cv.profile
-        text = json.dumps({"name": name, "methods": profile.methods.to_dict(), "cv": profile.cv.to_dict(), "device": profile.device,
-                           "base": sha256_file(base_checkpoint(self.cv.run)), "ids": list(self.cv.dataset.ids)}, sort_keys=True)
+        text = json.dumps(
+            {
+                "name": name,
+                "methods": profile.methods.to_dict(),
+                "cv": profile.cv.to_dict(),
+                "device": profile.device,
+                "base": sha256_file(base_checkpoint(self.cv.run)),
+                "ids": list(self.cv.dataset.ids),
+            },
+            sort_keys=True,
+        )
         return hashlib.sha256(text.encode()).hexdigest()
 
     def build(self, name: str, *, echo: Callable[[str], Any] = print):
@@ -110,8 +137,10 @@ def prepare(run_dir: str | os.PathLike, profile: StudyProfile) -> MethodsSetup:
         done = {k: record["protocol"].get(k) for k in ("folds", "repeats", "seed", "inner_val_fraction")}
         now = {k: getattr(profile.cv, k) for k in done}
         if done != now:
-            raise CvMismatchError(f"cv.json was written with cv settings {done} but this profile has {now}: "
-                                  "rerun the cross-validation step with these settings, or give the methods step the same ones")
+            raise CvMismatchError(
+                f"cv.json was written with cv settings {done} but this profile has {now}: "
+                "rerun the cross-validation step with these settings, or give the methods step the same ones"
+            )
     cv = cv_setup(run_dir, profile)
     pbe, source = pbe_inputs(cv.data.ds2, cv.dataset.ids, cv.base, cv.dataset, profile.device)
     return MethodsSetup(cv, pbe, source)
@@ -146,8 +175,10 @@ def _cached(tables: Path, name: str, key: str) -> tuple[pd.DataFrame, pd.DataFra
     meta = read_json(tables / f"methods_cv_{name}.json")
     if meta is None or meta.get("key") != key:
         return None
-    return (pd.read_csv(tables / f"methods_cv_{name}.csv", dtype={"material_id": str}),
-            pd.read_csv(tables / f"methods_cv_{name}_fits.csv"))
+    return (
+        pd.read_csv(tables / f"methods_cv_{name}.csv", dtype={"material_id": str}),
+        pd.read_csv(tables / f"methods_cv_{name}_fits.csv"),
+    )
 
 
 def cross_validate(m: MethodsSetup, name: str, *, echo: Callable[[str], Any] = print) -> CandidateCV:
@@ -178,12 +209,16 @@ def with_boosted_trees(m: MethodsSetup, results: dict[str, CandidateCV]) -> tupl
     hybrids = {}
     for name, result in results.items():
         table = with_trees(result.table, trees_oof, name)
-        calibration = calibration_rows(f"{name}{TREES}", table.drop(columns="std"), table[["repeat", "material_id", "std"]], m.cv.truth)
+        calibration = calibration_rows(
+            f"{name}{TREES}", table.drop(columns="std"), table[["repeat", "material_id", "std"]], m.cv.truth
+        )
         hybrids[f"{name}{TREES}"] = CandidateCV(f"{name}{TREES}", table, pd.DataFrame(), calibration)
     return hybrids, chosen
 
 
-def select(m: MethodsSetup, results: dict[str, CandidateCV], hybrids: dict[str, CandidateCV], trees_chosen: list[dict]) -> dict:
+def select(
+    m: MethodsSetup, results: dict[str, CandidateCV], hybrids: dict[str, CandidateCV], trees_chosen: list[dict]
+) -> dict:
     """The candidate with the lowest CV MAE, its calibration, and the CV table of every model
     (the fine-tuning study's and the baselines' included, on the same paired rows).  Writes
     ``methods.json`` and the ``methods_*`` tables (``methods_cv_metrics.csv``: that CV table);
@@ -202,8 +237,17 @@ def select(m: MethodsSetup, results: dict[str, CandidateCV], hybrids: dict[str, 
     cv_predictions = pd.concat([previous, oof_table.drop(columns="std")], ignore_index=True)
     cv_table = cv_summary(cv_predictions, cv.truth, seed=profile.cv.seed)
     truth = cv.truth
-    mae = {n: float(np.mean([np.abs(g["prediction"] - truth.loc[g["material_id"]].to_numpy()).mean()
-                             for _, g in oof_table[oof_table["model"] == f"ens_{n}"].groupby("repeat")])) for n in every}
+    mae = {
+        n: float(
+            np.mean(
+                [
+                    np.abs(g["prediction"] - truth.loc[g["material_id"]].to_numpy()).mean()
+                    for _, g in oof_table[oof_table["model"] == f"ens_{n}"].groupby("repeat")
+                ]
+            )
+        )
+        for n in every
+    }
     selected = min(mae, key=mae.get)
     scale = float(calibration_table.loc[selected, "scale"])
 
@@ -213,10 +257,14 @@ def select(m: MethodsSetup, results: dict[str, CandidateCV], hybrids: dict[str, 
     write_table(paths["tables"] / "methods_calibration.csv", calibration_table)
     network = selected.removesuffix(TREES)
     summary = {
-        "candidates": list(profile.methods.candidates), "selected": selected, "network": network, "cv_mae_all_ds2": mae,
+        "candidates": list(profile.methods.candidates),
+        "selected": selected,
+        "network": network,
+        "cv_mae_all_ds2": mae,
         "calibration": {"scale": scale, **{k: float(v) for k, v in calibration_table.loc[selected].items()}},
         "trees_cv_choices": trees_chosen,
-        "settings": profile.methods.to_dict(), "model_config": method_model_config(network, cv.base.model_config).to_dict(),
+        "settings": profile.methods.to_dict(),
+        "model_config": method_model_config(network, cv.base.model_config).to_dict(),
         "pbe_sources_ds2": {k: int(v) for k, v in pd.Series(m.pbe_source).value_counts().items()},
     }
     write_json(cv.run / "methods.json", summary)
@@ -224,7 +272,9 @@ def select(m: MethodsSetup, results: dict[str, CandidateCV], hybrids: dict[str, 
     return summary
 
 
-def run_methods(run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Callable[[str], Any] = print) -> dict | None:
+def run_methods(
+    run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Callable[[str], Any] = print
+) -> dict | None:
     """Every step of this module in order (what the notebook does cell by cell).  Returns
     ``methods.json``'s contents, or None when the profile names no candidate."""
     clear_outputs(run_dir)
@@ -234,8 +284,10 @@ def run_methods(run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Call
     results = {name: cross_validate(m, name, echo=echo) for name in profile.methods.candidates}
     hybrids, chosen = with_boosted_trees(m, results)
     summary = select(m, results, hybrids, chosen)
-    echo(f"selected method: {summary['selected']} (CV MAE {summary['cv_mae_all_ds2'][summary['selected']]:.4f} eV); "
-         f"spread calibration factor {summary['calibration']['scale']:.2f}")
+    echo(
+        f"selected method: {summary['selected']} (CV MAE {summary['cv_mae_all_ds2'][summary['selected']]:.4f} eV); "
+        f"spread calibration factor {summary['calibration']['scale']:.2f}"
+    )
     return summary
 
 

@@ -20,6 +20,7 @@ from pydantic import Field, model_validator
 
 from cgcnn.config import (
     AdaptConfig,
+    EtlConfig,
     FreezePolicy,
     GraphConfig,
     ModelConfig,
@@ -28,7 +29,6 @@ from cgcnn.config import (
     TrainConfig,
 )
 from cgcnn.errors import CgcnnError
-from cgcnn.etl.config import EtlConfig
 
 PROFILE_NAMES = ("fixture", "default", "study", "paper", "ship")
 
@@ -41,11 +41,12 @@ class SettingError(CgcnnError, ValueError):
     """An override names no setting of the profile, or gives it a value it cannot take."""
 
 
-class BaseSettings(StrictModel):
+class M1Settings(StrictModel):
     """Base model M1 on DS1."""
 
     source: Literal["train", "shipped"] = Field(
-        "train", description="'train': train M1 on DS1 with 'train'; 'shipped': use the M1 packaged with cgcnn (models/base)"
+        "train",
+        description="'train': train M1 on DS1 with 'train'; 'shipped': use the M1 packaged with cgcnn (models/base)",
     )
     train: TrainConfig
     max_crystals: int | None = Field(
@@ -67,6 +68,7 @@ class AdaptSettings(StrictModel):
     lr_grid: list[float] = Field(min_length=1)
     control_train: TrainConfig | None = Field(None, description="control settings; default: same as train")
     control_lr_grid: list[float] | None = Field(None, description="default: lr_grid")
+
     @model_validator(mode="after")
     def _check(self) -> AdaptSettings:
         if len(set(self.policies)) != len(self.policies):
@@ -88,12 +90,14 @@ class AdaptSettings(StrictModel):
 
 
 class CVSettings(StrictModel):
-    """Grouped K-fold cross-validation on DS2 (see :mod:`cgcnn.study.adaptation`)."""
+    """Grouped K-fold cross-validation on DS2 (see :mod:`cgcnn.study.cross_validation`)."""
 
     folds: int = Field(5, ge=2)
     repeats: int = Field(2, ge=1)
     seed: int = 0
-    inner_val_fraction: float = Field(0.15, gt=0, lt=0.5, description="formulas of a training fold kept for early stopping and choices")
+    inner_val_fraction: float = Field(
+        0.15, gt=0, lt=0.5, description="formulas of a training fold kept for early stopping and choices"
+    )
     gbm_grid: dict[str, list[float | int]] = Field(
         default_factory=lambda: {"learning_rate": [0.05, 0.1], "max_leaf_nodes": [15, 31]},
         description="hyper-parameter grid of the boosted-tree baselines (chosen by inner CV per fold)",
@@ -111,10 +115,24 @@ class MethodSettings(StrictModel):
     candidates: list[MethodName] = Field(default_factory=list)
     members: int = Field(3, ge=1, description="ensemble members (seeds) per fit")
     freeze: FreezePolicy = "none"
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(
-        epochs=40, batch_size=32, optimizer="adamw", lr=1e-3, scheduler="none", patience=8, val_fraction=0.15, test_fraction=0.0))
-    pbe_crystals: int = Field(3000, ge=0, description="multifidelity: DS1 crystals (PBE labels) trained beside DS2 (random, seeded)")
-    experiment_weight: int = Field(3, ge=1, description="multifidelity: each DS2 training crystal is seen this many times per epoch")
+    train: TrainConfig = Field(
+        default_factory=lambda: TrainConfig(
+            epochs=40,
+            batch_size=32,
+            optimizer="adamw",
+            lr=1e-3,
+            scheduler="none",
+            patience=8,
+            val_fraction=0.15,
+            test_fraction=0.0,
+        )
+    )
+    pbe_crystals: int = Field(
+        3000, ge=0, description="multifidelity: DS1 crystals (PBE labels) trained beside DS2 (random, seeded)"
+    )
+    experiment_weight: int = Field(
+        3, ge=1, description="multifidelity: each DS2 training crystal is seen this many times per epoch"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MethodSettings:
@@ -146,15 +164,19 @@ class StudyProfile(StrictModel):
     graph: GraphConfig
     model: ModelConfig
     etl: EtlConfig = Field(default_factory=EtlConfig)
-    base: BaseSettings
+    base: M1Settings
     adapt: AdaptSettings
     cv: CVSettings = Field(default_factory=CVSettings)
     methods: MethodSettings = Field(default_factory=MethodSettings)
     seeds: list[int] = Field(min_length=1)
     tsne: TsneSettings = Field(default_factory=TsneSettings)
     workers: int | None = Field(None, ge=1, description="graph-building processes; None = all cores")
-    nproc: int = Field(1, ge=1, description="processes for training M1 (> 1: DistributedDataParallel via "
-                                             "python -m torch.distributed.run; one GPU each on CUDA)")
+    nproc: int = Field(
+        1,
+        ge=1,
+        description="processes for training M1 (> 1: DistributedDataParallel via "
+        "python -m torch.distributed.run; one GPU each on CUDA)",
+    )
     torch_threads: int | None = Field(
         None, ge=1, description="torch.set_num_threads for training and inference; None = torch's default"
     )
@@ -164,7 +186,11 @@ class StudyProfile(StrictModel):
     @classmethod
     def _graph_into_etl(cls, data):
         if isinstance(data, dict) and "graph" in data:
-            graph = GraphConfig.model_validate(data["graph"]) if not isinstance(data["graph"], GraphConfig) else data["graph"]
+            graph = (
+                GraphConfig.model_validate(data["graph"])
+                if not isinstance(data["graph"], GraphConfig)
+                else data["graph"]
+            )
             etl = data.get("etl") or {}
             etl = etl.to_dict() if isinstance(etl, EtlConfig) else dict(etl)
             if "graph" in etl and GraphConfig.model_validate(etl["graph"]) != graph:
@@ -182,10 +208,18 @@ class StudyProfile(StrictModel):
             raise ValueError(f"seeds must be unique, got {self.seeds}")
         return self
 
-    def with_overrides(self, *, seeds: list[int] | None = None, device: str | None = None,
-                       workers: int | None = None, nproc: int | None = None) -> StudyProfile:
+    def with_overrides(
+        self,
+        *,
+        seeds: list[int] | None = None,
+        device: str | None = None,
+        workers: int | None = None,
+        nproc: int | None = None,
+    ) -> StudyProfile:
         """A copy with other seeds, device, workers and/or nproc (validated again; ``None`` = keep)."""
-        return StudyProfile.model_validate(_overridden(self.to_dict(), seeds=seeds, device=device, workers=workers, nproc=nproc))
+        return StudyProfile.model_validate(
+            _overridden(self.to_dict(), seeds=seeds, device=device, workers=workers, nproc=nproc)
+        )
 
     def train_config(self, cfg: TrainConfig, **update) -> TrainConfig:
         """``cfg`` with this profile's device (and any other updates) applied."""
@@ -272,8 +306,11 @@ def with_settings(profile: StudyProfile, overrides: dict[str, object]) -> StudyP
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
-        raise SettingError(f"setting {where!r}: {first['msg']} (overrides: "
-                           + ", ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items() if v is not None) + ")") from None
+        raise SettingError(
+            f"setting {where!r}: {first['msg']} (overrides: "
+            + ", ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items() if v is not None)
+            + ")"
+        ) from None
 
 
 def _overridden(data: dict, **overrides) -> dict:
@@ -284,7 +321,9 @@ def _overridden(data: dict, **overrides) -> dict:
 def profile_path(name: str) -> Path:
     """Path of a bundled profile (``fixture``, ``default``, ``paper``)."""
     if name not in PROFILE_NAMES:
-        raise ValueError(f"unknown profile {name!r}; bundled profiles: {', '.join(PROFILE_NAMES)} (or give a JSON path)")
+        raise ValueError(
+            f"unknown profile {name!r}; bundled profiles: {', '.join(PROFILE_NAMES)} (or give a JSON path)"
+        )
     return Path(str(resources.files("cgcnn") / "profiles" / f"{name}.json"))
 
 
@@ -299,9 +338,15 @@ def _run_settings(path: Path) -> dict | None:
     return None
 
 
-def load_profile(name_or_path: str | os.PathLike, *, seeds: list[int] | None = None, device: str | None = None,
-                 workers: int | None = None, nproc: int | None = None,
-                 overrides: dict[str, object] | None = None) -> StudyProfile:
+def load_profile(
+    name_or_path: str | os.PathLike,
+    *,
+    seeds: list[int] | None = None,
+    device: str | None = None,
+    workers: int | None = None,
+    nproc: int | None = None,
+    overrides: dict[str, object] | None = None,
+) -> StudyProfile:
     """Load a bundled profile by name, a profile JSON file, or a run's ``config.json``.
 
     A run's ``config.json`` (written by ``scripts/run_pipeline.py``) holds the resolved
@@ -314,7 +359,11 @@ def load_profile(name_or_path: str | os.PathLike, *, seeds: list[int] | None = N
         raise ProfileNotFoundError(f"profile {text!r}: no such file (bundled profiles: {', '.join(PROFILE_NAMES)})")
     settings = _run_settings(path)
     if settings is not None:
-        profile = StudyProfile.model_validate(_overridden(settings, seeds=seeds, device=device, workers=workers, nproc=nproc))
+        profile = StudyProfile.model_validate(
+            _overridden(settings, seeds=seeds, device=device, workers=workers, nproc=nproc)
+        )
     else:
-        profile = StudyProfile.load(path, seeds=None if seeds is None else list(seeds), device=device, workers=workers, nproc=nproc)
+        profile = StudyProfile.load(
+            path, seeds=None if seeds is None else list(seeds), device=device, workers=workers, nproc=nproc
+        )
     return with_settings(profile, overrides or {})

@@ -27,7 +27,10 @@ def _read_json(path: Path) -> dict:
 def markdown_table(frame: pd.DataFrame, index: bool = True) -> str:
     """A GitHub-flavoured markdown table of ``frame`` (strings as they are, floats to 3 decimals)."""
     df = frame.reset_index() if index else frame
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+
+    def fmt(v):
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
@@ -46,27 +49,54 @@ def _interval_phrase(d: float, lo: float, hi: float, a: str, b: str) -> str:
 
 def findings(cv_table: pd.DataFrame, ds3: pd.DataFrame, best_baseline: str, n_ds3: int) -> str:
     """The plain paragraph: what the CV and DS3 numbers show, from their intervals."""
-    label = lambda m: MODEL_LABELS.get(m, m)  # noqa: E731
+
+    def label(m):
+        return MODEL_LABELS.get(m, m)
+
     out = []
     if "m2" in cv_table.index:
         r = cv_table.loc["m2"]
         bb = str(r.get("best_baseline", best_baseline))
-        out.append(f"On DS2 (grouped cross-validation, {int(r['n'])} materials), M2 has MAE {r['mae']:.3f} eV "
-                   f"[{r['mae_lo']:.3f}, {r['mae_hi']:.3f}]; the best baseline is {label(bb)} with "
-                   f"{cv_table.loc[bb, 'mae']:.3f} eV. "
-                   + _interval_phrase(r["diff_vs_best_baseline"], r["diff_vs_best_baseline_lo"], r["diff_vs_best_baseline_hi"], "M2", label(bb)))
+        out.append(
+            f"On DS2 (grouped cross-validation, {int(r['n'])} materials), M2 has MAE {r['mae']:.3f} eV "
+            f"[{r['mae_lo']:.3f}, {r['mae_hi']:.3f}]; the best baseline is {label(bb)} with "
+            f"{cv_table.loc[bb, 'mae']:.3f} eV. "
+            + _interval_phrase(
+                r["diff_vs_best_baseline"],
+                r["diff_vs_best_baseline_lo"],
+                r["diff_vs_best_baseline_hi"],
+                "M2",
+                label(bb),
+            )
+        )
         if pd.notna(r.get("diff_vs_control")):
-            out.append("Against the control trained on DS2 alone: "
-                       + _interval_phrase(r["diff_vs_control"], r["diff_vs_control_lo"], r["diff_vs_control_hi"], "M2", "the control"))
+            out.append(
+                "Against the control trained on DS2 alone: "
+                + _interval_phrase(
+                    r["diff_vs_control"], r["diff_vs_control_lo"], r["diff_vs_control_hi"], "M2", "the control"
+                )
+            )
     if "m2" in ds3.index:
         r = ds3.loc["m2"]
-        out.append(f"On DS3 ({n_ds3} materials, scored once with the models the CV chose), M2 has MAE {r['mae']:.3f} eV "
-                   f"[{r['mae_lo']:.3f}, {r['mae_hi']:.3f}]"
-                   + "".join(f", {label(m)} {ds3.loc[m, 'mae']:.3f} eV" for m in ("hse06", "g0w0", best_baseline) if m in ds3.index)
-                   + ". With so few materials the intervals are wide: differences smaller than about half their width are not evidence.")
+        out.append(
+            f"On DS3 ({n_ds3} materials, scored once with the models the CV chose), M2 has MAE {r['mae']:.3f} eV "
+            f"[{r['mae_lo']:.3f}, {r['mae_hi']:.3f}]"
+            + "".join(
+                f", {label(m)} {ds3.loc[m, 'mae']:.3f} eV" for m in ("hse06", "g0w0", best_baseline) if m in ds3.index
+            )
+            + ". With so few materials the intervals are wide: differences smaller than about half their width are not evidence."
+        )
         if pd.notna(r.get("diff_vs_best_baseline")):
-            out.append("On DS3: " + _interval_phrase(r["diff_vs_best_baseline"], r["diff_vs_best_baseline_lo"],
-                                                      r["diff_vs_best_baseline_hi"], "M2", label(best_baseline)))
+            out.append(
+                "On DS3: "
+                + _interval_phrase(
+                    r["diff_vs_best_baseline"],
+                    r["diff_vs_best_baseline_lo"],
+                    r["diff_vs_best_baseline_hi"],
+                    "M2",
+                    label(best_baseline),
+                )
+            )
     return "\n\n".join(out)
 
 
@@ -79,29 +109,47 @@ def ensemble_findings(cv_table: pd.DataFrame, ds3: pd.DataFrame, methods: dict, 
     if not methods:
         return ""
     sel = f"ens_{methods['selected']}"
-    label = lambda m: MODEL_LABELS.get(m, m)  # noqa: E731
+
+    def label(m):
+        return MODEL_LABELS.get(m, m)
+
     out = []
     if sel in cv_table.index:
         r = cv_table.loc[sel]
         bb = str(r.get("best_baseline", ""))
         goal = "meets" if r["mae"] <= GOALS["cv_mae"] else "misses"
-        out.append(f"The selected method, {label(sel)}, has CV MAE {r['mae']:.3f} eV [{r['mae_lo']:.3f}, {r['mae_hi']:.3f}]; "
-                   f"it {goal} the goal of {GOALS['cv_mae']:.2f} eV. "
-                   + (_interval_phrase(r["diff_vs_best_baseline"], r["diff_vs_best_baseline_lo"], r["diff_vs_best_baseline_hi"],
-                                       "the ensemble", label(bb)) if bb and pd.notna(r.get("diff_vs_best_baseline")) else ""))
+        out.append(
+            f"The selected method, {label(sel)}, has CV MAE {r['mae']:.3f} eV [{r['mae_lo']:.3f}, {r['mae_hi']:.3f}]; "
+            f"it {goal} the goal of {GOALS['cv_mae']:.2f} eV. "
+            + (
+                _interval_phrase(
+                    r["diff_vs_best_baseline"],
+                    r["diff_vs_best_baseline_lo"],
+                    r["diff_vs_best_baseline_hi"],
+                    "the ensemble",
+                    label(bb),
+                )
+                if bb and pd.notna(r.get("diff_vs_best_baseline"))
+                else ""
+            )
+        )
     if "ensemble" in ds3.index:
         r = ds3.loc["ensemble"]
         goal = "meets" if r["mae"] <= GOALS["ds3_mae"] else "misses"
-        text = (f"On DS3 the ensemble (trained on all of DS2, called with the materials' PBE gaps) has MAE {r['mae']:.3f} eV "
-                f"[{r['mae_lo']:.3f}, {r['mae_hi']:.3f}]; it {goal} the goal of {GOALS['ds3_mae']:.2f} eV")
+        text = (
+            f"On DS3 the ensemble (trained on all of DS2, called with the materials' PBE gaps) has MAE {r['mae']:.3f} eV "
+            f"[{r['mae_lo']:.3f}, {r['mae_hi']:.3f}]; it {goal} the goal of {GOALS['ds3_mae']:.2f} eV"
+        )
         if "hse06" in ds3.index:
             text += f" (HSE06: {ds3.loc['hse06', 'mae']:.3f} eV)"
         out.append(text + ".")
     cal = methods.get("calibration", {})
     if cal:
-        text = (f"Uncertainty: the members' spread is multiplied by {cal['scale']:.2f} (fitted on out-of-fold predictions); "
-                f"out of fold, {cal['within_1sd']:.0%} of the materials lie within ±1σ and {cal['within_2sd']:.0%} within ±2σ "
-                f"(normal errors: 68 % and 95 %; before scaling {cal['within_1sd_raw']:.0%} and {cal['within_2sd_raw']:.0%})")
+        text = (
+            f"Uncertainty: the members' spread is multiplied by {cal['scale']:.2f} (fitted on out-of-fold predictions); "
+            f"out of fold, {cal['within_1sd']:.0%} of the materials lie within ±1σ and {cal['within_2sd']:.0%} within ±2σ "
+            f"(normal errors: 68 % and 95 %; before scaling {cal['within_1sd_raw']:.0%} and {cal['within_2sd_raw']:.0%})"
+        )
         if coverage:
             text += f"; on DS3, {coverage['within_1sd']:.0%} and {coverage['within_2sd']:.0%}"
         out.append(text + ".")
@@ -113,24 +161,32 @@ def _methods_section(run: Path, methods: dict) -> list[str]:
         return []
     s = methods["settings"]
     fits = run / "tables" / "methods_calibration.csv"
-    rows = ["## Beyond fine-tuning: PBE-aware and multi-fidelity ensembles",
-            f"Candidates: {'; '.join(MODEL_LABELS.get('ens_' + c, c) for c in methods['candidates'])}. Each is an ensemble of "
-            f"{s['members']} members (seeds) fine-tuned from M1 on the same outer folds, early stopping on the inner split "
-            f"(at most {s['train']['epochs']} epochs, patience {s['train']['patience']}, lr {s['train']['lr']:g}). "
-            "Each candidate is also scored averaged (equal weights, fixed in advance) with boosted trees on Magpie composition "
-            "+ the PBE gap, refitted on the same folds (`_trees`). "
-            f"Selected by CV MAE: **{MODEL_LABELS.get('ens_' + methods['selected'], methods['selected'])}**. "
-            "DS2 materials without a PBE gap read M1's prediction instead ("
-            + ", ".join(f"{k}: {v}" for k, v in methods.get("pbe_sources_ds2", {}).items()) + ")."]
+    rows = [
+        "## Beyond fine-tuning: PBE-aware and multi-fidelity ensembles",
+        f"Candidates: {'; '.join(MODEL_LABELS.get('ens_' + c, c) for c in methods['candidates'])}. Each is an ensemble of "
+        f"{s['members']} members (seeds) fine-tuned from M1 on the same outer folds, early stopping on the inner split "
+        f"(at most {s['train']['epochs']} epochs, patience {s['train']['patience']}, lr {s['train']['lr']:g}). "
+        "Each candidate is also scored averaged (equal weights, fixed in advance) with boosted trees on Magpie composition "
+        "+ the PBE gap, refitted on the same folds (`_trees`). "
+        f"Selected by CV MAE: **{MODEL_LABELS.get('ens_' + methods['selected'], methods['selected'])}**. "
+        "DS2 materials without a PBE gap read M1's prediction instead ("
+        + ", ".join(f"{k}: {v}" for k, v in methods.get("pbe_sources_ds2", {}).items())
+        + ").",
+    ]
     if fits.is_file():
-        rows += ["Calibration of the spread on out-of-fold predictions (fraction of materials within ±1σ / ±2σ, before and after scaling):",
-                 markdown_table(pd.read_csv(fits, index_col=0))]
+        rows += [
+            "Calibration of the spread on out-of-fold predictions (fraction of materials within ±1σ / ±2σ, before and after scaling):",
+            markdown_table(pd.read_csv(fits, index_col=0)),
+        ]
     return rows
 
 
 def _figures(run: Path) -> list[tuple[str, str]]:
-    wanted = [("ds3_parity.png", "DS3 parity"), ("m1_history.png", "M1 training history"),
-              ("adaptation_histories.png", "Final adaptation fits")]
+    wanted = [
+        ("ds3_parity.png", "DS3 parity"),
+        ("m1_history.png", "M1 training history"),
+        ("adaptation_histories.png", "Final adaptation fits"),
+    ]
     figs = [(f"figures/{name}", title) for name, title in wanted if (run / "figures" / name).is_file()]
     figs += [(f"figures/{p.name}", p.stem.replace("_", " ")) for p in sorted((run / "figures").glob("tsne_*.png"))]
     return figs
@@ -142,13 +198,21 @@ def write_report(run_dir: str | os.PathLike, profile: StudyProfile) -> Path:
     paths = run_paths(run)
     cv = require_cv(run)
     metrics = _read_json(paths["metrics"])
-    config, env, etl = _read_json(run / "config.json"), _read_json(run / "environment.json"), _read_json(paths["data"] / "etl.json")
+    config, env, etl = (
+        _read_json(run / "config.json"),
+        _read_json(run / "environment.json"),
+        _read_json(paths["data"] / "etl.json"),
+    )
     tables = paths["tables"]
     cv_table = load_cv_table(run)
     ds3 = pd.read_csv(tables / "ds3_metrics.csv", index_col="model")
     ds3_np = pd.read_csv(tables / "ds3_metrics_without_ds2_polymorphs.csv", index_col="model")
     best = metrics.get("best_baseline_by_cv", "pbe_linear")
-    m1 = pd.read_csv(tables / "m1_ds1_metrics.csv", index_col="split") if (tables / "m1_ds1_metrics.csv").is_file() else None
+    m1 = (
+        pd.read_csv(tables / "m1_ds1_metrics.csv", index_col="split")
+        if (tables / "m1_ds1_metrics.csv").is_file()
+        else None
+    )
     proto = cv["protocol"]
     methods = read_json(run / "methods.json") or {}
     counts = etl.get("counts", {})
@@ -158,7 +222,11 @@ def write_report(run_dir: str | os.PathLike, profile: StudyProfile) -> Path:
         f"{env.get('platform', '?')} ({env.get('cpu_count', '?')} CPUs, GPU: {env.get('gpu') or 'none'}).",
         "## Data",
         f"Raw inputs: `{config.get('inputs', {}).get('bucket', '?')}`; materials: `{config.get('inputs', {}).get('materials', '?')}`.",
-        markdown_table(pd.DataFrame({"materials": {k.upper(): v for k, v in counts.items() if k in ("ds1", "ds2", "ds3")}}).rename_axis("dataset")),
+        markdown_table(
+            pd.DataFrame(
+                {"materials": {k.upper(): v for k, v in counts.items() if k in ("ds1", "ds2", "ds3")}}
+            ).rename_axis("dataset")
+        ),
         "## Protocol",
         f"DS2 is split into {proto['folds']} folds grouped by {proto['grouped_by']} (stratified by gap), repeated "
         f"{proto['repeats']} time(s) (seed {proto['seed']}). Inside each fold, {proto['inner_val_fraction']:.0%} of the "

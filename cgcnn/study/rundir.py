@@ -14,12 +14,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cgcnn.errors import CgcnnError
+from cgcnn.etl import prepare_work_bucket
 from cgcnn.fileio import atomic_write_bytes, write_json
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["CvMissingError", "bucket_location", "is_remote", "load_cv_table", "read_json", "require_cv", "run_paths", "work_bucket", "write_json", "write_table"]
+__all__ = [
+    "CvMissingError",
+    "bucket_location",
+    "is_remote",
+    "load_cv_table",
+    "read_json",
+    "require_cv",
+    "run_paths",
+    "work_bucket",
+    "write_json",
+    "write_table",
+]
 
 
 def write_table(path: str | os.PathLike, df: pd.DataFrame, *, index: bool = True) -> Path:
@@ -30,8 +42,15 @@ def write_table(path: str | os.PathLike, df: pd.DataFrame, *, index: bool = True
 def run_paths(run_dir: str | os.PathLike) -> dict[str, Path]:
     """The standard sub-folders of a run folder (created on demand by the writers)."""
     run = Path(run_dir)
-    return {"run": run, "data": run / "data", "models": run / "models", "tables": run / "tables",
-            "figures": run / "figures", "metrics": run / "metrics.json", "cv": run / "cv.json"}
+    return {
+        "run": run,
+        "data": run / "data",
+        "models": run / "models",
+        "tables": run / "tables",
+        "figures": run / "figures",
+        "metrics": run / "metrics.json",
+        "cv": run / "cv.json",
+    }
 
 
 class CvMissingError(CgcnnError, FileNotFoundError):
@@ -49,8 +68,10 @@ def require_cv(run_dir: str | os.PathLike) -> dict:
     path = run_paths(run_dir)["cv"]
     record = read_json(path)
     if record is None:
-        raise CvMissingError(f"{path} not found: DS3 is scored only after the cross-validation on DS2 has chosen the "
-                             "models; run the cross-validation stage (02-ml-dev/02-cross-validation.ipynb) first")
+        raise CvMissingError(
+            f"{path} not found: DS3 is scored only after the cross-validation on DS2 has chosen the "
+            "models; run the cross-validation stage (02-ml-dev/02-cross-validation.ipynb) first"
+        )
     return record
 
 
@@ -98,7 +119,5 @@ def work_bucket(run_dir: str | os.PathLike, bucket: str | os.PathLike, *, copy: 
         return str(source)
     target = run / "bucket"
     if copy:
-        from cgcnn.etl import prepare_work_bucket
-
         prepare_work_bucket(source, target)
     return str(target)

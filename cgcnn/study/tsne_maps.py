@@ -14,10 +14,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from cgcnn.prediction.inference import embed_dataset
 from cgcnn.study.base_model import base_checkpoint
-from cgcnn.study.datasets import load_data
+from cgcnn.study.data_preparation import load_data
 from cgcnn.study.final_models import load_adaptation
 from cgcnn.study.profiles import StudyProfile
+from cgcnn.training.checkpoint import load_checkpoint
 
 _TSNE_COLUMNS = ("material_id", "formula", "bg_exp", "bg_pbe", "anion_class", "crystal_system", "n_elements")
 
@@ -48,12 +50,15 @@ def model_checkpoint(run_dir: str | os.PathLike, model: str, seed: int | None = 
     return ckpts[seed if seed is not None else min(ckpts)]
 
 
-def embed_datasets(run_dir: str | os.PathLike, profile: StudyProfile, model: str = "m2", *,
-                   datasets: tuple[str, ...] = ("ds2", "ds3"), seed: int | None = None) -> DatasetEmbeddings:
+def embed_datasets(
+    run_dir: str | os.PathLike,
+    profile: StudyProfile,
+    model: str = "m2",
+    *,
+    datasets: tuple[str, ...] = ("ds2", "ds3"),
+    seed: int | None = None,
+) -> DatasetEmbeddings:
     """Last-convolution features and post-FC vectors of ``datasets`` from one model."""
-    from cgcnn.prediction.inference import embed_dataset
-    from cgcnn.training.checkpoint import load_checkpoint
-
     profile.apply_threads()
 
     data = load_data(run_dir)

@@ -9,14 +9,16 @@ knowledge transferred from M1.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from cgcnn.training.checkpoint import Loaded, load_checkpoint
 from cgcnn.config import AdaptConfig, ModelConfig, TrainConfig
 from cgcnn.data.dataset import CrystalDataset
-from cgcnn.training.freeze import apply_freeze  # noqa: F401  (re-exported: part of this module's API)
+from cgcnn.training.checkpoint import Loaded, load_checkpoint
 from cgcnn.training.fit import FitResult, fit
+from cgcnn.training.freeze import apply_freeze
+
+__all__ = ["adapt", "apply_freeze", "train_control"]
 
 
 def adapt(
@@ -38,10 +40,23 @@ def adapt(
     """
     loaded = base if isinstance(base, Loaded) else load_checkpoint(base)
     normalizer = loaded.normalizer if cfg.normalizer == "keep" else None
-    meta = {"role": "adapted", "base_checkpoint": str(base) if not isinstance(base, Loaded) else None, "adapt": cfg.to_dict()}
+    meta = {
+        "role": "adapted",
+        "base_checkpoint": str(base) if not isinstance(base, Loaded) else None,
+        "adapt": cfg.to_dict(),
+    }
     return fit(
-        dataset, cfg.train, out_dir, init=loaded, model_config=model_config, splits=splits, freeze=cfg.freeze,
-        normalizer=normalizer, resume=resume, progress=progress, meta=meta,
+        dataset,
+        cfg.train,
+        out_dir,
+        init=loaded,
+        model_config=model_config,
+        splits=splits,
+        freeze=cfg.freeze,
+        normalizer=normalizer,
+        resume=resume,
+        progress=progress,
+        meta=meta,
     )
 
 
@@ -57,6 +72,12 @@ def train_control(
 ) -> FitResult:
     """The same architecture trained from random initialisation on the same split."""
     return fit(
-        dataset, train_cfg, out_dir, model_config=model_config, splits=splits,
-        resume=resume, progress=progress, meta={"role": "control"},
+        dataset,
+        train_cfg,
+        out_dir,
+        model_config=model_config,
+        splits=splits,
+        resume=resume,
+        progress=progress,
+        meta={"role": "control"},
     )

@@ -33,7 +33,9 @@ def keep_freed_memory(threshold: int = 1 << 30) -> bool:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         ok_mmap = libc.mallopt(M_MMAP_THRESHOLD, ctypes.c_int(threshold))
-        ok_trim = libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(2 * threshold - 1 if threshold < (1 << 30) else (1 << 31) - 1))
+        ok_trim = libc.mallopt(
+            M_TRIM_THRESHOLD, ctypes.c_int(2 * threshold - 1 if threshold < (1 << 30) else (1 << 31) - 1)
+        )
         _done = bool(ok_mmap) and bool(ok_trim)
     except (OSError, AttributeError):
         _done = False

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from cgcnn.config import FORMAT_VERSION, GraphConfig, ModelConfig
-from cgcnn.errors import CgcnnError
 from cgcnn.data.features import AtomFeatures
+from cgcnn.errors import CgcnnError
 from cgcnn.fileio import atomic_write_bytes
 from cgcnn.nn.model import CGCNN
 from cgcnn.training.normalizer import Normalizer
@@ -99,7 +99,9 @@ def read_checkpoint(path: str | Path) -> dict:
             "is it a complete checkpoint written by cgcnn or the original CGCNN?"
         ) from None
     if not isinstance(raw, dict):
-        raise CheckpointError(f"{path}: holds a {type(raw).__name__}, not a checkpoint (a dict with weights and settings)")
+        raise CheckpointError(
+            f"{path}: holds a {type(raw).__name__}, not a checkpoint (a dict with weights and settings)"
+        )
     return raw
 
 
@@ -135,7 +137,11 @@ def load_checkpoint(
     graph settings must be given: ``atom_features``, ``radius``, ``max_neighbors``)."""
     raw = read_checkpoint(path)
     if is_original(raw):
-        missing = [n for n, v in (("--atom-features", atom_features), ("--radius", radius), ("--max-neighbors", max_neighbors)) if v is None]
+        missing = [
+            n
+            for n, v in (("--atom-features", atom_features), ("--radius", radius), ("--max-neighbors", max_neighbors))
+            if v is None
+        ]
         if missing:
             raise CheckpointError(
                 f"{path} is an original CGCNN checkpoint, which records neither its atom features nor its "
@@ -147,7 +153,9 @@ def load_checkpoint(
         try:
             cfg = original_model_config(state, features.length)
         except (KeyError, IndexError, AttributeError, TypeError) as exc:
-            raise CheckpointError(f"{path}: the weights are not those of a CGCNN (missing or malformed {exc}); is this a CGCNN checkpoint?") from None
+            raise CheckpointError(
+                f"{path}: the weights are not those of a CGCNN (missing or malformed {exc}); is this a CGCNN checkpoint?"
+            ) from None
         graph = GraphConfig(radius=float(radius), max_neighbors=int(max_neighbors), dmin=0.0, step=step)
         if graph.n_gaussians != cfg.nbr_fea_len:
             raise CheckpointError(
@@ -159,22 +167,33 @@ def load_checkpoint(
                 f"{path}: the weights expect {cfg.orig_atom_fea_len} atom features, the table has {features.length}"
             )
         normalizer = Normalizer.from_dict(raw["normalizer"])
-        meta = {"origin": "original CGCNN checkpoint", "epoch": raw.get("epoch"), "best_mae_error": _num(raw.get("best_mae_error"))}
+        meta = {
+            "origin": "original CGCNN checkpoint",
+            "epoch": raw.get("epoch"),
+            "best_mae_error": _num(raw.get("best_mae_error")),
+        }
     elif raw.get("format") == FORMAT:
         if raw.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(f"{path}: checkpoint format version {raw.get('format_version')} is not {FORMAT_VERSION}")
+            raise CheckpointError(
+                f"{path}: checkpoint format version {raw.get('format_version')} is not {FORMAT_VERSION}"
+            )
         try:
             cfg = ModelConfig.model_validate(raw["model_config"])
             graph = GraphConfig.model_validate(raw["graph_config"])
             stored = AtomFeatures.from_dict(raw["atom_features"]["table"], source=raw["atom_features"].get("source"))
             state, normalizer = raw["state_dict"], Normalizer.from_dict(raw["normalizer"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: damaged checkpoint (missing or malformed {str(exc).splitlines()[0][:120]})") from None
+            raise CheckpointError(
+                f"{path}: damaged checkpoint (missing or malformed {str(exc).splitlines()[0][:120]})"
+            ) from None
         if atom_features is not None:
             given = atom_features if isinstance(atom_features, AtomFeatures) else AtomFeatures.from_json(atom_features)
             if given != stored:
                 raise CheckpointError(f"{path}: the given atom features differ from the table stored in the checkpoint")
-        for name, given_v, own in (("radius", radius, graph.radius), ("max_neighbors", max_neighbors, graph.max_neighbors)):
+        for name, given_v, own in (
+            ("radius", radius, graph.radius),
+            ("max_neighbors", max_neighbors, graph.max_neighbors),
+        ):
             if given_v is not None and float(given_v) != float(own):
                 raise CheckpointError(f"{path}: {name}={given_v} given but the checkpoint was trained with {own}")
         features = stored

@@ -97,7 +97,9 @@ def rank_positions(positions: np.ndarray, ctx: DistContext, *, epoch: int, seed:
     shuffled from ``seed + epoch`` when asked, padded so that every rank has as many)."""
     from torch.utils.data import DistributedSampler
 
-    sampler = DistributedSampler(range(len(positions)), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=shuffle, seed=seed)
+    sampler = DistributedSampler(
+        range(len(positions)), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=shuffle, seed=seed
+    )
     sampler.set_epoch(epoch)
     return np.asarray(positions)[list(sampler)]
 
@@ -119,7 +121,9 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
 
         xd = x.double()
         local = torch.cat([xd.sum(0), (xd * xd).sum(0), xd.new_tensor([x.shape[0]])])
-        with warnings.catch_warnings():  # deprecated in favour of a private module; still the public, autograd-aware one
+        with (
+            warnings.catch_warnings()
+        ):  # deprecated in favour of a private module; still the public, autograd-aware one
             warnings.simplefilter("ignore", FutureWarning)
             total = all_reduce(local)
         f = x.shape[1]
@@ -146,7 +150,9 @@ def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     for name, child in list(model.named_children()):
         if type(child) is nn.BatchNorm1d:
-            new = GlobalBatchNorm1d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            new = GlobalBatchNorm1d(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
             new.load_state_dict(child.state_dict())
             new.train(child.training)
             for p_new, p_old in zip(new.parameters(), child.parameters()):

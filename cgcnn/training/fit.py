@@ -24,17 +24,32 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
-from cgcnn.training.allocator import keep_freed_memory
+from cgcnn.config import GraphConfig, ModelConfig, TrainConfig
 from cgcnn.data.batch import iterate_batches, prefetch
+from cgcnn.data.dataset import CrystalDataset
+from cgcnn.data.descriptors import check_inputs
+from cgcnn.data.features import AtomFeatures
+from cgcnn.errors import CgcnnError
+from cgcnn.fileio import atomic_write_bytes
+from cgcnn.lock import RunLock
+from cgcnn.nn.model import CGCNN
+from cgcnn.prediction.inference import (
+    autocast,
+    check_elements,
+    predict_normalised,
+    resolve_device,
+)
+from cgcnn.provenance import collect
+from cgcnn.training.allocator import keep_freed_memory
 from cgcnn.training.checkpoint import (
     Loaded,
     build_model,
@@ -42,8 +57,6 @@ from cgcnn.training.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from cgcnn.config import GraphConfig, ModelConfig, TrainConfig
-from cgcnn.data.dataset import CrystalDataset
 from cgcnn.training.distributed import (
     DistContext,
     barrier,
@@ -52,16 +65,8 @@ from cgcnn.training.distributed import (
     reduce_sums,
     setup,
 )
-from cgcnn.errors import CgcnnError
-from cgcnn.data.features import AtomFeatures
-from cgcnn.fileio import atomic_write_bytes
 from cgcnn.training.freeze import apply_freeze, train_mode
-from cgcnn.prediction.inference import autocast, check_elements, predict_normalised, resolve_device
-from cgcnn.data.descriptors import check_inputs
-from cgcnn.lock import RunLock
-from cgcnn.nn.model import CGCNN
 from cgcnn.training.normalizer import Normalizer
-from cgcnn.provenance import collect
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +75,9 @@ class TrainingError(CgcnnError, ValueError):
     """Training cannot start: no labels, too few samples, or a resume with other settings."""
 
 
-def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_indices(
+    n: int, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Random train / validation / test positions (disjoint, covering ``range(n)``)."""
     perm = np.random.default_rng(seed).permutation(n)
     n_val = int(round(n * val_fraction))
@@ -165,7 +172,9 @@ def resolve_splits(dataset: CrystalDataset, cfg: TrainConfig, splits) -> tuple[n
     return train_pos, val_pos, test_pos
 
 
-def initial_model(dataset: CrystalDataset, model_config: ModelConfig | None, init: Loaded | None) -> tuple[CGCNN, AtomFeatures]:
+def initial_model(
+    dataset: CrystalDataset, model_config: ModelConfig | None, init: Loaded | None
+) -> tuple[CGCNN, AtomFeatures]:
     """A fresh model sized for ``dataset`` (seeded by the caller), or a copy of ``init``."""
     if init is not None:
         features, graph = init.features, init.graph_config
@@ -174,18 +183,29 @@ def initial_model(dataset: CrystalDataset, model_config: ModelConfig | None, ini
             model = build_model(init.model_config, features, graph)
             model.load_state_dict(init.model.state_dict())
         else:  # a variant of the base (e.g. PBE-aware): base weights, new layers from zero
-            mc = model_config.model_copy(update={"nbr_fea_len": init.model_config.nbr_fea_len, "orig_atom_fea_len": features.length})
-            body = lambda c: c.model_dump(include={"atom_fea_len", "n_conv", "h_fea_len", "n_h"})  # noqa: E731
+            mc = model_config.model_copy(
+                update={"nbr_fea_len": init.model_config.nbr_fea_len, "orig_atom_fea_len": features.length}
+            )
+
+            def body(c):
+                return c.model_dump(include={"atom_fea_len", "n_conv", "h_fea_len", "n_h"})
+
             if body(mc) != body(init.model_config):
-                raise TrainingError(f"the model config {body(mc)} does not match the base model's {body(init.model_config)}")
+                raise TrainingError(
+                    f"the model config {body(mc)} does not match the base model's {body(init.model_config)}"
+                )
             model = build_model(mc, features, graph)
             model.load_base_weights(init.model.state_dict())
     else:
         features, graph = dataset.features, dataset.config
-        mc = (model_config or ModelConfig()).model_copy(update={"nbr_fea_len": graph.n_gaussians, "orig_atom_fea_len": features.length})
+        mc = (model_config or ModelConfig()).model_copy(
+            update={"nbr_fea_len": graph.n_gaussians, "orig_atom_fea_len": features.length}
+        )
         model = build_model(mc, features, graph)
     if graph != dataset.config:
-        raise TrainingError(f"dataset graphs use {dataset.config.key()} but the model was trained on {graph.key()}; rebuild the graphs with the model's settings")
+        raise TrainingError(
+            f"dataset graphs use {dataset.config.key()} but the model was trained on {graph.key()}; rebuild the graphs with the model's settings"
+        )
     return model, features
 
 
@@ -193,8 +213,11 @@ def resume_from(run: _Run, last_path: Path) -> None:
     """Load weights, optimiser, shuffling state, history and early-stopping counters of an
     interrupted run; refuse a ``last.pt`` written with other settings."""
     raw = read_checkpoint(last_path)
+
     # Same settings required, except the epoch budget (a run may be extended) and the device.
-    loose = lambda d: {k: v for k, v in (d or {}).items() if k not in ("epochs", "device")}  # noqa: E731
+    def loose(d):
+        return {k: v for k, v in (d or {}).items() if k not in ("epochs", "device")}
+
     if loose(raw.get("train_config")) != loose(run.cfg.to_dict()) or raw.get("freeze") != run.freeze:
         raise TrainingError(
             f"{last_path} was written with other settings (train config / freeze policy); "
@@ -219,8 +242,15 @@ def _epoch_batches(run: _Run, dataset: CrystalDataset, train_pos: np.ndarray, ep
     return iterate_batches(dataset, mine, max(1, cfg.batch_size // ctx.world_size))
 
 
-def train_epoch(run: _Run, dataset: CrystalDataset, train_pos: np.ndarray, y_norm: torch.Tensor, lr: float, device: torch.device,
-                epoch: int = 0) -> tuple[float, float]:
+def train_epoch(
+    run: _Run,
+    dataset: CrystalDataset,
+    train_pos: np.ndarray,
+    y_norm: torch.Tensor,
+    lr: float,
+    device: torch.device,
+    epoch: int = 0,
+) -> tuple[float, float]:
     """One pass over the training split; returns (mean loss, mean absolute error in eV), over
     every rank under DDP."""
     cfg, model, optimizer = run.cfg, run.model, run.optimizer
@@ -256,13 +286,17 @@ def validate(run: _Run, dataset: CrystalDataset, val_pos: np.ndarray, device: to
     mine = val_pos[ctx.rank :: ctx.world_size]
     err = 0.0
     if len(mine):
-        z = predict_normalised(run.model, dataset, mine, max(1, run.cfg.batch_size // ctx.world_size), device, run.cfg.amp)
+        z = predict_normalised(
+            run.model, dataset, mine, max(1, run.cfg.batch_size // ctx.world_size), device, run.cfg.amp
+        )
         err = float(np.sum(np.abs(run.norm.denorm(z.astype(np.float64)) - dataset.y[mine])))
     total, n = reduce_sums(ctx, err, len(mine))
     return total / n
 
 
-def record_epoch(run: _Run, epoch: int, lr: float, losses: tuple[float, float], val_mae: float, seconds: float, *, has_val: bool) -> bool:
+def record_epoch(
+    run: _Run, epoch: int, lr: float, losses: tuple[float, float], val_mae: float, seconds: float, *, has_val: bool
+) -> bool:
     """Update history and early-stopping counters; True when this epoch is the new best
     (every epoch is, without a validation split)."""
     improved = not has_val or val_mae < run.best_mae
@@ -271,7 +305,14 @@ def record_epoch(run: _Run, epoch: int, lr: float, losses: tuple[float, float], 
     else:
         run.stale += 1
     run.history.append(
-        {"epoch": epoch, "lr": lr, "train_loss": losses[0], "train_mae": losses[1], "val_mae": val_mae, "seconds": seconds}
+        {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": losses[0],
+            "train_mae": losses[1],
+            "val_mae": val_mae,
+            "seconds": seconds,
+        }
     )
     return improved
 
@@ -279,17 +320,30 @@ def record_epoch(run: _Run, epoch: int, lr: float, losses: tuple[float, float], 
 def write_run_files(out: Path, run: _Run, graph: GraphConfig, split_ids: dict[str, list[str]]) -> dict:
     """``run.json`` (resolved configs, normaliser, split sizes, provenance) and ``splits.json``."""
     run_info = {
-        "train_config": run.cfg.to_dict(), "model_config": run.model.config.to_dict(), "graph_config": graph.to_dict(),
-        "freeze": run.freeze, "normalizer": run.norm.to_dict(), "n": {k: len(v) for k, v in split_ids.items()},
-        **collect(), **run.meta,
+        "train_config": run.cfg.to_dict(),
+        "model_config": run.model.config.to_dict(),
+        "graph_config": graph.to_dict(),
+        "freeze": run.freeze,
+        "normalizer": run.norm.to_dict(),
+        "n": {k: len(v) for k, v in split_ids.items()},
+        **collect(),
+        **run.meta,
     }
     atomic_write_bytes(out / "run.json", json.dumps(run_info, indent=2).encode())
     atomic_write_bytes(out / "splits.json", json.dumps(split_ids, indent=1).encode())
     return run_info
 
 
-def run_epochs(run: _Run, dataset: CrystalDataset, positions, y_norm: torch.Tensor, device: torch.device,
-               out: Path, run_info: dict, progress: bool) -> None:
+def run_epochs(
+    run: _Run,
+    dataset: CrystalDataset,
+    positions,
+    y_norm: torch.Tensor,
+    device: torch.device,
+    out: Path,
+    run_info: dict,
+    progress: bool,
+) -> None:
     """The epoch loop: train, validate, record, checkpoint (``best.pt`` on improvement,
     ``last.pt`` and ``history.csv`` every epoch), stop early after ``patience`` stale epochs."""
     cfg, (train_pos, val_pos) = run.cfg, positions
@@ -301,7 +355,13 @@ def run_epochs(run: _Run, dataset: CrystalDataset, positions, y_norm: torch.Tens
             save_checkpoint(path, run.checkpoint(epoch, run_info["n"], run_info.get("git_sha")))
 
     stopped = run.stale >= (cfg.patience or math.inf)
-    bar = tqdm(range(run.start_epoch, cfg.epochs), desc="epochs", disable=not (progress and main), initial=run.start_epoch, total=cfg.epochs)
+    bar = tqdm(
+        range(run.start_epoch, cfg.epochs),
+        desc="epochs",
+        disable=not (progress and main),
+        initial=run.start_epoch,
+        total=cfg.epochs,
+    )
     for epoch in bar:
         if stopped:
             break
@@ -375,8 +435,13 @@ def fit(
 
     train_pos, val_pos, test_pos = resolve_splits(dataset, cfg, splits)
     if not len(val_pos):
-        log.warning("no validation split: every epoch counts as the best, best_val_mae is NaN and early stopping is off")
-    split_ids = {name: [dataset.ids[k] for k in pos] for name, pos in (("train", train_pos), ("val", val_pos), ("test", test_pos))}
+        log.warning(
+            "no validation split: every epoch counts as the best, best_val_mae is NaN and early stopping is off"
+        )
+    split_ids = {
+        name: [dataset.ids[k] for k in pos]
+        for name, pos in (("train", train_pos), ("val", val_pos), ("test", test_pos))
+    }
     norm = normalizer if normalizer is not None else Normalizer.fit(dataset.y[train_pos])
     y_norm = torch.from_numpy(norm.norm(dataset.y.astype(np.float64)).astype(np.float32))
 
@@ -389,8 +454,19 @@ def fit(
     apply_freeze(model, freeze)
     net = data_parallel(model, ctx, device, sync=cfg.sync_batchnorm)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
-    run = _Run(model, features, norm, optimizer, torch.Generator().manual_seed(cfg.seed), cfg, freeze, meta or {}, [],
-               net=net, dist=ctx)
+    run = _Run(
+        model,
+        features,
+        norm,
+        optimizer,
+        torch.Generator().manual_seed(cfg.seed),
+        cfg,
+        freeze,
+        meta or {},
+        [],
+        net=net,
+        dist=ctx,
+    )
     last_path, best_path = out / "last.pt", out / "best.pt"
     if resume and last_path.exists():
         resume_from(run, last_path)
@@ -401,6 +477,11 @@ def fit(
         run_info = write_run_files(out, run, dataset.config, split_ids) if ctx.is_main else {"n": {}, **collect()}
         run_epochs(run, dataset, (train_pos, val_pos), y_norm, device, out, run_info, progress)
     return FitResult(
-        best_checkpoint=best_path, last_checkpoint=last_path, history=pd.DataFrame(run.history),
-        best_val_mae=float(run.best_mae), best_epoch=int(run.best_epoch), normalizer=norm, splits=split_ids,
+        best_checkpoint=best_path,
+        last_checkpoint=last_path,
+        history=pd.DataFrame(run.history),
+        best_val_mae=float(run.best_mae),
+        best_epoch=int(run.best_epoch),
+        normalizer=norm,
+        splits=split_ids,
     )

@@ -14,7 +14,7 @@ class Normalizer:
     std: float
 
     @classmethod
-    def fit(cls, y: np.ndarray) -> "Normalizer":
+    def fit(cls, y: np.ndarray) -> Normalizer:
         """Fit on training targets (sample std, as the original's ``torch.std``).
         A constant target, or a single one, gets std 1 (no scaling)."""
         y = np.asarray(y, dtype=np.float64)
@@ -33,6 +33,8 @@ class Normalizer:
         return {"mean": self.mean, "std": self.std}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Normalizer":
-        as_float = lambda v: float(v.item() if isinstance(v, torch.Tensor) else v)  # noqa: E731
+    def from_dict(cls, d: dict) -> Normalizer:
+        def as_float(v):
+            return float(v.item() if isinstance(v, torch.Tensor) else v)
+
         return cls(as_float(d["mean"]), as_float(d["std"]))

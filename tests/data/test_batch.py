@@ -51,7 +51,10 @@ def test_an_edge_cap_bounds_every_batch_keeps_the_order_and_isolates_a_crystal_o
     alone = list(iterate_batches(tiny_dataset, range(24), 10, max_edges=1))
     assert [b.num_graphs for b in alone] == [1] * 24
     assert [b.positions.tolist() for b in iterate_batches(tiny_dataset, range(24), 10)] == [
-        list(range(0, 10)), list(range(10, 20)), list(range(20, 24))]  # no cap: crystal counts only
+        list(range(0, 10)),
+        list(range(10, 20)),
+        list(range(20, 24)),
+    ]  # no cap: crystal counts only
 
 
 def test_prefetch_yields_the_same_batches_in_the_same_order(tiny_dataset):

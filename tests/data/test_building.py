@@ -10,8 +10,8 @@ from graph_asserts import assert_same_graphs
 from pymatgen.io.cif import CifWriter
 
 import cgcnn.data.building
-from cgcnn.data.building import build_graphs, content_key, snapshot_structures
 from cgcnn.config import GraphConfig
+from cgcnn.data.building import build_graphs, content_key, snapshot_structures
 from cgcnn.errors import DatasetError, Problem
 from cgcnn.etl.materials import read_snapshot
 
@@ -68,7 +68,9 @@ def test_second_build_comes_from_the_cache(tiny_items, tiny_graph_config, tmp_pa
     assert problems == []
     assert_same_graphs(second, first)
     # the same structures under other ids are found too (the key is the content)
-    renamed, _ = build_graphs([(f"copy-{m}", s) for m, s in tiny_items[:3]], tiny_graph_config, cache_dir=cache, progress=False)
+    renamed, _ = build_graphs(
+        [(f"copy-{m}", s) for m, s in tiny_items[:3]], tiny_graph_config, cache_dir=cache, progress=False
+    )
     assert renamed.ids == [f"copy-{m}" for m, _ in tiny_items[:3]]
     assert renamed["copy-CsCl-097"].equals(first["CsCl-097"])
 
@@ -113,5 +115,3 @@ def test_snapshot_structures_reads_jsonl_gz(tmp_path, cscl, si):
     assert [m for m, _ in snapshot_structures(path, ids={"mp-2"})] == ["mp-2"]
     graphs, problems = build_graphs(snapshot_structures(path), GraphConfig(radius=3.8), progress=False)
     assert graphs.ids == ["mp-1", "mp-2"] and problems == []
-
-

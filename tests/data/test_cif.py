@@ -12,8 +12,8 @@ from pymatgen.io.cif import CifWriter
 
 from cgcnn.data.cif import read_simple_cif
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-FIXTURE_SNAPSHOT = Path(__file__).parent / "fixtures" / "mp_snapshot" / "summary.jsonl.gz"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+FIXTURE_SNAPSHOT = Path(__file__).resolve().parents[1] / "fixtures" / "mp_snapshot" / "summary.jsonl.gz"
 
 
 def pymatgen_parse(text: str) -> Structure:
@@ -38,8 +38,11 @@ def test_rock_salt_written_by_pymatgen_reads_back_identically():
 
 def test_coordinates_near_thirds_are_snapped_like_pymatgen():
     # wurtzite-like cell written with 4-decimal thirds: both readers snap 0.3333 -> 1/3
-    zno = Structure(Lattice.hexagonal(3.25, 5.21), ["Zn", "Zn", "O", "O"],
-                    [[0.3333, 0.6667, 0], [0.6667, 0.3333, 0.5], [0.3333, 0.6667, 0.382], [0.6667, 0.3333, 0.882]])
+    zno = Structure(
+        Lattice.hexagonal(3.25, 5.21),
+        ["Zn", "Zn", "O", "O"],
+        [[0.3333, 0.6667, 0], [0.6667, 0.3333, 0.5], [0.3333, 0.6667, 0.382], [0.6667, 0.3333, 0.882]],
+    )
     text = str(CifWriter(zno))
     fast = read_simple_cif(text)
     assert fast is not None
@@ -51,7 +54,10 @@ def test_coordinates_near_thirds_are_snapped_like_pymatgen():
     "edit",
     [
         lambda t: t.replace("'x, y, z'", "'x, y, z'\n  2  '-x, -y, -z'"),  # a real symmetry operation
-        lambda t: t.replace("  Na  Na0  1  0.00000000  0.00000000  0.00000000  1", "  Na  Na0  1  0.00000000  0.00000000  0.00000000  0.5"),
+        lambda t: t.replace(
+            "  Na  Na0  1  0.00000000  0.00000000  0.00000000  1",
+            "  Na  Na0  1  0.00000000  0.00000000  0.00000000  0.5",
+        ),
         lambda t: t + "data_second\n_cell_length_a 1\n",  # two blocks
     ],
 )
@@ -95,9 +101,11 @@ def test_whole_snapshot_matches_pymatgen():
                 continue
             accepted += 1
             ref = pymatgen_parse(rec["structure_cif"])
-            same = (np.array_equal(fast.lattice.matrix, ref.lattice.matrix)
-                    and [s.species_string for s in fast] == [s.species_string for s in ref]
-                    and np.array_equal(fast.frac_coords, ref.frac_coords))
+            same = (
+                np.array_equal(fast.lattice.matrix, ref.lattice.matrix)
+                and [s.species_string for s in fast] == [s.species_string for s in ref]
+                and np.array_equal(fast.frac_coords, ref.frac_coords)
+            )
             if not same:
                 mismatched.append(rec["material_id"])
     assert accepted > 20000

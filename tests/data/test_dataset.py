@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from cgcnn.data.dataset import CrystalDataset
-from cgcnn.errors import DatasetError
 from cgcnn.data.features import AtomFeatures
+from cgcnn.errors import DatasetError
 
 # -- CrystalDataset --------------------------------------------------------------------------
 
@@ -49,5 +49,3 @@ def test_labels_follow_the_ids(tiny_dataset, tiny_targets):
 def test_unlabelled_dataset_keeps_every_graph(tiny_graphs, tiny_features):
     ds = CrystalDataset(tiny_graphs, None, tiny_features)
     assert ds.ids == tiny_graphs.ids and ds.y is None
-
-

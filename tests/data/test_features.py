@@ -18,9 +18,9 @@ from cgcnn.data.features import (
     gaussian_expand,
 )
 
-ATOM_INIT = Path(__file__).resolve().parents[2] / "shared" / "data" / "cgcnn_reference" / "atom_init.json"
+ATOM_INIT = Path(__file__).resolve().parents[3] / "shared" / "data" / "cgcnn_reference" / "atom_init.json"
 
-H, HE, O, NA, S, K, FE, ZN, GA, CS, CE, EU, LU = 1, 2, 8, 11, 16, 19, 26, 30, 31, 55, 58, 63, 71
+H, HE, O, NA, S, K, FE, ZN, GA, CS, CE, EU, LU = 1, 2, 8, 11, 16, 19, 26, 30, 31, 55, 58, 63, 71  # noqa: E741  (element symbols)
 
 
 @pytest.fixture(scope="module")

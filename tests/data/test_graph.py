@@ -172,5 +172,10 @@ def test_graph_settings_are_validated_and_frozen():
 
 
 def test_settings_key_differs_when_any_setting_differs():
-    keys = {GraphConfig().key(), GraphConfig(radius=7).key(), GraphConfig(max_neighbors=14).key(), GraphConfig(step=0.1).key()}
+    keys = {
+        GraphConfig().key(),
+        GraphConfig(radius=7).key(),
+        GraphConfig(max_neighbors=14).key(),
+        GraphConfig(step=0.1).key(),
+    }
     assert len(keys) == 4

@@ -10,9 +10,9 @@ import pytest
 from graph_asserts import assert_same_graphs
 
 from cgcnn.config import GraphConfig
-from cgcnn.errors import DatasetError
 from cgcnn.data.graph import structure_to_graph
 from cgcnn.data.graphset import GraphSet
+from cgcnn.errors import DatasetError
 
 # -- GraphSet --------------------------------------------------------------------------------
 
@@ -68,5 +68,3 @@ def test_packed_arrays_have_documented_shapes(tiny_graphs):
     assert tiny_graphs.node_ptr.shape == (n + 1,) and tiny_graphs.edge_ptr.shape == (n + 1,)
     assert tiny_graphs.node_ptr[-1] == len(tiny_graphs.atomic_numbers) == 2 * n  # two atoms each
     assert tiny_graphs.edge_index.shape == (2, tiny_graphs.edge_ptr[-1])
-
-

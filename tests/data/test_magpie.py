@@ -11,8 +11,23 @@ from cgcnn.data import magpie
 from cgcnn.errors import DatasetError
 
 # ties for the mode (AlN, GaAs: equal amounts), one element, many elements, fractions
-FORMULAS = ["NaCl", "AlN", "GaAs", "Si", "Fe2O3", "Al2O3", "CsPbI3", "LiFePO4", "Cu2ZnSnS4", "YBa2Cu3O7",
-            "Mg2Si", "BaTiO3", "Fe0.5Ni0.5", "K3Sb", "HfO2"]
+FORMULAS = [
+    "NaCl",
+    "AlN",
+    "GaAs",
+    "Si",
+    "Fe2O3",
+    "Al2O3",
+    "CsPbI3",
+    "LiFePO4",
+    "Cu2ZnSnS4",
+    "YBa2Cu3O7",
+    "Mg2Si",
+    "BaTiO3",
+    "Fe0.5Ni0.5",
+    "K3Sb",
+    "HfO2",
+]
 
 
 def matminer_features(formulas):
@@ -46,7 +61,9 @@ def test_graph_features_equal_the_features_of_their_formulas(tiny_graphs):
 
     formulas = []
     for k in range(len(tiny_graphs)):  # the formula of each crystal, written out from its atoms
-        z, n = np.unique(tiny_graphs.atomic_numbers[tiny_graphs.node_ptr[k]:tiny_graphs.node_ptr[k + 1]], return_counts=True)
+        z, n = np.unique(
+            tiny_graphs.atomic_numbers[tiny_graphs.node_ptr[k] : tiny_graphs.node_ptr[k + 1]], return_counts=True
+        )
         formulas.append(Composition({Element.from_Z(int(a)): int(c) for a, c in zip(z, n)}).formula)
     np.testing.assert_allclose(magpie.of_graphs(tiny_graphs), matminer_features(formulas), rtol=1e-12, atol=1e-12)
 

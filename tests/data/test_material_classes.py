@@ -17,13 +17,13 @@ from cgcnn.data.material_classes import (
     [
         ("ZnO", "oxide"),
         ("SrTiO3", "oxide"),
-        ("BaSO4", "oxide"),          # Ba2+ cannot balance O4 and S: S is the sulfate's cation
-        ("Ba3(PO4)2", "oxide"),      # phosphate P is a cation
-        ("Mg(OH)2", "oxide"),        # hydroxide H is a cation
+        ("BaSO4", "oxide"),  # Ba2+ cannot balance O4 and S: S is the sulfate's cation
+        ("Ba3(PO4)2", "oxide"),  # phosphate P is a cation
+        ("Mg(OH)2", "oxide"),  # hydroxide H is a cation
         ("CdSe", "chalcogenide"),
         ("Bi2Te3", "chalcogenide"),  # Bi is the least electronegative element: cation
         ("NaCl", "halide"),
-        ("PbFCl", "halide"),         # two halogens: still one group
+        ("PbFCl", "halide"),  # two halogens: still one group
         ("GaAs", "pnictide"),
         ("BN", "pnictide"),
         ("Cs3Sb", "pnictide"),
@@ -52,7 +52,7 @@ def test_double_anion_subclass_names_both_groups():
 
 def test_anions_and_cations_are_listed_by_electronegativity():
     result = anion_analysis("BiOCl")
-    assert result.anions == ("O", "Cl")   # X(O) = 3.44 > X(Cl) = 3.16
+    assert result.anions == ("O", "Cl")  # X(O) = 3.44 > X(Cl) = 3.16
     assert result.cations == ("Bi",)
     assert anion_analysis("BaSO4").cations == ("S", "Ba")
 
@@ -64,10 +64,25 @@ def test_every_class_is_in_the_display_order():
 
 @pytest.mark.parametrize(
     "number, system",
-    [(1, "triclinic"), (2, "triclinic"), (3, "monoclinic"), (15, "monoclinic"),
-     (16, "orthorhombic"), (74, "orthorhombic"), (75, "tetragonal"), (142, "tetragonal"),
-     (143, "trigonal"), (167, "trigonal"), (168, "hexagonal"), (186, "hexagonal"), (194, "hexagonal"),
-     (195, "cubic"), (216, "cubic"), (225, "cubic"), (230, "cubic")],
+    [
+        (1, "triclinic"),
+        (2, "triclinic"),
+        (3, "monoclinic"),
+        (15, "monoclinic"),
+        (16, "orthorhombic"),
+        (74, "orthorhombic"),
+        (75, "tetragonal"),
+        (142, "tetragonal"),
+        (143, "trigonal"),
+        (167, "trigonal"),
+        (168, "hexagonal"),
+        (186, "hexagonal"),
+        (194, "hexagonal"),
+        (195, "cubic"),
+        (216, "cubic"),
+        (225, "cubic"),
+        (230, "cubic"),
+    ],
 )
 def test_crystal_system_boundaries(number, system):
     assert crystal_system(number) == system
@@ -110,8 +125,13 @@ def test_classify_frame_adds_columns_and_marks_missing_space_groups():
 
 def test_classify_frame_keeps_the_crystal_system_column_the_etl_wrote():
     # as read back from processed/ds*.csv: the ETL wrote crystal_system with the same function
-    df = pd.DataFrame({"formula": ["GaAs", "ZnO", "Si"], "spacegroup_number": [216, 186, None],
-                       "crystal_system": ["cubic", "hexagonal", None]})
+    df = pd.DataFrame(
+        {
+            "formula": ["GaAs", "ZnO", "Si"],
+            "spacegroup_number": [216, 186, None],
+            "crystal_system": ["cubic", "hexagonal", None],
+        }
+    )
     out = classify_frame(df)
     assert list(out["crystal_system"]) == ["cubic", "hexagonal", "unknown"]
     assert list(out["crystal_system"].cat.categories) == [*CRYSTAL_SYSTEMS, "unknown"]

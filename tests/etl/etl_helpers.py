@@ -18,7 +18,9 @@ def _cif(structure) -> str:
     return str(CifWriter(structure))
 
 
-def make_record(crystals, name: str, material_id: str, band_gap: float | None, ehull: float | None = 0.0) -> MaterialRecord:
+def make_record(
+    crystals, name: str, material_id: str, band_gap: float | None, ehull: float | None = 0.0
+) -> MaterialRecord:
     structure, number, symbol = crystals[name]
     return MaterialRecord(
         material_id=material_id,
@@ -84,7 +86,9 @@ class FakeMP:
                 query = {k: v[-1] for k, v in parse_qs(url.query).items()}
                 fake.requests.append((url.path, query))
                 if url.path.rstrip("/") == "/heartbeat":
-                    return self._send(200, {"db_version": fake.db_version, "access_controlled_batch_ids": [], "version": "0.87.3"})
+                    return self._send(
+                        200, {"db_version": fake.db_version, "access_controlled_batch_ids": [], "version": "0.87.3"}
+                    )
                 if self.headers.get("x-api-key") != fake.api_key:
                     return self._send(401, {"detail": "invalid API key"})
                 if url.path.rstrip("/") != "/materials/summary":
@@ -128,8 +132,15 @@ def moto_server():
         server.stop()
 
 
-def point_aws_at(monkeypatch, endpoint: str, tmp_path, *, key_id: str = "testing", secret: str = "testing",
-                 clear_prefixes: tuple[str, ...] = ("AWS_",)) -> None:
+def point_aws_at(
+    monkeypatch,
+    endpoint: str,
+    tmp_path,
+    *,
+    key_id: str = "testing",
+    secret: str = "testing",
+    clear_prefixes: tuple[str, ...] = ("AWS_",),
+) -> None:
     """Credentials and endpoint for boto3 from the environment only (no real AWS config read)."""
     import os
 

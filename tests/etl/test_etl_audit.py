@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from cgcnn.etl.config import DS1Config, DS3Config, EtlConfig
+from cgcnn.config import DS1Config, DS3Config, EtlConfig
 from cgcnn.etl.audit import (
     REPORT_FORMAT,
     build_report,
@@ -28,17 +28,43 @@ def records(toy_records):
 
 
 def test_polymorphs_pair_ds3_with_same_formula_elsewhere(records):
-    ds3 = build_ds3(pd.DataFrame({"material_id": ["mp-2691"], "formula": ["CdSe"], "bg_exp": [1.74],
-                                  "bg_exp_source": ["b"], "bg_hse06": [None], "bg_g0w0": [None]}),
-                    records, {}, DS3Config()).table
-    ds1 = build_ds1(pd.DataFrame({"material_id": ["mp-1070", "mp-149", "mp-2691"]}), records, {"mp-2691"}, DS1Config()).table
+    ds3 = build_ds3(
+        pd.DataFrame(
+            {
+                "material_id": ["mp-2691"],
+                "formula": ["CdSe"],
+                "bg_exp": [1.74],
+                "bg_exp_source": ["b"],
+                "bg_hse06": [None],
+                "bg_g0w0": [None],
+            }
+        ),
+        records,
+        {},
+        DS3Config(),
+    ).table
+    ds1 = build_ds1(
+        pd.DataFrame({"material_id": ["mp-1070", "mp-149", "mp-2691"]}), records, {"mp-2691"}, DS1Config()
+    ).table
     ds2 = ds1[ds1["material_id"] == "mp-1070"]
     poly = find_polymorphs(ds3, {"ds2": ds2, "ds1": ds1})
     assert poly.to_dict(orient="records") == [
-        {"formula": "CdSe", "ds3_id": "mp-2691", "ds3_spacegroup": "F-43m", "dataset": "ds1",
-         "material_id": "mp-1070", "spacegroup_symbol": "P6_3mc"},
-        {"formula": "CdSe", "ds3_id": "mp-2691", "ds3_spacegroup": "F-43m", "dataset": "ds2",
-         "material_id": "mp-1070", "spacegroup_symbol": "P6_3mc"},
+        {
+            "formula": "CdSe",
+            "ds3_id": "mp-2691",
+            "ds3_spacegroup": "F-43m",
+            "dataset": "ds1",
+            "material_id": "mp-1070",
+            "spacegroup_symbol": "P6_3mc",
+        },
+        {
+            "formula": "CdSe",
+            "ds3_id": "mp-2691",
+            "ds3_spacegroup": "F-43m",
+            "dataset": "ds2",
+            "material_id": "mp-1070",
+            "spacegroup_symbol": "P6_3mc",
+        },
     ]
 
 
@@ -47,23 +73,44 @@ def _drop(ds, mid, reason, row=2):
 
 
 def _match(status, mid):
-    return {"dataset": "ds2", "source": "t", "row": 3, "formula": "CdSe", "spacegroup": "", "status": status,
-            "material_id": mid, "candidates": mid, "detail": ""}
+    return {
+        "dataset": "ds2",
+        "source": "t",
+        "row": 3,
+        "formula": "CdSe",
+        "spacegroup": "",
+        "status": status,
+        "material_id": mid,
+        "candidates": mid,
+        "detail": "",
+    }
 
 
 @pytest.fixture
 def toy_outcomes():
     """DS1 with 3 materials, DS2 with one (and one conflict), DS3 with one; 3 drops, 2 matches."""
-    ds1 = pd.DataFrame({"material_id": ["a", "b", "c"], "formula": ["Si", "CdSe", "GaAs"],
-                        "spacegroup_symbol": ["Fd-3m", "P6_3mc", "F-43m"]})
+    ds1 = pd.DataFrame(
+        {
+            "material_id": ["a", "b", "c"],
+            "formula": ["Si", "CdSe", "GaAs"],
+            "spacegroup_symbol": ["Fd-3m", "P6_3mc", "F-43m"],
+        }
+    )
     ds2 = ds1.iloc[:1].copy()
     ds3 = pd.DataFrame({"material_id": ["d"], "formula": ["CdSe"], "spacegroup_symbol": ["F-43m"]})
     conflicts = pd.DataFrame({"material_id": ["a", "x"], "in_ds2": [True, True]})
     outcomes = {
         "ds1": Outcome(ds1, [_drop("ds1", "e", "no_label"), _drop("ds1", "d", "overlap_ds3")]),
-        "ds2": Outcome(ds2, [_drop("ds2", "f", "not_in_mp")], [], [_match("unique", "b"), _match("unmatched", "")],
-                       conflicts=conflicts),
-        "ds3": Outcome(ds3, [], [{"dataset": "ds3", "source": "t", "row": 2, "material_id": "d", "kind": "k", "detail": ""}]),
+        "ds2": Outcome(
+            ds2,
+            [_drop("ds2", "f", "not_in_mp")],
+            [],
+            [_match("unique", "b"), _match("unmatched", "")],
+            conflicts=conflicts,
+        ),
+        "ds3": Outcome(
+            ds3, [], [{"dataset": "ds3", "source": "t", "row": 2, "material_id": "d", "kind": "k", "detail": ""}]
+        ),
     }
     return outcomes, {ds: o.table for ds, o in outcomes.items()}
 
@@ -79,8 +126,15 @@ def test_collect_reports_and_counts_of_toy_outcomes(toy_outcomes):
     assert reports.polymorphs[["ds3_id", "dataset", "material_id"]].values.tolist() == [["d", "ds1", "b"]]
     counts = count_outputs(tables, reports)
     assert (counts["ds1"], counts["ds2"], counts["ds3"], counts["dropped"]) == (2, 1, 1, 4)
-    assert counts["drops_by_reason"] == {"not_in_mp": 1, "no_label": 1, "unparseable": 0, "out_of_range": 0,
-                                         "duplicate": 0, "overlap_ds3": 1, "graph_error": 1}
+    assert counts["drops_by_reason"] == {
+        "not_in_mp": 1,
+        "no_label": 1,
+        "unparseable": 0,
+        "out_of_range": 0,
+        "duplicate": 0,
+        "overlap_ds3": 1,
+        "graph_error": 1,
+    }
     assert counts["drops_by_dataset"]["ds2"]["not_in_mp"] == 1 and sum(counts["drops_by_dataset"]["ds3"].values()) == 0
     assert (counts["conflicts"], counts["polymorphs"], counts["notes"]) == (2, 1, 1)
     assert counts["formula_matches"] == {"unique": 1, "ambiguous": 0, "unmatched": 1}
@@ -94,9 +148,16 @@ def test_report_tables_and_json_report_round_trip(tmp_path, toy_outcomes):
     assert list(paths) == ["drops", "conflicts", "polymorphs", "formula_matches", "notes"]
     assert pd.read_csv(tmp_path / "reports" / "drops.csv")["material_id"].tolist() == ["e", "d", "f"]
     config = EtlConfig(build_graphs=False)
-    report = build_report(bucket_uri=bucket.uri, provenance={"kind": "snapshot", "database_version": "v1"},
-                          checksums={}, config=config, counts=count_outputs(tables, reports), graph_entries={},
-                          timings={"rules": 0.123}, reports=reports)
+    report = build_report(
+        bucket_uri=bucket.uri,
+        provenance={"kind": "snapshot", "database_version": "v1"},
+        checksums={},
+        config=config,
+        counts=count_outputs(tables, reports),
+        graph_entries={},
+        timings={"rules": 0.123},
+        reports=reports,
+    )
     assert (report["format"], report["database_version"], report["graphs"]) == (REPORT_FORMAT, "v1", None)
     assert report["timings_s"] == {"rules": 0.12}
     assert [m["status"] for m in report["formula_matches"]] == ["unmatched"]  # unique matches stay in the CSV only

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cgcnn.etl.config import (
+from cgcnn.config import (
     DS1Config,
     DS2Config,
     EtlConfig,

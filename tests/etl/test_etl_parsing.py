@@ -18,11 +18,24 @@ from cgcnn.etl.parsing import (
 
 @pytest.mark.parametrize(
     "cell, expected",
-    [(1.5, (1.5, "ok")), (2, (2.0, "ok")), (np.float64(0.25), (0.25, "ok")), (" 3.40 ", (3.4, "ok")),
-     ("1e-1", (0.1, "ok")), (0.0, (0.0, "ok")),
-     (None, (None, "missing")), (float("nan"), (None, "missing")), ("", (None, "missing")), ("  ", (None, "missing")),
-     ("3.8-3.7", (None, "unparseable")), ("~2", (None, "unparseable")), ("1.2 eV", (None, "unparseable")),
-     (True, (None, "unparseable")), (float("inf"), (None, "unparseable")), ("nan", (None, "unparseable"))],
+    [
+        (1.5, (1.5, "ok")),
+        (2, (2.0, "ok")),
+        (np.float64(0.25), (0.25, "ok")),
+        (" 3.40 ", (3.4, "ok")),
+        ("1e-1", (0.1, "ok")),
+        (0.0, (0.0, "ok")),
+        (None, (None, "missing")),
+        (float("nan"), (None, "missing")),
+        ("", (None, "missing")),
+        ("  ", (None, "missing")),
+        ("3.8-3.7", (None, "unparseable")),
+        ("~2", (None, "unparseable")),
+        ("1.2 eV", (None, "unparseable")),
+        (True, (None, "unparseable")),
+        (float("inf"), (None, "unparseable")),
+        ("nan", (None, "unparseable")),
+    ],
 )
 def test_parse_gap(cell, expected):
     assert parse_gap(cell) == expected
@@ -43,18 +56,23 @@ def test_two_row_header_columns_are_read_by_name():
     assert body.loc[0, "Experimental"] == 1.12
 
 
-
-
 def test_repeated_and_blank_header_cells_get_unique_names():
     cells = pd.DataFrame([["id", "gap", "gap", None], ["mp-1", 1.0, 2.0, "x"]], dtype=object)
     body, first_line = table_from_cells(cells, 1, "t.csv")
     assert list(body.columns) == ["id", "gap", "gap_2", "column_4"] and first_line == 2
 
 
-
 def test_missing_cells_and_cell_text():
     assert [is_missing(v) for v in (None, pd.NA, float("nan"), "", "  ", 0, "0", "x")] == [
-        True, True, True, True, True, False, False, False]
+        True,
+        True,
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
     assert (cell_text(" mp-1 "), cell_text(None), cell_text(7)) == ("mp-1", "", "7")
 
 

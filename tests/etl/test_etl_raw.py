@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cgcnn.etl.config import EtlConfig
+from cgcnn.config import EtlConfig
 from cgcnn.etl.raw import prepare_work_bucket, read_inputs
 from cgcnn.etl.storage import LocalBucket, StorageError
 
@@ -61,8 +61,12 @@ def test_missing_raw_table_names_the_key(toy_bucket):
 
 def test_prepare_work_bucket_skips_identical_files(tmp_path):
     first = prepare_work_bucket(FIXTURE_BUCKET / "raw", tmp_path / "b")  # the raw/ folder itself works too
-    assert sorted(first["copied"]) == ["raw/ds1_material_ids.csv", "raw/experimental_gaps_borlido2019.xlsx",
-                                       "raw/experimental_gaps_megnet2021.csv", "raw/validation_set.csv"]
+    assert sorted(first["copied"]) == [
+        "raw/ds1_material_ids.csv",
+        "raw/experimental_gaps_borlido2019.xlsx",
+        "raw/experimental_gaps_megnet2021.csv",
+        "raw/validation_set.csv",
+    ]
     (tmp_path / "b" / "raw" / "validation_set.csv").write_text("changed\n")
     second = prepare_work_bucket(FIXTURE_BUCKET, tmp_path / "b")
     assert second["copied"] == ["raw/validation_set.csv"] and len(second["skipped"]) == 3

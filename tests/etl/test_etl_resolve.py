@@ -16,20 +16,37 @@ def _candidates(toy_records):
 
 def test_resolve_rows_of_a_three_row_table(toy_records):
     table = pd.DataFrame({"id": ["mp-149", "", ""], "formula": ["Si", "CdSe", "InSb"], "sg": ["", 186.0, ""]})
-    ids, why, matches = resolve_rows(table, id_column="id", formula_column="formula", spacegroup_column="sg",
-                                     formula_candidates=_candidates(toy_records), dataset="ds2", source="t",
-                                     first_line=5)
+    ids, why, matches = resolve_rows(
+        table,
+        id_column="id",
+        formula_column="formula",
+        spacegroup_column="sg",
+        formula_candidates=_candidates(toy_records),
+        dataset="ds2",
+        source="t",
+        first_line=5,
+    )
     assert ids == ["mp-149", "mp-1070", None]  # CdSe with space group 186: the wurtzite
     assert why == ["", "", "formula InSb: no material with formula InSb"]
     assert [(m["row"], m["formula"], m["spacegroup"], m["status"], m["material_id"]) for m in matches] == [
-        (6, "CdSe", "186", "unique", "mp-1070"), (7, "InSb", "", "unmatched", "")]
+        (6, "CdSe", "186", "unique", "mp-1070"),
+        (7, "InSb", "", "unmatched", ""),
+    ]
     assert all(list(m) == MATCH_COLUMNS for m in matches)
 
 
 def test_rows_without_id_or_formula_say_why():
     table = pd.DataFrame({"id": ["", None]})
-    ids, why, matches = resolve_rows(table, id_column="id", formula_column=None, spacegroup_column=None,
-                                     formula_candidates={}, dataset="ds1", source="t", first_line=2)
+    ids, why, matches = resolve_rows(
+        table,
+        id_column="id",
+        formula_column=None,
+        spacegroup_column=None,
+        formula_candidates={},
+        dataset="ds1",
+        source="t",
+        first_line=2,
+    )
     assert (ids, why, matches) == ([None, None], ["no material id", "no material id"], [])
 
 

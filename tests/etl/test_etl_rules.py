@@ -8,16 +8,16 @@ import pandas as pd
 import pytest
 from etl_helpers import make_record
 
-from cgcnn.data.material_classes import crystal_system
-from cgcnn.etl.parsing import EtlError
-from cgcnn.etl.config import (
+from cgcnn.config import (
     DS1Config,
     DS2Config,
     DS3Config,
     ExperimentalSource,
     GapWindow,
 )
+from cgcnn.data.material_classes import crystal_system
 from cgcnn.etl.materials import MaterialRecord
+from cgcnn.etl.parsing import EtlError
 from cgcnn.etl.rules import (
     Label,
     SourceLabels,
@@ -51,9 +51,23 @@ def drops_by_id(outcome, dataset=None):
 
 # ------------------------------------------------------------------------------ DS1
 def test_ds1_rules_and_drop_reasons(records):
-    ids = pd.DataFrame({"material_id": [
-        "mp-149", "mp-149", "", "mp-404", "fx-2534", "mp-22862", "fx-7", "mp-2691", "mp-1070", "fx-0", "mp-2534",
-    ]})
+    ids = pd.DataFrame(
+        {
+            "material_id": [
+                "mp-149",
+                "mp-149",
+                "",
+                "mp-404",
+                "fx-2534",
+                "mp-22862",
+                "fx-7",
+                "mp-2691",
+                "mp-1070",
+                "fx-0",
+                "mp-2534",
+            ]
+        }
+    )
     out = build_ds1(ids, records, {"mp-2691"}, DS1Config())
     assert out.table["material_id"].tolist() == ["mp-149", "mp-1070", "fx-0", "mp-2534"]  # input order
     reasons = [(d["row"], d["material_id"], d["reason"]) for d in out.drops]
@@ -69,12 +83,19 @@ def test_ds1_rules_and_drop_reasons(records):
     assert len(out.table) + len(out.drops) == len(ids)
     si = out.table.iloc[0]
     assert (si["formula"], si["spacegroup_number"], si["crystal_system"], si["nsites"], si["bg_pbe"]) == (
-        "Si", 227, "cubic", 8, 0.61)
+        "Si",
+        227,
+        "cubic",
+        8,
+        0.61,
+    )
     assert list(out.table.columns)[0] == "material_id"
 
 
 def test_crystal_system_column_uses_the_one_crystal_system_function(records, crystals):
-    table = build_ds1(pd.DataFrame({"material_id": list(records)}), records, set(), DS1Config(gap_window=GapWindow())).table
+    table = build_ds1(
+        pd.DataFrame({"material_id": list(records)}), records, set(), DS1Config(gap_window=GapWindow())
+    ).table
     assert table["crystal_system"].tolist() == [crystal_system(n) for n in table["spacegroup_number"]]
     # unknown space group -> empty cell; a number outside 1..230 is a corrupt record
     unknown = MaterialRecord("x-1", "Si", None, None, 2, 1.0, "")
@@ -91,23 +112,25 @@ def test_ds1_missing_column_is_a_clear_error(records):
 
 
 # ------------------------------------------------------------------------------ DS2
-LIT = ExperimentalSource(name="lit", key="raw/lit.csv", id_column="mp", gap_column="gap",
-                         formula_column="formula", spacegroup_column="sg")
+LIT = ExperimentalSource(
+    name="lit", key="raw/lit.csv", id_column="mp", gap_column="gap", formula_column="formula", spacegroup_column="sg"
+)
 MEG = ExperimentalSource(name="meg", key="raw/meg.csv", id_column="material_id", gap_column="bg_exp")
 
 
 def lit_table():
-    return pd.DataFrame({
-        "mp":      ["mp-149", "mp-2534", "fx-7", "mp-404", "mp-1070", "mp-149", "", "", "mp-22862", "mp-2691"],
-        "formula": ["Si", "GaAs", "CsCl", "X", "CdSe", "Si", "CdSe", "InSb", "NaCl", "CdSe"],
-        "sg":      ["", "", "", "", "", "", "186", "", "", ""],
-        "gap":     ["1.12", "1.52", "3.8-3.7", "2.0", "", "1.3", "1.74", "0.24", "8.5", "1.74"],
-    })
+    return pd.DataFrame(
+        {
+            "mp": ["mp-149", "mp-2534", "fx-7", "mp-404", "mp-1070", "mp-149", "", "", "mp-22862", "mp-2691"],
+            "formula": ["Si", "GaAs", "CsCl", "X", "CdSe", "Si", "CdSe", "InSb", "NaCl", "CdSe"],
+            "sg": ["", "", "", "", "", "", "186", "", "", ""],
+            "gap": ["1.12", "1.52", "3.8-3.7", "2.0", "", "1.3", "1.74", "0.24", "8.5", "1.74"],
+        }
+    )
 
 
 def meg_table():
-    return pd.DataFrame({"material_id": ["mp-149", "mp-2534", "fx-7", "fx-2534"],
-                         "bg_exp": [1.17, 0.9, 4.0, 0.0]})
+    return pd.DataFrame({"material_id": ["mp-149", "mp-2534", "fx-7", "fx-2534"], "bg_exp": [1.17, 0.9, 4.0, 0.0]})
 
 
 def build(records, order=("lit", "meg")):
@@ -132,18 +155,20 @@ def test_ds2_merges_by_priority_and_applies_the_window_to_the_merged_value(recor
 def test_ds2_drop_reasons(records):
     out = build(records)
     got = sorted((d["source"], d["row"], d["material_id"], d["reason"]) for d in out.drops)
-    assert got == sorted([
-        ("lit", 4, "fx-7", "unparseable"),
-        ("lit", 5, "mp-404", "not_in_mp"),
-        ("lit", 6, "mp-1070", "no_label"),
-        ("lit", 7, "mp-149", "duplicate"),       # repeats row 2 of the same table
-        ("lit", 9, "", "not_in_mp"),             # InSb: no material with that formula
-        ("lit", 10, "mp-22862", "out_of_range"),
-        ("lit", 11, "mp-2691", "overlap_ds3"),
-        ("meg", 2, "mp-149", "duplicate"),       # superseded by lit
-        ("meg", 3, "mp-2534", "duplicate"),
-        ("meg", 5, "fx-2534", "out_of_range"),   # 0 eV: metals are not in (0, 5]
-    ])
+    assert got == sorted(
+        [
+            ("lit", 4, "fx-7", "unparseable"),
+            ("lit", 5, "mp-404", "not_in_mp"),
+            ("lit", 6, "mp-1070", "no_label"),
+            ("lit", 7, "mp-149", "duplicate"),  # repeats row 2 of the same table
+            ("lit", 9, "", "not_in_mp"),  # InSb: no material with that formula
+            ("lit", 10, "mp-22862", "out_of_range"),
+            ("lit", 11, "mp-2691", "overlap_ds3"),
+            ("meg", 2, "mp-149", "duplicate"),  # superseded by lit
+            ("meg", 3, "mp-2534", "duplicate"),
+            ("meg", 5, "fx-2534", "out_of_range"),  # 0 eV: metals are not in (0, 5]
+        ]
+    )
     unparseable = next(d for d in out.drops if d["reason"] == "unparseable")
     assert unparseable["value"] == "3.8-3.7"  # reported as written, never coerced
     # every raw row is accounted for: in DS2 (as the chosen source) or in the drop report
@@ -176,8 +201,8 @@ def test_read_source_labels_of_a_three_row_table(records):
     assert out.name == "t"
     assert out.labels == {"mp-149": Label(1.12, 2, "1.12")}  # no window applied here
     assert [(d["row"], d["material_id"], d["reason"]) for d in out.drops] == [
-        (3, "mp-149", "duplicate"),       # second Si row of the same table
-        (4, "mp-2691", "unparseable"),    # CdSe resolved by formula; "x" is not a number
+        (3, "mp-149", "duplicate"),  # second Si row of the same table
+        (4, "mp-2691", "unparseable"),  # CdSe resolved by formula; "x" is not a number
     ]
     assert [(m["formula"], m["material_id"]) for m in out.matches] == [("CdSe", "mp-2691")]
     assert out.notes == []  # the table's formula agrees with the Materials Project
@@ -194,18 +219,37 @@ def test_merge_labels_by_hand(records):
         ("b", 5, "mp-149", "duplicate"),
         ("a", 3, "mp-2534", "out_of_range"),  # 6 eV is outside (0, 5]
     ]
-    assert conflicts == [{"material_id": "mp-149", "formula": "Si", "bg_exp_a": 1.12, "bg_exp_b": 2.0,
-                          "chosen_source": "a", "bg_exp": 1.12, "spread": 0.88, "in_ds2": True}]
+    assert conflicts == [
+        {
+            "material_id": "mp-149",
+            "formula": "Si",
+            "bg_exp_a": 1.12,
+            "bg_exp_b": 2.0,
+            "chosen_source": "a",
+            "bg_exp": 1.12,
+            "spread": 0.88,
+            "in_ds2": True,
+        }
+    ]
 
 
 def test_ds2_of_a_three_row_table(records):
     src = ExperimentalSource(name="t", key="raw/t.csv", id_column="material_id", gap_column="gap")
     table = pd.DataFrame({"material_id": ["mp-149", "mp-2691", "mp-404"], "gap": [1.12, 1.74, 2.0]})
     out = build_ds2([SourceTable(src, table, 2)], records, {}, {"mp-2691"}, DS2Config(sources=[src]))
-    assert out.table[["material_id", "formula", "crystal_system", "bg_pbe", "bg_exp", "bg_exp_source"]].values.tolist() == [
-        ["mp-149", "Si", "cubic", 0.61, 1.12, "t"]]
+    assert out.table[
+        ["material_id", "formula", "crystal_system", "bg_pbe", "bg_exp", "bg_exp_source"]
+    ].values.tolist() == [["mp-149", "Si", "cubic", 0.61, 1.12, "t"]]
     assert [(d["material_id"], d["reason"]) for d in out.drops] == [("mp-404", "not_in_mp"), ("mp-2691", "overlap_ds3")]
-    assert list(out.conflicts.columns) == ["material_id", "formula", "bg_exp_t", "chosen_source", "bg_exp", "spread", "in_ds2"]
+    assert list(out.conflicts.columns) == [
+        "material_id",
+        "formula",
+        "bg_exp_t",
+        "chosen_source",
+        "bg_exp",
+        "spread",
+        "in_ds2",
+    ]
     assert out.conflicts.empty
 
 
@@ -222,14 +266,16 @@ def test_ds2_formula_without_space_group_picks_lowest_hull_energy(records):
 
 # ------------------------------------------------------------------------------ DS3
 def test_ds3_keeps_every_resolved_material(records):
-    table = pd.DataFrame({
-        "material_id": ["mp-2691", "mp-149", "mp-404", "mp-2691", "fx-2534", "mp-2534", "", "mp-22862"],
-        "formula": ["CdSe", "Si", "X", "CdSe", "GaAs", "GaSb", "CsCl", "NaCl"],
-        "bg_exp": ["1.74", "1.12", "1", "1.74", "", "1.5", "6.9", "8.5"],
-        "bg_exp_source": ["borlido2019", "borlido2019", "", "", "", "megnet2021", "x", "y"],
-        "bg_hse06": ["1.72", "n/a", "", "", "", "", "", ""],
-        "bg_g0w0": ["1.75", "", "", "", "", "", "", ""],
-    })
+    table = pd.DataFrame(
+        {
+            "material_id": ["mp-2691", "mp-149", "mp-404", "mp-2691", "fx-2534", "mp-2534", "", "mp-22862"],
+            "formula": ["CdSe", "Si", "X", "CdSe", "GaAs", "GaSb", "CsCl", "NaCl"],
+            "bg_exp": ["1.74", "1.12", "1", "1.74", "", "1.5", "6.9", "8.5"],
+            "bg_exp_source": ["borlido2019", "borlido2019", "", "", "", "megnet2021", "x", "y"],
+            "bg_hse06": ["1.72", "n/a", "", "", "", "", "", ""],
+            "bg_g0w0": ["1.75", "", "", "", "", "", "", ""],
+        }
+    )
     out = build_ds3(table, records, candidates_for(records), DS3Config())
     t = out.table.set_index("material_id")
     assert list(t.index) == ["mp-2691", "mp-149", "mp-2534", "fx-7", "mp-22862"]
@@ -240,5 +286,3 @@ def test_ds3_keeps_every_resolved_material(records):
     assert [(d["row"], d["reason"]) for d in out.drops] == [(4, "not_in_mp"), (5, "duplicate"), (6, "no_label")]
     kinds = {(n["material_id"], n["kind"]) for n in out.notes}
     assert kinds == {("mp-149", "unparseable_secondary"), ("mp-2534", "formula_mismatch")}
-
-

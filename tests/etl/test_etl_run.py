@@ -15,6 +15,7 @@ import pytest
 from etl_helpers import FakeMP
 
 from cgcnn.config import GraphConfig
+from cgcnn.data.graphset import GraphSet
 from cgcnn.etl import (
     EtlConfig,
     SnapshotSource,
@@ -22,11 +23,10 @@ from cgcnn.etl import (
     prepare_work_bucket,
     run_etl,
 )
-from cgcnn.etl.cli import main as etl_main
+from cgcnn.etl.commands import main as etl_main
 from cgcnn.etl.raw import read_inputs
 from cgcnn.etl.run import apply_rules, fetch_materials, open_work_bucket
 from cgcnn.etl.storage import S3Bucket, protected_roots
-from cgcnn.data.graphset import GraphSet
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -74,7 +74,10 @@ def test_fixture_drop_report(fixture_run):
     assert result.conflicts["material_id"].tolist() == ["fx-13"]
     assert result.ds2.set_index("material_id").loc["fx-13", "bg_exp"] == 3.40
     poly = result.polymorphs
-    assert set(zip(poly["ds3_id"], poly["dataset"], poly["material_id"])) == {("fx-29", "ds1", "fx-10"), ("fx-29", "ds2", "fx-10")}
+    assert set(zip(poly["ds3_id"], poly["dataset"], poly["material_id"])) == {
+        ("fx-29", "ds1", "fx-10"),
+        ("fx-29", "ds2", "fx-10"),
+    }
 
 
 def test_fixture_outputs(fixture_run):
@@ -88,11 +91,27 @@ def test_fixture_outputs(fixture_run):
         doc = json.loads((root / "json" / f"{ds}.json").read_text())
         assert list(doc) == csv["material_id"].tolist()
     ds3 = pd.read_csv(root / "processed" / "ds3.csv")
-    assert list(ds3.columns) == ["material_id", "formula", "spacegroup_number", "spacegroup_symbol", "crystal_system",
-                                 "nsites", "bg_pbe", "bg_exp", "bg_exp_source", "bg_hse06", "bg_g0w0"]
+    assert list(ds3.columns) == [
+        "material_id",
+        "formula",
+        "spacegroup_number",
+        "spacegroup_symbol",
+        "crystal_system",
+        "nsites",
+        "bg_pbe",
+        "bg_exp",
+        "bg_exp_source",
+        "bg_hse06",
+        "bg_g0w0",
+    ]
     doc = json.loads((root / "json" / "ds3.json").read_text())
     gan = doc["fx-26"]
-    assert (gan["formula"], gan["spacegroup_symbol"], gan["crystal_system"], gan["bg_exp"]) == ("GaN", "P6_3mc", "hexagonal", 3.5)
+    assert (gan["formula"], gan["spacegroup_symbol"], gan["crystal_system"], gan["bg_exp"]) == (
+        "GaN",
+        "P6_3mc",
+        "hexagonal",
+        3.5,
+    )
     assert gan["bg_g0w0"] == 3.27 and "_cell_length_a" in gan["cif"]
     assert doc["fx-28"]["bg_g0w0"] is None  # blank in the table -> null, not NaN
     for name in ("drops", "conflicts", "polymorphs", "formula_matches", "notes"):
@@ -114,8 +133,12 @@ def test_fixture_report(fixture_run):
     root, result = fixture_run
     report = json.loads((root / "reports" / "etl_report.json").read_text())
     assert report["counts"]["ds1"] == 31 and report["counts"]["dropped"] == len(result.drops)
-    for key in ("raw/ds1_material_ids.csv", "raw/experimental_gaps_borlido2019.xlsx",
-                "raw/experimental_gaps_megnet2021.csv", "raw/validation_set.csv"):
+    for key in (
+        "raw/ds1_material_ids.csv",
+        "raw/experimental_gaps_borlido2019.xlsx",
+        "raw/experimental_gaps_megnet2021.csv",
+        "raw/validation_set.csv",
+    ):
         assert report["inputs"][key]["sha256"] == hashlib.sha256((root / key).read_bytes()).hexdigest()
     meta = json.loads((FIXTURES / "mp_snapshot" / "metadata.json").read_text())
     assert report["materials"]["sha256"] == hashlib.sha256(FIXTURE_SNAPSHOT.read_bytes()).hexdigest()
@@ -123,8 +146,14 @@ def test_fixture_report(fixture_run):
     assert report["database_version"] == meta.get("database_version")
     assert report["config"] == EtlConfig().to_dict()
     assert len(report["drops"]) == len(result.drops)
-    assert {d["reason"] for d in report["drops"]} >= {"not_in_mp", "no_label", "unparseable", "out_of_range",
-                                                      "duplicate", "overlap_ds3"}
+    assert {d["reason"] for d in report["drops"]} >= {
+        "not_in_mp",
+        "no_label",
+        "unparseable",
+        "out_of_range",
+        "duplicate",
+        "overlap_ds3",
+    }
 
 
 def test_rerun_reuses_graphs_and_new_settings_rebuild(work_bucket):
@@ -175,12 +204,14 @@ def toy_raw(tmp_path):
     (raw / "ids.csv").write_text("material_id\nmp-149\nmp-2691\nmp-1070\n")
     (raw / "exp.csv").write_text("material_id,formula,bg_exp\nmp-149,Si,1.12\n,GaAs,1.52\n")
     (raw / "val.csv").write_text("material_id,formula,bg_exp\nmp-2691,CdSe,1.74\n")
-    config = EtlConfig.model_validate({
-        "ds1": {"ids_key": "raw/ids.csv"},
-        "ds2": {"sources": [{"name": "exp", "key": "raw/exp.csv", "formula_column": "formula"}]},
-        "ds3": {"key": "raw/val.csv", "exp_source_column": None, "hse06_column": None, "g0w0_column": None},
-        "build_graphs": False,
-    })
+    config = EtlConfig.model_validate(
+        {
+            "ds1": {"ids_key": "raw/ids.csv"},
+            "ds2": {"sources": [{"name": "exp", "key": "raw/exp.csv", "formula_column": "formula"}]},
+            "ds3": {"key": "raw/val.csv", "exp_source_column": None, "hse06_column": None, "g0w0_column": None},
+            "build_graphs": False,
+        }
+    )
     return read_inputs(open_work_bucket(tmp_path / "b"), config), config
 
 
@@ -234,8 +265,15 @@ def test_end_to_end_on_s3(s3_bucket_name, tmp_path):
     assert (result.counts["ds1"], result.counts["ds2"], result.counts["ds3"]) == (31, 23, 6)
     bucket = S3Bucket(s3_bucket_name, "study")
     keys = bucket.list()
-    for key in ("processed/ds2.csv", "processed/ds2.xlsx", "json/ds2.json", "graphs/ds2.json.gz",
-                "graphs/manifest.json", "reports/etl_report.json", "reports/drops.csv"):
+    for key in (
+        "processed/ds2.csv",
+        "processed/ds2.xlsx",
+        "json/ds2.json",
+        "graphs/ds2.json.gz",
+        "graphs/manifest.json",
+        "reports/etl_report.json",
+        "reports/drops.csv",
+    ):
         assert key in keys
     assert result.paths["ds2_graphs"] == f"{uri}/graphs/ds2.json.gz"
     bucket.download_file("graphs/ds2.json.gz", tmp_path / "ds2.json.gz")
@@ -270,9 +308,27 @@ def test_cli_run_through_the_package_command(tmp_path):
     config.write_text(json.dumps({"build_graphs": False, "write_xlsx": False}))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
-        [sys.executable, "-m", "cgcnn", "etl", "run", "--bucket", str(tmp_path / "b"), "--raw-from", str(FIXTURE_BUCKET),
-         "--materials", SNAPSHOT_SPEC, "--config", str(config), "--quiet"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "cgcnn",
+            "etl",
+            "run",
+            "--bucket",
+            str(tmp_path / "b"),
+            "--raw-from",
+            str(FIXTURE_BUCKET),
+            "--materials",
+            SNAPSHOT_SPEC,
+            "--config",
+            str(config),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert "DS1 31 materials, DS2 23, DS3 6" in proc.stdout
@@ -301,12 +357,16 @@ def test_cli_snapshot_then_offline_run(fake_mp, tmp_path, crystals, capsys):
     (bucket / "raw" / "exp.csv").write_text("material_id,formula,bg_exp\nmp-149,Si,1.12\n,GaAs,1.52\n")
     (bucket / "raw" / "val.csv").write_text("material_id,formula,bg_exp\nmp-2691,CdSe,1.74\n")
     config = tmp_path / "etl.json"
-    config.write_text(json.dumps({
-        "ds1": {"ids_key": "raw/ids.csv"},
-        "ds2": {"sources": [{"name": "exp", "key": "raw/exp.csv", "formula_column": "formula"}]},
-        "ds3": {"key": "raw/val.csv", "exp_source_column": None, "hse06_column": None, "g0w0_column": None},
-        "build_graphs": False,
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "ds1": {"ids_key": "raw/ids.csv"},
+                "ds2": {"sources": [{"name": "exp", "key": "raw/exp.csv", "formula_column": "formula"}]},
+                "ds3": {"key": "raw/val.csv", "exp_source_column": None, "hse06_column": None, "g0w0_column": None},
+                "build_graphs": False,
+            }
+        )
+    )
     snap = tmp_path / "snap" / "summary.jsonl.gz"
     assert etl_main(["snapshot", "--out", str(snap), "--bucket", str(bucket), "--config", str(config)]) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -328,8 +388,11 @@ def test_an_empty_dataset_stops_the_etl_naming_its_input_and_retires_the_old_rep
     assert report.is_file()
     path = work_bucket / key
     path.write_text(path.read_text().splitlines()[0] + "\n")  # header only
-    proc = subprocess.run([sys.executable, "-m", "cgcnn", "etl", "run", "--bucket", str(work_bucket),
-                           "--materials", SNAPSHOT_SPEC], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cgcnn", "etl", "run", "--bucket", str(work_bucket), "--materials", SNAPSHOT_SPEC],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and f"{dataset.upper()} is empty" in last and key in last, proc.stderr

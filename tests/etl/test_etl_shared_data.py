@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cgcnn.etl import prepare_work_bucket, run_etl
 from cgcnn.data.graphset import GraphSet
+from cgcnn.etl import prepare_work_bucket, run_etl
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 

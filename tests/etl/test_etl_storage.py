@@ -21,9 +21,7 @@ from cgcnn.etl.storage import (
     protected_roots,
 )
 
-TABLE = pd.DataFrame(
-    {"material_id": ["mp-149", "fx-7"], "formula": ["Si", "CsCl"], "bg_exp": [1.12, float("nan")]}
-)
+TABLE = pd.DataFrame({"material_id": ["mp-149", "fx-7"], "formula": ["Si", "CsCl"], "bg_exp": [1.12, float("nan")]})
 
 
 def _roundtrip(bucket) -> None:
@@ -161,7 +159,9 @@ def test_s3_bad_credentials(s3_bucket_name, monkeypatch):
     S3Bucket(s3_bucket_name).write_bytes("raw/x.csv", b"a\n1\n")
     # From now on the moto server authenticates requests; "testing" is no known access key.
     monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
-    with pytest.raises(StorageError, match=rf"s3://{s3_bucket_name}/raw/x\.csv: credentials rejected .*InvalidAccessKeyId"):
+    with pytest.raises(
+        StorageError, match=rf"s3://{s3_bucket_name}/raw/x\.csv: credentials rejected .*InvalidAccessKeyId"
+    ):
         S3Bucket(s3_bucket_name).read_bytes("raw/x.csv")
 
 

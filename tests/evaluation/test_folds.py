@@ -8,7 +8,11 @@ import pytest
 from cgcnn.evaluation.folds import gap_bins, grouped_folds, inner_split, out_of_fold
 
 # 40 materials, 25 formulas: 10 formulas appear twice (polymorphs), 5 three times...
-GROUPS = [f"F{k}" for k in range(15)] + [f"P{k}" for k in range(5) for _ in range(2)] + [f"T{k}" for k in range(5) for _ in range(3)]
+GROUPS = (
+    [f"F{k}" for k in range(15)]
+    + [f"P{k}" for k in range(5) for _ in range(2)]
+    + [f"T{k}" for k in range(5) for _ in range(3)]
+)
 GAPS = np.linspace(0.1, 4.9, len(GROUPS))
 
 

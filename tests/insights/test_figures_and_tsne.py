@@ -35,7 +35,10 @@ def test_projected_points_land_beside_their_own_cluster():
     result = tsne.fit_tsne(x, new, n_iter=250, early_exaggeration_iter=100, seed=0)
     assert result.fitted.shape == (40, 2) and result.projected.shape == (2, 2)
     centre_a, centre_b = result.fitted[:20].mean(axis=0), result.fitted[20:].mean(axis=0)
-    d = lambda p, c: np.linalg.norm(p - c)  # noqa: E731
+
+    def d(p, c):
+        return np.linalg.norm(p - c)
+
     assert d(result.projected[0], centre_a) < d(result.projected[0], centre_b)
     assert d(result.projected[1], centre_b) < d(result.projected[1], centre_a)
     assert result.perplexity == pytest.approx(13.0)
@@ -76,7 +79,7 @@ def test_count_table_orders_categories_and_sorts_numbers_as_numbers():
         "DS2": pd.DataFrame({"anion_class": ["halide"], "n_elements": [2]}),
     }
     classes = figures.count_table(frames, "anion_class")
-    assert list(classes.index) == ["oxide", "halide"]              # ANION_CLASSES order
+    assert list(classes.index) == ["oxide", "halide"]  # ANION_CLASSES order
     assert classes.loc["oxide"].tolist() == [2, 0]
     assert list(figures.count_table(frames, "n_elements").index) == ["2", "3", "10"]
     shares = figures.share_table(frames, "anion_class")
@@ -86,10 +89,22 @@ def test_count_table_orders_categories_and_sorts_numbers_as_numbers():
 def test_tsne_figure_labels_projected_points_and_has_a_panel_per_colouring():
     rng = np.random.default_rng(0)
     tmap = tsne.TsneMap(rng.normal(size=(6, 2)), rng.normal(size=(2, 2)), 1.5)
-    fitted = pd.DataFrame({"bg_exp": np.linspace(0.5, 3, 6), "anion_class": ["oxide"] * 3 + ["halide"] * 3,
-                           "crystal_system": ["cubic"] * 6, "formula": list("ABCDEF")})
-    projected = pd.DataFrame({"bg_exp": [1.0, 2.0], "anion_class": ["oxide", "pnictide"],
-                              "crystal_system": ["hexagonal", "cubic"], "formula": ["GaN", "ZnS"]})
+    fitted = pd.DataFrame(
+        {
+            "bg_exp": np.linspace(0.5, 3, 6),
+            "anion_class": ["oxide"] * 3 + ["halide"] * 3,
+            "crystal_system": ["cubic"] * 6,
+            "formula": list("ABCDEF"),
+        }
+    )
+    projected = pd.DataFrame(
+        {
+            "bg_exp": [1.0, 2.0],
+            "anion_class": ["oxide", "pnictide"],
+            "crystal_system": ["hexagonal", "cubic"],
+            "formula": ["GaN", "ZnS"],
+        }
+    )
     fig = figures.tsne_figure(tmap, fitted, projected)
     panels = [ax for ax in fig.axes if ax.get_title().startswith("coloured by")]
     assert len(panels) == 3

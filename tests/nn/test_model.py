@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cgcnn.data.batch import make_batch
 from cgcnn.config import GraphConfig, ModelConfig
+from cgcnn.data.batch import make_batch
 from cgcnn.data.dataset import CrystalDataset
 from cgcnn.data.features import gaussian_expand
 from cgcnn.data.graph import CrystalGraph
@@ -117,11 +117,20 @@ def model(tiny_model_config, tiny_features, tiny_graph_config) -> CGCNN:
 
 
 def test_parameter_names_are_the_original_cgcnn_names(model):
-    expected = {"embedding.weight", "embedding.bias", "conv_to_fc.weight", "conv_to_fc.bias", "fc_out.weight", "fc_out.bias"}
+    expected = {
+        "embedding.weight",
+        "embedding.bias",
+        "conv_to_fc.weight",
+        "conv_to_fc.bias",
+        "fc_out.weight",
+        "fc_out.bias",
+    }
     for k in range(2):
         expected |= {f"convs.{k}.fc_full.weight", f"convs.{k}.fc_full.bias"}
         for bn in ("bn1", "bn2"):
-            expected |= {f"convs.{k}.{bn}.{p}" for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
+            expected |= {
+                f"convs.{k}.{bn}.{p}" for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+            }
     assert set(model.state_dict()) == expected  # the feature table and centres are not weights
     assert model.state_dict()["convs.0.fc_full.weight"].shape == (2 * 8, 2 * 8 + 21)
 
@@ -136,7 +145,9 @@ def test_model_refuses_inputs_that_do_not_fit(tiny_features, tiny_graph_config):
     with pytest.raises(ValueError, match="distance features"):
         CGCNN(ModelConfig(orig_atom_fea_len=8, nbr_fea_len=41), atom_table=tiny_features.table, graph=tiny_graph_config)
     with pytest.raises(ValueError, match="atom-feature length"):
-        CGCNN(ModelConfig(orig_atom_fea_len=92, nbr_fea_len=21), atom_table=tiny_features.table, graph=tiny_graph_config)
+        CGCNN(
+            ModelConfig(orig_atom_fea_len=92, nbr_fea_len=21), atom_table=tiny_features.table, graph=tiny_graph_config
+        )
 
 
 def test_conv_features_are_the_mean_of_the_last_convolution(model, tiny_dataset):
@@ -193,7 +204,9 @@ def test_prediction_does_not_depend_on_the_order_edges_are_listed_in(model, tiny
         g = tiny_dataset.graphs.graph(k)
         p = rng.permutation(g.n_edges)
         shuffled.append(CrystalGraph(g.atomic_numbers, g.edge_index[:, p], g.distances[p], g.material_id))
-    reordered = CrystalDataset(GraphSet.from_graphs(tiny_dataset.ids, shuffled, tiny_dataset.config), None, tiny_dataset.features)
+    reordered = CrystalDataset(
+        GraphSet.from_graphs(tiny_dataset.ids, shuffled, tiny_dataset.config), None, tiny_dataset.features
+    )
     positions = [tiny_dataset.ids.index(m) for m in ("MgO-097", "LiF-099")]  # 12 neighbours each: regular
     with torch.no_grad():
         torch.testing.assert_close(model(make_batch(reordered, positions)), model(make_batch(tiny_dataset, positions)))

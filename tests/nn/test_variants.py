@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 import torch
 
-from cgcnn.training.adapt import adapt
-from cgcnn.data.batch import make_batch
-from cgcnn.training.checkpoint import load_checkpoint
 from cgcnn.config import AdaptConfig
+from cgcnn.data.batch import make_batch
 from cgcnn.data.dataset import CrystalDataset
-from cgcnn.prediction.ensemble import calibration_scale, coverage, ensemble_predict
-from cgcnn.errors import DatasetError
 from cgcnn.data.descriptors import MAGPIE_DIM, attach_inputs, composition_features
+from cgcnn.errors import DatasetError
+from cgcnn.prediction.ensemble import calibration_scale, coverage, ensemble_predict
 from cgcnn.prediction.predictor import Predictor
+from cgcnn.training.adapt import adapt
+from cgcnn.training.checkpoint import load_checkpoint
 
 
 def _variant(tiny_run, **update):
@@ -37,7 +37,9 @@ def _dataset(tiny_graphs, tiny_targets, tiny_features, ids=None):
     return CrystalDataset(tiny_graphs, tiny_targets, tiny_features, ids=ids)
 
 
-def test_a_variant_started_from_a_base_predicts_what_the_base_predicts(tiny_run, tiny_graphs, tiny_targets, tiny_features):
+def test_a_variant_started_from_a_base_predicts_what_the_base_predicts(
+    tiny_run, tiny_graphs, tiny_targets, tiny_features
+):
     base, model = _variant(tiny_run, fidelities=["pbe", "experiment"], pbe_input=True, composition="magpie")
     ds = attach_inputs(_dataset(tiny_graphs, tiny_targets, tiny_features), model.config, pbe=np.linspace(0, 3, 24))
     batch = make_batch(ds, np.arange(len(ds)))
@@ -89,8 +91,12 @@ def test_composition_features_come_from_the_graph_atoms(tiny_graphs):
 
 def test_datasets_concatenate_with_tagged_ids_labels_and_inputs(tiny_graphs, tiny_targets, tiny_features):
     ids = tiny_graphs.ids
-    a = _dataset(tiny_graphs, tiny_targets, tiny_features, ids=ids[:5]).with_inputs(fidelity=np.zeros(5), pbe=np.full(5, np.nan))
-    b = _dataset(tiny_graphs, {m: 9.0 for m in ids[:3]}, tiny_features, ids=ids[:3]).with_inputs(fidelity=np.ones(3), pbe=[1, 2, 3])
+    a = _dataset(tiny_graphs, tiny_targets, tiny_features, ids=ids[:5]).with_inputs(
+        fidelity=np.zeros(5), pbe=np.full(5, np.nan)
+    )
+    b = _dataset(tiny_graphs, {m: 9.0 for m in ids[:3]}, tiny_features, ids=ids[:3]).with_inputs(
+        fidelity=np.ones(3), pbe=[1, 2, 3]
+    )
     both = CrystalDataset.concat([(a, "pbe"), (b, "experiment")])
     assert both.ids == [f"{m}@pbe" for m in ids[:5]] + [f"{m}@experiment" for m in ids[:3]]
     assert both.y.tolist()[5:] == [9.0, 9.0, 9.0] and np.allclose(both.y[:5], [tiny_targets[m] for m in ids[:5]])
@@ -113,13 +119,22 @@ def test_bad_inputs_are_refused_by_name(tiny_graphs, tiny_targets, tiny_features
         ds.with_inputs(pbe=np.zeros(3))
 
 
-def test_fitting_a_variant_trains_its_new_layers_and_scales_composition_on_the_training_split(tiny_run, tiny_dataset, tiny_train_config, tmp_path):
+def test_fitting_a_variant_trains_its_new_layers_and_scales_composition_on_the_training_split(
+    tiny_run, tiny_dataset, tiny_train_config, tmp_path
+):
     base = load_checkpoint(tiny_run.best_checkpoint)
     cfg = base.model_config.model_copy(update={"pbe_input": True, "composition": "magpie"})
     ds = attach_inputs(tiny_dataset.subset_positions(np.arange(24)), cfg, pbe=np.linspace(0.5, 3, 24))
     train = np.arange(0, 16)
-    result = adapt(base, ds, AdaptConfig(freeze="head", train=tiny_train_config), tmp_path / "v", splits=(train, np.arange(16, 24)),
-                   model_config=cfg, progress=False)
+    result = adapt(
+        base,
+        ds,
+        AdaptConfig(freeze="head", train=tiny_train_config),
+        tmp_path / "v",
+        splits=(train, np.arange(16, 24)),
+        model_config=cfg,
+        progress=False,
+    )
     fitted = load_checkpoint(result.best_checkpoint)
     assert fitted.model_config.pbe_input and fitted.model_config.composition == "magpie"
     assert fitted.model.pbe_skip.weight.abs().sum() > 0  # trained even under the "head" policy
@@ -147,7 +162,11 @@ def pbe_aware_members(tiny_run, tiny_dataset, tiny_train_config, tmp_path_factor
     paths = []
     for seed in (0, 1):
         train = tiny_train_config.model_copy(update={"seed": seed})
-        paths.append(adapt(base, ds, AdaptConfig(train=train), out / f"member-{seed}", model_config=cfg, progress=False).best_checkpoint)
+        paths.append(
+            adapt(
+                base, ds, AdaptConfig(train=train), out / f"member-{seed}", model_config=cfg, progress=False
+            ).best_checkpoint
+        )
     return paths
 
 
@@ -159,7 +178,14 @@ def test_ensemble_spread_is_zero_for_one_member_and_positive_for_several(pbe_awa
     two = ensemble_predict(members, ds, pbe_model=base, device="cpu")
     assert (one["prediction_std_ev"] == 0).all() and (one["n_members"] == 1).all()
     assert (two["prediction_std_ev"] > 0).all() and (two["n_members"] == 2).all()
-    assert list(two.columns) == ["material_id", "prediction_ev", "prediction_std_ev", "n_members", "pbe_gap_ev", "pbe_gap_source"]
+    assert list(two.columns) == [
+        "material_id",
+        "prediction_ev",
+        "prediction_std_ev",
+        "n_members",
+        "pbe_gap_ev",
+        "pbe_gap_source",
+    ]
     # no PBE gap given: the base model's prediction is read, and said so
     assert (two["pbe_gap_source"] == "predicted").all()
     from cgcnn.prediction.inference import predict
@@ -174,7 +200,9 @@ def test_a_given_pbe_gap_is_the_one_used(pbe_aware_members, tiny_dataset):
     ds = tiny_dataset.subset_positions(np.arange(24))
     given = {ds.ids[0]: 1.234, ds.ids[1]: 4.0}
     table = ensemble_predict(members, ds, pbe=given, device="cpu").set_index("material_id")
-    assert table.loc[ds.ids[0], "pbe_gap_ev"] == pytest.approx(1.234) and table.loc[ds.ids[0], "pbe_gap_source"] == "given"
+    assert (
+        table.loc[ds.ids[0], "pbe_gap_ev"] == pytest.approx(1.234) and table.loc[ds.ids[0], "pbe_gap_source"] == "given"
+    )
     assert table.loc[ds.ids[2], "pbe_gap_source"] == "unknown" and np.isnan(table.loc[ds.ids[2], "pbe_gap_ev"])
     other = ensemble_predict(members, ds, pbe={ds.ids[0]: 3.0}, device="cpu").set_index("material_id")
     assert other.loc[ds.ids[0], "prediction_ev"] != pytest.approx(table.loc[ds.ids[0], "prediction_ev"])
@@ -190,8 +218,19 @@ def test_cli_predict_uses_the_pbe_gaps_given_in_a_csv(pbe_aware_members, tiny_it
     pbe_csv = tmp_path / "pbe.csv"
     pbe_csv.write_text(f"material_id,pbe_gap_ev\n{tiny_items[0][0]},2.5\n")
     out = tmp_path / "pred.csv"
-    cmd = [sys.executable, "-m", "cgcnn", "predict", "--checkpoint", str(pbe_aware_members[0]), str(cifs),
-           "--pbe-gaps", str(pbe_csv), "--output", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cgcnn",
+        "predict",
+        "--checkpoint",
+        str(pbe_aware_members[0]),
+        str(cifs),
+        "--pbe-gaps",
+        str(pbe_csv),
+        "--output",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(out).set_index("material_id")
@@ -204,10 +243,25 @@ def test_cli_predict_uses_the_pbe_gaps_given_in_a_csv(pbe_aware_members, tiny_it
 def test_cli_names_a_bad_row_of_the_pbe_gaps_csv(pbe_aware_members, tiny_items, tmp_path):
     pbe_csv = tmp_path / "pbe.csv"
     pbe_csv.write_text("material_id,pbe_gap_ev\nA,1.0\nB,abc\n")
-    proc = subprocess.run([sys.executable, "-m", "cgcnn", "predict", "--checkpoint", str(pbe_aware_members[0]), str(tmp_path),
-                           "--pbe-gaps", str(pbe_csv)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cgcnn",
+            "predict",
+            "--checkpoint",
+            str(pbe_aware_members[0]),
+            str(tmp_path),
+            "--pbe-gaps",
+            str(pbe_csv),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines() == [f"error: --pbe-gaps {pbe_csv}, line 3 (B): PBE gap 'abc' is not a number >= 0; fix or remove the row"]
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --pbe-gaps {pbe_csv}, line 3 (B): PBE gap 'abc' is not a number >= 0; fix or remove the row"
+    ]
 
 
 def test_a_predictor_over_several_checkpoints_is_an_ensemble(pbe_aware_members, tiny_items):
@@ -219,7 +273,9 @@ def test_a_predictor_over_several_checkpoints_is_an_ensemble(pbe_aware_members, 
 
 def test_calibration_scale_of_a_known_sample():
     std = np.array([1.0, 2.0, 0.5, 1.0, 4.0])
-    errors = 3 * 0.6744897501960817 * std * np.array([1, -1, 1, -1, 1])  # |e| / std the same for all: 3 × median of |N(0,1)|
+    errors = (
+        3 * 0.6744897501960817 * std * np.array([1, -1, 1, -1, 1])
+    )  # |e| / std the same for all: 3 × median of |N(0,1)|
     assert calibration_scale(errors, std) == pytest.approx(3.0)
     assert coverage(errors, 3 * std, 1) == 1.0 and coverage(errors, std, 1) == 0.0
     assert calibration_scale(np.ones(3), np.zeros(3)) == 1.0  # no spread: nothing to calibrate
@@ -234,10 +290,18 @@ def test_a_snapshot_s_own_pbe_gaps_are_read_as_given(pbe_aware_members, tiny_ite
     snap = tmp_path / "snap.jsonl.gz"
     with gzip.open(snap, "wt") as fh:
         for k, (mid, s) in enumerate(tiny_items[:3]):
-            fh.write(json.dumps({"material_id": mid, "band_gap": 1.0 + k if k < 2 else None, "structure_cif": str(CifWriter(s))}) + "\n")
+            fh.write(
+                json.dumps(
+                    {"material_id": mid, "band_gap": 1.0 + k if k < 2 else None, "structure_cif": str(CifWriter(s))}
+                )
+                + "\n"
+            )
     model = Predictor([load_checkpoint(p) for p in pbe_aware_members], device="cpu")
     table = model.predict(snap, pbe={tiny_items[1][0]: 9.0}).set_index("material_id")
-    assert table.loc[tiny_items[0][0], "pbe_gap_ev"] == pytest.approx(1.0) and table.loc[tiny_items[0][0], "pbe_gap_source"] == "given"
+    assert (
+        table.loc[tiny_items[0][0], "pbe_gap_ev"] == pytest.approx(1.0)
+        and table.loc[tiny_items[0][0], "pbe_gap_source"] == "given"
+    )
     assert table.loc[tiny_items[1][0], "pbe_gap_ev"] == pytest.approx(9.0)  # the caller's value wins
     assert table.loc[tiny_items[2][0], "pbe_gap_source"] == "unknown"  # none recorded, no PBE model here
 
@@ -272,8 +336,8 @@ def test_trees_are_stored_without_pickle_and_load_back_exactly(trees, tmp_path):
 
 
 def test_trees_join_the_ensemble_as_one_weighted_member(pbe_aware_members, tiny_dataset, trees):
-    from cgcnn.prediction.ensemble import mix
     from cgcnn.data.descriptors import composition_features
+    from cgcnn.prediction.ensemble import mix
     from cgcnn.prediction.trees import tree_features
 
     members = [load_checkpoint(p) for p in pbe_aware_members]
@@ -289,10 +353,14 @@ def test_trees_join_the_ensemble_as_one_weighted_member(pbe_aware_members, tiny_
     # the mixture's spread by hand for one crystal: members a, b (weight 1/4 each) and t (1/2)
     a, b = (ensemble_predict([m], ds, pbe=pbe, device="cpu")["prediction_ev"][0] for m in members)
     m0 = 0.25 * a + 0.25 * b + 0.5 * t[0]
-    assert both["prediction_std_ev"][0] == pytest.approx(np.sqrt(0.25 * (a - m0) ** 2 + 0.25 * (b - m0) ** 2 + 0.5 * (t[0] - m0) ** 2))
+    assert both["prediction_std_ev"][0] == pytest.approx(
+        np.sqrt(0.25 * (a - m0) ** 2 + 0.25 * (b - m0) ** 2 + 0.5 * (t[0] - m0) ** 2)
+    )
 
 
-def test_a_shipped_ensemble_with_trees_loads_and_predicts(pbe_aware_members, trees, tiny_run, tiny_items, tmp_path, monkeypatch):
+def test_a_shipped_ensemble_with_trees_loads_and_predicts(
+    pbe_aware_members, trees, tiny_run, tiny_items, tmp_path, monkeypatch
+):
     import json
     import shutil
 
@@ -306,9 +374,19 @@ def test_a_shipped_ensemble_with_trees_loads_and_predicts(pbe_aware_members, tre
         shutil.copyfile(p, folder / f"member-{k}.pt")
     shutil.copyfile(tiny_run.best_checkpoint, folder / "pbe-model.pt")
     save_trees(trees, folder / "trees.skops")
-    (folder / "manifest.json").write_text(json.dumps({"name": "ensemble", "kind": "ensemble", "members": 3, "cgcnn_members": 2,
-                                                     "pbe_model": "pbe-model.pt", "calibration": {"scale": 1.5},
-                                                     "trees": {"file": "trees.skops", "weight": 0.5}}))
+    (folder / "manifest.json").write_text(
+        json.dumps(
+            {
+                "name": "ensemble",
+                "kind": "ensemble",
+                "members": 3,
+                "cgcnn_members": 2,
+                "pbe_model": "pbe-model.pt",
+                "calibration": {"scale": 1.5},
+                "trees": {"file": "trees.skops", "weight": 0.5},
+            }
+        )
+    )
     monkeypatch.setattr(cgcnn.prediction.shipped, "models_root", lambda: tmp_path / "models")
     model = load_model(device="cpu")
     assert model.trees is not None and model.scale == 1.5 and model.pbe_model is not None

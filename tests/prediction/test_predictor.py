@@ -42,9 +42,17 @@ def test_every_kind_of_input_gives_the_same_prediction(model, tiny_items, tiny_g
         (folder / f"{m}.cif").write_text(str(CifWriter(s)))
     snapshot = tmp_path / "summary.jsonl.gz"
     with gzip.open(snapshot, "wt") as fh:
-        fh.writelines(json.dumps({"material_id": m, "structure_cif": str(CifWriter(s))}) + "\n" for m, s in tiny_items[:4])
+        fh.writelines(
+            json.dumps({"material_id": m, "structure_cif": str(CifWriter(s))}) + "\n" for m, s in tiny_items[:4]
+        )
     tiny_graphs.subset(ids).save_npz(tmp_path / "graphs.npz")
-    for inputs in (folder, [folder / f"{m}.cif" for m in ids], snapshot, tmp_path / "graphs.npz", tiny_graphs.subset(ids)):
+    for inputs in (
+        folder,
+        [folder / f"{m}.cif" for m in ids],
+        snapshot,
+        tmp_path / "graphs.npz",
+        tiny_graphs.subset(ids),
+    ):
         other = model.predict(inputs)
         assert other["material_id"].tolist() == ids, inputs
         assert np.allclose(other["prediction_ev"], by_mapping["prediction_ev"], atol=1e-5), inputs
@@ -80,8 +88,22 @@ def test_skipped_items_are_listed(model, tiny_items, tmp_path):
 @pytest.mark.shared_data
 def test_cli_predicts_every_structure_of_a_snapshot(reference_dir, tmp_path, capsys):
     out = tmp_path / "pred.csv"
-    argv = ["predict", "--checkpoint", reference_dir / "seed_m1_base.pth.tar", "--atom-features", reference_dir / "atom_init.json",
-            "--radius", "7", "--max-neighbors", "14", "--device", "cpu", FIXTURE_SNAPSHOT, "--output", out]
+    argv = [
+        "predict",
+        "--checkpoint",
+        reference_dir / "seed_m1_base.pth.tar",
+        "--atom-features",
+        reference_dir / "atom_init.json",
+        "--radius",
+        "7",
+        "--max-neighbors",
+        "14",
+        "--device",
+        "cpu",
+        FIXTURE_SNAPSHOT,
+        "--output",
+        out,
+    ]
     assert main([str(a) for a in argv]) == 0
     with gzip.open(FIXTURE_SNAPSHOT, "rt") as fh:
         ids = sorted(json.loads(line)["material_id"] for line in fh)
@@ -93,9 +115,19 @@ def test_cli_predicts_every_structure_of_a_snapshot(reference_dir, tmp_path, cap
 def test_cli_predict_on_an_empty_folder_fails_with_one_line(tiny_run, tmp_path):
     (tmp_path / "empty").mkdir()
     proc = subprocess.run(
-        [sys.executable, "-m", "cgcnn", "predict", "--checkpoint", str(tiny_run.best_checkpoint), str(tmp_path / "empty"),
-         "--output", str(tmp_path / "pred.csv")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "cgcnn",
+            "predict",
+            "--checkpoint",
+            str(tiny_run.best_checkpoint),
+            str(tmp_path / "empty"),
+            "--output",
+            str(tmp_path / "pred.csv"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith("error: no structure could be read from")

@@ -8,11 +8,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from pipeline_runner import REPO  # noqa: F401  (tests/ on the path)
+from pipeline_runner import REPO
 
 import cgcnn
 import cgcnn.prediction.shipped
-from cgcnn.prediction.shipped import ShippedModelError, manifest, shipped_model_dir, shipped_models
+from cgcnn.prediction.shipped import (
+    ShippedModelError,
+    manifest,
+    shipped_model_dir,
+    shipped_models,
+)
 
 
 def _ship(tiny_run, tiny_dataset, tmp_path, exclude=None, name="tiny"):
@@ -22,9 +27,21 @@ def _ship(tiny_run, tiny_dataset, tmp_path, exclude=None, name="tiny"):
     ship = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ship)
     tiny_dataset.graphs.save_npz(tmp_path / "graphs.npz")
-    pd.DataFrame({"material_id": tiny_dataset.ids, "target": tiny_dataset.y}).to_csv(tmp_path / "targets.csv", index=False)
-    argv = ["--name", name, "--run", str(tiny_run.best_checkpoint.parent), "--graphs", str(tmp_path / "graphs.npz"),
-            "--targets", str(tmp_path / "targets.csv"), "--models-dir", str(tmp_path / "models")]
+    pd.DataFrame({"material_id": tiny_dataset.ids, "target": tiny_dataset.y}).to_csv(
+        tmp_path / "targets.csv", index=False
+    )
+    argv = [
+        "--name",
+        name,
+        "--run",
+        str(tiny_run.best_checkpoint.parent),
+        "--graphs",
+        str(tmp_path / "graphs.npz"),
+        "--targets",
+        str(tmp_path / "targets.csv"),
+        "--models-dir",
+        str(tmp_path / "models"),
+    ]
     if exclude is not None:
         argv += ["--exclude-ids", str(exclude)]
     return ship.main(argv)
@@ -121,14 +138,22 @@ def test_cli_predict_defaults_to_the_shipped_ensemble(tiny_items, tmp_path):
     for mid, s in tiny_items[:2]:
         CifWriter(s).write_file(tmp_path / f"{mid}.cif")
     out = tmp_path / "pred.csv"
-    proc = subprocess.run([sys.executable, "-m", "cgcnn", "predict", str(tmp_path), "--output", str(out), "--device", "cpu"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cgcnn", "predict", str(tmp_path), "--output", str(out), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     header = out.read_text().splitlines()[0]
     assert header == "material_id,prediction_ev,prediction_std_ev,n_members,pbe_gap_ev,pbe_gap_source"
-    proc = subprocess.run([sys.executable, "-m", "cgcnn", "predict", str(tmp_path), "--model", "base", "--device", "cpu"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0 and proc.stdout.splitlines()[0] == "material_id,prediction_ev,prediction_std_ev,n_members"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cgcnn", "predict", str(tmp_path), "--model", "base", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        proc.returncode == 0 and proc.stdout.splitlines()[0] == "material_id,prediction_ev,prediction_std_ev,n_members"
+    )
 
 
 def test_installed_package_predicts_with_the_shipped_ensemble_in_a_fresh_virtualenv(tmp_path, tiny_items):
@@ -145,24 +170,41 @@ def test_installed_package_predicts_with_the_shipped_ensemble_in_a_fresh_virtual
 
     dist, env_dir, work = tmp_path / "dist", tmp_path / "venv", tmp_path / "work"
     work.mkdir()
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(REPO)],
-                           capture_output=True, text=True)
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(REPO)],
+        capture_output=True,
+        text=True,
+    )
     assert build.returncode == 0, build.stderr
     venv.create(env_dir, with_pip=False)
     python = env_dir / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     (Path(site) / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     wheel = next(dist.glob("cgcnn_da-*.whl"))
-    inst = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
-                          capture_output=True, text=True)
+    inst = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+    )
     assert inst.returncode == 0, inst.stderr
     for mid, s in tiny_items[:2]:
         CifWriter(s).write_file(work / f"{mid}.cif")
-    code = ("import cgcnn, sys; from cgcnn import load_model; t = load_model(device='cpu').predict(sys.argv[1]); "
-            "print(cgcnn.__file__); print(t.to_csv(index=False))")
-    proc = subprocess.run([str(python), "-c", code, str(work)], capture_output=True, text=True, cwd=work,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    code = (
+        "import cgcnn, sys; from cgcnn import load_model; t = load_model(device='cpu').predict(sys.argv[1]); "
+        "print(cgcnn.__file__); print(t.to_csv(index=False))"
+    )
+    proc = subprocess.run(
+        [str(python), "-c", code, str(work)],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith(site) and str(REPO) not in lines[0]  # the installed copy, not the checkout

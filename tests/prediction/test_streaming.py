@@ -49,7 +49,9 @@ def test_streaming_embed_equals_in_memory_embedding(model, cif_folder, tmp_path)
     saved = np.load(tmp_path / "emb.npz")
     in_memory = model.embed(cif_folder)
     assert saved["material_id"].tolist() == in_memory.ids
-    assert np.allclose(saved["conv"], in_memory.conv, atol=1e-5) and np.allclose(saved["hidden"], in_memory.hidden, atol=1e-5)
+    assert np.allclose(saved["conv"], in_memory.conv, atol=1e-5) and np.allclose(
+        saved["hidden"], in_memory.hidden, atol=1e-5
+    )
     assert (n_conv, n_hidden) == (in_memory.conv.shape[1], in_memory.hidden.shape[1])
     assert summary.written == 24 and summary.skipped == 1
 
@@ -58,7 +60,9 @@ def test_shards_concatenate_to_exactly_the_unsharded_output(model, cif_folder, t
     predict_to_csv(model, cif_folder, tmp_path / "all.csv", chunk_size=4, progress=False)
     parts = []
     for k in (1, 2, 3):
-        predict_to_csv(model, cif_folder, tmp_path / f"part{k}.csv", chunk_size=4, shard=parse_shard(f"{k}/3"), progress=False)
+        predict_to_csv(
+            model, cif_folder, tmp_path / f"part{k}.csv", chunk_size=4, shard=parse_shard(f"{k}/3"), progress=False
+        )
         parts.append((tmp_path / f"part{k}.csv").read_text().splitlines()[1:])
     whole = (tmp_path / "all.csv").read_text().splitlines()
     assert [whole[0]] + [row for part in parts for row in part] == whole
@@ -115,9 +119,21 @@ def test_peak_memory_stays_flat_as_the_input_grows(tiny_run, tmp_path):
     # the tiny model's radius-4 graphs of a 32-atom NaCl cell; only the number of structures changes
     peaks = []
     for n in (300, 1500):
-        proc = subprocess.run([sys.executable, "-c", MEASURE, str(n), str(tmp_path / f"s{n}.jsonl.gz"),
-                               str(tiny_run.best_checkpoint), str(tmp_path / f"p{n}.csv")],
-                              capture_output=True, text=True, timeout=600, check=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                MEASURE,
+                str(n),
+                str(tmp_path / f"s{n}.jsonl.gz"),
+                str(tiny_run.best_checkpoint),
+                str(tmp_path / f"p{n}.csv"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        )
         before, after = map(int, proc.stdout.split())
         peaks.append(after - before)
         assert len(pd.read_csv(tmp_path / f"p{n}.csv")) == n

@@ -5,8 +5,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from cgcnn.study import profiles
 from cgcnn.config import AdaptConfig, ConfigError
+from cgcnn.study import profiles
 
 
 @pytest.mark.parametrize("name", ["fixture", "default", "paper", "study", "ship"])
@@ -14,8 +14,8 @@ def test_bundled_profiles_use_the_study_graph_settings(name):
     profile = profiles.load_profile(name)
     assert profile.name == name
     assert (profile.graph.radius, profile.graph.max_neighbors) == (7.0, 14)
-    assert profile.etl.graph == profile.graph           # one source of graph settings
-    assert profile.model.nbr_fea_len == 36              # 0, 0.2, ..., 7.0 Å
+    assert profile.etl.graph == profile.graph  # one source of graph settings
+    assert profile.model.nbr_fea_len == 36  # 0, 0.2, ..., 7.0 Å
     assert "none" in profile.adapt.policies and set(profile.adapt.policies) <= {"none", "embedding", "convs", "head"}
     assert len(profile.seeds) >= 2
     assert profile.adapt.train.val_fraction > 0
@@ -54,10 +54,13 @@ def test_conflicting_graph_settings_in_the_etl_section_are_rejected():
         profiles.StudyProfile.model_validate(data)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"seeds": [1, 1]}, "unique"),
-    ({"seeds": []}, "at least 1"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"seeds": [1, 1]}, "unique"),
+        ({"seeds": []}, "at least 1"),
+    ],
+)
 def test_invalid_seeds_are_rejected(change, message):
     with pytest.raises(ValidationError, match=message):
         profiles.StudyProfile.model_validate(_profile_dict(**change))

@@ -18,7 +18,7 @@ def test_work_bucket_copies_a_local_source_into_the_run(tmp_path):
     assert work == str((run / "bucket").resolve())
     assert (run / "bucket" / "raw" / "a.csv").read_text() == "material_id\nfx-1\n"
     assert sorted(p.name for p in source.rglob("*")) == ["a.csv", "raw"]  # nothing added to the source
-    assert rundir.work_bucket(run, work) == work                           # already inside the run
+    assert rundir.work_bucket(run, work) == work  # already inside the run
     assert rundir.work_bucket(run, "s3://bucket/prefix") == "s3://bucket/prefix"
 
 

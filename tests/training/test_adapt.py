@@ -8,14 +8,14 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
-from cgcnn.training.adapt import adapt, apply_freeze, train_control
-from cgcnn.data.building import build_graphs
-from cgcnn.training.checkpoint import build_model, load_checkpoint, read_checkpoint
 from cgcnn.config import AdaptConfig, GraphConfig
+from cgcnn.data.building import build_graphs
 from cgcnn.data.dataset import CrystalDataset
 from cgcnn.data.features import AtomFeatures
-from cgcnn.training.freeze import frozen_prefixes, train_mode
+from cgcnn.training.adapt import adapt, apply_freeze, train_control
+from cgcnn.training.checkpoint import build_model, load_checkpoint, read_checkpoint
 from cgcnn.training.fit import split_indices
+from cgcnn.training.freeze import frozen_prefixes, train_mode
 
 KCL_A = 6.29  # rock salt KCl, Å
 
@@ -54,7 +54,9 @@ def adapted(base, experimental, adapt_train, tmp_path_factory):
     runs = {}
     for policy in FROZEN:
         out = tmp_path_factory.mktemp(f"adapt-{policy}")
-        runs[policy] = adapt(base, experimental, AdaptConfig(freeze=policy, normalizer="refit", train=adapt_train), out, progress=False)
+        runs[policy] = adapt(
+            base, experimental, AdaptConfig(freeze=policy, normalizer="refit", train=adapt_train), out, progress=False
+        )
     return runs
 
 
@@ -122,7 +124,9 @@ def test_apply_freeze_sets_requires_grad_and_train_mode_keeps_frozen_modules_in_
 
 
 def test_refit_normaliser_is_fitted_on_the_adaptation_training_split(adapted, experimental, adapt_train):
-    train, _, _ = split_indices(len(experimental), adapt_train.val_fraction, adapt_train.test_fraction, adapt_train.seed)
+    train, _, _ = split_indices(
+        len(experimental), adapt_train.val_fraction, adapt_train.test_fraction, adapt_train.seed
+    )
     expected = float(experimental.y[train].astype(np.float64).mean())
     for result in adapted.values():
         assert result.normalizer.mean == pytest.approx(expected)
@@ -162,14 +166,18 @@ def test_control_starts_from_random_weights_on_the_same_split(base, experimental
 # -- refusals --------------------------------------------------------------------------------
 
 
-def test_adapting_to_graphs_with_other_settings_is_refused(base, tiny_items, tiny_targets, tiny_features, adapt_train, tmp_path):
+def test_adapting_to_graphs_with_other_settings_is_refused(
+    base, tiny_items, tiny_targets, tiny_features, adapt_train, tmp_path
+):
     graphs, _ = build_graphs(tiny_items[:8], GraphConfig(radius=4.2, max_neighbors=12), progress=False)
     ds = CrystalDataset(graphs, {m: tiny_targets[m] for m in graphs.ids}, tiny_features)
     with pytest.raises(ValueError, match="r4.2-n12.*r4-n12"):
         adapt(base, ds, AdaptConfig(train=adapt_train), tmp_path, progress=False)
 
 
-def test_element_missing_from_the_base_feature_table_is_refused(base, tiny_items, tiny_targets, tiny_features, adapt_train, tmp_path):
+def test_element_missing_from_the_base_feature_table_is_refused(
+    base, tiny_items, tiny_targets, tiny_features, adapt_train, tmp_path
+):
     kcl = [(f"KCl-{k}", kcl_structure(KCL_A * s)) for k, s in enumerate((0.97, 0.99, 1.01, 1.03))]
     graphs, _ = build_graphs(kcl + tiny_items, base.graph_config, progress=False)
     # the dataset's own table knows potassium; the base model's does not

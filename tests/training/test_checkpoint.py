@@ -11,20 +11,20 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
+from cgcnn.config import FORMAT_VERSION, GraphConfig, ModelConfig
 from cgcnn.data.batch import make_batch
 from cgcnn.data.building import build_graphs, cif_items
+from cgcnn.data.dataset import CrystalDataset
+from cgcnn.data.features import AtomFeatures
+from cgcnn.lock import LOCK_NAME
+from cgcnn.nn.model import CGCNN
+from cgcnn.prediction.inference import predict
 from cgcnn.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
     read_checkpoint,
     save_checkpoint,
 )
-from cgcnn.config import FORMAT_VERSION, GraphConfig, ModelConfig
-from cgcnn.data.dataset import CrystalDataset
-from cgcnn.data.features import AtomFeatures
-from cgcnn.prediction.inference import predict
-from cgcnn.lock import LOCK_NAME
-from cgcnn.nn.model import CGCNN
 
 
 class NotATensor:
@@ -59,7 +59,9 @@ def test_loaded_checkpoint_predicts_alone(tiny_run, tiny_dataset, tiny_features,
 
     # the same numbers as the weights put by hand into a model built from the test's own inputs
     raw = read_checkpoint(tiny_run.best_checkpoint)
-    model = CGCNN(ModelConfig.model_validate(raw["model_config"]), atom_table=tiny_features.table, graph=tiny_graph_config)
+    model = CGCNN(
+        ModelConfig.model_validate(raw["model_config"]), atom_table=tiny_features.table, graph=tiny_graph_config
+    )
     model.load_state_dict(raw["state_dict"])
     with torch.no_grad():
         z = model.eval()(make_batch(tiny_dataset, np.arange(len(tiny_dataset)))).numpy().astype(np.float64)
@@ -73,9 +75,13 @@ def test_save_is_atomic_and_leaves_no_temporary_file(tiny_run, tmp_path):
     save_checkpoint(tmp_path / "a.pt", contents)
     save_checkpoint(tmp_path / "a.pt", contents)  # overwrite in place
     assert [p.name for p in tmp_path.iterdir()] == ["a.pt"]
-    assert torch.equal(read_checkpoint(tmp_path / "a.pt")["state_dict"]["fc_out.weight"], contents["state_dict"]["fc_out.weight"])
+    assert torch.equal(
+        read_checkpoint(tmp_path / "a.pt")["state_dict"]["fc_out.weight"], contents["state_dict"]["fc_out.weight"]
+    )
     run_dir = tiny_run.last_checkpoint.parent
-    hidden = [p.name for p in run_dir.iterdir() if (p.name.startswith(".") and p.name != LOCK_NAME) or p.suffix == ".tmp"]
+    hidden = [
+        p.name for p in run_dir.iterdir() if (p.name.startswith(".") and p.name != LOCK_NAME) or p.suffix == ".tmp"
+    ]
     assert not hidden  # the run folder's lock file is the only hidden file
 
 
@@ -114,7 +120,14 @@ def band_gap(reference_dir):
 @pytest.mark.shared_data
 def test_band_gap_architecture_is_read_from_the_weights(band_gap, reference_dir):
     cfg = band_gap.model_config
-    assert (cfg.orig_atom_fea_len, cfg.nbr_fea_len, cfg.atom_fea_len, cfg.n_conv, cfg.h_fea_len, cfg.n_h) == (92, 41, 64, 4, 32, 1)
+    assert (cfg.orig_atom_fea_len, cfg.nbr_fea_len, cfg.atom_fea_len, cfg.n_conv, cfg.h_fea_len, cfg.n_h) == (
+        92,
+        41,
+        64,
+        4,
+        32,
+        1,
+    )
     # shared/data/README.md: normaliser mean 2.3538, std 1.4802 eV
     assert band_gap.normalizer.mean == pytest.approx(2.3538, abs=1e-4)
     assert band_gap.normalizer.std == pytest.approx(1.4802, abs=1e-4)
@@ -138,7 +151,10 @@ def test_band_gap_predictions_match_the_original_implementation(band_gap, refere
 @pytest.mark.shared_data
 def test_study_base_model_loads_with_radius_7_and_14_neighbours(reference_dir, cscl):
     m1 = load_checkpoint(
-        reference_dir / "seed_m1_base.pth.tar", atom_features=reference_dir / "atom_init.json", radius=7, max_neighbors=14
+        reference_dir / "seed_m1_base.pth.tar",
+        atom_features=reference_dir / "atom_init.json",
+        radius=7,
+        max_neighbors=14,
     )
     cfg = m1.model_config
     assert (cfg.nbr_fea_len, cfg.atom_fea_len, cfg.n_conv, cfg.h_fea_len, cfg.n_h) == (36, 64, 3, 128, 1)
@@ -178,13 +194,19 @@ def test_original_checkpoint_with_a_feature_table_of_another_length_is_refused(r
     ("name", "wrong_radius", "expects", "gives"), [("band-gap.pth.tar", 7, 41, 36), ("seed_m1_base.pth.tar", 8, 36, 41)]
 )
 def test_original_checkpoint_with_the_wrong_radius_is_refused(reference_dir, name, wrong_radius, expects, gives):
-    with pytest.raises(CheckpointError, match=rf"expect {expects} distance features but radius {wrong_radius} .* gives {gives}"):
-        load_checkpoint(reference_dir / name, atom_features=reference_dir / "atom_init.json", radius=wrong_radius, max_neighbors=12)
+    with pytest.raises(
+        CheckpointError, match=rf"expect {expects} distance features but radius {wrong_radius} .* gives {gives}"
+    ):
+        load_checkpoint(
+            reference_dir / name, atom_features=reference_dir / "atom_init.json", radius=wrong_radius, max_neighbors=12
+        )
 
 
 def test_predicting_an_element_the_checkpoint_has_no_features_for_is_refused(tiny_run, tiny_features):
     a = 6.29  # rock salt KCl
-    kcl = Structure(Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]]), ["K", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    kcl = Structure(
+        Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]]), ["K", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
     loaded = load_checkpoint(tiny_run.best_checkpoint)
     graphs, _ = build_graphs([("KCl", kcl)], loaded.graph_config, progress=False)
     with_k = AtomFeatures.from_dict({**tiny_features.to_dict(), "19": [0.5] * tiny_features.length})

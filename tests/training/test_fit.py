@@ -14,12 +14,12 @@ import torch
 from pydantic import ValidationError
 
 import cgcnn
-from cgcnn.training.checkpoint import read_checkpoint
 from cgcnn.config import ModelConfig, TrainConfig, load_config
 from cgcnn.data.dataset import CrystalDataset
 from cgcnn.prediction.inference import resolve_device
-from cgcnn.training.normalizer import Normalizer
+from cgcnn.training.checkpoint import read_checkpoint
 from cgcnn.training.fit import fit, lr_factor, split_indices
+from cgcnn.training.normalizer import Normalizer
 
 
 def weights(path) -> dict[str, torch.Tensor]:
@@ -54,7 +54,9 @@ def test_split_refuses_too_few_samples():
 
 def test_normaliser_by_hand():
     norm = Normalizer.fit([1.0, 2.0, 3.0, 6.0])
-    assert norm.mean == 3.0 and norm.std == pytest.approx(math.sqrt(14 / 3))  # (4 + 1 + 0 + 9) / (4 - 1), like torch.std
+    assert norm.mean == 3.0 and norm.std == pytest.approx(
+        math.sqrt(14 / 3)
+    )  # (4 + 1 + 0 + 9) / (4 - 1), like torch.std
     assert norm.denorm(norm.norm(5.0)) == pytest.approx(5.0)
     assert Normalizer.fit([2.0, 2.0]).std == 1.0  # a constant target is not scaled
     with pytest.raises(ValueError, match="empty"):
@@ -123,7 +125,9 @@ def test_fit_refuses_an_unlabelled_dataset(tiny_graphs, tiny_features, tiny_trai
 # -- reproducibility and resume --------------------------------------------------------------
 
 
-def test_same_seed_same_weights_other_seed_other_weights(tiny_run, tiny_dataset, tiny_train_config, tiny_model_config, tmp_path):
+def test_same_seed_same_weights_other_seed_other_weights(
+    tiny_run, tiny_dataset, tiny_train_config, tiny_model_config, tmp_path
+):
     again = fit(tiny_dataset, tiny_train_config, tmp_path / "again", model_config=tiny_model_config, progress=False)
     seed_1 = tiny_train_config.model_copy(update={"seed": 1})
     other = fit(tiny_dataset, seed_1, tmp_path / "other", model_config=tiny_model_config, progress=False)
@@ -149,7 +153,9 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tiny_dataset, tiny_train_co
     assert len(pd.read_csv(tmp_path / "resumed" / "history.csv")) == 4
 
 
-def test_early_stopping_stops_after_patience_epochs_without_improvement(tiny_dataset, tiny_train_config, tiny_model_config, tmp_path):
+def test_early_stopping_stops_after_patience_epochs_without_improvement(
+    tiny_dataset, tiny_train_config, tiny_model_config, tmp_path
+):
     cfg = tiny_train_config.model_copy(update={"epochs": 40, "patience": 2})
     result = fit(tiny_dataset, cfg, tmp_path, model_config=tiny_model_config, progress=False)
     val = result.history["val_mae"].to_numpy()

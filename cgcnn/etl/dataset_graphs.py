@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from cgcnn.etl.config import EtlConfig
-from cgcnn.etl.materials import MaterialRecord
+from cgcnn.config import EtlConfig
+from cgcnn.data.building import build_graphs
+from cgcnn.data.graphset import JSON_FORMAT, JSON_VERSION
 from cgcnn.etl.audit import REPORT_FORMAT
+from cgcnn.etl.materials import MaterialRecord
 from cgcnn.etl.rules import DATASETS
 from cgcnn.etl.storage import Bucket, StorageError
 
@@ -30,8 +32,6 @@ Problems = dict[str, list[tuple[str, str]]]  # dataset -> [(material id, reason)
 
 def graph_key(items: list[tuple[str, str]], cfg) -> str:
     """Content key of one dataset's graphs: graph settings, format version, ids and CIF bytes."""
-    from cgcnn.data.graphset import JSON_FORMAT, JSON_VERSION
-
     digest = hashlib.sha256(f"graph:{cfg.key()}:{JSON_FORMAT}:{JSON_VERSION}\n".encode())
     for mid, cif in items:
         digest.update(mid.encode() + b"\0" + hashlib.sha256(cif.encode()).digest() + b"\n")
@@ -84,8 +84,6 @@ def build_or_reuse_graphs(
     (manifest entries per dataset, plus ``_seconds`` when anything was built; problems per
     dataset as (id, reason)).
     """
-    from cgcnn.data.building import build_graphs
-
     cfg = config.graph
     items = {ds: [(m, records[m].structure_cif) for m in tables[ds]["material_id"]] for ds in DATASETS}
     keys = {ds: graph_key(items[ds], cfg) for ds in DATASETS}
@@ -100,8 +98,9 @@ def build_or_reuse_graphs(
     cache_dir = Path(config.graph_cache_dir).expanduser() if config.graph_cache_dir else None
     say(f"building graphs for {len(union)} structures ({', '.join(todo)}; {workers} worker(s))")
     t0 = time.perf_counter()
-    graphs, bad = build_graphs(list(union.items()), cfg, cache_dir=cache_dir, workers=workers,
-                               on_error="skip", progress=progress)
+    graphs, bad = build_graphs(
+        list(union.items()), cfg, cache_dir=cache_dir, workers=workers, on_error="skip", progress=progress
+    )
     build_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     bad_reason = {p.item_id: p.reason for p in bad}
@@ -132,20 +131,35 @@ def drop_graph_failures(
         if bad:
             tables[ds] = tables[ds][~tables[ds]["material_id"].isin(bad)].reset_index(drop=True)
             for mid, reason in bad.items():
-                drops.append({"dataset": ds, "source": "graphs", "row": None, "material_id": mid,
-                              "reason": "graph_error", "detail": reason, "value": ""})
+                drops.append(
+                    {
+                        "dataset": ds,
+                        "source": "graphs",
+                        "row": None,
+                        "material_id": mid,
+                        "reason": "graph_error",
+                        "detail": reason,
+                        "value": "",
+                    }
+                )
     return tables, drops
 
 
 def graph_paths(bucket: Bucket, ds: str) -> dict[str, str]:
     """Output name -> URI of one dataset's graph files."""
-    return {f"{ds}_graphs": bucket.key_uri(f"graphs/{ds}.json.gz"), f"{ds}_graphs_npz": bucket.key_uri(f"graphs/{ds}.npz")}
+    return {
+        f"{ds}_graphs": bucket.key_uri(f"graphs/{ds}.json.gz"),
+        f"{ds}_graphs_npz": bucket.key_uri(f"graphs/{ds}.npz"),
+    }
 
 
 def write_manifest(bucket: Bucket, config: EtlConfig, entries: dict[str, dict]) -> None:
     """``graphs/manifest.json``: graph settings and each dataset's entry (content key, problems)."""
-    bucket.write_json("graphs/manifest.json", {
-        "format": REPORT_FORMAT,
-        "graph_config": config.graph.model_dump(mode="json"),
-        "datasets": {ds: {k: v for k, v in entries[ds].items() if k != "reused"} for ds in DATASETS},
-    })
+    bucket.write_json(
+        "graphs/manifest.json",
+        {
+            "format": REPORT_FORMAT,
+            "graph_config": config.graph.model_dump(mode="json"),
+            "datasets": {ds: {k: v for k, v in entries[ds].items() if k != "reused"} for ds in DATASETS},
+        },
+    )

@@ -1,4 +1,4 @@
-"""Stage 1, the ETL, and reading back a run's datasets.
+"""Step 01-data-preparation/01: the ETL stage, and reading back a run's datasets (DS1, DS2, DS3).
 
 :func:`run_etl_stage` runs :func:`cgcnn.etl.run_etl` on the work bucket and records in
 ``<run>/data/etl.json`` where its outputs are; :func:`load_data` reads them back as a
@@ -16,6 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from cgcnn.data.dataset import CrystalDataset
+from cgcnn.data.graphset import GraphSet
+from cgcnn.data.material_classes import classify_frame
+from cgcnn.etl import open_bucket, run_etl
 from cgcnn.fileio import atomic_write_bytes, write_json
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.rundir import run_paths, write_table
@@ -35,8 +39,15 @@ ETL_FILES = {
 }
 
 
-def run_etl_stage(run_dir: str | os.PathLike, bucket: str, materials: str, profile: StudyProfile, *,
-                  workers: int | None = None, progress: bool = True):
+def run_etl_stage(
+    run_dir: str | os.PathLike,
+    bucket: str,
+    materials: str,
+    profile: StudyProfile,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+):
     """Run the ETL on ``bucket`` and record where its outputs are in ``<run>/data/etl.json``.
 
     A local bucket's outputs are read in place; an S3 bucket's are downloaded into
@@ -45,8 +56,6 @@ def run_etl_stage(run_dir: str | os.PathLike, bucket: str, materials: str, profi
     Returns:
         the :class:`cgcnn.etl.EtlResult`.
     """
-    from cgcnn.etl import run_etl
-
     run = Path(run_dir)
     paths = run_paths(run)
     n_workers = workers or profile.workers or os.cpu_count() or 1
@@ -54,10 +63,17 @@ def run_etl_stage(run_dir: str | os.PathLike, bucket: str, materials: str, profi
     t0 = time.perf_counter()
     result = run_etl(bucket, materials, profile.etl, workers=n_workers, progress=progress)
     seconds = time.perf_counter() - t0
-    write_json(paths["data"] / "etl.json", {
-        "bucket": result.bucket, "materials": materials, "counts": result.counts,
-        "files": _etl_files(run, bucket), "graph_config": profile.graph.to_dict(), "seconds": round(seconds, 1),
-    })
+    write_json(
+        paths["data"] / "etl.json",
+        {
+            "bucket": result.bucket,
+            "materials": materials,
+            "counts": result.counts,
+            "files": _etl_files(run, bucket),
+            "graph_config": profile.graph.to_dict(),
+            "seconds": round(seconds, 1),
+        },
+    )
     write_table(paths["tables"] / "etl_counts.csv", etl_counts_table(result))
     write_table(paths["tables"] / "etl_drops.csv", etl_drops_table(result))
     return result
@@ -68,8 +84,6 @@ def _etl_files(run: Path, bucket: str) -> dict[str, str]:
 
     Paths inside the run folder are recorded relative to it.
     """
-    from cgcnn.etl import open_bucket
-
     store = open_bucket(bucket)
     root = store.local_root()
     data_dir = run_paths(run)["data"]
@@ -122,16 +136,12 @@ class StudyData:
 
     def graphs(self, name: str):
         """The :class:`~cgcnn.data.graphset.GraphSet` of ``"ds1"``, ``"ds2"`` or ``"ds3"`` (loaded once)."""
-        from cgcnn.data.graphset import GraphSet
-
         if name not in self._graphs:
             self._graphs[name] = GraphSet.load_npz(self.files[f"{name}_graphs"])
         return self._graphs[name]
 
     def dataset(self, name: str, target: str | None, features, ids: list[str] | None = None):
         """A :class:`~cgcnn.data.dataset.CrystalDataset` of one dataset with ``target`` as label."""
-        from cgcnn.data.dataset import CrystalDataset
-
         frame = getattr(self, name)
         if ids is None:
             ids = list(frame["material_id"])
@@ -150,8 +160,6 @@ class StudyData:
 
 def load_data(run_dir: str | os.PathLike) -> StudyData:
     """Read what :func:`run_etl_stage` recorded in ``<run>/data/etl.json``."""
-    from cgcnn.data.material_classes import classify_frame
-
     run = Path(run_dir)
     meta_path = run_paths(run)["data"] / "etl.json"
     if not meta_path.is_file():

@@ -22,12 +22,11 @@ import sys
 __all__ = ["add_parser", "build_parser", "main"]
 
 
-
 def _fixable() -> tuple[type[BaseException], ...]:
     from pydantic import ValidationError
 
-    from cgcnn.etl.parsing import EtlError
     from cgcnn.etl.materials import MaterialsError
+    from cgcnn.etl.parsing import EtlError
     from cgcnn.etl.storage import StorageError
 
     return (StorageError, MaterialsError, EtlError, ValidationError, FileNotFoundError)
@@ -44,7 +43,9 @@ def _add_commands(sub) -> None:
     p.set_defaults(etl_command="run")
 
     p = sub.add_parser("snapshot", help="freeze Materials Project records into a snapshot file")
-    p.add_argument("--out", required=True, help="snapshot file to write (…/summary.jsonl.gz); metadata.json goes beside it")
+    p.add_argument(
+        "--out", required=True, help="snapshot file to write (…/summary.jsonl.gz); metadata.json goes beside it"
+    )
     p.add_argument("--bucket", default=None, help="take ids and formulas from this bucket's raw tables")
     p.add_argument("--config", default=None, help="EtlConfig JSON naming the raw tables")
     p.add_argument("--ids", default=None, help="CSV file with a material_id column (instead of --bucket)")
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> int:
-    from cgcnn.etl.config import EtlConfig
+    from cgcnn.config import EtlConfig
     from cgcnn.etl.raw import prepare_work_bucket
     from cgcnn.etl.run import run_etl
 
@@ -83,7 +84,9 @@ def _cmd_run(args) -> int:
     if args.raw_from:
         copied = prepare_work_bucket(args.raw_from, args.bucket)
         if not args.quiet:
-            print(f"[etl] raw inputs: {len(copied['copied'])} copied, {len(copied['skipped'])} unchanged", file=sys.stderr)
+            print(
+                f"[etl] raw inputs: {len(copied['copied'])} copied, {len(copied['skipped'])} unchanged", file=sys.stderr
+            )
     result = run_etl(args.bucket, args.materials, config, workers=args.workers, progress=not args.quiet)
     print(result.summary())
     return 0
@@ -92,9 +95,9 @@ def _cmd_run(args) -> int:
 def _cmd_snapshot(args) -> int:
     import pandas as pd
 
-    from cgcnn.etl.config import EtlConfig
-    from cgcnn.etl.raw import read_inputs
+    from cgcnn.config import EtlConfig
     from cgcnn.etl.materials import open_materials, write_snapshot
+    from cgcnn.etl.raw import read_inputs
     from cgcnn.etl.storage import open_bucket
 
     if bool(args.bucket) == bool(args.ids):

@@ -44,8 +44,9 @@ def secrets(moto_endpoint, monkeypatch, tmp_path):
     aws_key_id = "AKIA" + uuid.uuid4().hex[:16].upper()
     aws_secret = uuid.uuid4().hex + uuid.uuid4().hex[:8]  # 40 characters, like a real secret key
     mp_key = uuid.uuid4().hex  # MPRester insists on 32 characters
-    point_aws_at(monkeypatch, moto_endpoint, tmp_path, key_id=aws_key_id, secret=aws_secret,
-                 clear_prefixes=("AWS_", "MP_API"))
+    point_aws_at(
+        monkeypatch, moto_endpoint, tmp_path, key_id=aws_key_id, secret=aws_secret, clear_prefixes=("AWS_", "MP_API")
+    )
     monkeypatch.setenv("MP_API_KEY", mp_key)
     return {"aws_secret": aws_secret, "mp_key": mp_key}
 
@@ -95,7 +96,7 @@ def _plain(name: str, blob: bytes) -> bytes:
 
 def test_etl_stage_on_s3_and_live_mp(tmp_path, secrets, fixture_bucket, fixture_mp):
     from cgcnn.data.graphset import GraphSet
-    from cgcnn.study.datasets import load_data, run_etl_stage
+    from cgcnn.study.data_preparation import load_data, run_etl_stage
     from cgcnn.study.profiles import load_profile
     from cgcnn.study.rundir import work_bucket
 
@@ -118,8 +119,14 @@ def test_etl_stage_on_s3_and_live_mp(tmp_path, secrets, fixture_bucket, fixture_
 
     # ETL outputs in the S3 bucket; raw/ untouched (same keys, same bytes)
     keys = _keys(client, name)
-    for key in ("processed/ds1.csv", "processed/ds2.csv", "processed/ds3.csv", "graphs/ds1.json.gz",
-                "graphs/ds1.npz", "reports/etl_report.json"):
+    for key in (
+        "processed/ds1.csv",
+        "processed/ds2.csv",
+        "processed/ds3.csv",
+        "graphs/ds1.json.gz",
+        "graphs/ds1.npz",
+        "reports/etl_report.json",
+    ):
         assert key in keys, key
     assert [k for k in keys if k.startswith("raw/")] == sorted(raw)
     for key, data in raw.items():
