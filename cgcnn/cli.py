@@ -33,11 +33,13 @@ def _graph_config(args, base=None):
     return GraphConfig.model_validate(data)
 
 
-def load_graph_inputs(inputs: list[str], cfg, *, workers: int = 1, cache_dir=None, on_error: str = "skip"):
+def load_graph_inputs(
+    inputs: list[str], cfg, *, workers: int = 1, cache_dir=None, on_error: str = "skip", strict: bool = False
+):
     """Graph set and skipped items of the command's inputs (see :func:`cgcnn.data.building.read_inputs`)."""
     from cgcnn.data.building import read_inputs
 
-    return read_inputs(inputs, cfg, workers=workers, cache_dir=cache_dir, on_error=on_error)
+    return read_inputs(inputs, cfg, workers=workers, cache_dir=cache_dir, on_error=on_error, strict=strict)
 
 
 def _train_config(args):
@@ -69,7 +71,7 @@ def cmd_graphs(args) -> int:
     cfg = _graph_config(args)
     out = Path(args.output)
     gs, problems = load_graph_inputs(
-        args.inputs, cfg, workers=args.workers, cache_dir=args.cache, on_error=args.on_error
+        args.inputs, cfg, workers=args.workers, cache_dir=args.cache, on_error=args.on_error, strict=args.strict
     )
     _warn_skipped(problems)
     if len(gs) == 0:
@@ -95,7 +97,9 @@ def _write_problems(path: Path, problems) -> None:
 def _dataset(args, cfg, features):
     from cgcnn.data.dataset import CrystalDataset, read_targets
 
-    gs, problems = load_graph_inputs(args.graphs, cfg, workers=args.workers, on_error=args.on_error)
+    gs, problems = load_graph_inputs(
+        args.graphs, cfg, workers=args.workers, on_error=args.on_error, strict=getattr(args, "strict", False)
+    )
     targets = read_targets(args.targets, args.target_column) if getattr(args, "targets", None) else None
     ds = CrystalDataset(gs, targets, features, on_error=args.on_error)
     _warn_skipped(problems + ds.problems)
@@ -197,9 +201,17 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _warn(p) -> None:
+    """One line on standard error for a skipped item or a warning about an item."""
+    if p.kind == "warning":
+        print(f"warning: {p.item_id}: {p.reason.removeprefix(p.item_id + ': ')}", file=sys.stderr)
+    else:
+        print(f"warning: skipped {p}", file=sys.stderr)
+
+
 def _warn_skipped(problems) -> None:
     for p in problems:
-        print(f"warning: skipped {p}", file=sys.stderr)
+        _warn(p)
 
 
 def _predictor(args):
@@ -230,9 +242,9 @@ def cmd_predict(args) -> int:
         on_error=args.on_error,
         progress=sys.stderr.isatty(),
         pbe=pbe,
+        strict=args.strict,
+        report=_warn,
     )
-    for p in summary.examples:
-        print(f"warning: skipped {p}", file=sys.stderr)
     print(f"{summary}" + (f" -> {args.output}" if args.output else ""), file=sys.stderr)
     return 0
 
@@ -250,9 +262,9 @@ def cmd_embed(args) -> int:
         workers=args.workers,
         on_error=args.on_error,
         progress=sys.stderr.isatty(),
+        strict=args.strict,
+        report=_warn,
     )
-    for p in summary.examples:
-        print(f"warning: skipped {p}", file=sys.stderr)
     print(f"{summary.written} embeddings (conv {n_conv}, hidden {n_hidden}) -> {args.output}")
     return 0
 
@@ -268,7 +280,16 @@ def _graph_args(p, required=False) -> None:
 def _common(p) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes for graph building")
     p.add_argument(
-        "--on-error", choices=("skip", "error"), default="skip", help="bad items: skip with a warning, or stop"
+        "--on-error",
+        choices=("skip", "error"),
+        default="skip",
+        help="bad items: skip with a warning, or stop (implies --strict)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse a CIF whose parser warnings say the structure may not be what the file says "
+        "(a declared formula that differs, missing hydrogens, an unknown space group read as P1, ...)",
     )
 
 
@@ -290,7 +311,7 @@ def _data_args(p, targets_required=True) -> None:
         "--graphs",
         nargs="+",
         required=True,
-        help="graphs.npz / graphs.json.gz / snapshot .jsonl.gz / CIF files or folders",
+        help="graphs.npz / graphs.json.gz / snapshot .jsonl.gz / CIF files or folders (searched recursively)",
     )
     p.add_argument("--targets", required=targets_required, help="CSV with material_id and a label column")
     p.add_argument("--target-column", default=None)
@@ -316,7 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("graphs", help="build crystal graphs")
-    p.add_argument("inputs", nargs="+", help="a snapshot (.jsonl.gz), CIF files, or folders of CIFs")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="a snapshot (.jsonl.gz), CIF files, or folders of CIFs (searched recursively for .cif, .cif.gz, .mcif)",
+    )
     p.add_argument(
         "--output", required=True, help="folder for graphs.npz (+ graphs.json.gz with --json) and problems.csv"
     )
@@ -360,7 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "inputs",
         nargs="+",
-        help="CIF files or folders of CIFs, a snapshot (.jsonl.gz), or a saved graph set (.npz / .json.gz)",
+        help="CIF files or folders of CIFs (searched recursively for .cif, .cif.gz and .mcif in any case; hidden "
+        "files skipped; every block of a multi-block CIF is a structure <id>:<block>), a snapshot (.jsonl.gz), "
+        "or a saved graph set (.npz / .json.gz)",
     )
     p.add_argument(
         "--output",

@@ -23,10 +23,12 @@ class DatasetError(CgcnnError, ValueError):
 
 @dataclass(frozen=True)
 class Problem:
-    """An item that was skipped, and why."""
+    """An item that was skipped, and why (``kind="skipped"``), or a remark about an item that
+    was kept (``kind="warning"``: e.g. what the CIF parser said about the file)."""
 
     item_id: str
     reason: str
+    kind: Literal["skipped", "warning"] = "skipped"
 
     def __str__(self) -> str:
         return f"{self.item_id}: {self.reason}"

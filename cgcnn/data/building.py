@@ -21,7 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from cgcnn.config import GraphConfig
-from cgcnn.data.cif import read_simple_cif
+from cgcnn.data.checks import structure_problem
+from cgcnn.data.cif import cif_items, is_altering, read_cif
 from cgcnn.data.graph import CrystalGraph, GraphError, structure_to_graph
 from cgcnn.data.graphset import GraphSet
 from cgcnn.errors import DatasetError, OnError, Problem
@@ -31,27 +32,37 @@ log = logging.getLogger(__name__)
 
 
 def parse_structure(obj, item_id: str):
-    """CIF text, a path, a pymatgen Structure or its dict -> Structure (errors name the item).
+    """One structure from CIF text, a path, a pymatgen Structure or its dict (errors name the item).
 
-    Simple P1 CIFs (as the Materials Project writes them) go through the fast reader of
-    :mod:`cgcnn.data.cif`, which builds exactly the structure pymatgen's parser would; every
-    other CIF goes through pymatgen's ``CifParser``.
+    CIFs are read as pymatgen reads them (:func:`cgcnn.data.cif.read_cif`); this returns the
+    first structure of a file and raises for anything the file does not give.  The graph
+    builder uses :func:`parse_items`, which keeps every block and the parser's warnings.
     """
+    structures, problems, _ = parse_items(item_id, obj)
+    if not structures:
+        raise DatasetError(str(problems[0]) if problems else f"{item_id}: no structure")
+    return structures[0][1]
+
+
+def parse_items(item_id: str, obj) -> tuple[list[tuple[str, object]], list[Problem], list[Problem]]:
+    """(structures as (id, Structure), problems, warnings) of one input item: every block of a
+    CIF (path or text; see :mod:`cgcnn.data.cif`), or a pymatgen Structure or its dict."""
     from pymatgen.core import Structure
 
     if isinstance(obj, Structure):
-        return obj
+        return [(item_id, obj)], [], []
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if isinstance(obj, Mapping):
-                return Structure.from_dict(obj)
-            text = obj.read_text() if isinstance(obj, Path) else str(obj)
-            fast = read_simple_cif(text)
-            return fast if fast is not None else Structure.from_str(text, fmt="cif")
-    except Exception as exc:  # pymatgen raises many types for a bad CIF
+        if isinstance(obj, Mapping):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return [(item_id, Structure.from_dict(obj))], [], []
+        reading = read_cif(obj if isinstance(obj, Path) else str(obj), item_id)
+    except DatasetError as exc:
+        return [], [Problem(item_id, str(exc))], []
+    except Exception as exc:  # pymatgen raises many types for a bad structure
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatasetError(f"{item_id}: cannot parse structure ({msg})") from None
+        return [], [Problem(item_id, f"cannot parse structure ({msg})")], []
+    return reading.structures, reading.problems, reading.warnings
 
 
 def content_key(obj, config: GraphConfig) -> str:
@@ -76,18 +87,46 @@ def content_key(obj, config: GraphConfig) -> str:
     return h.hexdigest()[:32]
 
 
-def _build_one(item_id: str, obj, config: GraphConfig) -> CrystalGraph | Problem:
-    try:
-        structure = parse_structure(obj, item_id)
-        return structure_to_graph(structure, config, material_id=item_id)
-    except DatasetError as exc:
-        return Problem(item_id, str(exc).removeprefix(f"{item_id}: "))
-    except GraphError as exc:
-        return Problem(item_id, str(exc))
+def _build_one(item_id: str, obj, config: GraphConfig, strict: bool = False) -> list[CrystalGraph | Problem]:
+    """Graphs (or problems) of every structure of one input item, and its warnings.
+
+    Each structure is checked (:func:`cgcnn.data.checks.structure_problem`) before its graph
+    is built; ``strict`` refuses the structures of a file whose parser warnings say the
+    structure may not be what the file says."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # numbers of an impossible cell: the checks say what is wrong
+        return _checked_graphs(item_id, obj, config, strict)
 
 
-def _build_chunk(chunk: list[tuple[str, object]], config: GraphConfig) -> list[CrystalGraph | Problem]:
-    return [_build_one(i, o, config) for i, o in chunk]
+def _checked_graphs(item_id: str, obj, config: GraphConfig, strict: bool) -> list[CrystalGraph | Problem]:
+    structures, problems, notes = parse_items(item_id, obj)
+    out: list[CrystalGraph | Problem] = list(problems)
+    altering = [n for n in notes if is_altering(n.reason)]
+    for sid, structure in structures:
+        if strict and altering:
+            out.append(Problem(sid, f"refused (--strict): {altering[0].reason}"))
+            continue
+        why = structure_problem(structure, config.radius)
+        if why is not None:
+            out.append(Problem(sid, f"{_where(obj, sid)}{why}"))
+            continue
+        try:
+            out.append(structure_to_graph(structure, config, material_id=sid))
+        except GraphError as exc:
+            out.append(Problem(sid, f"{_where(obj, sid)}{exc}"))
+    out += [Problem(n.item_id, n.reason, kind="warning") for n in notes if not (strict and is_altering(n.reason))]
+    return out
+
+
+def _where(obj, item_id: str) -> str:
+    """``"<path>: "`` for a structure read from a file (messages name the path), else ``""``."""
+    return f"{obj}: " if isinstance(obj, Path) else ""
+
+
+def _build_chunk(
+    chunk: list[tuple[str, object]], config: GraphConfig, strict: bool = False
+) -> list[tuple[str, list[CrystalGraph | Problem]]]:
+    return [(i, _build_one(i, o, config, strict)) for i, o in chunk]
 
 
 # --------------------------------------------------------------------------- cache
@@ -144,30 +183,40 @@ def _unique_items(
     items: Iterable[tuple[str, object]], problems: list[Problem], on_error: OnError
 ) -> list[tuple[str, object]]:
     """``items`` without repeated ids (the first occurrence kept; each repeat is a problem)."""
-    seen: set[str] = set()
+    seen: dict[str, object] = {}
     todo = []
     for item_id, obj in items:
         if item_id in seen:
-            _report(problems, Problem(item_id, "duplicate material id (first occurrence kept)"), on_error)
+            _report(problems, duplicate(item_id, seen[item_id], obj, on_error), on_error)
             continue
-        seen.add(item_id)
+        seen[item_id] = obj
         todo.append((item_id, obj))
     return todo
 
 
+def duplicate(item_id: str, first, again, on_error: OnError) -> Problem:
+    """The problem of an id given twice, naming both files when they are files.  One rule:
+    the first occurrence (in input order: paths as given, folders sorted) is kept."""
+    files = f": {first} and {again}" if isinstance(first, Path) and isinstance(again, Path) else ""
+    if on_error == "error":
+        return Problem(item_id, f"duplicate material id{files}; give each structure its own id (rename one file)")
+    return Problem(item_id, f"duplicate material id{files} (the first is kept; rename the other to keep both)")
+
+
 def _build_all(
-    missing: list[tuple[str, object]], config: GraphConfig, workers: int, chunk_size: int
-) -> Iterator[CrystalGraph | Problem]:
-    """Graphs (or problems) of ``missing`` in input order, in ``workers`` processes when > 1."""
+    missing: list[tuple[str, object]], config: GraphConfig, workers: int, chunk_size: int, strict: bool = False
+) -> Iterator[tuple[str, list[CrystalGraph | Problem]]]:
+    """(item id, its graphs and problems) of ``missing`` in input order, in ``workers``
+    processes when > 1."""
     chunks = [missing[k : k + chunk_size] for k in range(0, len(missing), chunk_size)]
     if workers > 1 and len(chunks) > 1:
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            for chunk_results in pool.map(_build_chunk, chunks, [config] * len(chunks)):
+            for chunk_results in pool.map(_build_chunk, chunks, [config] * len(chunks), [strict] * len(chunks)):
                 yield from chunk_results
     else:
         for chunk in chunks:
-            yield from _build_chunk(chunk, config)
+            yield from _build_chunk(chunk, config, strict)
 
 
 def build_graphs(
@@ -179,6 +228,9 @@ def build_graphs(
     on_error: OnError = "skip",
     progress: bool = True,
     chunk_size: int = 64,
+    strict: bool = False,
+    on_item=None,
+    notes: list[Problem] | None = None,
 ) -> tuple[GraphSet, list[Problem]]:
     """Build (or fetch from the cache) the graphs of ``items``.
 
@@ -190,41 +242,63 @@ def build_graphs(
             disables caching.
         workers: processes used for parsing and neighbour search.
         on_error: ``"skip"`` logs a warning naming each bad item and carries on;
-            ``"error"`` raises :class:`DatasetError` at the first bad item.
+            ``"error"`` raises :class:`DatasetError` at the first bad item (and implies ``strict``).
+        strict: refuse the structures of a file whose parser warnings say the structure may
+            not be what the file says (:data:`cgcnn.data.cif.ALTERING`).
+        on_item: called once per input item read (a progress bar's ``update``, say).
+        notes: a list that receives the parser's warnings about items that were kept
+            (``Problem`` with ``kind="warning"``); without one they are logged.
 
     Returns:
-        The graph set (input order, bad items left out) and the list of problems.
+        The graph set (input order; every block of a multi-block CIF under
+        ``<id>:<block>``; bad items left out) and the problems (the items skipped, and why).
     """
+    strict = strict or on_error == "error"
     problems: list[Problem] = []
     todo = _unique_items(items, problems, on_error)
     keys = {i: content_key(o, config) for i, o in todo}
     cache = GraphCache(cache_dir) if cache_dir is not None else None
     cached = cache.lookup(keys.values()) if cache else {}
     missing = [(i, o) for i, o in todo if keys[i] not in cached]
-    built: dict[str, CrystalGraph] = {}
+    built: dict[str, list[CrystalGraph]] = {}
     bar = tqdm(total=len(missing), desc="graphs", unit="struct", disable=not progress or not missing)
-    for result in _build_all(missing, config, workers, chunk_size):
-        if isinstance(result, Problem):
-            _report(problems, result, on_error)
-        else:
-            built[result.material_id] = result
+    for item_id, results in _build_all(missing, config, workers, chunk_size, strict):
+        built[item_id] = []
+        for result in results:
+            if isinstance(result, Problem) and result.kind == "warning":
+                if notes is not None:
+                    notes.append(result)
+                else:
+                    log.warning("%s", result)
+            elif isinstance(result, Problem):
+                _report(problems, result, on_error)
+            else:
+                built[item_id].append(result)
         bar.update(1)
+        if on_item is not None:
+            on_item()
     bar.close()
+    if on_item is not None:
+        for _ in range(len(todo) - len(missing)):  # the cached ones
+            on_item()
 
-    if cache is not None and built:
-        cache.add({keys[i]: g for i, g in built.items()}, config)
+    if cache is not None:  # one graph per item under the item's own id: what the cache can key
+        single = {keys[i]: g[0] for i, g in built.items() if len(g) == 1 and g[0].material_id == i}
+        if single:
+            cache.add(single, config)
 
     ids, graphs = [], []
     for item_id, _ in todo:
         if item_id in built:
-            g = built[item_id]
+            found = built[item_id]
         elif keys[item_id] in cached:
-            g = cached[keys[item_id]]
-            g.material_id = item_id
+            found = [cached[keys[item_id]]]
+            found[0].material_id = item_id
         else:
             continue
-        ids.append(item_id)
-        graphs.append(g)
+        for g in found:
+            ids.append(g.material_id)
+            graphs.append(g)
     return GraphSet.from_graphs(ids, graphs, config), problems
 
 
@@ -248,20 +322,6 @@ def snapshot_pbe_gaps(inputs) -> dict[str, float]:
         gap = rec.get("band_gap")
         if isinstance(gap, (int, float)) and gap == gap and gap >= 0:
             out[str(rec["material_id"])] = float(gap)
-    return out
-
-
-def cif_items(paths: Iterable[str | Path]) -> list[tuple[str, Path]]:
-    """``(file stem, path)`` for CIF files and every ``*.cif`` inside given folders (the
-    extension in any case: ``.cif``, ``.CIF``)."""
-    out: list[tuple[str, Path]] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += [(f.stem, f) for f in sorted(p.iterdir()) if f.is_file() and f.suffix.lower() == ".cif"]
-        elif p.exists():
-            out.append((p.stem, p))
-        else:
-            raise DatasetError(f"{p}: no such file or folder")
     return out
 
 
@@ -298,6 +358,7 @@ def read_inputs(
     cache_dir: str | Path | None = None,
     on_error: OnError = "skip",
     progress: bool = True,
+    strict: bool = False,
 ) -> tuple[GraphSet, list[Problem]]:
     """Graphs of every kind of input the package accepts.
 
@@ -320,13 +381,19 @@ def read_inputs(
         if saved is None:
             items = snapshot_structures(paths[0]) if len(paths) == 1 and _is_snapshot(paths[0]) else cif_items(paths)
             return build_graphs(
-                items, config, workers=workers, cache_dir=cache_dir, on_error=on_error, progress=progress
+                items, config, workers=workers, cache_dir=cache_dir, on_error=on_error, progress=progress, strict=strict
             )
         graphs = GraphSet.load_npz(saved) if saved.suffix == ".npz" else GraphSet.read_json(saved)
         where = f"{saved} holds graphs"
     else:
         return build_graphs(
-            structure_items(inputs), config, workers=workers, cache_dir=cache_dir, on_error=on_error, progress=progress
+            structure_items(inputs),
+            config,
+            workers=workers,
+            cache_dir=cache_dir,
+            on_error=on_error,
+            progress=progress,
+            strict=strict,
         )
     if config is not None and graphs.config != config:
         raise DatasetError(

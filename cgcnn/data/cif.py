@@ -1,196 +1,243 @@
-"""A fast reader for the simple CIFs that pymatgen and the Materials Project write.
+"""CIF files as pymatgen reads them: every block, the parser's warnings kept, files and folders.
 
-Parsing dominates graph building: pymatgen's general ``CifParser`` spends ~10 ms on a
-typical Materials Project CIF.  Those files are all alike — one data block, space group
-P1 with the single operation ``x, y, z``, one ``_atom_site`` loop of element symbols,
-fractional coordinates and unit occupancies — and for them this reader builds the very
-same :class:`~pymatgen.core.Structure` about ten times faster.  "The very same" means it
-follows ``CifParser``'s own steps for such files: lattice from the six cell parameters
-(``Lattice.from_parameters``), coordinates within 1e-4 (relative) of 1/3 or 2/3 snapped to
-those values, coordinates wrapped into [0, 1), sites grouped by species in
-electronegativity order (``get_sorted_structure``) with file order kept inside a group.
+A CIF means one thing here: the structures pymatgen's ``CifParser`` builds from it
+(``parse_structures(primitive=False)``, what ``Structure.from_file`` does), block by block.
+The fast reader of :mod:`cgcnn.data.fast_cif` is used only for the files it can prove it reads
+the same way; everything else goes through pymatgen.
 
-Anything else — symmetry operations beyond the identity, partial occupancies, oxidation
-states, text fields, several blocks, sites closer than 1e-4 in fractional coordinates —
-is *declined* (``None``), and the caller falls back to pymatgen's parser.
+* **Blocks** — a file with one structure gives one item, id = the file's id; a file with
+  several gives one item per block, id ``<file id>:<block name>``.  Blocks without atom sites
+  (a publication block, say) are not structures; a block whose atoms pymatgen cannot read is
+  a problem of its own id.
+* **Text** — bytes are decoded as pymatgen decodes them (UTF-8, undecodable bytes replaced,
+  so a Latin-1 comment does not stop the file); ``.gz`` files are decompressed first.
+* **Warnings** — what pymatgen says about a file (a declared formula that differs from the
+  sites, missing hydrogens, an unknown space-group symbol read as P1, an unknown type symbol,
+  …) is returned, one line each, instead of being silenced.  Those that mean "the structure
+  may not be what the file says" are :data:`ALTERING` (``strict`` refuses them); the rest are
+  notes.  When pymatgen finds no structure, its reason is the problem's reason, not "Invalid
+  CIF file with no structures!".
+* **Folders** — :func:`cif_items` walks folders recursively (hidden files and folders
+  skipped) for ``.cif``, ``.cif.gz`` and ``.mcif`` in any case.  A file's id is its path
+  relative to the folder given, without the suffix (``sub/NaCl``); a file given directly is
+  its stem.
 """
 
 from __future__ import annotations
 
-import math
+import gzip
 import re
-import shlex
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
 
-import numpy as np
+from cgcnn.data.fast_cif import read_simple_cif
+from cgcnn.errors import DatasetError, Problem
 
-_PLAIN_SYMBOL = re.compile(r"^[A-Z][a-z]?$")
-_UNCERTAINTY = re.compile(r"\(\d*\)$")
-_IDEAL_FRACTIONS = (1 / 3, 2 / 3)
-_SITE_TOLERANCE = 1e-4
-_FRAC_TOLERANCE = 1e-4
-_IDENTITY = {"x,y,z", "+x,+y,+z"}
-
-
-def _number(text: str) -> float | None:
-    text = _UNCERTAINTY.sub("", text.strip())
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-def _tokens(line: str) -> list[str] | None:
-    if "'" not in line and '"' not in line:
-        return line.split()
-    try:
-        return shlex.split(line, posix=True)
-    except ValueError:
-        return None
+CIF_SUFFIXES = (".cif.gz", ".cif", ".mcif")  # longest first: "x.cif.gz" is a .cif.gz
+# pymatgen warnings that mean the structure may differ from what the file says
+ALTERING = (
+    re.compile(r"Missing elements|composition|stoichiometr|is not an element symbol", re.I),
+    re.compile(r"implicit hydrogens", re.I),
+    re.compile(r"Defaulting to P1|parsed as|could not be parsed|No _symmetry_equiv_pos_as_xyz", re.I),
+    re.compile(r"Some occupancies .* sum to > 1", re.I),
+    re.compile(r"No structure parsed for section", re.I),
+)
+_BENIGN = (re.compile(r"^A 1-line symmetry op P1 CIF is detected!$"), re.compile(r"fractional coordinates rounded"))
 
 
-def _read_blocks(text: str) -> tuple[dict[str, str], list[tuple[list[str], list[list[str]]]]] | None:
-    """Key/value pairs and loops of a single-block CIF, or None for anything unusual."""
-    items: dict[str, str] = {}
-    loops: list[tuple[list[str], list[list[str]]]] = []
-    blocks = 0
-    lines = text.splitlines()
-    k = 0
-    while k < len(lines):
-        line = lines[k].strip()
-        k += 1
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith(";"):
-            return None  # multi-line text field
-        if line.lower().startswith("data_"):
-            blocks += 1
-            if blocks > 1:
-                return None
-            continue
-        if line.lower() == "loop_":
-            keys: list[str] = []
-            while k < len(lines) and lines[k].strip().startswith("_"):
-                keys.append(lines[k].strip().split()[0].lower())
-                k += 1
-            values: list[str] = []
-            while k < len(lines):
-                row = lines[k].strip()
-                if not row or row.startswith("#"):
-                    k += 1
-                    continue
-                if row.startswith("_") or row.lower() == "loop_" or row.lower().startswith("data_"):
-                    break
-                if row.startswith(";"):
-                    return None
-                toks = _tokens(row)
-                if toks is None:
-                    return None
-                values += toks
-                k += 1
-            if not keys or len(values) % len(keys):
-                return None
-            width = len(keys)
-            loops.append((keys, [values[i : i + width] for i in range(0, len(values), width)]))
-            continue
-        if line.startswith("_"):
-            toks = _tokens(line)
-            if toks is None or len(toks) != 2:
-                return None
-            items[toks[0].lower()] = toks[1]
-            continue
-        return None
-    return (items, loops) if blocks == 1 else None
+@dataclass
+class CifReading:
+    """What one CIF gave: ``structures`` ((id, Structure) per block), ``problems`` (blocks or
+    files refused, with pymatgen's reason) and ``warnings`` (pymatgen's remarks, one line each)."""
+
+    structures: list[tuple[str, object]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
 
 
-def read_simple_cif(text: str):
-    """The Structure pymatgen's ``CifParser`` would build, or ``None`` to decline.
+def is_cif(path: Path) -> bool:
+    """Whether ``path`` is named like a CIF (``.cif``, ``.cif.gz``, ``.mcif``, any case)."""
+    name = path.name.lower()
+    return any(name.endswith(s) for s in CIF_SUFFIXES) and not path.name.startswith(".")
 
-    Longer than 80 lines on purpose: each early ``return None`` is one condition under which
-    pymatgen's parser would do something this reader does not, kept in one readable list.
+
+def cif_id(path: Path) -> str:
+    """The file's name without its CIF suffix (``NaCl.cif.gz`` -> ``NaCl``)."""
+    name = path.name
+    for suffix in CIF_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def cif_items(paths) -> list[tuple[str, Path]]:
+    """``(id, path)`` of CIF files given directly and of every CIF below given folders
+    (recursively; hidden files and folders skipped; sorted by path).  Ids: see the module
+    docstring.  Repeated ids are kept here and reported by the builder with both paths."""
+    out: list[tuple[str, Path]] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = [f for f in p.rglob("*") if f.is_file() and is_cif(f) and not _hidden(f.relative_to(p))]
+            for f in sorted(found):
+                rel = f.relative_to(p)
+                out.append(((rel.parent / cif_id(f)).as_posix(), f))
+        elif p.is_file():
+            out.append((cif_id(p), p))
+        else:
+            raise DatasetError(f"{p}: no such file or folder; check the path")
+    return out
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)
+
+
+def cif_text(path: Path) -> str:
+    """A CIF file's text as pymatgen reads it: UTF-8 with undecodable bytes replaced, after
+    decompressing a ``.gz`` file."""
+    data = path.read_bytes()
+    if path.name.lower().endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise DatasetError(f"{path}: not a readable gzip file ({exc}); check the file") from None
+    return data.decode("utf-8", errors="replace")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def is_altering(message: str) -> bool:
+    """Whether a pymatgen warning means the structure may not be what the file says."""
+    return any(rx.search(message) for rx in ALTERING)
+
+
+def read_cif(source: str | Path, item_id: str, *, where: str | None = None) -> CifReading:
+    """Every structure of a CIF (a path or CIF text) as pymatgen reads it, with its warnings.
+
+    ``where`` names the file at the start of messages (default: the path; nothing for text,
+    whose messages are under ``item_id`` anyway).
     """
-    from pymatgen.core import Lattice, Structure
-    from pymatgen.core.periodic_table import Element
+    where = where or (str(source) if isinstance(source, Path) else "")
+    text = cif_text(source) if isinstance(source, Path) else str(source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fast reader's numpy and pymatgen calls: nothing may leak
+        fast = read_simple_cif(text)
+    if fast is not None:
+        return CifReading([(item_id, fast)])
+    return _read_with_pymatgen(text, item_id, where)
 
-    parsed = _read_blocks(text)
-    if parsed is None:
-        return None
-    items, loops = parsed
-    if any(k.startswith(("_atom_type_oxidation", "_atom_site_moment", "_atom_site_attached")) for k in items):
-        return None
 
-    symops: list[str] | None = None
-    sites: dict[str, list[str]] | None = None
-    for keys, rows in loops:
-        if any(
-            k.startswith(("_atom_type_oxidation", "_atom_site_moment", "_atom_site_aniso", "_atom_site_attached"))
-            for k in keys
-        ):
-            return None
-        if "_symmetry_equiv_pos_as_xyz" in keys or "_space_group_symop_operation_xyz" in keys:
-            col = keys.index(
-                "_symmetry_equiv_pos_as_xyz"
-                if "_symmetry_equiv_pos_as_xyz" in keys
-                else "_space_group_symop_operation_xyz"
+def _read_with_pymatgen(text: str, item_id: str, where: str) -> CifReading:
+    from pymatgen.io.cif import CifParser
+
+    where = f"{where}: " if where else ""
+    out = CifReading()
+    said: list[str] = []
+    said_here: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            parser = CifParser.from_str(text)
+        except Exception as exc:  # the tokeniser raises many types for a broken file
+            out.problems.append(
+                Problem(item_id, f"{where}cannot parse the file as a CIF ({_one_line(exc) or type(exc).__name__})")
             )
-            symops = [r[col] for r in rows]
-        elif "_atom_site_fract_x" in keys:
-            if sites is not None:
-                return None
-            sites = {k: [r[i] for r in rows] for i, k in enumerate(keys)}
-    if symops is None or sites is None:
-        return None
-    if len(symops) != 1 or symops[0].replace(" ", "").lower() not in _IDENTITY:
-        return None
-    if "_atom_site_type_symbol" not in sites:
-        return None
+            return out
+        blocks = [(name, block) for name, block in parser._cif.data.items() if _has_sites(block)]
+        multi = len(blocks) > 1
+        for name, block in blocks:
+            block_id = f"{item_id}:{name}" if multi else item_id
+            before = len(parser.warnings)
+            bad_cell = _bad_cell(block)
+            if bad_cell:
+                out.problems.append(Problem(block_id, f"{where}cannot parse the structure: {bad_cell}"))
+                continue
+            try:
+                # what parse_structures(primitive=False) does for each block
+                structure = parser._get_structure(block, primitive=False, symmetrized=False, check_occu=True)
+            except (KeyError, ValueError, IndexError, TypeError) as exc:
+                reasons = [_one_line(w) for w in parser.warnings[before:]] + [_one_line(exc) or type(exc).__name__]
+                out.problems.append(
+                    Problem(block_id, f"{where}cannot parse the structure (pymatgen: {'; '.join(reasons)})")
+                )
+                continue
+            if structure is None:
+                reasons = [_one_line(w) for w in parser.warnings[before:]]
+                why = "; ".join(reasons) or "no atom sites"
+                out.problems.append(Problem(block_id, f"{where}cannot parse a structure (pymatgen builds none: {why})"))
+                continue
+            out.structures.append((block_id, structure))
+            said_here.extend(_guessed_symbols(block, structure))
+        said = said_here + [_one_line(w) for w in parser.warnings] + [_one_line(w.message) for w in caught]
+    remarks = _remarks(said)
+    if not blocks:
+        names = ", ".join(parser._cif.data) or "none"
+        why = f"; pymatgen: {'; '.join(remarks[:3])}" if remarks else ""
+        out.problems.append(
+            Problem(item_id, f"{where}cannot parse a structure: no block with atom sites (blocks: {names}){why}")
+        )
+    if not out.structures:  # the file is refused: what pymatgen said is in the reason, not a warning
+        return out
+    out.warnings = [Problem(item_id, f"{where}pymatgen: {m}") for m in remarks]
+    return out
 
-    cell = [_number(items.get(f"_cell_length_{x}", "?")) for x in "abc"]
-    cell += [_number(items.get(f"_cell_angle_{x}", "?")) for x in ("alpha", "beta", "gamma")]
-    if any(v is None for v in cell):
-        return None
 
-    symbols = sites["_atom_site_type_symbol"]
-    if not all(_PLAIN_SYMBOL.match(s) for s in symbols):
-        return None
-    if "_atom_site_occupancy" in sites:
-        occ = [_number(o) for o in sites["_atom_site_occupancy"]]
-        if any(o is None or o != 1.0 for o in occ):
-            return None
-    coords = []
-    for axis in ("x", "y", "z"):
-        col = []
-        for raw in sites[f"_atom_site_fract_{axis}"]:
-            v = _number(raw)
-            if v is None:
-                return None
-            for ideal in _IDEAL_FRACTIONS:
-                if math.isclose(v / ideal, 1, abs_tol=_FRAC_TOLERANCE, rel_tol=0):
-                    v = float(str(ideal))
-            col.append(v)
-        coords.append(col)
-    frac = np.array(coords, dtype=float).T
-    frac = frac - np.floor(frac)
+def _remarks(said: list[str]) -> list[str]:
+    """pymatgen's messages, once each, benign ones left out, its one-token "possible issue at
+    line" messages joined into one."""
+    out: list[str] = []
+    issue: list[str] = []
+    for message in said:
+        if message.startswith("Possible issue in CIF file at line: "):
+            issue.append(message.removeprefix("Possible issue in CIF file at line: "))
+            continue
+        if message and message not in out and not any(rx.search(message) for rx in _BENIGN):
+            out.append(message)
+    if issue:
+        out.insert(0, "unreadable text in the file: " + " ".join(dict.fromkeys(issue)))
+    return out
 
-    # CifParser merges sites closer than its tolerance; decline rather than imitate.
-    diff = frac[:, None, :] - frac[None, :, :]
-    diff -= np.round(diff)
-    close = np.all(np.abs(diff) < _SITE_TOLERANCE, axis=2)
-    np.fill_diagonal(close, False)
-    if close.any():
-        return None
-    try:
-        elements = {s: Element(s) for s in set(symbols)}
-    except ValueError:
-        return None
 
-    lattice = Lattice.from_parameters(*cell)
-    if min(lattice.d_hkl(h) for h in ((1, 0, 0), (0, 1, 0), (0, 0, 1))) < 0.01:
-        return None
-    # CifParser groups sites by species and returns ``get_sorted_structure()``: a stable sort
-    # by (electronegativity, symbol).  For one element per site that is exactly this key,
-    # with file order kept within an element.  Undefined electronegativity: decline.
-    negativity = {s: el.X for s, el in elements.items()}
-    if any(not math.isfinite(x) for x in negativity.values()):
-        return None
-    order = sorted(range(len(symbols)), key=lambda i: (negativity[symbols[i]], symbols[i]))
-    return Structure(lattice, [elements[symbols[i]] for i in order], frac[order])
+def _bad_cell(block) -> str | None:
+    """What is wrong with the cell parameters of a block (a length not above 0, an angle not
+    between 0 and 180 degrees), or None; pymatgen would only say "Singular matrix"."""
+    from pymatgen.io.cif import str2float
+
+    for axis in ("a", "b", "c", "alpha", "beta", "gamma"):
+        key = f"_cell_length_{axis}" if len(axis) == 1 else f"_cell_angle_{axis}"
+        if key not in block.data:
+            continue
+        try:
+            value = str2float(block.data[key])
+        except (ValueError, TypeError):
+            return f"{key} is {block.data[key]!r}, not a number"
+        if len(axis) == 1 and not value > 0:
+            return f"cell length {axis} is {value:g} Å; a cell length must be positive"
+        if len(axis) > 1 and not 0 < value < 180:
+            return f"cell angle {axis} is {value:g}°; an angle must lie between 0 and 180"
+    return None
+
+
+def _guessed_symbols(block, structure) -> list[str]:
+    """A remark for each type symbol that is not an element, which pymatgen turned into one
+    by guessing (``Du`` -> H): the structure is then not what the file says."""
+    from pymatgen.core import Element
+
+    symbols = block.data.get("_atom_site_type_symbol") or []
+    elements = {str(e) for e in structure.composition.elements}
+    out = []
+    for sym in dict.fromkeys(symbols):
+        bare = re.sub(r"[\d.+-]+$", "", str(sym))
+        if bare and not Element.is_valid_symbol(bare) and bare not in elements:
+            out.append(
+                f"type symbol {sym!r} is not an element symbol: the structure holds {', '.join(sorted(elements))}"
+            )
+    return out
+
+
+def _has_sites(block) -> bool:
+    keys = block.data
+    return any(k in keys for k in ("_atom_site_fract_x", "_atom_site_Cartn_x", "_atom_site_cartn_x"))

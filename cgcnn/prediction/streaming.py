@@ -8,14 +8,16 @@ the run completes (an interrupted run leaves no partial CSV; rerun it).
 
 ``shard=(k, n)`` keeps the k-th of n contiguous, deterministic blocks of the input (in input
 order), so a batch engine (Slurm array, AWS Batch, a Kubernetes job) can spread a screening
-run over machines; the shards' CSVs, concatenated in order without their headers, are
-exactly the unsharded CSV.
+run over machines; the shards' CSVs, concatenated in order without their headers, hold the
+rows of the unsharded CSV (values equal to within 1e-5 eV: float32 sums depend on which
+crystals share a batch).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import re
 import sys
 import time
 from collections import Counter
@@ -27,10 +29,11 @@ from cgcnn.data.building import (
     _is_snapshot,
     _saved_graph_set,
     build_graphs,
-    cif_items,
+    duplicate,
     snapshot_pbe_gaps,
     snapshot_structures,
 )
+from cgcnn.data.cif import cif_items
 from cgcnn.data.dataset import CrystalDataset
 from cgcnn.data.descriptors import attach_inputs
 from cgcnn.data.graphset import GraphSet
@@ -41,28 +44,49 @@ from cgcnn.prediction.inference import embed_dataset
 log = logging.getLogger(__name__)
 
 
+_NUMBER = re.compile(r"\d+(\.\d+)?(e[+-]?\d+)?", re.I)
+
+
+def reason_kind(p: Problem) -> str:
+    """A problem's reason without the file it names and with its numbers as ``#``, so that
+    problems of one kind count together in a summary."""
+    reason = p.reason
+    head, sep, rest = reason.partition(": ")
+    if sep and ("/" in head or head.lower().endswith((".cif", ".gz", ".mcif"))):
+        reason = rest
+    return _NUMBER.sub("#", reason)
+
+
 @dataclass
 class ScreeningSummary:
-    """What a streaming run did: rows written, skipped items (counts by reason, first examples)."""
+    """What a streaming run did: rows written, skipped items and warnings (counts by kind)."""
 
     written: int = 0
     skipped: int = 0
+    warned: int = 0
     reasons: Counter = field(default_factory=Counter)
+    warnings: Counter = field(default_factory=Counter)
     examples: list[Problem] = field(default_factory=list)
     seconds: float = 0.0
 
     def add(self, problems: list[Problem]) -> None:
         for p in problems:
+            if p.kind == "warning":
+                self.warned += 1
+                self.warnings[reason_kind(p)] += 1
+                continue
             self.skipped += 1
-            self.reasons[p.reason.split(" (")[0][:80]] += 1
+            self.reasons[reason_kind(p)] += 1
             if len(self.examples) < 20:
                 self.examples.append(p)
 
     def __str__(self) -> str:
-        rate = self.written / self.seconds if self.seconds else float("nan")
-        text = f"{self.written} predictions in {self.seconds:.1f} s ({rate:.0f} structures/s); {self.skipped} skipped"
+        rate = f" ({self.written / self.seconds:.0f} structures/s)" if self.seconds >= 1 else ""
+        text = f"{self.written} predictions in {self.seconds:.1f} s{rate}; {self.skipped} skipped"
         if self.reasons:
-            text += ": " + "; ".join(f"{n} × {r}" for r, n in self.reasons.most_common(5))
+            text += ": " + "; ".join(f"{n} × {r}" for r, n in self.reasons.most_common())
+        if self.warned:
+            text += f"; {self.warned} warning(s): " + "; ".join(f"{n} × {r}" for r, n in self.warnings.most_common())
         return text
 
 
@@ -110,31 +134,56 @@ def _chunks(items: Iterator, start: int, stop: int, chunk_size: int) -> Iterator
         yield chunk
 
 
-def _chunk_graphs(chunk, seen: set[str], model, workers: int, on_error: OnError) -> tuple[GraphSet, list[Problem]]:
-    """Graphs of one chunk, leaving out ids already written by an earlier chunk (a problem each)."""
+def _chunk_graphs(
+    chunk, seen: dict, model, workers: int, on_error: OnError, strict: bool, on_item
+) -> tuple[GraphSet, list[Problem]]:
+    """Graphs of one chunk, leaving out ids already read in an earlier chunk (a problem each,
+    naming both files)."""
     if isinstance(chunk, GraphSet):
+        if on_item is not None:
+            for _ in chunk.ids:
+                on_item()
         return chunk, []
-    repeats = [Problem(i, "duplicate material id (first occurrence kept)") for i, _ in chunk if i in seen]
+    repeats = [duplicate(i, seen[i], s, on_error) for i, s in chunk if i in seen]
     if repeats and on_error == "error":
         raise DatasetError(str(repeats[0]))
     fresh = [(i, s) for i, s in chunk if i not in seen]
+    seen.update(fresh)
+    notes: list[Problem] = []
     graphs, problems = build_graphs(
-        fresh, model.loaded.graph_config, workers=workers, on_error=on_error, progress=False
+        fresh,
+        model.loaded.graph_config,
+        workers=workers,
+        on_error=on_error,
+        progress=False,
+        strict=strict,
+        on_item=on_item,
+        notes=notes,
     )
-    return graphs, repeats + problems
+    for _ in repeats:
+        if on_item is not None:
+            on_item()
+    return graphs, repeats + problems + notes
 
 
 def _built_chunks(
-    items, start: int, stop: int, chunk_size: int, model, workers: int, on_error: OnError
+    items,
+    start: int,
+    stop: int,
+    chunk_size: int,
+    model,
+    workers: int,
+    on_error: OnError,
+    strict: bool = False,
+    on_item=None,
 ) -> Iterator[tuple[int, GraphSet, list[Problem]]]:
     """(input count, graphs, problems) of every chunk, read and built when the caller asks for
-    it; an id already built in an earlier chunk is a duplicate (a problem).  Building the next
+    it; an id already read in an earlier chunk is a duplicate (a problem).  Building the next
     chunk while the current one is predicted was measured slower on 2 cores (the graph
     workers and torch's threads compete), so the stages take turns."""
-    earlier: set[str] = set()
+    earlier: dict = {}
     for chunk in _chunks(items, start, stop, chunk_size):
-        graphs, problems = _chunk_graphs(chunk, earlier, model, workers, on_error)
-        earlier.update(graphs.ids)
+        graphs, problems = _chunk_graphs(chunk, earlier, model, workers, on_error, strict, on_item)
         yield len(chunk), graphs, problems
 
 
@@ -149,6 +198,8 @@ def predict_to_csv(
     on_error: OnError = "skip",
     progress: bool = True,
     pbe: Mapping[str, float] | None = None,
+    strict: bool = False,
+    report=None,
 ) -> ScreeningSummary:
     """Predict every structure of ``inputs`` with ``model`` (a :class:`~cgcnn.prediction.predictor.Predictor`)
     chunk by chunk, writing rows of ``model.columns`` (``material_id, prediction_ev,
@@ -157,12 +208,17 @@ def predict_to_csv(
     PBE gaps by material id; for a Materials Project snapshot, its ``band_gap`` values are
     used for the materials ``pbe`` does not name.
 
+    ``strict`` refuses structures whose CIF parser warnings say they may not be what the file
+    says; ``report`` is called with every problem and warning as it happens (the command line
+    prints each one), the summary counts them by kind.
+
     Raises:
-        DatasetError: no structure could be read (nothing is written), or with
-            ``on_error="error"`` the first bad item.
+        DatasetError: no structure could be read (nothing is written), ``output`` is a
+            folder, or with ``on_error="error"`` the first bad item.
     """
     from tqdm import tqdm
 
+    _check_output(output)
     total, items = _lazy_items(inputs)  # inputs are listed / counted once, then read lazily
     if model.pbe_aware:  # a snapshot's own PBE gaps count as given; the user's take precedence
         pbe = {**snapshot_pbe_gaps(inputs), **(pbe or {})}
@@ -171,14 +227,14 @@ def predict_to_csv(
     bar = tqdm(total=stop - start, desc="predict", unit="struct", disable=not progress, file=sys.stderr)
     with _sink(output) as fh:
         fh.write(",".join(model.columns) + "\n")
-        for n_in, graphs, problems in _built_chunks(items, start, stop, chunk_size, model, workers, on_error):
+        chunks = _built_chunks(items, start, stop, chunk_size, model, workers, on_error, strict, lambda: bar.update(1))
+        for _, graphs, problems in chunks:
             ds = CrystalDataset(graphs, None, model.loaded.features, on_error=on_error)
-            summary.add(problems + ds.problems)
+            _tell(summary, problems + ds.problems, report)
             if len(ds):
                 table = model.predict_dataset(ds, pbe=pbe)
                 table[model.columns].to_csv(fh, header=False, index=False, float_format="%.6f")
                 summary.written += len(ds)
-            bar.update(n_in)
         bar.close()
         summary.seconds = time.perf_counter() - t0
         if summary.written == 0 and (stop > start or total == 0):  # an empty shard of a larger input is fine
@@ -196,6 +252,8 @@ def embed_to_npz(
     workers: int = 1,
     on_error: OnError = "skip",
     progress: bool = True,
+    strict: bool = False,
+    report=None,
 ) -> tuple[ScreeningSummary, int, int]:
     """Crystal features of every structure of ``inputs``, streamed like :func:`predict_to_csv`:
     inputs are read, built and embedded ``chunk_size`` at a time, so the graphs of one chunk
@@ -207,13 +265,15 @@ def embed_to_npz(
     import numpy as np
     from tqdm import tqdm
 
+    _check_output(output)
     total, items = _lazy_items(inputs)
     summary, t0 = ScreeningSummary(), time.perf_counter()
     ids, conv, hidden = [], [], []
     bar = tqdm(total=total, desc="embed", unit="struct", disable=not progress, file=sys.stderr)
-    for n_in, graphs, problems in _built_chunks(items, 0, total, chunk_size, model, workers, on_error):
+    chunks = _built_chunks(items, 0, total, chunk_size, model, workers, on_error, strict, lambda: bar.update(1))
+    for _, graphs, problems in chunks:
         ds = CrystalDataset(graphs, None, model.loaded.features, on_error=on_error)
-        summary.add(problems + ds.problems)
+        _tell(summary, problems + ds.problems, report)
         if len(ds):
             attach_inputs(ds, model.loaded.model_config, fidelity=model.fidelity)
             c, h = embed_dataset(model.loaded, ds, batch_size=model.batch_size, device=model.device)
@@ -221,7 +281,6 @@ def embed_to_npz(
             conv.append(c)
             hidden.append(h)
             summary.written += len(ds)
-        bar.update(n_in)
     bar.close()
     summary.seconds = time.perf_counter() - t0
     if not ids:
@@ -232,6 +291,18 @@ def embed_to_npz(
     np.savez_compressed(buf, material_id=np.array(ids), conv=conv_a, hidden=hidden_a)
     atomic_write_bytes(output, buf.getvalue())
     return summary, conv_a.shape[1], hidden_a.shape[1]
+
+
+def _tell(summary: ScreeningSummary, problems: list[Problem], report) -> None:
+    summary.add(problems)
+    if report is not None:
+        for p in problems:
+            report(p)
+
+
+def _check_output(output) -> None:
+    if output is not None and Path(output).is_dir():
+        raise DatasetError(f"--output {output} is a folder; give a file name, e.g. {Path(output) / 'predictions.csv'}")
 
 
 class _sink:

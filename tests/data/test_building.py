@@ -52,7 +52,7 @@ def test_duplicate_ids_are_reported_and_the_first_kept(cscl, si):
     graphs, problems = build_graphs([("x", cscl), ("x", si)], GraphConfig(radius=4), progress=False)
     assert graphs.ids == ["x"]
     assert graphs["x"].atomic_numbers.tolist() == [55, 17]  # CsCl, the first
-    assert problems == [Problem("x", "duplicate material id (first occurrence kept)")]
+    assert problems == [Problem("x", "duplicate material id (the first is kept; rename the other to keep both)")]
 
 
 def test_second_build_comes_from_the_cache(tiny_items, tiny_graph_config, tmp_path, monkeypatch):

@@ -1,0 +1,112 @@
+"""The fast CIF reader builds exactly the structure pymatgen's parser builds, or declines."""
+
+import gzip
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+from pymatgen.io.cif import CifWriter
+
+from cgcnn.data.fast_cif import read_simple_cif
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+FIXTURE_SNAPSHOT = Path(__file__).resolve().parents[1] / "fixtures" / "mp_snapshot" / "summary.jsonl.gz"
+
+
+def pymatgen_parse(text: str) -> Structure:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Structure.from_str(text, fmt="cif")
+
+
+def assert_same(a: Structure, b: Structure) -> None:
+    assert np.array_equal(a.lattice.matrix, b.lattice.matrix)
+    assert [s.species_string for s in a] == [s.species_string for s in b]
+    assert np.array_equal(a.frac_coords, b.frac_coords)
+
+
+def test_rock_salt_written_by_pymatgen_reads_back_identically():
+    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    text = str(CifWriter(nacl))
+    fast = read_simple_cif(text)
+    assert fast is not None and len(fast) == 8
+    assert_same(fast, pymatgen_parse(text))
+
+
+def test_coordinates_near_thirds_are_snapped_like_pymatgen():
+    # wurtzite-like cell written with 4-decimal thirds: both readers snap 0.3333 -> 1/3
+    zno = Structure(
+        Lattice.hexagonal(3.25, 5.21),
+        ["Zn", "Zn", "O", "O"],
+        [[0.3333, 0.6667, 0], [0.6667, 0.3333, 0.5], [0.3333, 0.6667, 0.382], [0.6667, 0.3333, 0.882]],
+    )
+    text = str(CifWriter(zno))
+    fast = read_simple_cif(text)
+    assert fast is not None
+    assert fast.frac_coords[0, 0] == 1 / 3
+    assert_same(fast, pymatgen_parse(text))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda t: t.replace("'x, y, z'", "'x, y, z'\n  2  '-x, -y, -z'"),  # a real symmetry operation
+        lambda t: t.replace(
+            "  Na  Na0  1  0.00000000  0.00000000  0.00000000  1",
+            "  Na  Na0  1  0.00000000  0.00000000  0.00000000  0.5",
+        ),
+        lambda t: t + "data_second\n_cell_length_a 1\n",  # two blocks
+    ],
+)
+def test_unusual_cifs_are_declined(edit):
+    nacl = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    text = edit(str(CifWriter(nacl)))
+    assert read_simple_cif(text) is None
+
+
+@pytest.mark.skipif(not FIXTURE_SNAPSHOT.exists(), reason="fixture snapshot not generated")
+def test_fixture_snapshot_structures_match_pymatgen():
+    with gzip.open(FIXTURE_SNAPSHOT, "rt") as fh:
+        records = [json.loads(line) for line in fh]
+    assert records
+    for rec in records:
+        fast = read_simple_cif(rec["structure_cif"])
+        if fast is not None:
+            assert_same(fast, pymatgen_parse(rec["structure_cif"]))
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not present")
+def test_original_sample_cifs_match_pymatgen_or_are_declined():
+    for path in sorted((SHARED / "cgcnn_reference" / "sample-regression").glob("*.cif")):
+        text = path.read_text()
+        fast = read_simple_cif(text)
+        if fast is not None:
+            assert_same(fast, pymatgen_parse(text))
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not present")
+def test_whole_snapshot_matches_pymatgen():
+    mismatched, accepted = [], 0
+    with gzip.open(SHARED / "mp_snapshot" / "summary.jsonl.gz", "rt") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            fast = read_simple_cif(rec["structure_cif"])
+            if fast is None:
+                continue
+            accepted += 1
+            ref = pymatgen_parse(rec["structure_cif"])
+            same = (
+                np.array_equal(fast.lattice.matrix, ref.lattice.matrix)
+                and [s.species_string for s in fast] == [s.species_string for s in ref]
+                and np.array_equal(fast.frac_coords, ref.frac_coords)
+            )
+            if not same:
+                mismatched.append(rec["material_id"])
+    assert accepted > 20000
+    assert mismatched == []
