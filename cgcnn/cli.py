@@ -244,6 +244,7 @@ def cmd_predict(args) -> int:
         pbe=pbe,
         strict=args.strict,
         report=_warn,
+        disorder=args.disorder,
     )
     print(f"{summary}" + (f" -> {args.output}" if args.output else ""), file=sys.stderr)
     return 0
@@ -408,6 +409,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--shard", default=None, help="K/N: predict only the K-th of N contiguous parts of the input (K from 1)"
+    )
+    p.add_argument(
+        "--disorder",
+        choices=("refuse", "end-members", "orderings"),
+        default="refuse",
+        help="partially occupied sites: refuse the structure (default); 'end-members': the occupancy-weighted "
+        "mean over its end members; 'orderings': the mean over 8 random orderings in a supercell. With a method, "
+        "a column 'disorder' names it for each such structure",
     )
     p.set_defaults(func=cmd_predict)
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from cgcnn.config import GraphConfig
 from cgcnn.data.checks import structure_problem
 from cgcnn.data.cif import cif_items, is_altering, read_cif
+from cgcnn.data.disorder import MARK, DisorderError, ordered_structures
 from cgcnn.data.graph import CrystalGraph, GraphError, structure_to_graph
 from cgcnn.data.graphset import GraphSet
 from cgcnn.errors import DatasetError, OnError, Problem
@@ -87,7 +88,9 @@ def content_key(obj, config: GraphConfig) -> str:
     return h.hexdigest()[:32]
 
 
-def _build_one(item_id: str, obj, config: GraphConfig, strict: bool = False) -> list[CrystalGraph | Problem]:
+def _build_one(
+    item_id: str, obj, config: GraphConfig, strict: bool = False, disorder: str = "refuse"
+) -> list[CrystalGraph | Problem]:
     """Graphs (or problems) of every structure of one input item, and its warnings.
 
     Each structure is checked (:func:`cgcnn.data.checks.structure_problem`) before its graph
@@ -95,16 +98,21 @@ def _build_one(item_id: str, obj, config: GraphConfig, strict: bool = False) -> 
     structure may not be what the file says."""
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")  # numbers of an impossible cell: the checks say what is wrong
-        return _checked_graphs(item_id, obj, config, strict)
+        return _checked_graphs(item_id, obj, config, strict, disorder)
 
 
-def _checked_graphs(item_id: str, obj, config: GraphConfig, strict: bool) -> list[CrystalGraph | Problem]:
+def _checked_graphs(
+    item_id: str, obj, config: GraphConfig, strict: bool, disorder: str
+) -> list[CrystalGraph | Problem]:
     structures, problems, notes = parse_items(item_id, obj)
     out: list[CrystalGraph | Problem] = list(problems)
     altering = [n for n in notes if is_altering(n.reason)]
     for sid, structure in structures:
         if strict and altering:
             out.append(Problem(sid, f"refused (--strict): {altering[0].reason}"))
+            continue
+        if disorder != "refuse" and not structure.is_ordered:
+            out += _disordered_graphs(sid, structure, config, disorder, _where(obj, sid))
             continue
         why = structure_problem(structure, config.radius)
         if why is not None:
@@ -118,15 +126,36 @@ def _checked_graphs(item_id: str, obj, config: GraphConfig, strict: bool) -> lis
     return out
 
 
+def _disordered_graphs(
+    sid: str, structure, config: GraphConfig, method: str, where: str
+) -> list[CrystalGraph | Problem]:
+    """Graphs of the ordered structures that stand for a disordered one (:mod:`cgcnn.data.disorder`),
+    ids ``<sid>#ordered-<k>-w<weight>``; any of them failing a check refuses the structure."""
+    try:
+        ordered, weights, _ = ordered_structures(structure, method)
+    except DisorderError as exc:
+        return [Problem(sid, f"{where}{exc}")]
+    graphs: list[CrystalGraph | Problem] = []
+    for k, (o, w) in enumerate(zip(ordered, weights)):
+        why = structure_problem(o, config.radius)
+        if why is not None:
+            return [Problem(sid, f"{where}ordered structure {k} ({method}): {why}")]
+        try:
+            graphs.append(structure_to_graph(o, config, material_id=f"{sid}{MARK}{k}-w{w:.8f}"))
+        except GraphError as exc:
+            return [Problem(sid, f"{where}ordered structure {k} ({method}): {exc}")]
+    return graphs
+
+
 def _where(obj, item_id: str) -> str:
     """``"<path>: "`` for a structure read from a file (messages name the path), else ``""``."""
     return f"{obj}: " if isinstance(obj, Path) else ""
 
 
 def _build_chunk(
-    chunk: list[tuple[str, object]], config: GraphConfig, strict: bool = False
+    chunk: list[tuple[str, object]], config: GraphConfig, strict: bool = False, disorder: str = "refuse"
 ) -> list[tuple[str, list[CrystalGraph | Problem]]]:
-    return [(i, _build_one(i, o, config, strict)) for i, o in chunk]
+    return [(i, _build_one(i, o, config, strict, disorder)) for i, o in chunk]
 
 
 # --------------------------------------------------------------------------- cache
@@ -204,7 +233,12 @@ def duplicate(item_id: str, first, again, on_error: OnError) -> Problem:
 
 
 def _build_all(
-    missing: list[tuple[str, object]], config: GraphConfig, workers: int, chunk_size: int, strict: bool = False
+    missing: list[tuple[str, object]],
+    config: GraphConfig,
+    workers: int,
+    chunk_size: int,
+    strict: bool = False,
+    disorder: str = "refuse",
 ) -> Iterator[tuple[str, list[CrystalGraph | Problem]]]:
     """(item id, its graphs and problems) of ``missing`` in input order, in ``workers``
     processes when > 1."""
@@ -212,11 +246,12 @@ def _build_all(
     if workers > 1 and len(chunks) > 1:
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            for chunk_results in pool.map(_build_chunk, chunks, [config] * len(chunks), [strict] * len(chunks)):
+            n = len(chunks)
+            for chunk_results in pool.map(_build_chunk, chunks, [config] * n, [strict] * n, [disorder] * n):
                 yield from chunk_results
     else:
         for chunk in chunks:
-            yield from _build_chunk(chunk, config, strict)
+            yield from _build_chunk(chunk, config, strict, disorder)
 
 
 def build_graphs(
@@ -231,6 +266,7 @@ def build_graphs(
     strict: bool = False,
     on_item=None,
     notes: list[Problem] | None = None,
+    disorder: str = "refuse",
 ) -> tuple[GraphSet, list[Problem]]:
     """Build (or fetch from the cache) the graphs of ``items``.
 
@@ -248,6 +284,9 @@ def build_graphs(
         on_item: called once per input item read (a progress bar's ``update``, say).
         notes: a list that receives the parser's warnings about items that were kept
             (``Problem`` with ``kind="warning"``); without one they are logged.
+        disorder: ``"refuse"`` (partially occupied sites are a problem), ``"end-members"`` or
+            ``"orderings"``: such a structure becomes the graphs of the ordered structures
+            that stand for it, ids ``<id>#ordered-<k>-w<weight>`` (:mod:`cgcnn.data.disorder`).
 
     Returns:
         The graph set (input order; every block of a multi-block CIF under
@@ -261,8 +300,10 @@ def build_graphs(
     cached = cache.lookup(keys.values()) if cache else {}
     missing = [(i, o) for i, o in todo if keys[i] not in cached]
     built: dict[str, list[CrystalGraph]] = {}
+    if disorder != "refuse":  # the cache keys one graph per item; ordered stand-ins are not cached
+        missing, cached = todo, {}
     bar = tqdm(total=len(missing), desc="graphs", unit="struct", disable=not progress or not missing)
-    for item_id, results in _build_all(missing, config, workers, chunk_size, strict):
+    for item_id, results in _build_all(missing, config, workers, chunk_size, strict, disorder):
         built[item_id] = []
         for result in results:
             if isinstance(result, Problem) and result.kind == "warning":

@@ -25,6 +25,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from cgcnn.data.building import (
     _is_snapshot,
     _saved_graph_set,
@@ -36,6 +39,7 @@ from cgcnn.data.building import (
 from cgcnn.data.cif import cif_items
 from cgcnn.data.dataset import CrystalDataset
 from cgcnn.data.descriptors import attach_inputs
+from cgcnn.data.disorder import MARK
 from cgcnn.data.graphset import GraphSet
 from cgcnn.errors import DatasetError, OnError, Problem
 from cgcnn.fileio import atomic_path, atomic_write_bytes
@@ -135,7 +139,7 @@ def _chunks(items: Iterator, start: int, stop: int, chunk_size: int) -> Iterator
 
 
 def _chunk_graphs(
-    chunk, seen: dict, model, workers: int, on_error: OnError, strict: bool, on_item
+    chunk, seen: dict, model, workers: int, on_error: OnError, strict: bool, on_item, disorder: str = "refuse"
 ) -> tuple[GraphSet, list[Problem]]:
     """Graphs of one chunk, leaving out ids already read in an earlier chunk (a problem each,
     naming both files)."""
@@ -159,6 +163,7 @@ def _chunk_graphs(
         strict=strict,
         on_item=on_item,
         notes=notes,
+        disorder=disorder,
     )
     for _ in repeats:
         if on_item is not None:
@@ -176,6 +181,7 @@ def _built_chunks(
     on_error: OnError,
     strict: bool = False,
     on_item=None,
+    disorder: str = "refuse",
 ) -> Iterator[tuple[int, GraphSet, list[Problem]]]:
     """(input count, graphs, problems) of every chunk, read and built when the caller asks for
     it; an id already read in an earlier chunk is a duplicate (a problem).  Building the next
@@ -183,7 +189,7 @@ def _built_chunks(
     workers and torch's threads compete), so the stages take turns."""
     earlier: dict = {}
     for chunk in _chunks(items, start, stop, chunk_size):
-        graphs, problems = _chunk_graphs(chunk, earlier, model, workers, on_error, strict, on_item)
+        graphs, problems = _chunk_graphs(chunk, earlier, model, workers, on_error, strict, on_item, disorder)
         yield len(chunk), graphs, problems
 
 
@@ -200,6 +206,7 @@ def predict_to_csv(
     pbe: Mapping[str, float] | None = None,
     strict: bool = False,
     report=None,
+    disorder: str = "refuse",
 ) -> ScreeningSummary:
     """Predict every structure of ``inputs`` with ``model`` (a :class:`~cgcnn.prediction.predictor.Predictor`)
     chunk by chunk, writing rows of ``model.columns`` (``material_id, prediction_ev,
@@ -208,8 +215,10 @@ def predict_to_csv(
     PBE gaps by material id; for a Materials Project snapshot, its ``band_gap`` values are
     used for the materials ``pbe`` does not name.
 
-    ``strict`` refuses structures whose CIF parser warnings say they may not be what the file
-    says; ``report`` is called with every problem and warning as it happens (the command line
+    ``disorder`` (``refuse``, ``end-members``, ``orderings``; :mod:`cgcnn.data.disorder`)
+    says what becomes of partially occupied sites; with a method, a column ``disorder``
+    names it for each such structure (empty for the others).  ``strict`` refuses structures
+    whose CIF parser warnings say they may not be what the file says; ``report`` is called with every problem and warning as it happens (the command line
     prints each one), the summary counts them by kind.
 
     Raises:
@@ -225,16 +234,21 @@ def predict_to_csv(
     start, stop = shard_bounds(total, *shard)
     summary, t0 = ScreeningSummary(), time.perf_counter()
     bar = tqdm(total=stop - start, desc="predict", unit="struct", disable=not progress, file=sys.stderr)
+    columns = list(model.columns) + (["disorder"] if disorder != "refuse" else [])
     with _sink(output) as fh:
-        fh.write(",".join(model.columns) + "\n")
-        chunks = _built_chunks(items, start, stop, chunk_size, model, workers, on_error, strict, lambda: bar.update(1))
+        fh.write(",".join(columns) + "\n")
+        chunks = _built_chunks(
+            items, start, stop, chunk_size, model, workers, on_error, strict, lambda: bar.update(1), disorder
+        )
         for _, graphs, problems in chunks:
             ds = CrystalDataset(graphs, None, model.loaded.features, on_error=on_error)
             _tell(summary, problems + ds.problems, report)
             if len(ds):
-                table = model.predict_dataset(ds, pbe=pbe)
-                table[model.columns].to_csv(fh, header=False, index=False, float_format="%.6f")
-                summary.written += len(ds)
+                table = model.predict_dataset(ds, pbe=_stand_in_pbe(pbe, ds.ids) if disorder != "refuse" else pbe)
+                if disorder != "refuse":
+                    table = merge_ordered(table, disorder)
+                table[columns].to_csv(fh, header=False, index=False, float_format="%.6f")
+                summary.written += len(table)
         bar.close()
         summary.seconds = time.perf_counter() - t0
         if summary.written == 0 and (stop > start or total == 0):  # an empty shard of a larger input is fine
@@ -291,6 +305,50 @@ def embed_to_npz(
     np.savez_compressed(buf, material_id=np.array(ids), conv=conv_a, hidden=hidden_a)
     atomic_write_bytes(output, buf.getvalue())
     return summary, conv_a.shape[1], hidden_a.shape[1]
+
+
+def _stand_in_pbe(pbe: Mapping[str, float] | None, ids: list[str]) -> Mapping[str, float] | None:
+    """Known PBE gaps also under the ids of the ordered structures that stand for a disordered one."""
+    if not pbe:
+        return pbe
+    out = dict(pbe)
+    for i in ids:
+        base = i.split(MARK)[0]
+        if base != i and base in pbe:
+            out[i] = pbe[base]
+    return out
+
+
+def merge_ordered(table: pd.DataFrame, method: str) -> pd.DataFrame:
+    """One row per structure: the rows of the ordered structures that stand for a disordered
+    one (ids ``<id>#ordered-<k>-w<weight>``) become their weighted mean, with the spread of
+    the mixture (``sqrt(sum w (std^2 + (p - mean)^2))``) and ``disorder`` naming the method;
+    other rows are kept as they are (``disorder`` empty)."""
+    ids = table["material_id"].astype(str)
+    marked = ids.str.contains(MARK, regex=False)
+    out = table.assign(disorder="")
+    if not marked.any():
+        return out
+    base = ids.str.split(MARK, regex=False).str[0]
+    weight = ids.str.rsplit("-w", n=1).str[1].where(marked, "1").astype(float)
+    rows = []
+    for key, group in out.assign(_base=base, _w=weight).groupby("_base", sort=False):
+        if len(group) == 1 and not marked[group.index[0]]:
+            rows.append(group.iloc[0].drop(["_base", "_w"]))
+            continue
+        w = group["_w"].to_numpy() / group["_w"].sum()
+        mean = float(np.sum(w * group["prediction_ev"]))
+        row = group.iloc[0].drop(["_base", "_w"]).copy()
+        row["material_id"] = key
+        row["prediction_ev"] = mean
+        row["prediction_std_ev"] = float(
+            np.sqrt(np.sum(w * (group["prediction_std_ev"] ** 2 + (group["prediction_ev"] - mean) ** 2)))
+        )
+        if "pbe_gap_ev" in group:
+            row["pbe_gap_ev"] = float(np.sum(w * group["pbe_gap_ev"]))
+        row["disorder"] = f"{method} ({len(group)} ordered structures)"
+        rows.append(row)
+    return pd.DataFrame(rows).reset_index(drop=True)
 
 
 def _tell(summary: ScreeningSummary, problems: list[Problem], report) -> None:

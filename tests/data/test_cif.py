@@ -321,3 +321,45 @@ def test_output_naming_a_folder_is_one_line_and_a_short_run_prints_no_rate(tmp_p
     proc = cgcnn("predict", "--model", "base", tmp_path / "NaCl.cif", "--output", tmp_path / "p.csv")
     assert proc.returncode == 0, proc.stderr
     assert "structures/s" not in proc.stderr and "RuntimeWarning" not in proc.stderr
+
+
+# -- 9. disorder, opt-in ---------------------------------------------------------------------------
+def _solid_solution(tmp_path):
+    folder = tmp_path / "ss"
+    folder.mkdir()
+    cell = Lattice.cubic(5.965)
+    for name, site in (("NaKCl2", {"Na": 0.5, "K": 0.5}), ("NaCl", "Na"), ("KCl", "K")):
+        s = Structure.from_spacegroup("Fm-3m", cell, [site, "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+        (folder / f"{name}.cif").write_text(str(CifWriter(s)))
+    return folder
+
+
+def test_disorder_is_refused_by_default_with_the_occupancies(tmp_path):
+    graphs, problems = build_graphs(cif_items([_solid_solution(tmp_path)]), CFG, progress=False)
+    assert sorted(graphs.ids) == ["KCl", "NaCl"]
+    (p,) = problems
+    assert p.item_id == "NaKCl2" and "partially occupied (K 0.5, Na 0.5)" in p.reason
+
+
+def test_a_50_50_solid_solution_lies_between_its_end_members(tmp_path):
+    folder = _solid_solution(tmp_path)
+    out = tmp_path / "p.csv"
+    proc = cgcnn("predict", "--model", "base", folder, "--disorder", "end-members", "--output", out)
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(out, keep_default_na=False).set_index("material_id")
+    lo, hi = sorted([table.loc["NaCl", "prediction_ev"], table.loc["KCl", "prediction_ev"]])
+    assert lo <= table.loc["NaKCl2", "prediction_ev"] <= hi
+    assert table.loc["NaKCl2", "prediction_ev"] == pytest.approx((lo + hi) / 2, abs=1e-5)  # 50/50: the midpoint
+    assert (
+        table.loc["NaKCl2", "disorder"] == "end-members (2 ordered structures)" and table.loc["NaCl", "disorder"] == ""
+    )
+
+
+def test_orderings_keep_the_composition_in_a_supercell():
+    from cgcnn.data.disorder import ordered_structures
+
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.965), [{"Na": 0.75}, "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    ordered, weights, how = ordered_structures(s, "orderings")
+    assert how == "mean over 8 orderings in a 4-cell supercell" and sum(weights) == pytest.approx(1)
+    assert {o.composition.formula for o in ordered} == {"Na12 Cl16"}  # 4 cells: 16 Na sites, a quarter empty
+    assert all(o.is_ordered and structure_problem(o, 6.0) is None for o in ordered)
