@@ -39,7 +39,13 @@ def load_graph_inputs(
     """Graph set and skipped items of the command's inputs (see :func:`cgcnn.data.building.read_inputs`)."""
     from cgcnn.data.building import read_inputs
 
-    return read_inputs(inputs, cfg, workers=workers, cache_dir=cache_dir, on_error=on_error, strict=strict)
+    notes: list = []
+    graphs, problems = read_inputs(
+        inputs, cfg, workers=workers, cache_dir=cache_dir, on_error=on_error, strict=strict, notes=notes
+    )
+    for note in notes:  # what the CIF parser said about files that were kept
+        _warn(note)
+    return graphs, problems
 
 
 def _train_config(args):

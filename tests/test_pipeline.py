@@ -189,18 +189,16 @@ def test_failed_stage_is_retried_on_the_next_run(inputs):
     assert "skipped" not in text
 
 
+def _run_id(inputs, *extra) -> str:
+    """The run id the runner would choose (nothing runs)."""
+    argv = ["--bucket", str(inputs["bucket"]), "--materials", f"snapshot:{inputs['snapshot']}"]
+    argv += ["--output", str(inputs["out"]), *extra]
+    return rp.Pipeline(rp.parse_args(argv), inputs["stages"], echo=lambda s: None).run_id
+
+
 def test_default_run_id_depends_on_profile_and_inputs(inputs):
     def run_id(*extra):
-        argv = [
-            "--bucket",
-            str(inputs["bucket"]),
-            "--materials",
-            f"snapshot:{inputs['snapshot']}",
-            "--output",
-            str(inputs["out"]),
-            *extra,
-        ]
-        return rp.Pipeline(rp.parse_args(argv), inputs["stages"], echo=lambda s: None).run_id
+        return _run_id(inputs, *extra)
 
     assert run_id() == run_id()
     assert run_id().startswith("fixture-")
@@ -285,20 +283,8 @@ def test_set_changes_a_setting_records_it_and_names_the_run(inputs):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["settings"]["cv"]["folds"] == 4 and config["settings"]["adapt"]["lr_grid"] == [0.001, 0.003]
     assert config["overrides"] == {"cv.folds": 4, "adapt.lr_grid": [0.001, 0.003]}
-
-    def run_id(*extra):
-        argv = [
-            "--bucket",
-            str(inputs["bucket"]),
-            "--materials",
-            f"snapshot:{inputs['snapshot']}",
-            "--output",
-            str(inputs["out"]),
-            *extra,
-        ]
-        return rp.Pipeline(rp.parse_args(argv), inputs["stages"], echo=lambda s: None).run_id
-
-    assert run_id("--set", "cv.folds=4") != run_id() and run_id("--set", "cv.folds=4") == run_id("--set", "cv.folds=4")
+    changed = _run_id(inputs, "--set", "cv.folds=4")
+    assert changed != _run_id(inputs) and changed == _run_id(inputs, "--set", "cv.folds=4")
 
 
 @pytest.mark.parametrize(

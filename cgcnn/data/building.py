@@ -400,8 +400,10 @@ def read_inputs(
     on_error: OnError = "skip",
     progress: bool = True,
     strict: bool = False,
+    notes: list[Problem] | None = None,
 ) -> tuple[GraphSet, list[Problem]]:
-    """Graphs of every kind of input the package accepts.
+    """Graphs of every kind of input the package accepts (``strict``, ``notes``: see
+    :func:`build_graphs`).
 
     ``inputs`` is a saved graph set (``.npz``, ``.json[.gz]``, or a folder holding
     ``graphs.npz``), a Materials Project snapshot (``.jsonl[.gz]``), CIF files or folders of
@@ -422,7 +424,14 @@ def read_inputs(
         if saved is None:
             items = snapshot_structures(paths[0]) if len(paths) == 1 and _is_snapshot(paths[0]) else cif_items(paths)
             return build_graphs(
-                items, config, workers=workers, cache_dir=cache_dir, on_error=on_error, progress=progress, strict=strict
+                items,
+                config,
+                workers=workers,
+                cache_dir=cache_dir,
+                on_error=on_error,
+                progress=progress,
+                strict=strict,
+                notes=notes,
             )
         graphs = GraphSet.load_npz(saved) if saved.suffix == ".npz" else GraphSet.read_json(saved)
         where = f"{saved} holds graphs"
@@ -435,6 +444,7 @@ def read_inputs(
             on_error=on_error,
             progress=progress,
             strict=strict,
+            notes=notes,
         )
     if config is not None and graphs.config != config:
         raise DatasetError(

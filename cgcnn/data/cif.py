@@ -37,11 +37,10 @@ from cgcnn.errors import DatasetError, Problem
 CIF_SUFFIXES = (".cif.gz", ".cif", ".mcif")  # longest first: "x.cif.gz" is a .cif.gz
 # pymatgen warnings that mean the structure may differ from what the file says
 ALTERING = (
-    re.compile(r"Missing elements|composition|stoichiometr|is not an element symbol", re.I),
-    re.compile(r"implicit hydrogens", re.I),
-    re.compile(r"Defaulting to P1|parsed as|could not be parsed|No _symmetry_equiv_pos_as_xyz", re.I),
-    re.compile(r"Some occupancies .* sum to > 1", re.I),
-    re.compile(r"No structure parsed for section", re.I),
+    re.compile(r"Incorrect stoichiometry|Missing elements|is not an element symbol"),
+    re.compile(r"implicit hydrogens"),
+    re.compile(r"Defaulting to P1|parsed as"),
+    re.compile(r"Some occupancies .* sum to > 1"),
 )
 _BENIGN = (re.compile(r"^A 1-line symmetry op P1 CIF is detected!$"), re.compile(r"fractional coordinates rounded"))
 
@@ -159,13 +158,15 @@ def _read_with_pymatgen(text: str, item_id: str, where: str) -> CifReading:
                 # what parse_structures(primitive=False) does for each block
                 structure = parser._get_structure(block, primitive=False, symmetrized=False, check_occu=True)
             except (KeyError, ValueError, IndexError, TypeError) as exc:
-                reasons = [_one_line(w) for w in parser.warnings[before:]] + [_one_line(exc) or type(exc).__name__]
+                reasons = _remarks(
+                    [_one_line(w) for w in parser.warnings[before:]] + [_one_line(exc) or type(exc).__name__]
+                )
                 out.problems.append(
                     Problem(block_id, f"{where}cannot parse the structure (pymatgen: {'; '.join(reasons)})")
                 )
                 continue
             if structure is None:
-                reasons = [_one_line(w) for w in parser.warnings[before:]]
+                reasons = _remarks([_one_line(w) for w in parser.warnings[before:]])
                 why = "; ".join(reasons) or "no atom sites"
                 out.problems.append(Problem(block_id, f"{where}cannot parse a structure (pymatgen builds none: {why})"))
                 continue

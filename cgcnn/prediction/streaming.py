@@ -48,17 +48,17 @@ from cgcnn.prediction.inference import embed_dataset
 log = logging.getLogger(__name__)
 
 
-_NUMBER = re.compile(r"\d+(\.\d+)?(e[+-]?\d+)?", re.I)
+_NUMBER = re.compile(r"(?<![\w.])[+-]?\d+(\.\d+)?(e[+-]?\d+)?(?![\w])", re.I)
 
 
 def reason_kind(p: Problem) -> str:
-    """A problem's reason without the file it names and with its numbers as ``#``, so that
-    problems of one kind count together in a summary."""
+    """A problem's reason without the file it names, its details in parentheses and its numbers
+    (``#``), so that problems of one kind count together in a summary."""
     reason = p.reason
     head, sep, rest = reason.partition(": ")
     if sep and ("/" in head or head.lower().endswith((".cif", ".gz", ".mcif"))):
         reason = rest
-    return _NUMBER.sub("#", reason)
+    return _NUMBER.sub("#", reason.split(" (")[0].split("; pymatgen:")[0])
 
 
 @dataclass
