@@ -401,9 +401,10 @@ def read_inputs(
     progress: bool = True,
     strict: bool = False,
     notes: list[Problem] | None = None,
+    disorder: str = "refuse",
 ) -> tuple[GraphSet, list[Problem]]:
-    """Graphs of every kind of input the package accepts (``strict``, ``notes``: see
-    :func:`build_graphs`).
+    """Graphs of every kind of input the package accepts (``strict``, ``notes``, ``disorder``:
+    see :func:`build_graphs`).
 
     ``inputs`` is a saved graph set (``.npz``, ``.json[.gz]``, or a folder holding
     ``graphs.npz``), a Materials Project snapshot (``.jsonl[.gz]``), CIF files or folders of
@@ -432,6 +433,7 @@ def read_inputs(
                 progress=progress,
                 strict=strict,
                 notes=notes,
+                disorder=disorder,
             )
         graphs = GraphSet.load_npz(saved) if saved.suffix == ".npz" else GraphSet.read_json(saved)
         where = f"{saved} holds graphs"
@@ -445,6 +447,7 @@ def read_inputs(
             progress=progress,
             strict=strict,
             notes=notes,
+            disorder=disorder,
         )
     if config is not None and graphs.config != config:
         raise DatasetError(

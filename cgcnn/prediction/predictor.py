@@ -38,6 +38,7 @@ from cgcnn.prediction.shipped import (
     shipped_model_dir,
     shipped_models,
 )
+from cgcnn.prediction.streaming import merge_ordered, stand_in_pbe
 from cgcnn.prediction.trees import load_trees
 from cgcnn.training.checkpoint import Loaded, load_checkpoint
 
@@ -117,16 +118,28 @@ class Predictor:
         return cols + (["pbe_gap_ev", "pbe_gap_source"] if self.pbe_aware else [])
 
     def dataset(
-        self, structures, *, on_error: OnError = "skip", workers: int = 1, progress: bool = False
+        self,
+        structures,
+        *,
+        on_error: OnError = "skip",
+        workers: int = 1,
+        progress: bool = False,
+        disorder: str = "refuse",
     ) -> CrystalDataset:
         """The crystals of ``structures`` as a dataset for this model (bad items skipped and
-        listed in ``.problems``, or raised with ``on_error="error"``).
+        listed in ``.problems``, or raised with ``on_error="error"``).  ``disorder``: see
+        :func:`cgcnn.data.building.build_graphs`.
 
         Raises:
             DatasetError: no structure could be read.
         """
         graphs, problems = read_inputs(
-            structures, self.loaded.graph_config, workers=workers, on_error=on_error, progress=progress
+            structures,
+            self.loaded.graph_config,
+            workers=workers,
+            on_error=on_error,
+            progress=progress,
+            disorder=disorder,
         )
         ds = CrystalDataset(graphs, None, self.loaded.features, on_error=on_error)
         ds.problems = problems + ds.problems
@@ -160,15 +173,22 @@ class Predictor:
         on_error: OnError = "skip",
         workers: int = 1,
         progress: bool = False,
+        disorder: str = "refuse",
     ) -> pd.DataFrame:
         """Band gaps in eV: a DataFrame with ``material_id, prediction_ev,
         prediction_std_ev, n_members`` (and ``pbe_gap_ev, pbe_gap_source`` for PBE-aware
         models) in input order.  ``pbe``: known PBE gaps by material id (a Materials Project
         snapshot's own ``band_gap`` values are used for the materials it does not name).  Skipped items are
-        in ``.attrs["skipped"]`` (list of :class:`Problem`)."""
-        ds = self.dataset(structures, on_error=on_error, workers=workers, progress=progress)
+        in ``.attrs["skipped"]`` (list of :class:`Problem`).  ``disorder`` (``refuse``,
+        ``end-members``, ``orderings``; :mod:`cgcnn.data.disorder`): what becomes of partially
+        occupied sites; with a method the table has a column ``disorder`` naming it."""
+        ds = self.dataset(structures, on_error=on_error, workers=workers, progress=progress, disorder=disorder)
         if self.pbe_aware:  # a snapshot's own PBE gaps count as given; the caller's take precedence
             pbe = {**snapshot_pbe_gaps(structures), **(pbe or {})}
+        if disorder != "refuse":
+            table = merge_ordered(self.predict_dataset(ds, pbe=stand_in_pbe(pbe, ds.ids)), disorder)
+            table.attrs["skipped"] = list(ds.problems)
+            return table
         table = self.predict_dataset(ds, pbe=pbe)
         table.attrs["skipped"] = list(ds.problems)
         return table

@@ -244,7 +244,7 @@ def predict_to_csv(
             ds = CrystalDataset(graphs, None, model.loaded.features, on_error=on_error)
             _tell(summary, problems + ds.problems, report)
             if len(ds):
-                table = model.predict_dataset(ds, pbe=_stand_in_pbe(pbe, ds.ids) if disorder != "refuse" else pbe)
+                table = model.predict_dataset(ds, pbe=stand_in_pbe(pbe, ds.ids) if disorder != "refuse" else pbe)
                 if disorder != "refuse":
                     table = merge_ordered(table, disorder)
                 table[columns].to_csv(fh, header=False, index=False, float_format="%.6f")
@@ -307,7 +307,7 @@ def embed_to_npz(
     return summary, conv_a.shape[1], hidden_a.shape[1]
 
 
-def _stand_in_pbe(pbe: Mapping[str, float] | None, ids: list[str]) -> Mapping[str, float] | None:
+def stand_in_pbe(pbe: Mapping[str, float] | None, ids: list[str]) -> Mapping[str, float] | None:
     """Known PBE gaps also under the ids of the ordered structures that stand for a disordered one."""
     if not pbe:
         return pbe

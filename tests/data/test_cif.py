@@ -20,6 +20,7 @@ from cgcnn.data.building import build_graphs
 from cgcnn.data.checks import MIN_DISTANCE, structure_problem
 from cgcnn.data.cif import cif_items, read_cif
 from cgcnn.data.fast_cif import read_simple_cif
+from cgcnn.errors import DatasetError
 
 CFG = GraphConfig(radius=6, max_neighbors=12)
 
@@ -363,3 +364,24 @@ def test_orderings_keep_the_composition_in_a_supercell():
     assert how == "mean over 8 orderings in a 4-cell supercell" and sum(weights) == pytest.approx(1)
     assert {o.composition.formula for o in ordered} == {"Na12 Cl16"}  # 4 cells: 16 Na sites, a quarter empty
     assert all(o.is_ordered and structure_problem(o, 6.0) is None for o in ordered)
+
+
+def test_the_python_api_takes_the_disorder_method_too():
+    from cgcnn import load_model
+
+    mix = Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(5.965), [{"Na": 0.5, "K": 0.5}, "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
+    model = load_model("base", device="cpu")
+    table = model.predict({"mix": mix}, disorder="orderings")
+    assert list(table["material_id"]) == ["mix"] and table.loc[0, "disorder"] == "orderings (8 ordered structures)"
+    assert table.loc[0, "prediction_std_ev"] > 0  # the orderings disagree a little: the mixture's spread
+    with pytest.raises(DatasetError, match="site 0 is partially occupied"):  # refused by default
+        model.predict({"mix": mix})
+
+
+def test_progress_moves_once_per_structure(tmp_path):
+    ticks = []
+    items = [(f"s{k}", NACL) for k in range(5)]
+    build_graphs(items, CFG, progress=False, on_item=lambda: ticks.append(1))
+    assert len(ticks) == 5
