@@ -17,7 +17,8 @@ states, text fields, several blocks, sites closer than 1e-4 in fractional coordi
 this reader reads written in another case, a missing ``_atom_site_label``, a number that is not finite (or a
 ``?`` / ``.``), a cell length that is not positive or an angle outside (0°, 180°), a
 ``_chemical_formula_sum`` that differs from the sites (pymatgen warns about it), and any
-byte-order mark, tab or carriage return (pymatgen's tokeniser treats those its own way).
+byte-order mark, tab or carriage return without a line feed (pymatgen's tokeniser treats those
+its own way; CRLF line ends, as in the Materials Project's files, read the same).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import shlex
 import numpy as np
 
 _PLAIN_SYMBOL = re.compile(r"^[A-Z][a-z]?$")
+_LONE_CR = re.compile(r"\r(?!\n)")
 _UNCERTAINTY = re.compile(r"\(\d*\)$")
 _IDEAL_FRACTIONS = (1 / 3, 2 / 3)
 _SITE_TOLERANCE = 1e-4
@@ -74,7 +76,7 @@ def _tokens(line: str) -> list[str] | None:
 
 def _read_blocks(text: str) -> tuple[dict[str, str], list[tuple[list[str], list[list[str]]]]] | None:
     """Key/value pairs and loops of a single-block CIF, or None for anything unusual."""
-    if "\ufeff" in text or "\t" in text or "\r" in text:
+    if "\ufeff" in text or "\t" in text or _LONE_CR.search(text):
         return None
     items: dict[str, str] = {}
     loops: list[tuple[list[str], list[list[str]]]] = []
