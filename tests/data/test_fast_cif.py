@@ -110,3 +110,12 @@ def test_whole_snapshot_matches_pymatgen():
                 mismatched.append(rec["material_id"])
     assert accepted > 20000
     assert mismatched == []
+
+
+def test_crlf_line_ends_as_the_materials_project_writes_them_take_the_fast_path():
+    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    text = str(CifWriter(nacl)).replace("\n", "\r\n")
+    fast = read_simple_cif(text)
+    assert fast is not None
+    assert_same(fast, pymatgen_parse(text))
+    assert read_simple_cif(text.replace("\r\n", "\r")) is None  # a lone carriage return: pymatgen's business
