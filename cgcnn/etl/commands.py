@@ -97,7 +97,7 @@ def _cmd_snapshot(args) -> int:
 
     from cgcnn.config import EtlConfig
     from cgcnn.etl.materials import open_materials, write_snapshot
-    from cgcnn.etl.raw import read_inputs
+    from cgcnn.etl.raw import read_raw_tables
     from cgcnn.etl.storage import open_bucket
 
     if bool(args.bucket) == bool(args.ids):
@@ -105,7 +105,7 @@ def _cmd_snapshot(args) -> int:
     formulas: list[str] = []
     if args.bucket:
         config = EtlConfig.load(args.config)
-        ids, formulas = read_inputs(open_bucket(args.bucket), config).queries(config)
+        ids, formulas = read_raw_tables(open_bucket(args.bucket), config).queries(config)
     else:
         with open(args.ids, "rb") as fh:
             table = pd.read_csv(io.BytesIO(fh.read()), dtype=str, keep_default_na=False)

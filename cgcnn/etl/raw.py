@@ -1,8 +1,8 @@
 """The raw inputs under ``raw/``: copying them into a work bucket, and reading them.
 
 :func:`prepare_work_bucket` copies a raw folder (e.g. ``../shared/data/bucket``) into a bucket
-the ETL may write to.  :func:`read_inputs` reads the tables an :class:`EtlConfig` names, cells
-untouched, with their checksums; :meth:`RawInputs.queries` lists what to ask the Materials
+the ETL may write to.  :func:`read_raw_tables` reads the tables an :class:`EtlConfig` names, cells
+untouched, with their checksums; :meth:`RawTables.queries` lists what to ask the Materials
 Project for.
 """
 
@@ -20,7 +20,7 @@ from cgcnn.etl.parsing import cell_text, table_from_cells
 from cgcnn.etl.rules import SourceTable
 from cgcnn.etl.storage import Bucket, LocalBucket, StorageError, open_bucket
 
-__all__ = ["RawInputs", "prepare_work_bucket", "read_inputs"]
+__all__ = ["RawTables", "prepare_work_bucket", "read_raw_tables"]
 
 
 # ------------------------------------------------------------------------------ reading
@@ -41,7 +41,7 @@ def _read_table(bucket: Bucket, key: str, fmt: str, header_rows: int, sheet) -> 
 
 
 @dataclass
-class RawInputs:
+class RawTables:
     """The raw tables of one bucket as read (cells untouched) and their checksums."""
 
     ds1: tuple[pd.DataFrame, int]
@@ -71,7 +71,7 @@ class RawInputs:
         return list(ids), list(formulas)
 
 
-def read_inputs(bucket: Bucket, config: EtlConfig) -> RawInputs:
+def read_raw_tables(bucket: Bucket, config: EtlConfig) -> RawTables:
     """Read DS1 ids, the DS2 sources and the DS3 table named by ``config``."""
     checksums: dict[str, dict] = {}
 
@@ -88,7 +88,7 @@ def read_inputs(bucket: Bucket, config: EtlConfig) -> RawInputs:
         ds2.append(SourceTable(src, df, first))
     ds3 = _read_table(bucket, config.ds3.key, _fmt(config.ds3.key), 1, 0)
     note(config.ds3.key)
-    return RawInputs(ds1, ds2, ds3, checksums)
+    return RawTables(ds1, ds2, ds3, checksums)
 
 
 # ------------------------------------------------------------------------------ work bucket

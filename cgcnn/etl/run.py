@@ -12,7 +12,7 @@ Outputs, written back to the bucket::
 
 :func:`run_etl` runs these phases in order, each a function of its own:
 
-1. :func:`cgcnn.etl.raw.read_inputs` — the raw tables, cells untouched, and their checksums;
+1. :func:`cgcnn.etl.raw.read_raw_tables` — the raw tables, cells untouched, and their checksums;
 2. :func:`fetch_materials` — one Materials Project query by id, one by formula;
 3. :func:`apply_rules` — the wrangling rules of :mod:`cgcnn.etl.rules` (DS3 first: DS1 and DS2
    exclude its materials);
@@ -51,7 +51,7 @@ from cgcnn.etl.dataset_graphs import (
 from cgcnn.etl.materials import MaterialRecord, MaterialsSource, open_materials
 from cgcnn.etl.outputs import write_dataset
 from cgcnn.etl.parsing import EtlError
-from cgcnn.etl.raw import RawInputs, read_inputs
+from cgcnn.etl.raw import RawTables, read_raw_tables
 from cgcnn.etl.rules import DATASETS, Outcome, build_ds1, build_ds2, build_ds3
 from cgcnn.etl.storage import Bucket, LocalBucket, open_bucket
 
@@ -167,7 +167,7 @@ class FetchedMaterials:
 
 
 def fetch_materials(
-    source: MaterialsSource, raw: RawInputs, config: EtlConfig, *, say: Callable[[str], None] = lambda m: None
+    source: MaterialsSource, raw: RawTables, config: EtlConfig, *, say: Callable[[str], None] = lambda m: None
 ) -> FetchedMaterials:
     """Ask ``source`` once by ids and once by formula (for the rows without an id)."""
     wanted_ids, formulas = raw.queries(config)
@@ -180,7 +180,7 @@ def fetch_materials(
     return FetchedMaterials(records, candidates, source.provenance())
 
 
-def apply_rules(raw: RawInputs, materials: FetchedMaterials, config: EtlConfig) -> dict[str, Outcome]:
+def apply_rules(raw: RawTables, materials: FetchedMaterials, config: EtlConfig) -> dict[str, Outcome]:
     """The three datasets (with their drops), DS3 first: DS1 and DS2 exclude its materials."""
     records, candidates = materials.records, materials.candidates
     ds1_table, ds1_first = raw.ds1
@@ -255,8 +255,8 @@ def run_etl(
     bucket = open_work_bucket(bucket_uri)
     bucket.delete(REPORT_KEY)  # until this run succeeds, no report claims the outputs are current
     source = open_materials(materials, batch_size=config.mp_batch_size)
-    with timer("read_inputs"):
-        raw = read_inputs(bucket, config)
+    with timer("read_raw_tables"):
+        raw = read_raw_tables(bucket, config)
     say(f"read {len(raw.checksums)} raw tables from {bucket.uri}")
     with timer("materials_query"):
         found = fetch_materials(source, raw, config, say=say)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cgcnn.config import EtlConfig
-from cgcnn.etl.raw import prepare_work_bucket, read_inputs
+from cgcnn.etl.raw import prepare_work_bucket, read_raw_tables
 from cgcnn.etl.storage import LocalBucket, StorageError
 
 FIXTURE_BUCKET = Path(__file__).resolve().parents[1] / "fixtures" / "bucket"
@@ -34,7 +34,7 @@ def toy_bucket(tmp_path):
 
 def test_read_inputs_keeps_cells_and_records_checksums(toy_bucket):
     config = EtlConfig.model_validate(TOY_CONFIG)
-    raw = read_inputs(toy_bucket, config)
+    raw = read_raw_tables(toy_bucket, config)
     ds1, first = raw.ds1
     assert ds1["material_id"].tolist() == ["mp-149", "mp-2534", "mp-149"] and first == 2
     (source,) = raw.ds2
@@ -48,7 +48,7 @@ def test_read_inputs_keeps_cells_and_records_checksums(toy_bucket):
 
 def test_queries_list_ids_once_and_formulas_of_rows_without_an_id(toy_bucket):
     config = EtlConfig.model_validate(TOY_CONFIG)
-    ids, formulas = read_inputs(toy_bucket, config).queries(config)
+    ids, formulas = read_raw_tables(toy_bucket, config).queries(config)
     assert ids == ["mp-149", "mp-2534", "mp-2691"]  # table order, each once
     assert formulas == ["GaAs"]  # the blank row asks for nothing
 
@@ -56,7 +56,7 @@ def test_queries_list_ids_once_and_formulas_of_rows_without_an_id(toy_bucket):
 def test_missing_raw_table_names_the_key(toy_bucket):
     (toy_bucket.root / "raw" / "val.csv").unlink()
     with pytest.raises(StorageError, match=r"raw/val\.csv"):
-        read_inputs(toy_bucket, EtlConfig.model_validate(TOY_CONFIG))
+        read_raw_tables(toy_bucket, EtlConfig.model_validate(TOY_CONFIG))
 
 
 def test_prepare_work_bucket_skips_identical_files(tmp_path):

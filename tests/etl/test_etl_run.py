@@ -24,7 +24,7 @@ from cgcnn.etl import (
     run_etl,
 )
 from cgcnn.etl.commands import main as etl_main
-from cgcnn.etl.raw import read_inputs
+from cgcnn.etl.raw import read_raw_tables
 from cgcnn.etl.run import apply_rules, fetch_materials, open_work_bucket
 from cgcnn.etl.storage import S3Bucket, protected_roots
 
@@ -212,7 +212,7 @@ def toy_raw(tmp_path):
             "build_graphs": False,
         }
     )
-    return read_inputs(open_work_bucket(tmp_path / "b"), config), config
+    return read_raw_tables(open_work_bucket(tmp_path / "b"), config), config
 
 
 def test_fetch_materials_asks_once_by_id_and_once_by_formula(toy_raw, toy_records):
