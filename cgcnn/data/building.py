@@ -415,6 +415,15 @@ def read_inputs(
         DatasetError: a path does not exist, a saved graph set was built with other graph
             settings, or (``on_error="error"``) an item cannot be read.
     """
+    build = dict(
+        workers=workers,
+        cache_dir=cache_dir,
+        on_error=on_error,
+        progress=progress,
+        strict=strict,
+        notes=notes,
+        disorder=disorder,
+    )
     if isinstance(inputs, GraphSet):
         graphs, where = inputs, "the given graph set holds graphs"
     elif isinstance(inputs, (str, Path)) or (
@@ -424,31 +433,11 @@ def read_inputs(
         saved = _saved_graph_set(paths[0]) if len(paths) == 1 else None
         if saved is None:
             items = snapshot_structures(paths[0]) if len(paths) == 1 and _is_snapshot(paths[0]) else cif_items(paths)
-            return build_graphs(
-                items,
-                config,
-                workers=workers,
-                cache_dir=cache_dir,
-                on_error=on_error,
-                progress=progress,
-                strict=strict,
-                notes=notes,
-                disorder=disorder,
-            )
+            return build_graphs(items, config, **build)
         graphs = GraphSet.load_npz(saved) if saved.suffix == ".npz" else GraphSet.read_json(saved)
         where = f"{saved} holds graphs"
     else:
-        return build_graphs(
-            structure_items(inputs),
-            config,
-            workers=workers,
-            cache_dir=cache_dir,
-            on_error=on_error,
-            progress=progress,
-            strict=strict,
-            notes=notes,
-            disorder=disorder,
-        )
+        return build_graphs(structure_items(inputs), config, **build)
     if config is not None and graphs.config != config:
         raise DatasetError(
             f"{where} built with {graphs.config.key()}, not {config.key()}; rebuild them from the structures"
