@@ -16,9 +16,10 @@ INTENDED_USE = """\
 ## Intended use
 
 * **Ordered, non-metallic crystals with band gaps of about 0–5 eV** (the range of the
-  training data).  The models **never predict a metal**: every structure gets a positive
-  gap, so screen out metals first (e.g. with the Materials Project's `is_metal`, or a PBE gap
-  of zero).
+  training data).  The models **are not metal detectors**: every gap they return is at
+  least 0 eV (a negative output of the network is clipped to 0, which never increases an
+  error), but a metal usually gets a gap well above 0, so screen out metals first (e.g. with
+  the Materials Project's `is_metal`, or a PBE gap of zero).
 * Input: a crystal structure (CIF, pymatgen `Structure`, a Materials Project snapshot).  The
   ensemble also reads the material's PBE gap when you give it (`--pbe-gaps`, or `pbe=` in
   Python); otherwise the base model's prediction is used, and the output says which

@@ -322,7 +322,7 @@ def test_ship_model_ships_the_run_s_ensemble_and_refuses_a_leak(fixture_run, tmp
     assert not set(pd.read_csv(validation, dtype=str)["material_id"]) & set(info["ids"]["all_labels_seen"])
     assert info["calibration"]["scale"] == methods["calibration"]["scale"]
     card = (models / "MODEL_CARD.md").read_text()
-    assert "## Intended use" in card and "never predict a metal" in card and f"Method `{info['method']}`" in card
+    assert "## Intended use" in card and "are not metal detectors" in card and f"Method `{info['method']}`" in card
     # a held-out list that contains a training id: refused in one line, the shipped folder untouched
     leak = tmp_path / "leak.csv"
     pd.DataFrame({"material_id": [info["ids"]["train"][0]]}).to_csv(leak, index=False)

@@ -10,6 +10,13 @@ PBE-aware members read a PBE gap per crystal.  It is, in order: the one given by
 (``source = "given"``); otherwise the members' own prediction at the ``pbe`` fidelity when
 they are multi-fidelity models, or the prediction of ``pbe_model`` (the base model M1), both
 ``"predicted"``; otherwise unknown (``"unknown"``, the models' own "PBE unknown" input).
+
+**No negative gap.**  A band gap is never negative, but a regression head can predict one
+(the shipped M1 gives graphite −0.16 eV, copper −0.28 eV).  Every gap this module returns —
+the prediction and a predicted PBE gap (which is also what PBE-aware members then read) — is
+clipped at 0 eV.  Clipping the prediction never increases an error: for any true gap
+``y >= 0``, ``|max(p, 0) - y| <= |p - y|``, so no CV MAE can get worse; the spread is the
+members' own.
 """
 
 from __future__ import annotations
@@ -63,11 +70,11 @@ def resolve_pbe(
         for m in members:
             attach_inputs(sub, m.model_config, fidelity="pbe", pbe=None)
             preds.append(predict(m, sub, batch_size=batch_size, device=device))
-        pbe[todo] = np.mean(preds, axis=0)
+        pbe[todo] = np.maximum(np.mean(preds, axis=0), 0.0)  # a PBE gap is never negative
         source[todo] = "predicted"
     elif pbe_model is not None:
         sub = dataset.subset_positions(np.flatnonzero(todo))
-        pbe[todo] = predict(pbe_model, sub, batch_size=batch_size, device=device)
+        pbe[todo] = np.maximum(predict(pbe_model, sub, batch_size=batch_size, device=device), 0.0)
         source[todo] = "predicted"
     return pbe, source
 
@@ -121,7 +128,7 @@ def ensemble_predict(
         )
         tree_pbe = pbe_values if pbe_values is not None else np.full(len(dataset), np.nan)
         mean, std = mix(mean, std, trees.predict(tree_features(comp, tree_pbe)), trees_weight)
-    table["prediction_ev"] = mean
+    table["prediction_ev"] = np.maximum(mean, 0.0)  # no negative gap (see the module docstring)
     table["prediction_std_ev"] = float(scale) * std
     table["n_members"] = len(members) + (trees is not None)
     if cfg.pbe_input:

@@ -71,12 +71,13 @@ def method_model_config(name: str, base: ModelConfig) -> ModelConfig:
 
 
 def pbe_inputs(frame: pd.DataFrame, ids: list[str], base, dataset, device) -> tuple[np.ndarray, np.ndarray]:
-    """(PBE gap, source) per material: MP's ``bg_pbe`` where known, else M1's prediction."""
+    """(PBE gap, source) per material: MP's ``bg_pbe`` where known, else M1's prediction
+    clipped at 0 eV (as :mod:`cgcnn.prediction.ensemble` does at prediction time)."""
     known = pd.to_numeric(frame.set_index("material_id").loc[ids, "bg_pbe"], errors="coerce").to_numpy(np.float64)
     source = np.where(np.isfinite(known), "given", "predicted").astype(object)
     if (~np.isfinite(known)).any():
         todo = np.flatnonzero(~np.isfinite(known))
-        known[todo] = predict(base, dataset.subset_positions(todo), device=device)
+        known[todo] = np.maximum(predict(base, dataset.subset_positions(todo), device=device), 0.0)  # as at prediction
     return known, source
 
 

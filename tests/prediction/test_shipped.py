@@ -210,3 +210,26 @@ def test_installed_package_predicts_with_the_shipped_ensemble_in_a_fresh_virtual
     assert lines[0].startswith(site) and str(REPO) not in lines[0]  # the installed copy, not the checkout
     table = pd.read_csv(pd.io.common.StringIO("\n".join(lines[1:])))
     assert len(table) == 2 and np.isfinite(table["prediction_ev"]).all() and (table["prediction_std_ev"] > 0).all()
+
+
+def test_no_shipped_model_predicts_a_negative_gap():
+    from pymatgen.core import Lattice, Structure
+
+    from cgcnn.prediction.inference import predict
+
+    metals = {
+        "graphite": Structure(
+            Lattice.hexagonal(2.46, 6.71),
+            ["C"] * 4,
+            [[0, 0, 0.25], [0, 0, 0.75], [1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]],
+        ),
+        "Cu": Structure.from_spacegroup("Fm-3m", Lattice.cubic(3.61), ["Cu"], [[0, 0, 0]]),
+        "Al": Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.05), ["Al"], [[0, 0, 0]]),
+    }
+    base = cgcnn.load_model("base", device="cpu")
+    raw = predict(base.loaded, base.dataset(metals), device="cpu")
+    assert (raw < 0).any()  # the head itself does go below zero for metals ...
+    assert (base.predict(metals)["prediction_ev"] >= 0).all()  # ... what a user gets does not
+    ensemble = cgcnn.load_model(device="cpu").predict(metals)
+    assert (ensemble["prediction_ev"] >= 0).all() and (ensemble["pbe_gap_ev"] >= 0).all()
+    assert (ensemble["pbe_gap_source"] == "predicted").all()
