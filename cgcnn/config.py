@@ -312,7 +312,7 @@ class EtlConfig(StrictModel):
     write_xlsx: bool = True
     graph_cache_dir: str | None = Field(
         None,
-        description="local folder for a per-structure graph cache (cgcnn.data.building.GraphCache), e.g. "
+        description="local folder for a per-structure graph cache (cgcnn.data.graph_cache.GraphCache), e.g. "
         "inside the run folder; None: no per-structure cache (a dataset whose structures and graph "
         "settings are unchanged is still reused whole from the bucket's graphs/)",
     )

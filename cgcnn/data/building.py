@@ -1,4 +1,4 @@
-"""Structures in, crystal graphs out: parsing, content keys, the on-disk cache, parallel builds.
+"""Structures in, crystal graphs out: parsing, content keys, parallel builds, every kind of input.
 
 Graphs are built once (in parallel, with a progress bar) and cached on disk in compact
 ``.npz`` shards keyed by *structure content + graph settings*; training only ever reads
@@ -25,6 +25,7 @@ from cgcnn.data.checks import structure_problem
 from cgcnn.data.cif import cif_items, is_altering, read_cif
 from cgcnn.data.disorder import MARK, DisorderError, ordered_structures
 from cgcnn.data.graph import CrystalGraph, GraphError, structure_to_graph
+from cgcnn.data.graph_cache import GraphCache
 from cgcnn.data.graphset import GraphSet
 from cgcnn.errors import DatasetError, OnError, Problem
 from cgcnn.etl.materials import read_snapshot
@@ -156,49 +157,6 @@ def _build_chunk(
     chunk: list[tuple[str, object]], config: GraphConfig, strict: bool = False, disorder: str = "refuse"
 ) -> list[tuple[str, list[CrystalGraph | Problem]]]:
     return [(i, _build_one(i, o, config, strict, disorder)) for i, o in chunk]
-
-
-# --------------------------------------------------------------------------- cache
-class GraphCache:
-    """Graphs on disk, keyed by structure content + graph settings.
-
-    The cache is a folder of ``.npz`` shards (one per build that added graphs); each shard
-    is a :class:`GraphSet` whose ids are content keys.  Nothing is ever rewritten in place:
-    new graphs go to a new shard written atomically.
-    """
-
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        self._shards: dict[Path, GraphSet] = {}
-
-    def _load(self) -> dict[str, tuple[GraphSet, int]]:
-        found: dict[str, tuple[GraphSet, int]] = {}
-        if not self.folder.is_dir():
-            return found
-        for p in sorted(self.folder.glob("shard-*.npz")):
-            if p not in self._shards:
-                try:
-                    self._shards[p] = GraphSet.load_npz(p)
-                except Exception as exc:  # a damaged shard is ignored, never fatal
-                    log.warning("ignoring unreadable graph-cache shard %s (%s)", p, exc)
-                    continue
-            s = self._shards[p]
-            for k, key in enumerate(s.ids):
-                found[key] = (s, k)
-        return found
-
-    def lookup(self, keys: Iterable[str]) -> dict[str, CrystalGraph]:
-        index = self._load()
-        return {k: index[k][0].graph(index[k][1]) for k in keys if k in index}
-
-    def add(self, keyed: Mapping[str, CrystalGraph], config: GraphConfig) -> Path | None:
-        if not keyed:
-            return None
-        shard = GraphSet.from_graphs(list(keyed), list(keyed.values()), config)
-        name = hashlib.sha256("\n".join(sorted(keyed)).encode()).hexdigest()[:16]
-        path = self.folder / f"shard-{name}.npz"
-        shard.save_npz(path)
-        return path
 
 
 def _report(problems: list[Problem], p: Problem, on_error: OnError) -> None:
