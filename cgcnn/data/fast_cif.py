@@ -31,6 +31,7 @@ import numpy as np
 
 _PLAIN_SYMBOL = re.compile(r"^[A-Z][a-z]?$")
 _LONE_CR = re.compile(r"\r(?!\n)")
+_FORMULA_TERM = re.compile(r"([A-Z][a-z]?)(\d+(?:\.\d+)?)?")
 _UNCERTAINTY = re.compile(r"\(\d*\)$")
 _IDEAL_FRACTIONS = (1 / 3, 2 / 3)
 _SITE_TOLERANCE = 1e-4
@@ -229,16 +230,25 @@ def read_simple_cif(text: str):
         return None
     order = sorted(range(len(symbols)), key=lambda i: (negativity[symbols[i]], symbols[i]))
     structure = Structure(lattice, [elements[symbols[i]] for i in order], frac[order])
-    if "_chemical_formula_sum" in items and not _same_formula(items["_chemical_formula_sum"], structure):
+    if "_chemical_formula_sum" in items and not _same_formula(items["_chemical_formula_sum"], symbols):
         return None  # pymatgen compares them and warns: let it
     return structure
 
 
-def _same_formula(formula: str, structure) -> bool:
-    from pymatgen.core import Composition
-
-    try:
-        declared = Composition(formula).reduced_composition
-    except Exception:  # pymatgen raises several types for a formula it cannot read
+def _same_formula(formula: str, symbols: list[str]) -> bool:
+    """Whether a ``_chemical_formula_sum`` such as ``'Na4 Cl4'`` has the proportions of the
+    sites' ``symbols``; a formula in any other form (brackets, charges) is not proven equal."""
+    terms = formula.split()
+    counts: dict[str, float] = {}
+    for term in terms:
+        m = _FORMULA_TERM.fullmatch(term)
+        if m is None:
+            return False
+        counts[m.group(1)] = counts.get(m.group(1), 0.0) + float(m.group(2) or 1)
+    sites: dict[str, int] = {}
+    for sym in symbols:
+        sites[sym] = sites.get(sym, 0) + 1
+    if set(counts) != set(sites):
         return False
-    return declared.almost_equals(structure.composition.reduced_composition, rtol=0, atol=1e-6)
+    ratio = len(symbols) / sum(counts.values())
+    return all(abs(counts[el] * ratio - n) <= 1e-6 * n for el, n in sites.items())
