@@ -1,9 +1,10 @@
 """Structures in, crystal graphs out: parsing, content keys, parallel builds, every kind of input.
 
-Graphs are built once (in parallel, with a progress bar) and cached on disk in compact
-``.npz`` shards keyed by *structure content + graph settings*; training only ever reads
-them.  Inputs are discovered here too: CIF files and folders (:func:`cif_items`) and
-Materials Project snapshots (:func:`snapshot_structures`).
+Graphs are built once (in parallel, with a progress bar) and cached on disk
+(:mod:`cgcnn.data.graph_cache`); training only ever reads them.  Inputs: CIF files and folders
+(:func:`cgcnn.data.cif.cif_items`), Materials Project snapshots (:func:`snapshot_structures`),
+structures, saved graph sets (:func:`read_inputs`).  Just over 400 lines: parsing, checking and
+building one item, and the parallel build around it, read together.
 """
 
 from __future__ import annotations
