@@ -224,13 +224,30 @@ def _warn_skipped(problems) -> None:
         _warn(p)
 
 
+def _level(text: str) -> float:
+    """An interval level given as a fraction (0.9) or a percentage (90)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (e.g. 0.9 or 90)") from None
+    value = value / 100 if value >= 1 else value
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a level between 0 and 1 (or 0 and 100 %)")
+    return value
+
+
 def _predictor(args):
     """The model of ``--checkpoint`` or ``--model`` (default: the shipped ensemble)."""
     from cgcnn.prediction.predictor import DEFAULT_MODEL, Predictor, load_model
 
+    level = getattr(args, "interval_level", None)
     if args.checkpoint is None:
-        return load_model(args.model or DEFAULT_MODEL, device=args.device)
-    return Predictor(_loaded(args), device=args.device, source=args.checkpoint)
+        model = load_model(args.model or DEFAULT_MODEL, device=args.device, interval_level=level)
+    else:
+        model = Predictor(_loaded(args), device=args.device, source=args.checkpoint)
+    if level is not None and model.trust is None:
+        print("warning: --interval-level is ignored: this model has no calibrated intervals", file=sys.stderr)
+    return model
 
 
 def cmd_predict(args) -> int:
@@ -404,7 +421,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         default=None,
         help="CSV in input order (material_id,prediction_ev,prediction_std_ev,n_members"
-        "[,pbe_gap_ev,pbe_gap_source]), written atomically; default stdout",
+        "[,pbe_gap_ev,pbe_gap_source][,prediction_lo_ev,prediction_hi_ev,in_domain,domain_note]), "
+        "written atomically; default stdout",
+    )
+    p.add_argument(
+        "--interval-level",
+        type=_level,
+        default=None,
+        help="level of the central interval prediction_lo_ev..prediction_hi_ev of a calibrated model "
+        "(the shipped ensemble): 0.9 (default) or 90 for 90 %%",
     )
     p.add_argument(
         "--pbe-gaps",

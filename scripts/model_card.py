@@ -24,9 +24,13 @@ INTENDED_USE = """\
   ensemble also reads the material's PBE gap when you give it (`--pbe-gaps`, or `pbe=` in
   Python); otherwise the base model's prediction is used, and the output says which
   (`pbe_gap_source`: `given` / `predicted`).  A known PBE gap gives better predictions.
-* Output: `prediction_ev` (the members' mean) and `prediction_std_ev` (their spread times
+* Output: `prediction_ev` (the members' mean), `prediction_std_ev` (their spread times
   the calibration factor, fitted on out-of-fold predictions: about 68 % of materials should
-  lie within ±1 std if the errors are roughly normal — check the coverage below).
+  lie within ±1 std if the errors were normal; they are heavier-tailed), and for the
+  ensemble `prediction_lo_ev`–`prediction_hi_ev` (a calibrated central interval, 90 % by
+  default) with `in_domain` / `domain_note` (whether the crystal is like the training
+  data, and if not why) — see the coverage tables below.  Trust `in_domain = false`
+  predictions less: their errors are larger and their intervals wider.
 * Not for: disordered or partially occupied structures, molecules, surfaces, defects,
   temperature-dependent gaps, or elements missing from the atom-feature table (refused by name).
 """
@@ -84,6 +88,7 @@ def _ensemble_section(name: str, m: dict) -> list[str]:
         f"Spread calibration factor {cal['scale']:.2f}. Out of fold, {cal['within_1sd']:.0%} of the materials lie within "
         f"±1 std and {cal['within_2sd']:.0%} within ±2 std (before scaling: {cal['within_1sd_raw']:.0%} and "
         f"{cal['within_2sd_raw']:.0%}; normal errors would give 68 % and 95 %).",
+        *_trust_section(m.get("trust")),
         "### Errors by anion class and gap range (out-of-fold MAE, eV)",
         _table([{"anion class": k, **v} for k, v in cv["errors_by_anion_class"].items()], ["anion class", "n", "mae"]),
         _table(
@@ -93,6 +98,72 @@ def _ensemble_section(name: str, m: dict) -> list[str]:
         "### Known failure modes seen in CV (largest out-of-fold errors)",
         _table(cv["worst_materials"], ["material_id", "formula", "anion_class", "bg_exp", "prediction", "abs_error"]),
     ]
+    return out
+
+
+PROTOCOLS = {
+    "grouped": "grouped folds (by formula)",
+    "chemistry_shift": "chemistry-shift folds (composition clusters held out)",
+}
+
+
+def _trust_section(t: dict | None) -> list[str]:
+    """Intervals, applicability domain and suspicious labels, from the manifest's ``trust``."""
+    if not t:
+        return []
+    r = t["domain_rules"]
+    level = f"{t['level']:.0%}"
+    rows = [
+        {"protocol": PROTOCOLS.get(c["protocol"], c["protocol"]), **c}
+        for c in t["coverage"]
+        if c["pbe_input"] == "given" or c["subset"] == "all"
+    ]
+    out = [
+        f"### Intervals ({level} by default, `--interval-level`)",
+        f"`prediction_lo_ev`–`prediction_hi_ev` is a normalised split-conformal interval (scores normalised by "
+        f"`{t['normaliser']}`), calibrated on out-of-fold predictions of the same recipe under two protocols, "
+        "per domain category (in domain / out of domain / PBE gap predicted; calibration scores: "
+        + ", ".join(f"{k} {v}" for k, v in t["n_calibration"].items())
+        + "). Coverage below is **cross-fitted**: each fold is scored by a calibration that never saw its "
+        "materials. `pbe_input` `given`: MP's PBE gap given; `predicted`: M1's prediction of it, as for a "
+        "user who gives none. Mean width in eV.",
+        _table(rows, ["protocol", "pbe_input", "subset", "n", "coverage", "mean_width_ev", "mae"]),
+    ]
+    if t.get("ds3"):
+        d = t["ds3"]
+        out.append(
+            f"On DS3 (held out, scored once): coverage {d['all']['coverage']:.1%} of {d['all']['n']} materials, "
+            f"mean width {d['all']['mean_width_ev']:.2f} eV."
+        )
+    out += [
+        "### Applicability domain (`in_domain`, `domain_note`)",
+        f"`in_domain` is false, and `domain_note` says why, when a crystal holds an element seen in fewer than "
+        f"{r['min_element_count']} of the training materials; when its nearest training crystal in the base model's "
+        f"feature space (last convolution layer, standardised) is farther than {r['distance_threshold']:.2f} (the "
+        f"{r['distance_percentile']:g}th percentile of DS2's out-of-fold distances); when its PBE gap had to be "
+        f"predicted; or when the predicted gap is below {r['near_zero_ev']:g} eV (perhaps a metal) or above "
+        f"{r['max_gap_ev']:g} eV (the largest training gap). Out-of-fold MAE (eV) in vs out of domain, with the "
+        "bootstrap 95 % interval of the difference:",
+        _table(
+            [{"protocol": PROTOCOLS.get(x["protocol"], x["protocol"]), **x} for x in t["separation"]],
+            ["protocol", "n_in", "mae_in", "n_out", "mae_out", "diff_out_minus_in", "diff_lo", "diff_hi"],
+        ),
+    ]
+    if t.get("ds3") and t["ds3"].get("diff_out_minus_in") is not None:
+        d = t["ds3"]
+        out.append(
+            f"On DS3: MAE {d['in_domain']['mae']:.3f} eV in domain ({d['in_domain']['n']}), "
+            f"{d['out_of_domain']['mae']:.3f} eV out of domain ({d['out_of_domain']['n']}); difference "
+            f"{d['diff_out_minus_in']:+.3f} [{d['diff_lo']:+.3f}, {d['diff_hi']:+.3f}] eV."
+        )
+    s = t.get("suspicious_labels")
+    if s:
+        out.append("### Suspicious training labels")
+        out.append(
+            f"{s['n']} DS2 labels look wrong by at least one test ("
+            + ", ".join(f"{k}: {v}" for k, v in s["by_reason"].items())
+            + "); they are listed in the study's `tables/suspicious_labels.csv` and `report.md`, and were kept in training."
+        )
     return out
 
 

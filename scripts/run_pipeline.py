@@ -91,10 +91,11 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage("cross-validation", REPO / "02-ml-dev" / "02-cross-validation.ipynb", settings=("adapt", "cv", *_RUNTIME)),
     Stage("methods", REPO / "02-ml-dev" / "03-methods.ipynb", settings=("methods", "cv", *_RUNTIME)),
+    Stage("trust", REPO / "02-ml-dev" / "04-trust.ipynb", settings=("methods", "cv", "trust", *_RUNTIME)),
     Stage(
         "final-models-and-ds3",
-        REPO / "02-ml-dev" / "04-final-models-and-ds3.ipynb",
-        settings=("adapt", "cv", "methods", "seeds", *_RUNTIME),
+        REPO / "02-ml-dev" / "05-final-models-and-ds3.ipynb",
+        settings=("adapt", "cv", "methods", "trust", "seeds", *_RUNTIME),
     ),
     Stage("tsne", REPO / "03-insights" / "01-tsne.ipynb", settings=("tsne", *_RUNTIME)),
     Stage("report", REPO / "03-insights" / "02-report.ipynb"),

@@ -66,6 +66,41 @@ def cv_errors(run: Path, selected: str) -> tuple[dict, dict, list[dict]]:
     )
 
 
+def _trust_files(run: Path, folder: Path, files: dict) -> dict | None:
+    """Copy the run's calibration (``models/trust``: intervals, domain) beside the members and
+    summarise it for the manifest: how it was calibrated, what DS3 showed, the suspicious labels."""
+    from cgcnn.fileio import sha256_file
+    from cgcnn.prediction.trust import DOMAIN_FILE, TRUST_FILE
+
+    source = run / "models" / "trust"
+    if not (source / TRUST_FILE).is_file():
+        return None
+    for name in (TRUST_FILE, DOMAIN_FILE):
+        shutil.copyfile(source / name, folder / name)
+        files[name] = sha256_file(folder / name)
+    meta = json.loads((source / TRUST_FILE).read_text())
+    study = json.loads((run / "trust.json").read_text()) if (run / "trust.json").is_file() else {}
+    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+    domain = meta["domain"]
+    return {
+        "files": [TRUST_FILE, DOMAIN_FILE],
+        "level": meta["level"],
+        "normaliser": meta["intervals"]["normaliser"],
+        "n_calibration": {k: len(v) for k, v in meta["intervals"]["scores"].items()},
+        "domain_rules": {
+            "min_element_count": domain["min_count"],
+            "distance_threshold": domain["distance_threshold"],
+            "distance_percentile": domain["percentile"],
+            "near_zero_ev": domain["near_zero_ev"],
+            "max_gap_ev": domain["max_gap_ev"],
+        },
+        "coverage": study.get("coverage", []),
+        "separation": study.get("separation", []),
+        "ds3": metrics.get("ensemble_ds3_trust"),
+        "suspicious_labels": study.get("suspicious_labels"),
+    }
+
+
 def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Path, description: str = "") -> Path:
     from cgcnn.fileio import sha256_file, write_json
     from cgcnn.prediction.shipped import member_checkpoints
@@ -155,6 +190,7 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
             tmp / PBE_MODEL, {key: raw[key] for key in raw if key not in ("optimizer", "generator_state", "history")}
         )
         files[PBE_MODEL] = sha256_file(tmp / PBE_MODEL)
+        trust = _trust_files(run, tmp, files)
         write_json(
             tmp / "manifest.json",
             {
@@ -190,6 +226,7 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
                     "errors_by_gap_range": by_gap,
                     "worst_materials": worst,
                 },
+                "trust": trust,
                 "settings": methods["settings"],
                 "final_fits": fits.drop(columns=["checkpoint"], errors="ignore").to_dict(orient="records"),
                 "wall_time_s": round(float(fits["seconds"].sum()), 2),

@@ -29,7 +29,7 @@ NOTEBOOKS = {
     "base-model": "02-ml-dev/01-base-model.ipynb",
     "cross-validation": "02-ml-dev/02-cross-validation.ipynb",
     "methods": "02-ml-dev/03-methods.ipynb",
-    "final-models-and-ds3": "02-ml-dev/04-final-models-and-ds3.ipynb",
+    "final-models-and-ds3": "02-ml-dev/05-final-models-and-ds3.ipynb",
     "tsne": "03-insights/01-tsne.ipynb",
     "report": "03-insights/02-report.ipynb",
 }

@@ -92,10 +92,14 @@ class BoostedTrees:
             scores.append(float(np.mean(err)))
         return combos[int(np.argmin(scores))]
 
+    def fit(self, train, seed: int):
+        """(model fitted on positions ``train`` with hyper-parameters chosen on them, those parameters)."""
+        params = self.choose(np.asarray(train), seed)
+        return self._model(params, seed).fit(self.features[train], self.y[train]), params
+
     def __call__(self, train, test, ctx: FoldContext) -> np.ndarray:
-        params = self.choose(np.asarray(train), ctx.seed)
+        model, params = self.fit(train, ctx.seed)
         self.chosen.append({"repeat": ctx.repeat, "fold": ctx.fold, **params})
-        model = self._model(params, ctx.seed).fit(self.features[train], self.y[train])
         return model.predict(self.features[test])
 
     def fit_all(self, seed: int = 0):

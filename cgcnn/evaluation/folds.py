@@ -60,6 +60,30 @@ def grouped_folds(
     return folds
 
 
+def cluster_folds(features: np.ndarray, *, k: int = 5, clusters: int = 25, seed: int = 0) -> list[Fold]:
+    """``k`` **chemistry-shift** folds: the materials are clustered by composition (k-means
+    with ``clusters`` clusters on standardised ``features``, e.g. Magpie) and whole clusters
+    are held out together (sklearn's ``GroupKFold`` on the cluster labels, which balances
+    fold sizes), so a test material's chemistry is absent from its training set — as it is
+    for a user's new compound.  Materials with the same composition share a cluster, so no
+    formula is split either.  One repeat (``repeat = 0``)."""
+    from sklearn.cluster import KMeans
+    from sklearn.model_selection import GroupKFold
+
+    x = np.asarray(features, dtype=np.float64)
+    std = x.std(axis=0)
+    x = (x - x.mean(axis=0)) / np.where(std > 1e-12, std, 1.0)
+    n_clusters = min(int(clusters), len(np.unique(x, axis=0)))
+    if n_clusters < k:
+        raise ValueError(f"{n_clusters} composition clusters are too few for {k} folds")
+    labels = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit_predict(x)
+    positions = np.arange(len(x))
+    return [
+        Fold(0, f, seed, np.sort(train), np.sort(test))
+        for f, (train, test) in enumerate(GroupKFold(n_splits=k).split(positions, groups=labels))
+    ]
+
+
 def inner_split(
     groups: Sequence[str], positions: Sequence[int], *, val_fraction: float = 0.15, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -30,6 +30,7 @@ from cgcnn.data.dataset import CrystalDataset
 from cgcnn.data.descriptors import attach_inputs, composition_features, pbe_column
 from cgcnn.prediction.inference import predict
 from cgcnn.prediction.trees import tree_features
+from cgcnn.prediction.trust import add_trust_columns
 from cgcnn.training.checkpoint import Loaded
 
 Z_1SIGMA = 0.6744897501960817  # median of |N(0, 1)|
@@ -99,6 +100,8 @@ def ensemble_predict(
     fidelity: str | None = None,
     trees=None,
     trees_weight: float = 0.5,
+    trust=None,
+    level: float | None = None,
     batch_size: int = 256,
     device="auto",
 ) -> pd.DataFrame:
@@ -108,7 +111,10 @@ def ensemble_predict(
     ``pbe_gap_ev, pbe_gap_source`` for PBE-aware members.  ``fidelity``: for multi-fidelity
     members, the fidelity to predict (default: the model's last, e.g. ``experiment``).
     ``trees``: boosted trees on composition and the PBE gap (:mod:`cgcnn.prediction.trees`), one more
-    member with weight ``trees_weight`` (:func:`mix`).
+    member with weight ``trees_weight`` (:func:`mix`).  ``trust``
+    (:class:`cgcnn.prediction.trust.Trust`): also ``prediction_lo_ev, prediction_hi_ev``
+    (the central interval at ``level``, default the calibration's), ``in_domain`` and
+    ``domain_note``; its crystal features come from ``pbe_model`` (M1).
     """
     _check_members(members)
     cfg = members[0].model_config
@@ -134,6 +140,10 @@ def ensemble_predict(
     if cfg.pbe_input:
         table["pbe_gap_ev"] = pbe_values.astype(np.float64)
         table["pbe_gap_source"] = source
+    if trust is not None:
+        if pbe_model is None:
+            raise ValueError("intervals and the domain flag need the feature model (pbe_model, M1)")
+        add_trust_columns(table, std, dataset, trust, pbe_model, level=level, batch_size=batch_size, device=device)
     return table
 
 

@@ -40,6 +40,7 @@ from cgcnn.prediction.shipped import (
 )
 from cgcnn.prediction.streaming import merge_ordered, stand_in_pbe
 from cgcnn.prediction.trees import load_trees
+from cgcnn.prediction.trust import TRUST_COLUMNS, check_level, load_trust
 from cgcnn.training.checkpoint import Loaded, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,9 @@ class Predictor:
             last, e.g. ``experiment``).
         trees: boosted trees on composition + PBE (:mod:`cgcnn.prediction.trees`), one more member of
             weight ``trees_weight``.
+        trust: calibrated intervals and applicability domain (:class:`cgcnn.prediction.trust.Trust`):
+            the table gains ``prediction_lo_ev, prediction_hi_ev, in_domain, domain_note``.
+        interval_level: the intervals' central level (default: the calibration's, 0.9).
     """
 
     def __init__(
@@ -87,6 +91,8 @@ class Predictor:
         fidelity: str | None = None,
         trees=None,
         trees_weight: float = 0.5,
+        trust=None,
+        interval_level: float | None = None,
     ):
         self.members = [loaded] if isinstance(loaded, Loaded) else list(loaded)
         if not self.members:
@@ -100,6 +106,12 @@ class Predictor:
         self.fidelity = fidelity
         self.trees = trees
         self.trees_weight = float(trees_weight)
+        self.trust = trust
+        self.interval_level = interval_level
+        if trust is not None and pbe_model is None:
+            raise ValueError("a predictor with intervals needs the feature model (pbe_model)")
+        if interval_level is not None:
+            check_level(interval_level)
 
     def __repr__(self) -> str:
         return (
@@ -115,7 +127,8 @@ class Predictor:
     def columns(self) -> list[str]:
         """The columns of :meth:`predict`'s table."""
         cols = ["material_id", "prediction_ev", "prediction_std_ev", "n_members"]
-        return cols + (["pbe_gap_ev", "pbe_gap_source"] if self.pbe_aware else [])
+        cols += ["pbe_gap_ev", "pbe_gap_source"] if self.pbe_aware else []
+        return cols + (TRUST_COLUMNS if self.trust is not None else [])
 
     def dataset(
         self,
@@ -161,6 +174,8 @@ class Predictor:
             fidelity=self.fidelity,
             trees=self.trees,
             trees_weight=self.trees_weight,
+            trust=self.trust,
+            level=self.interval_level,
             batch_size=self.batch_size,
             device=self.device,
         )
@@ -177,7 +192,9 @@ class Predictor:
     ) -> pd.DataFrame:
         """Band gaps in eV: a DataFrame with ``material_id, prediction_ev,
         prediction_std_ev, n_members`` (and ``pbe_gap_ev, pbe_gap_source`` for PBE-aware
-        models) in input order.  ``pbe``: known PBE gaps by material id (a Materials Project
+        models; ``prediction_lo_ev, prediction_hi_ev, in_domain, domain_note`` for a model with
+        a calibration, e.g. the shipped ensemble: the central interval at ``interval_level``
+        and whether the crystal is in the model's applicability domain) in input order.  ``pbe``: known PBE gaps by material id (a Materials Project
         snapshot's own ``band_gap`` values are used for the materials it does not name).  Skipped items are
         in ``.attrs["skipped"]`` (list of :class:`Problem`).  ``disorder`` (``refuse``,
         ``end-members``, ``orderings``; :mod:`cgcnn.data.disorder`): what becomes of partially
@@ -218,6 +235,7 @@ def load_model(
     radius: float | None = None,
     max_neighbors: int | None = None,
     fidelity: str | None = None,
+    interval_level: float | None = None,
 ) -> Predictor:
     """Load a model for prediction.
 
@@ -229,6 +247,8 @@ def load_model(
             ``.pth.tar`` (then give ``atom_features``, ``radius`` and ``max_neighbors``).
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
         fidelity: for multi-fidelity models, the fidelity to predict.
+        interval_level: level of the central interval ``[prediction_lo_ev, prediction_hi_ev]``
+            (default 0.9) of a model shipped with a calibration.
 
     Raises:
         CheckpointError: the file is not a usable checkpoint (the message says why).
@@ -245,6 +265,7 @@ def load_model(
                 own if own.is_file() else member_checkpoints(info["pbe_model"])[0], device="cpu"
             )
         scale = float((info.get("calibration") or {}).get("scale", 1.0))
+        trust = load_trust(shipped_model_dir(name)) if pbe_model is not None else None
         trees, weight = None, 0.5
         if info.get("trees"):  # boosted trees on composition + PBE, stored with skops (no pickle)
             trees, weight = load_trees(shipped_model_dir(name) / info["trees"]["file"]), info["trees"]["weight"]
@@ -258,6 +279,8 @@ def load_model(
             fidelity=fidelity,
             trees=trees,
             trees_weight=weight,
+            trust=trust,
+            interval_level=interval_level,
         )
     loaded = load_checkpoint(
         path, atom_features=atom_features, radius=radius, max_neighbors=max_neighbors, device="cpu"

@@ -322,7 +322,8 @@ def stand_in_pbe(pbe: Mapping[str, float] | None, ids: list[str]) -> Mapping[str
 def merge_ordered(table: pd.DataFrame, method: str) -> pd.DataFrame:
     """One row per structure: the rows of the ordered structures that stand for a disordered
     one (ids ``<id>#ordered-<k>-w<weight>``) become their weighted mean, with the spread of
-    the mixture (``sqrt(sum w (std^2 + (p - mean)^2))``) and ``disorder`` naming the method;
+    the mixture (``sqrt(sum w (std^2 + (p - mean)^2))``), the interval spanning every
+    ordering's, in domain only when every ordering is, and ``disorder`` naming the method;
     other rows are kept as they are (``disorder`` empty)."""
     ids = table["material_id"].astype(str)
     marked = ids.str.contains(MARK, regex=False)
@@ -346,6 +347,13 @@ def merge_ordered(table: pd.DataFrame, method: str) -> pd.DataFrame:
         )
         if "pbe_gap_ev" in group:
             row["pbe_gap_ev"] = float(np.sum(w * group["pbe_gap_ev"]))
+        if "prediction_lo_ev" in group:  # the interval spans every ordering's; in domain only if all are
+            row["prediction_lo_ev"] = float(group["prediction_lo_ev"].min())
+            row["prediction_hi_ev"] = float(group["prediction_hi_ev"].max())
+            row["in_domain"] = bool(group["in_domain"].all())
+            row["domain_note"] = "; ".join(
+                dict.fromkeys(n for note in group["domain_note"] for n in note.split("; ") if n)
+            )
         row["disorder"] = f"{method} ({len(group)} ordered structures)"
         rows.append(row)
     return pd.DataFrame(rows).reset_index(drop=True)

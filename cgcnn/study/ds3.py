@@ -29,6 +29,7 @@ from cgcnn.fileio import write_json
 from cgcnn.prediction.ensemble import coverage, ensemble_predict
 from cgcnn.prediction.inference import predict
 from cgcnn.prediction.trees import load_trees
+from cgcnn.prediction.trust import load_trust
 from cgcnn.study.base_model import base_checkpoint
 from cgcnn.study.cross_validation import CONTROL, ds2_frame, model_key
 from cgcnn.study.data_preparation import StudyData, load_data
@@ -110,9 +111,10 @@ def _model_predictions(profile: StudyProfile, adaptation: AdaptationResult, base
 
 def _ensemble_predictions(
     run: Path, profile: StudyProfile, base, data: StudyData, ds3_set
-) -> tuple[list[pd.DataFrame], pd.Series | None]:
+) -> tuple[list[pd.DataFrame], pd.DataFrame | None]:
     """The selected ensemble (``<run>/methods.json``), called as a user would: structures, the
-    known PBE gaps of the DS3 table, M1 for any missing one.  (rows, spread per material)."""
+    known PBE gaps of the DS3 table, M1 for any missing one, the intervals and domain flag of
+    the trust step (``models/trust``) when it ran.  (rows, its prediction table by material)."""
     methods = load_methods(run)
     if not methods or not methods.get("final"):
         return [], None
@@ -130,11 +132,12 @@ def _ensemble_predictions(
         scale=methods["calibration"]["scale"],
         trees=trees,
         trees_weight=weight,
+        trust=load_trust(run_paths(run)["models"] / "trust"),
         device=profile.device,
     )
     return [_long(list(table["material_id"]), "ensemble", np.nan, table["prediction_ev"])], table.set_index(
         "material_id"
-    )["prediction_std_ev"]
+    )
 
 
 def score(per_seed_pred: pd.DataFrame, truth: pd.Series, ids: list[str], best_baseline: str) -> pd.DataFrame:
@@ -218,12 +221,50 @@ def _ensemble_coverage(predictions: pd.DataFrame) -> dict:
         return {}
     err = (predictions["pred_ensemble"] - predictions["bg_exp"]).to_numpy()
     std = predictions["std_ensemble"].to_numpy()
-    return {
+    out = {
         "ensemble_ds3_coverage": {
             "within_1sd": coverage(err, std, 1),
             "within_2sd": coverage(err, std, 2),
             "mean_std_ev": float(std.mean()),
         }
+    }
+    if "lo_ensemble" in predictions:
+        out["ensemble_ds3_trust"] = ds3_trust(predictions)
+    return out
+
+
+def ds3_trust(predictions: pd.DataFrame) -> dict:
+    """Coverage and mean width of the ensemble's interval on DS3, and its MAE in vs out of
+    domain (bootstrap 95 % intervals; the difference out − in resampled over materials)."""
+    y = predictions["bg_exp"].to_numpy(np.float64)
+    lo, hi = predictions["lo_ensemble"].to_numpy(np.float64), predictions["hi_ensemble"].to_numpy(np.float64)
+    inside = predictions["in_domain_ensemble"].to_numpy(bool)
+    err = np.abs(predictions["pred_ensemble"].to_numpy(np.float64) - y)
+    covered = (y >= lo) & (y <= hi)
+    rng = np.random.default_rng(0)
+    diffs = []
+    for _ in range(2000):
+        k = rng.integers(0, len(err), len(err))
+        if inside[k].any() and (~inside[k]).any():
+            diffs.append(err[k][~inside[k]].mean() - err[k][inside[k]].mean())
+
+    def part(mask):
+        return {
+            "n": int(mask.sum()),
+            "coverage": float(covered[mask].mean()) if mask.any() else None,
+            "mean_width_ev": float((hi - lo)[mask].mean()) if mask.any() else None,
+            "mae": float(err[mask].mean()) if mask.any() else None,
+        }
+
+    return {
+        "all": part(np.ones_like(inside)),
+        "in_domain": part(inside),
+        "out_of_domain": part(~inside),
+        "diff_out_minus_in": float(err[~inside].mean() - err[inside].mean())
+        if inside.any() and (~inside).any()
+        else None,
+        "diff_lo": float(np.percentile(diffs, 2.5)) if diffs else None,
+        "diff_hi": float(np.percentile(diffs, 97.5)) if diffs else None,
     }
 
 
@@ -246,7 +287,7 @@ def evaluate_ds3(
     parts = _baseline_predictions(data, ds2_ids, ids, profile.cv.gbm_grid) + _model_predictions(
         profile, adaptation, base, ds3_set
     )
-    ensemble_parts, ensemble_std = _ensemble_predictions(run, profile, base, data, ds3_set)
+    ensemble_parts, ensemble_table = _ensemble_predictions(run, profile, base, data, ds3_set)
     parts += ensemble_parts
     per_seed_pred = pd.concat(parts, ignore_index=True)
     cv_metrics = cv.get("cv_metrics", {})
@@ -261,8 +302,16 @@ def evaluate_ds3(
     predictions = ds3.loc[ids, [c for c in _PREDICTION_COLUMNS if c in ds3.columns]].copy()
     for model in order:
         predictions[f"pred_{model}"] = mean.loc[ids, model].to_numpy()
-    if ensemble_std is not None:
-        predictions["std_ensemble"] = ensemble_std.loc[ids].to_numpy()
+    if ensemble_table is not None:
+        predictions["std_ensemble"] = ensemble_table.loc[ids, "prediction_std_ev"].to_numpy()
+        for col, name in (
+            ("prediction_lo_ev", "lo"),
+            ("prediction_hi_ev", "hi"),
+            ("in_domain", "in_domain"),
+            ("domain_note", "domain_note"),
+        ):
+            if col in ensemble_table:
+                predictions[f"{name}_ensemble"] = ensemble_table.loc[ids, col].to_numpy()
     predictions = predictions.reset_index(drop=True)
     predictions["gap_range"] = pd.cut(predictions["bg_exp"], GAP_RANGES, right=False).astype(str)
     shown = [m for m in ("ensemble", "m2", CONTROL, best, "hse06", "g0w0") if m in order]

@@ -127,7 +127,7 @@ def load_adaptation(run_dir: str | os.PathLike) -> AdaptationResult:
     if meta is None:
         raise FileNotFoundError(
             f"{paths['models'] / 'adaptation.json'} not found: run the final-models stage "
-            "(02-ml-dev/04-final-models-and-ds3.ipynb) first"
+            "(02-ml-dev/05-final-models-and-ds3.ipynb) first"
         )
     choices = pd.read_csv(paths["tables"] / "adaptation_choices.csv").set_index("model")
     runs = pd.read_csv(paths["tables"] / "adaptation_runs.csv")

@@ -141,6 +141,31 @@ class MethodSettings(StrictModel):
         return self
 
 
+class TrustSettings(StrictModel):
+    """Intervals and applicability domain of the selected ensemble (:mod:`cgcnn.study.trust`),
+    calibrated on its out-of-fold predictions under the grouped folds and under
+    chemistry-shift folds (whole composition clusters held out)."""
+
+    level: float = Field(0.9, gt=0, lt=1, description="the central interval's default level")
+    clusters: int = Field(25, ge=2, description="k-means composition clusters of the chemistry-shift folds")
+    min_element_count: int = Field(5, ge=1, description="an element in fewer training materials is out of domain")
+    distance_percentile: float = Field(
+        95.0,
+        gt=0,
+        lt=100,
+        description="percentile of the out-of-fold nearest-neighbour distances beyond which a crystal is out of domain",
+    )
+    near_zero_ev: float = Field(0.1, ge=0, description="a predicted gap below this is out of domain (perhaps a metal)")
+    below_pbe_ev: float = Field(
+        0.5, gt=0, description="a label this far below its PBE gap is suspicious (PBE normally underestimates)"
+    )
+    beyond_interval: float = Field(
+        1.5,
+        gt=1,
+        description="a label whose out-of-fold error exceeds this many half-widths of the interval is suspicious",
+    )
+
+
 class TsneSettings(StrictModel):
     """openTSNE settings.  ``perplexity=None`` -> ``min(30, (n - 1) / 3)`` for n fitted points."""
 
@@ -168,6 +193,7 @@ class StudyProfile(StrictModel):
     adapt: AdaptSettings
     cv: CVSettings = Field(default_factory=CVSettings)
     methods: MethodSettings = Field(default_factory=MethodSettings)
+    trust: TrustSettings = Field(default_factory=TrustSettings)
     seeds: list[int] = Field(min_length=1)
     tsne: TsneSettings = Field(default_factory=TsneSettings)
     workers: int | None = Field(None, ge=1, description="graph-building processes; None = all cores")

@@ -181,6 +181,61 @@ def _methods_section(run: Path, methods: dict) -> list[str]:
     return rows
 
 
+def _trust_section(run: Path, trust: dict, ds3_trust: dict | None) -> list[str]:
+    """Intervals, applicability domain and suspicious labels (the trust step and DS3)."""
+    if not trust:
+        return []
+    tables = run_paths(run)["tables"]
+    st = trust["settings"]
+    rows = [
+        "## Can a prediction be trusted? Intervals, applicability domain, suspicious labels",
+        f"The selected recipe was refitted on the {trust['folds']['grouped']} grouped folds and on "
+        f"{trust['folds']['chemistry_shift']} chemistry-shift folds (k-means on Magpie composition, {st['clusters']} "
+        "clusters, whole clusters held out: test materials are new chemistry). Every test material was predicted with "
+        "its MP PBE gap (`given`) and with M1's prediction of it (`predicted`, a user who gives none). The "
+        f"{trust['level']:.0%} intervals are normalised split-conformal (normaliser `{trust['normaliser']}`, chosen by "
+        "the narrower cross-fitted width: "
+        + ", ".join(f"{k} {v:.2f} eV" for k, v in trust["normaliser_widths_ev"].items())
+        + "), calibrated per domain category on both protocols; coverage is cross-fitted (each fold scored by a "
+        "calibration that never saw its materials).",
+        markdown_table(pd.read_csv(tables / "trust_coverage.csv").drop(columns=["level"]), index=False),
+        f"Out of domain: an element in fewer than {st['min_element_count']} training materials, a nearest training "
+        f"crystal in M1's feature space farther than {trust['distance_threshold']:.2f} (the "
+        f"{st['distance_percentile']:g}th percentile of the grouped out-of-fold distances), a predicted PBE gap, or a "
+        f"predicted gap below {st['near_zero_ev']:g} eV or above the training range. MAE in vs out of domain "
+        "(MP's PBE given; difference out − in with its bootstrap 95 % interval):",
+        markdown_table(pd.DataFrame(trust["separation"]), index=False),
+        "What each rule flags (a row can be flagged by several):",
+        markdown_table(pd.DataFrame(trust["rules"]), index=False),
+    ]
+    if ds3_trust:
+        d = ds3_trust
+        rows.append(
+            f"On DS3 (scored once, at the end): the {trust['level']:.0%} interval covers {d['all']['coverage']:.1%} of "
+            f"{d['all']['n']} materials (mean width {d['all']['mean_width_ev']:.2f} eV); MAE "
+            + (f"{d['in_domain']['mae']:.3f} eV" if d["in_domain"]["mae"] is not None else "n/a")
+            + f" in domain ({d['in_domain']['n']}) vs "
+            + (f"{d['out_of_domain']['mae']:.3f} eV" if d["out_of_domain"]["mae"] is not None else "n/a")
+            + f" out of domain ({d['out_of_domain']['n']})"
+            + (
+                f", difference {d['diff_out_minus_in']:+.3f} [{d['diff_lo']:+.3f}, {d['diff_hi']:+.3f}] eV."
+                if d.get("diff_out_minus_in") is not None
+                else "."
+            )
+        )
+    sus = trust["suspicious_labels"]
+    rows.append(
+        f"**Suspicious DS2 labels: {sus['n']}** ("
+        + ", ".join(f"{k}: {v}" for k, v in sus["by_reason"].items())
+        + f"; sources disagreeing by more than the ETL's threshold, a label more than {st['below_pbe_ev']:g} eV below "
+        f"its PBE gap, or an out-of-fold error beyond {st['beyond_interval']:g}x the interval's half-width). Kept in "
+        "training; all of them in `tables/suspicious_labels.csv`, those with two or more reasons here:"
+    )
+    table = pd.read_csv(tables / "suspicious_labels.csv")
+    rows.append(markdown_table(table[table["n_reasons"] >= 2].drop(columns=["n_reasons"]), index=False))
+    return rows
+
+
 def _figures(run: Path) -> list[tuple[str, str]]:
     wanted = [
         ("ds3_parity.png", "DS3 parity"),
@@ -254,6 +309,7 @@ def write_report(run_dir: str | os.PathLike, profile: StudyProfile) -> Path:
         "### Errors by anion class and by gap range (MAE, eV)",
         markdown_table(pd.read_csv(tables / "ds3_errors_by_class.csv", index_col=0)),
         markdown_table(pd.read_csv(tables / "ds3_errors_by_gap.csv", index_col=0)),
+        *_trust_section(run, read_json(run / "trust.json") or {}, metrics.get("ensemble_ds3_trust")),
         "## What the numbers show",
         findings(cv_table, ds3, best, int(metrics.get("n_ds3", len(ds3)))),
         ensemble_findings(cv_table, ds3, methods, metrics.get("ensemble_ds3_coverage", {})),

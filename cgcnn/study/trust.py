@@ -1,0 +1,509 @@
+"""Step 02-ml-dev/04: how far the selected ensemble can be trusted — intervals that hold on new
+chemistry, an applicability domain, and the DS2 labels that look wrong.
+
+1. :func:`prepare` — the selected method (``methods.json``), M1's crystal features, elements,
+   Magpie features and M1's PBE prediction of every DS2 material, and two protocols: the
+   **grouped** folds of the fine-tuning study (first repeat) and **chemistry-shift** folds
+   (:func:`cgcnn.evaluation.folds.cluster_folds`: whole composition clusters held out).
+2. :func:`fit_fold` — in each fold the selected method is refitted as in the methods step
+   (same members, seeds and inner split; the boosted trees too) and the test materials are
+   predicted twice: with the PBE gap they have (MP's) and with M1's prediction of it, as for a
+   user who gives none.  Each fold is kept in ``trust/cv/`` as soon as it is done.
+3. :func:`analyse` — the domain rules of :mod:`cgcnn.prediction.domain` applied out of fold
+   (counts, feature space and gap range from the fold's training materials; the distance
+   threshold from the grouped folds), the normalised conformal intervals of
+   :mod:`cgcnn.prediction.intervals` calibrated on both protocols together (Mondrian by
+   domain category), their **cross-fitted** coverage and width (each fold's materials
+   scored by a calibration that never saw them), MAE in vs out of domain with a bootstrap
+   interval, and the table of suspicious labels.
+4. :func:`write` — ``trust.json``, ``tables/trust_*.csv`` and the shipped calibration
+   (``models/trust/``: :class:`cgcnn.prediction.trust.Trust` fitted on all of DS2).
+
+DS3 is not touched here; the final step scores the intervals and the flag on it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cgcnn.evaluation.baselines import BoostedTrees, magpie_features
+from cgcnn.evaluation.folds import Fold, cluster_folds, inner_split
+from cgcnn.fileio import write_json
+from cgcnn.prediction.domain import (
+    IN_DOMAIN,
+    OUT_OF_DOMAIN,
+    PBE_PREDICTED,
+    Domain,
+    FeatureSpace,
+    element_counts,
+    element_sets,
+)
+from cgcnn.prediction.ensemble import mix
+from cgcnn.prediction.inference import predict
+from cgcnn.prediction.intervals import NORMALISERS, Intervals, interval_coverage
+from cgcnn.prediction.trees import tree_features
+from cgcnn.prediction.trust import Trust, crystal_features
+from cgcnn.study.candidates import TREES, TREES_WEIGHT, EnsembleMethod, build_method
+from cgcnn.study.methods import MethodsSetup, load_methods
+from cgcnn.study.methods import prepare as methods_prepare
+from cgcnn.study.profiles import StudyProfile
+from cgcnn.study.rundir import read_json, run_paths, write_table
+
+GROUPED, SHIFT = "grouped", "chemistry_shift"
+PROTOCOL_LABELS = {GROUPED: "grouped by formula", SHIFT: "chemistry shift (composition clusters held out)"}
+__all__ = [
+    "GROUPED",
+    "PROTOCOL_LABELS",
+    "SHIFT",
+    "TrustAnalysis",
+    "TrustSetup",
+    "analyse",
+    "clear_outputs",
+    "fit_fold",
+    "prepare",
+    "run_trust",
+    "write",
+]
+
+
+@dataclass
+class TrustSetup:
+    """What every fold needs (see :func:`prepare`)."""
+
+    m: MethodsSetup
+    selection: dict
+    method: EnsembleMethod  # reads the PBE gap each material has
+    method_ppbe: EnsembleMethod  # the same networks' inputs with M1's PBE prediction for all
+    trees: BoostedTrees | None
+    trees_ppbe_features: np.ndarray | None
+    features: np.ndarray  # M1's crystal features [n, d]
+    elements: list[frozenset[str]]
+    pbe_predicted: np.ndarray
+    protocols: dict[str, list[Fold]]
+
+    @property
+    def profile(self) -> StudyProfile:
+        return self.m.cv.profile
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.m.cv.frame["material_id"])
+
+    @property
+    def truth(self) -> np.ndarray:
+        return self.m.cv.truth.loc[self.ids].to_numpy(np.float64)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.m.cv.run) / "trust" / "cv"
+
+    def key(self, protocol: str, fold: Fold) -> str:
+        """What a fold's predictions depend on: the selected method's CV key and the fold."""
+        text = json.dumps(
+            {
+                "methods": self.m.key(self.selection["network"]),
+                "selected": self.selection["selected"],
+                "protocol": protocol,
+                "test": [self.ids[p] for p in fold.test],
+                "seed": fold.seed,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def clear_outputs(run_dir: str | os.PathLike) -> None:
+    """Remove what an earlier run of this step wrote (the fold cache in ``trust/cv`` is kept:
+    it is keyed by everything a fold depends on)."""
+    paths = run_paths(run_dir)
+    shutil.rmtree(paths["models"] / "trust", ignore_errors=True)
+    (Path(run_dir) / "trust.json").unlink(missing_ok=True)
+    for name in ("trust_coverage", "trust_domain", "trust_predictions", "suspicious_labels"):
+        (paths["tables"] / f"{name}.csv").unlink(missing_ok=True)
+
+
+def prepare(run_dir: str | os.PathLike, profile: StudyProfile) -> TrustSetup | None:
+    """The selected method and the two protocols; None when the run selected no method."""
+    selection = load_methods(run_dir)
+    if not selection:
+        return None
+    m = methods_prepare(run_dir, profile)
+    cv = m.cv
+    network = selection["network"]
+    method = m.build(network)
+    base_pbe = np.maximum(predict(cv.base, cv.dataset, device=profile.device), 0.0)
+    method_ppbe = build_method(network, profile, cv.data, cv.base, cv.dataset, base_pbe, cv.groups, m.scratch, print)
+    magpie = magpie_features(list(cv.frame["formula"]))
+    trees, ppbe_features = None, None
+    if selection["selected"].endswith(TREES):
+        trees = BoostedTrees(
+            tree_features(magpie, m.pbe), cv.truth.to_numpy(), cv.groups, grid=dict(profile.cv.gbm_grid)
+        )
+        ppbe_features = tree_features(magpie, base_pbe)
+    grouped = [f for f in cv.folds if f.repeat == 0]
+    shift = cluster_folds(magpie, k=len(grouped), clusters=profile.trust.clusters, seed=profile.cv.seed)
+    features = crystal_features(cv.base, cv.dataset, device=profile.device)
+    return TrustSetup(
+        m,
+        selection,
+        method,
+        method_ppbe,
+        trees,
+        ppbe_features,
+        features,
+        element_sets(cv.dataset.graphs),
+        base_pbe,
+        {GROUPED: grouped, SHIFT: shift},
+    )
+
+
+def fit_fold(t: TrustSetup, protocol: str, fold: Fold, *, echo: Callable[[str], Any] = print) -> pd.DataFrame:
+    """Out-of-fold predictions of the selected method on one fold (members' mean and spread,
+    the trees), with the PBE gaps the materials have and with M1's (``*_ppbe``)."""
+    key = t.key(protocol, fold)
+    stem = t.folder / f"{protocol}-f{fold.fold}"
+    cached = read_json(stem.with_suffix(".json"))
+    if cached is not None and cached.get("key") == key:
+        return pd.read_csv(stem.with_suffix(".csv"), dtype={"material_id": str})
+    cv = t.m.cv
+    fit, val = inner_split(
+        cv.groups, fold.train, val_fraction=cv.profile.cv.inner_val_fraction, seed=1000 * fold.seed + fold.fold
+    )
+    out = t.m.scratch / f"trust-{protocol}-f{fold.fold}"
+    checkpoints = t.method.fit_members(fit, val, out, {"repeat": fold.repeat, "fold": fold.fold, "seed": fold.seed})
+    given = t.method.predict_members(checkpoints, fold.test)
+    ppbe = t.method_ppbe.predict_members(checkpoints, fold.test)
+    shutil.rmtree(out, ignore_errors=True)
+    table = pd.DataFrame(
+        {
+            "protocol": protocol,
+            "fold": fold.fold,
+            "material_id": [t.ids[p] for p in fold.test],
+            "cgcnn_mean": given.mean(axis=0),
+            "cgcnn_std": given.std(axis=0),
+            "cgcnn_mean_ppbe": ppbe.mean(axis=0),
+            "cgcnn_std_ppbe": ppbe.std(axis=0),
+        }
+    )
+    if t.trees is not None:
+        model, _ = t.trees.fit(fold.train, fold.seed)
+        table["trees"] = model.predict(t.trees.features[fold.test])
+        table["trees_ppbe"] = model.predict(t.trees_ppbe_features[fold.test])
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    write_table(stem.with_suffix(".csv"), table, index=False)
+    write_json(stem.with_suffix(".json"), {"key": key})  # last: marks the fold complete
+    echo(f"{protocol} fold {fold.fold}: {len(fold.test)} test materials")
+    return table
+
+
+def _combine(t: TrustSetup, table: pd.DataFrame, suffix: str) -> tuple[np.ndarray, np.ndarray]:
+    """(prediction clipped at 0, raw spread) of the selected recipe from a fold table."""
+    mean, std = table[f"cgcnn_mean{suffix}"].to_numpy(), table[f"cgcnn_std{suffix}"].to_numpy()
+    if t.trees is not None:
+        mean, std = mix(mean, std, table[f"trees{suffix}"].to_numpy(), TREES_WEIGHT)
+    return np.maximum(mean, 0.0), std
+
+
+def _domain(t: TrustSetup, train: np.ndarray, threshold: float) -> Domain:
+    s = t.profile.trust
+    return Domain(
+        FeatureSpace.fit(t.features[train]),
+        threshold,
+        element_counts(t.elements[p] for p in train),
+        s.min_element_count,
+        float(t.truth[train].max()),
+        s.near_zero_ev,
+        s.distance_percentile,
+    )
+
+
+def out_of_fold_table(t: TrustSetup, folds: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, float]:
+    """One row per (protocol, material, PBE input): prediction, raw spread, truth, domain
+    flag, note and category out of fold; and the distance threshold (from the grouped folds)."""
+    position = {m: k for k, m in enumerate(t.ids)}
+    source = dict(zip(t.ids, t.m.pbe_source))
+    dist: dict[tuple[str, int], np.ndarray] = {}
+    for protocol, fold_list in t.protocols.items():
+        for fold in fold_list:
+            dist[(protocol, fold.fold)] = FeatureSpace.fit(t.features[fold.train]).distances(t.features[fold.test])
+    grouped = np.concatenate([dist[(GROUPED, f.fold)] for f in t.protocols[GROUPED]])
+    threshold = float(np.percentile(grouped, t.profile.trust.distance_percentile))
+    rows = []
+    for protocol, fold_list in t.protocols.items():
+        for fold in fold_list:
+            table = folds[protocol]
+            table = (
+                table[table["fold"] == fold.fold]
+                .set_index("material_id")
+                .loc[[t.ids[p] for p in fold.test]]
+                .reset_index()
+            )
+            domain = _domain(t, fold.train, threshold)
+            for pbe_input, suffix in (("given", ""), ("predicted", "_ppbe")):
+                pred, spread = _combine(t, table, suffix)
+                src = [source[m] if pbe_input == "given" else "predicted" for m in table["material_id"]]
+                feats = t.features[fold.test]
+                inside, notes, cats, d = domain.assess(feats, [t.elements[p] for p in fold.test], pred, src)
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "protocol": protocol,
+                            "fold": fold.fold,
+                            "pbe_input": pbe_input,
+                            "material_id": table["material_id"],
+                            "truth": t.truth[[position[m] for m in table["material_id"]]],
+                            "prediction": pred,
+                            "spread": spread,
+                            "distance": d,
+                            "in_domain": inside,
+                            "category": cats,
+                            "domain_note": notes,
+                        }
+                    )
+                )
+    return pd.concat(rows, ignore_index=True), threshold
+
+
+def cross_fitted(oof: pd.DataFrame, normaliser: str, level: float) -> pd.DataFrame:
+    """Interval bounds for every row, each (protocol, fold) calibrated on the rows of every
+    protocol whose materials are not in that fold's test set."""
+    out = []
+    for _, part in oof.groupby(["protocol", "fold"], sort=False):
+        cal = oof[~oof["material_id"].isin(set(part["material_id"]))]
+        iv = Intervals.fit(cal["prediction"] - cal["truth"], cal["spread"], cal["category"], normaliser)
+        lo, hi = iv.bounds(part["prediction"], part["spread"], part["category"], level)
+        out.append(part.assign(lo=lo, hi=hi))
+    return pd.concat(out).sort_index()
+
+
+def coverage_table(bounds: pd.DataFrame, level: float) -> pd.DataFrame:
+    """Coverage, mean width and MAE per protocol, PBE input and domain."""
+    rows = []
+    for (protocol, pbe_input), part in bounds.groupby(["protocol", "pbe_input"], sort=False):
+        subsets = {"all": part, "in domain": part[part["in_domain"]], "out of domain": part[~part["in_domain"]]}
+        for name, sub in subsets.items():
+            if sub.empty:
+                continue
+            rows.append(
+                {
+                    "protocol": protocol,
+                    "pbe_input": pbe_input,
+                    "subset": name,
+                    "level": level,
+                    "n": len(sub),
+                    "coverage": interval_coverage(sub["truth"], sub["lo"], sub["hi"]),
+                    "mean_width_ev": float((sub["hi"] - sub["lo"]).mean()),
+                    "mae": float((sub["prediction"] - sub["truth"]).abs().mean()),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def separation(oof: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """MAE in vs out of domain per protocol (MP's PBE gaps given), with a bootstrap 95 %
+    interval of the difference (out − in; materials resampled)."""
+    rows = []
+    rng = np.random.default_rng(seed)
+    for protocol, part in oof[oof["pbe_input"] == "given"].groupby("protocol", sort=False):
+        err = (part["prediction"] - part["truth"]).abs().to_numpy()
+        inside = part["in_domain"].to_numpy()
+        diffs = []
+        for _ in range(n_boot):
+            k = rng.integers(0, len(err), len(err))
+            e, i = err[k], inside[k]
+            if i.any() and (~i).any():
+                diffs.append(e[~i].mean() - e[i].mean())
+        row = {
+            "protocol": protocol,
+            "n_in": int(inside.sum()),
+            "n_out": int((~inside).sum()),
+            "mae_in": float(err[inside].mean()) if inside.any() else np.nan,
+            "mae_out": float(err[~inside].mean()) if (~inside).any() else np.nan,
+        }
+        row["diff_out_minus_in"] = row["mae_out"] - row["mae_in"]
+        row["diff_lo"], row["diff_hi"] = (
+            (float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))) if diffs else (np.nan, np.nan)
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def reasons_table(oof: pd.DataFrame) -> pd.DataFrame:
+    """Count and MAE of the out-of-fold rows flagged by each domain rule (MP's PBE given)."""
+    given = oof[oof["pbe_input"] == "given"]
+    rules = {
+        "rare element": "rare element",
+        "far from the training crystals": "far from",
+        "PBE gap predicted": "PBE gap predicted",
+        "predicted gap near zero": "below",
+        "predicted gap above the training range": "above the training range",
+    }
+    rows = []
+    for protocol, part in given.groupby("protocol", sort=False):
+        for name, needle in rules.items():
+            hit = part["domain_note"].str.contains(needle, regex=False)
+            rows.append(
+                {
+                    "protocol": protocol,
+                    "rule": name,
+                    "n": int(hit.sum()),
+                    "mae": float((part.loc[hit, "prediction"] - part.loc[hit, "truth"]).abs().mean())
+                    if hit.any()
+                    else np.nan,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def suspicious_labels(t: TrustSetup, bounds: pd.DataFrame) -> pd.DataFrame:
+    """DS2 labels that look wrong: sources disagreeing beyond the ETL's threshold
+    (``bucket/reports/conflicts.csv``), a gap far below its PBE gap, or an out-of-fold error
+    (grouped folds, MP's PBE) beyond ``beyond_interval`` half-widths of the interval."""
+    s = t.profile.trust
+    frame = t.m.cv.frame.set_index("material_id")
+    grouped = bounds[(bounds["protocol"] == GROUPED) & (bounds["pbe_input"] == "given")].set_index("material_id")
+    half = (grouped["hi"] - grouped["lo"]) / 2
+    err = grouped["prediction"] - grouped["truth"]
+    conflicts_csv = Path(t.m.cv.run) / "bucket" / "reports" / "conflicts.csv"
+    conflicts = (
+        pd.read_csv(conflicts_csv, dtype={"material_id": str}).set_index("material_id")
+        if conflicts_csv.is_file()
+        else pd.DataFrame()
+    )
+    rows = []
+    for mid in t.ids:
+        why = []
+        r = frame.loc[mid]
+        if mid in conflicts.index:
+            c = conflicts.loc[mid]
+            values = {k.removeprefix("bg_exp_"): v for k, v in c.items() if k.startswith("bg_exp_") and pd.notna(v)}
+            why.append("sources disagree: " + ", ".join(f"{k} {float(v):.2f}" for k, v in values.items()))
+        pbe = pd.to_numeric(r.get("bg_pbe"), errors="coerce")
+        if pd.notna(pbe) and r["bg_exp"] < pbe - s.below_pbe_ev:
+            why.append(f"{pbe - r['bg_exp']:.2f} eV below its PBE gap ({pbe:.2f})")
+        if mid in grouped.index and abs(err[mid]) > s.beyond_interval * half[mid]:
+            why.append(
+                f"out-of-fold error {err[mid]:+.2f} eV beyond {s.beyond_interval:g}x the interval's half-width ({half[mid]:.2f})"
+            )
+        if why:
+            rows.append(
+                {
+                    "material_id": mid,
+                    "formula": r["formula"],
+                    "bg_exp": float(r["bg_exp"]),
+                    "bg_exp_source": r.get("bg_exp_source"),
+                    "bg_pbe": float(pbe) if pd.notna(pbe) else np.nan,
+                    "oof_prediction": float(grouped.loc[mid, "prediction"]) if mid in grouped.index else np.nan,
+                    "n_reasons": len(why),
+                    "reasons": "; ".join(why),
+                }
+            )
+    cols = ["material_id", "formula", "bg_exp", "bg_exp_source", "bg_pbe", "oof_prediction", "n_reasons", "reasons"]
+    return pd.DataFrame(rows, columns=cols).sort_values(["n_reasons", "material_id"], ascending=[False, True])
+
+
+@dataclass
+class TrustAnalysis:
+    """Everything :func:`analyse` measured, and the calibration to ship."""
+
+    oof: pd.DataFrame
+    bounds: pd.DataFrame
+    coverage: pd.DataFrame
+    separation: pd.DataFrame
+    reasons: pd.DataFrame
+    suspicious: pd.DataFrame
+    normaliser: str
+    widths: dict[str, float]
+    trust: Trust
+
+
+def analyse(t: TrustSetup, folds: dict[str, pd.DataFrame]) -> TrustAnalysis:
+    """Domain flags, intervals, their cross-fitted coverage and the suspicious labels."""
+    level = t.profile.trust.level
+    oof, threshold = out_of_fold_table(t, folds)
+    widths = {}
+    for normaliser in NORMALISERS:  # the narrower intervals (both protocols, MP's PBE) win
+        b = cross_fitted(oof, normaliser, level)
+        widths[normaliser] = float((b["hi"] - b["lo"])[b["pbe_input"] == "given"].mean())
+    normaliser = min(widths, key=widths.get)
+    bounds = cross_fitted(oof, normaliser, level)
+    everything = np.arange(len(t.ids))
+    domain = _domain(t, everything, threshold)
+    domain.notes = {"feature_model": "pbe-model (M1), last convolution layer, standardised on DS2"}
+    intervals = Intervals.fit(oof["prediction"] - oof["truth"], oof["spread"], oof["category"], normaliser)
+    sep = separation(oof)
+    cov = coverage_table(bounds, level)
+    info = {
+        "calibrated_on": {p: PROTOCOL_LABELS[p] for p in t.protocols},
+        "n_calibration": {c: len(v) for c, v in intervals.scores.items()},
+        "coverage": cov.to_dict(orient="records"),
+        "separation": sep.to_dict(orient="records"),
+        "normaliser_widths_ev": widths,
+        "categories": [IN_DOMAIN, OUT_OF_DOMAIN, PBE_PREDICTED],
+    }
+    trust = Trust(intervals, domain, level, info)
+    return TrustAnalysis(
+        oof, bounds, cov, sep, reasons_table(oof), suspicious_labels(t, bounds), normaliser, widths, trust
+    )
+
+
+def write(t: TrustSetup, a: TrustAnalysis) -> dict:
+    """``trust.json``, the ``trust_*`` tables and ``models/trust/`` (the calibration to ship)."""
+    paths = run_paths(t.m.cv.run)
+    write_table(paths["tables"] / "trust_coverage.csv", a.coverage, index=False)
+    write_table(
+        paths["tables"] / "trust_domain.csv",
+        pd.concat([a.separation.assign(kind="separation"), a.reasons.assign(kind="rule")]),
+        index=False,
+    )
+    write_table(paths["tables"] / "trust_predictions.csv", a.bounds, index=False)
+    write_table(paths["tables"] / "suspicious_labels.csv", a.suspicious, index=False)
+    a.trust.save(paths["models"] / "trust")
+    summary = {
+        "selected": t.selection["selected"],
+        "level": a.trust.level,
+        "normaliser": a.normaliser,
+        "normaliser_widths_ev": a.widths,
+        "distance_threshold": a.trust.domain.distance_threshold,
+        "folds": {p: len(f) for p, f in t.protocols.items()},
+        "coverage": a.coverage.to_dict(orient="records"),
+        "separation": a.separation.to_dict(orient="records"),
+        "rules": a.reasons.to_dict(orient="records"),
+        "suspicious_labels": {
+            "n": len(a.suspicious),
+            "by_reason": {
+                name: int(a.suspicious["reasons"].str.contains(needle, regex=False).sum())
+                for name, needle in (
+                    ("sources disagree", "sources disagree"),
+                    ("below PBE", "below its PBE"),
+                    ("beyond the interval", "beyond"),
+                )
+            },
+        },
+        "settings": t.profile.trust.to_dict(),
+    }
+    write_json(Path(t.m.cv.run) / "trust.json", summary)
+    shutil.rmtree(t.m.scratch, ignore_errors=True)
+    return summary
+
+
+def run_trust(run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Callable[[str], Any] = print) -> dict | None:
+    """Every step of this module in order (what the notebook does cell by cell)."""
+    clear_outputs(run_dir)
+    t = prepare(run_dir, profile)
+    if t is None:
+        return None
+    folds = {
+        p: pd.concat([fit_fold(t, p, f, echo=echo) for f in fl], ignore_index=True) for p, fl in t.protocols.items()
+    }
+    return write(t, analyse(t, folds))
