@@ -124,6 +124,10 @@ class TrainConfig(StrictModel):
     lr_milestones: list[int] = Field(default_factory=lambda: [100])
     lr_gamma: float = Field(0.1, gt=0)
     patience: int | None = Field(None, ge=1, description="early stopping on validation MAE")
+    loss: Literal["mse", "huber"] = Field(
+        "mse", description="training loss on normalised targets; 'huber' is quadratic within huber_delta, linear beyond"
+    )
+    huber_delta: float = Field(0.5, gt=0, description="Huber threshold in normalised target units (target stds)")
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
     seed: int = 0

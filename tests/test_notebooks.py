@@ -1,7 +1,7 @@
 """Every notebook, executed through papermill on the bundled fixture (profile ``fixture``).
 
-The notebooks depend on each other (ETL -> EDA -> M1 -> cross-validation -> methods -> final
-models and DS3 -> t-SNE -> report), so one module-scoped run of ``scripts/run_pipeline.py``
+The notebooks depend on each other (ETL -> EDA -> M1 -> cross-validation -> methods -> trust ->
+final models and DS3 -> t-SNE -> report), so one module-scoped run of ``scripts/run_pipeline.py``
 executes them in order; each ``test_notebook_<name>`` then checks its own notebook's outputs.  Fixture facts used below
 (tests/fixtures/README.md): DS2 has 23 materials and DS3 6; DS3 has HSE06 for 5 and G0W0 for
 4 materials; fx-29 (ZnS, wurtzite) is the DS3 material with a DS2 polymorph (fx-10).
@@ -29,6 +29,7 @@ NOTEBOOKS = {
     "base-model": "02-ml-dev/01-base-model.ipynb",
     "cross-validation": "02-ml-dev/02-cross-validation.ipynb",
     "methods": "02-ml-dev/03-methods.ipynb",
+    "trust": "02-ml-dev/04-trust.ipynb",
     "final-models-and-ds3": "02-ml-dev/05-final-models-and-ds3.ipynb",
     "tsne": "03-insights/01-tsne.ipynb",
     "report": "03-insights/02-report.ipynb",
@@ -235,6 +236,43 @@ def test_notebook_methods_cross_validate_select_calibrate_and_train_an_ensemble(
     assert (predictions["std_ensemble"] > 0).all()
 
 
+def test_notebook_trust_calibrates_intervals_and_the_domain_out_of_fold(fixture_run):
+    run_dir = _completed(fixture_run, "trust")
+    summary = json.loads((run_dir / "trust.json").read_text())
+    assert summary["selected"] == load_methods(run_dir)["selected"] and summary["level"] == 0.9
+    assert summary["folds"] == {"grouped": 3, "chemistry_shift": 3}  # the fixture profile's 3 folds
+    oof = pd.read_csv(run_dir / "tables" / "trust_predictions.csv", dtype={"material_id": str})
+    # every DS2 material once per protocol and PBE input, out of fold
+    assert (oof.groupby(["protocol", "pbe_input"])["material_id"].nunique() == 23).all() and len(oof) == 4 * 23
+    assert (oof["lo"] >= 0).all() and (oof["lo"] <= oof["prediction"]).all() and (oof["prediction"] <= oof["hi"]).all()
+    assert (oof["domain_note"].fillna("") == "").eq(oof["in_domain"]).all()  # a note exactly when out of domain
+    assert set(oof.loc[oof["pbe_input"] == "predicted", "category"]) == {"pbe_predicted"}
+    coverage = pd.read_csv(run_dir / "tables" / "trust_coverage.csv")
+    assert set(coverage["protocol"]) == {"grouped", "chemistry_shift"} and coverage["coverage"].between(0, 1).all()
+    # chemistry-shift folds hold out whole composition clusters: no test formula's chemistry in training
+    frame = pd.read_csv(run_dir / "bucket" / "processed" / "ds2.csv", dtype={"material_id": str}).set_index("material_id")
+    for _, fold in oof[oof["protocol"] == "chemistry_shift"].groupby("fold"):
+        test = set(frame.loc[fold["material_id"], "formula"])
+        train = set(frame.drop(index=fold["material_id"])["formula"])
+        assert not test & train
+    # the calibration that ships: intervals and domain fitted on all of DS2
+    from cgcnn.prediction.trust import load_trust
+
+    trust = load_trust(run_dir / "models" / "trust")
+    assert trust is not None and trust.domain.space.reference.shape[0] == 23
+    assert sum(trust.domain.counts.values()) >= 23 and trust.intervals.normaliser == summary["normaliser"]
+    suspicious = pd.read_csv(run_dir / "tables" / "suspicious_labels.csv")
+    assert summary["suspicious_labels"]["n"] == len(suspicious) and (suspicious["reasons"].str.len() > 0).all()
+    # DS3 (the final step): the ensemble's interval and domain flag, scored once
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    ds3 = metrics["ensemble_ds3_trust"]
+    assert ds3["all"]["n"] == 6 and 0 <= ds3["all"]["coverage"] <= 1 and ds3["all"]["mean_width_ev"] > 0
+    assert ds3["in_domain"]["n"] + ds3["out_of_domain"]["n"] == 6
+    predictions = pd.read_csv(run_dir / "tables" / "ds3_predictions.csv")
+    assert (predictions["lo_ensemble"] <= predictions["pred_ensemble"]).all()
+    assert "## Can a prediction be trusted?" in (run_dir / "report.md").read_text()
+
+
 def test_notebook_tsne(fixture_run):
     run_dir = _completed(fixture_run, "tsne")
     for model in ("m1", "m2"):
@@ -317,12 +355,30 @@ def test_ship_model_ships_the_run_s_ensemble_and_refuses_a_leak(fixture_run, tmp
     methods = json.loads((run_dir / "methods.json").read_text())
     hybrid = methods["selected"].endswith("_trees")
     assert info["method"] == methods["selected"] and info["cgcnn_members"] == 2 and info["members"] == 2 + hybrid
-    expected = ["manifest.json", "member-0.pt", "member-1.pt", "pbe-model.pt"] + (["trees.skops"] if hybrid else [])
+    expected = ["domain.npz", "manifest.json", "member-0.pt", "member-1.pt", "pbe-model.pt"]
+    expected += (["trees.skops"] if hybrid else []) + ["trust.json"]
     assert sorted(p.name for p in (models / "ensemble").iterdir()) == expected
     assert not set(pd.read_csv(validation, dtype=str)["material_id"]) & set(info["ids"]["all_labels_seen"])
     assert info["calibration"]["scale"] == methods["calibration"]["scale"]
     card = (models / "MODEL_CARD.md").read_text()
     assert "## Intended use" in card and "are not metal detectors" in card and f"Method `{info['method']}`" in card
+    assert info["trust"]["level"] == 0.9 and {"trust.json", "domain.npz"} <= set(info["files"])
+    assert "### Applicability domain" in card and "### Intervals (90% by default" in card
+    # the shipped folder predicts with intervals and the domain flag, as load_model() does
+    import cgcnn.prediction.shipped
+    from cgcnn import load_model
+
+    snapshot = REPO / "tests" / "fixtures" / "mp_snapshot" / "summary.jsonl.gz"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cgcnn.prediction.shipped, "models_root", lambda: models)
+        wide = load_model("ensemble", device="cpu").predict(snapshot)
+        narrow = load_model("ensemble", device="cpu", interval_level=0.5).predict(snapshot)
+    assert list(wide.columns[-4:]) == ["prediction_lo_ev", "prediction_hi_ev", "in_domain", "domain_note"]
+    assert (wide["prediction_lo_ev"] >= 0).all() and (wide["prediction_lo_ev"] <= wide["prediction_ev"]).all()
+    assert (wide["prediction_ev"] <= wide["prediction_hi_ev"]).all()
+    assert (narrow["prediction_hi_ev"] - narrow["prediction_lo_ev"] <= wide["prediction_hi_ev"] - wide["prediction_lo_ev"]).all()
+    assert ((wide["domain_note"] == "") == wide["in_domain"]).all()
+    assert narrow[["prediction_ev", "in_domain"]].equals(wide[["prediction_ev", "in_domain"]])  # the level changes only the bounds
     # a held-out list that contains a training id: refused in one line, the shipped folder untouched
     leak = tmp_path / "leak.csv"
     pd.DataFrame({"material_id": [info["ids"]["train"][0]]}).to_csv(leak, index=False)

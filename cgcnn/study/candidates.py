@@ -8,6 +8,9 @@ data it trains on, and how it is fitted and scored inside one cross-validation f
   ``experiment``), trained on ``pbe_crystals`` DS1 crystals (PBE labels, PBE input unknown)
   together with the DS2 training crystals (experimental labels, each seen
   ``experiment_weight`` times per epoch), also reading the PBE gap;
+* ``<candidate>_huber`` — the same network trained with a Huber loss (``huber_delta`` of
+  the methods' training settings, in target standard deviations): quadratic for small
+  errors, linear for large ones, so a few wrong labels pull less;
 * ``<candidate>_trees`` — a candidate's ensemble averaged (equal weights, fixed in advance)
   with boosted trees on Magpie composition + the PBE gap, refitted on the same folds with
   the same inputs (their errors are only partly correlated, so the average can beat both).
@@ -36,7 +39,7 @@ from cgcnn.evaluation.folds import inner_split, out_of_fold
 from cgcnn.prediction.ensemble import mix
 from cgcnn.prediction.inference import predict
 from cgcnn.prediction.trees import tree_features
-from cgcnn.study.display import METHOD_LABELS, TREES
+from cgcnn.study.display import HUBER, METHOD_LABELS, TREES
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.training.adapt import adapt
 from cgcnn.training.checkpoint import load_checkpoint
@@ -65,6 +68,7 @@ def method_model_config(name: str, base: ModelConfig) -> ModelConfig:
         "delta_composition": {"pbe_input": True, "composition": "magpie"},
         "multifidelity": {"pbe_input": True, "fidelities": [PBE, EXPERIMENT]},
     }
+    name = name.removesuffix(HUBER)
     if name not in extra:
         raise ValueError(f"unknown method {name!r}; choose from {', '.join(extra)}")
     return base.model_copy(update=extra[name])
@@ -114,7 +118,10 @@ class EnsembleMethod:
         paths = []
         for k in range(s.members):
             seed = 100 * int(tag.get("seed", 0)) + k
-            cfg = AdaptConfig(freeze=s.freeze, normalizer="refit", train=self.profile.train_config(s.train, seed=seed))
+            train_cfg = self.profile.train_config(s.train, seed=seed)
+            if self.name.endswith(HUBER):
+                train_cfg = train_cfg.model_copy(update={"loss": "huber"})
+            cfg = AdaptConfig(freeze=s.freeze, normalizer="refit", train=train_cfg)
             t0 = time.perf_counter()
             result = adapt(
                 self.base,

@@ -21,6 +21,8 @@ METHOD_LABELS = {
     "delta_composition": "CGCNN ensemble, PBE-aware + composition",
     "multifidelity": "CGCNN ensemble, multi-fidelity + PBE-aware",
 }
+HUBER = "_huber"  # suffix of a candidate trained with a Huber loss (robust to a few wrong labels)
+METHOD_LABELS.update({f"{k}{HUBER}": f"{v}, Huber loss" for k, v in list(METHOD_LABELS.items())})
 METHOD_LABELS.update(
     {f"{k}{TREES}": f"{v}, averaged with boosted trees (composition + PBE)" for k, v in list(METHOD_LABELS.items())}
 )

@@ -3,8 +3,10 @@ cross-validated on the folds of the fine-tuning study; one is selected and calib
 
 Candidates (``profile.methods.candidates``; defined in :mod:`cgcnn.study.candidates`):
 PBE-aware (``delta``), PBE-aware + composition (``delta_composition``) and multi-fidelity
-(``multifidelity``) CGCNN ensembles fine-tuned from M1, and each of them averaged with
-boosted trees on composition + PBE (``<name>_trees``).
+(``multifidelity``) CGCNN ensembles fine-tuned from M1, the same trained with a Huber loss
+(``<name>_huber``), and each of them averaged with boosted trees on composition + PBE
+(``<name>_trees``).  Every candidate is also scored on the rows each experimental source
+labelled (``cv_mae_by_label_source``: e.g. the Borlido rows alone), on the same folds.
 
 The PBE gap a DS2 / DS3 material reads is its Materials Project PBE gap, or M1's
 prediction when MP has none (as at prediction time, :mod:`cgcnn.prediction.ensemble`).
@@ -106,12 +108,14 @@ class MethodsSetup:
         return run_paths(self.cv.run)["models"] / "cv-methods"
 
     def key(self, name: str) -> str:
-        """What a candidate's CV depends on: its settings, the CV protocol, M1 and the DS2 ids."""
+        """What a candidate's CV depends on: its settings (not the list of the other
+        candidates), the CV protocol, M1 and the DS2 ids."""
         profile = self.cv.profile
+        settings = {k: v for k, v in profile.methods.to_dict().items() if k != "candidates"}
         text = json.dumps(
             {
                 "name": name,
-                "methods": profile.methods.to_dict(),
+                "methods": settings,
                 "cv": profile.cv.to_dict(),
                 "device": profile.device,
                 "base": sha256_file(base_checkpoint(self.cv.run)),
@@ -249,6 +253,21 @@ def select(
         for n in every
     }
     selected = min(mae, key=mae.get)
+    source = cv.data.ds2.set_index("material_id")["bg_exp_source"].astype(str)
+    mae_by_source = {  # every candidate on the rows each experimental source labelled (same folds)
+        src: {
+            n: float(
+                np.mean(
+                    [
+                        np.abs(g["prediction"] - truth.loc[g["material_id"]].to_numpy()).mean()
+                        for _, g in part[part["model"] == f"ens_{n}"].groupby("repeat")
+                    ]
+                )
+            )
+            for n in every
+        }
+        for src, part in oof_table.assign(source=source.loc[oof_table["material_id"]].to_numpy()).groupby("source")
+    }
     scale = float(calibration_table.loc[selected, "scale"])
 
     write_table(paths["tables"] / "methods_cv_metrics.csv", cv_table)
@@ -261,6 +280,7 @@ def select(
         "selected": selected,
         "network": network,
         "cv_mae_all_ds2": mae,
+        "cv_mae_by_label_source": mae_by_source,
         "calibration": {"scale": scale, **{k: float(v) for k, v in calibration_table.loc[selected].items()}},
         "trees_cv_choices": trees_chosen,
         "settings": profile.methods.to_dict(),

@@ -104,7 +104,14 @@ class CVSettings(StrictModel):
     )
 
 
-MethodName = Literal["delta", "delta_composition", "multifidelity"]
+MethodName = Literal[
+    "delta",
+    "delta_composition",
+    "multifidelity",
+    "delta_huber",
+    "delta_composition_huber",
+    "multifidelity_huber",
+]
 
 
 class MethodSettings(StrictModel):

@@ -7,7 +7,7 @@ kept together so that one-process and DDP training stay one code path:
 
 * the split is explicit (``split_indices`` with a seed, or given), and the target
   normaliser is fitted on the training split only;
-* loss is the MSE of normalised targets (as the original); model selection is on the
+* loss is the MSE of normalised targets (as the original; ``loss="huber"`` for a Huber loss); model selection is on the
   validation MAE in eV; early stopping after ``patience`` epochs without improvement;
 * identical seed -> identical result on CPU (initialisation from ``torch.manual_seed``,
   shuffling from a dedicated ``torch.Generator`` whose state is checkpointed);
@@ -266,7 +266,10 @@ def train_epoch(
         target = y_norm[torch.from_numpy(batch.positions)].to(device)
         with autocast(device, cfg.amp):
             pred = net(batch).float()
-        loss = torch.nn.functional.mse_loss(pred, target)
+        if cfg.loss == "huber":  # robust to a few wrong labels: linear beyond huber_delta
+            loss = torch.nn.functional.huber_loss(pred, target, delta=cfg.huber_delta)
+        else:
+            loss = torch.nn.functional.mse_loss(pred, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -71,3 +71,21 @@ def test_a_method_returning_the_wrong_shape_is_named():
     folds = grouped_folds(GROUPS, GAPS, k=4, repeats=1)
     with pytest.raises(ValueError, match="method 'bad' returned"):
         out_of_fold(lambda tr, te, ctx: np.zeros(1), folds, [str(k) for k in range(len(GROUPS))], name="bad")
+
+
+def test_cluster_folds_hold_out_whole_composition_clusters():
+    from cgcnn.evaluation.folds import cluster_folds
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 10, (8, 3))
+    features = np.repeat(centres, 12, axis=0) + rng.normal(0, 0.1, (96, 3))  # 8 tight clusters of 12
+    features[1] = features[0]  # two polymorphs of one composition
+    folds = cluster_folds(features, k=4, clusters=8, seed=0)
+    assert len(folds) == 4
+    tests = np.concatenate([f.test for f in folds])
+    assert sorted(tests.tolist()) == list(range(96))  # every material tested exactly once
+    cluster = np.arange(96) // 12
+    for f in folds:
+        assert not set(cluster[f.test]) & set(cluster[f.train])  # a cluster is never split
+        assert len(f.test) == 24  # GroupKFold balances: two clusters per fold
+    assert any(0 in f.test and 1 in f.test for f in folds)

@@ -1,0 +1,51 @@
+"""Applicability domain (cgcnn.prediction.domain): each rule flags what it says and names why."""
+
+import numpy as np
+from pymatgen.core import Lattice, Structure
+
+from cgcnn.config import GraphConfig
+from cgcnn.data.building import build_graphs
+from cgcnn.prediction.domain import Domain, FeatureSpace, element_counts, element_sets
+
+
+def _domain(reference: np.ndarray, threshold: float = 1.0) -> Domain:
+    return Domain(FeatureSpace.fit(reference), threshold, {"Na": 10, "Cl": 10, "Tc": 1}, min_count=5, max_gap_ev=5.0)
+
+
+def test_element_sets_and_counts_of_real_graphs():
+    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    graphs, problems = build_graphs([("nacl", nacl), ("cscl", cscl)], GraphConfig(radius=5.0, max_neighbors=8), progress=False)
+    assert not problems
+    sets = element_sets(graphs)
+    assert sets == [frozenset({"Na", "Cl"}), frozenset({"Cs", "Cl"})]
+    assert element_counts(sets) == {"Cl": 2, "Cs": 1, "Na": 1}
+
+
+def test_nearest_neighbour_distance_is_measured_in_standardised_features():
+    space = FeatureSpace.fit(np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 20.0], [2.0, 20.0]]))  # std 1 and 10
+    assert np.allclose(space.distances(np.array([[1.0, 0.0], [0.0, 30.0]])), [1.0, 1.0])
+
+
+def test_each_rule_flags_and_names_its_reason():
+    ref = np.zeros((10, 2))
+    ref[:, 0] = np.arange(10)
+    d = _domain(ref, threshold=1.0)
+    feats = np.array([[4.0, 0.0], [4.0, 0.0], [4.0, 40.0], [4.0, 0.0], [4.0, 0.0], [4.0, 0.0]])
+    elements = [frozenset({"Na", "Cl"}), frozenset({"Tc", "Cl"}), frozenset({"Na", "Cl"})] + [frozenset({"Na", "Cl"})] * 3
+    pred = np.array([2.0, 2.0, 2.0, 2.0, 0.02, 6.0])
+    source = ["given", "given", "given", "predicted", "given", "given"]
+    inside, notes, cats, dist = d.assess(feats, elements, pred, source)
+    assert inside.tolist() == [True, False, False, False, False, False]
+    assert notes[0] == "" and cats[0] == "in_domain" and dist[0] == 0.0
+    assert "rare element Tc (1 training materials) (< 5)" in notes[1]
+    assert "far from the training crystals" in notes[2]
+    assert notes[3] == "PBE gap predicted, none given" and cats[3] == "pbe_predicted"
+    assert "below 0.1 eV (perhaps a metal)" in notes[4] and "above the training range (max 5 eV)" in notes[5]
+    assert cats[1] == cats[2] == cats[4] == cats[5] == "out_of_domain"
+
+
+def test_an_unknown_element_counts_as_zero_training_materials():
+    d = _domain(np.zeros((3, 2)) + np.arange(3)[:, None])
+    inside, notes, _, _ = d.assess(np.ones((1, 2)), [frozenset({"Og"})], np.array([1.0]))
+    assert not inside[0] and "Og (0 training materials)" in notes[0]
