@@ -279,6 +279,9 @@ class DS2Config(StrictModel):
     sources: list[ExperimentalSource] = Field(default_factory=_default_sources, min_length=1)
     gap_window: GapWindow = GapWindow(min=0.0, max=5.0, min_inclusive=False, max_inclusive=True)
     conflict_threshold: float = Field(0.5, ge=0, description="eV; larger source disagreements are reported")
+    below_pbe_threshold: float = Field(
+        0.5, gt=0, description="eV; a label this far below its PBE gap is reported as suspicious"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DS2Config:

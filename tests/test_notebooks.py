@@ -250,7 +250,9 @@ def test_notebook_trust_calibrates_intervals_and_the_domain_out_of_fold(fixture_
     coverage = pd.read_csv(run_dir / "tables" / "trust_coverage.csv")
     assert set(coverage["protocol"]) == {"grouped", "chemistry_shift"} and coverage["coverage"].between(0, 1).all()
     # chemistry-shift folds hold out whole composition clusters: no test formula's chemistry in training
-    frame = pd.read_csv(run_dir / "bucket" / "processed" / "ds2.csv", dtype={"material_id": str}).set_index("material_id")
+    frame = pd.read_csv(run_dir / "bucket" / "processed" / "ds2.csv", dtype={"material_id": str}).set_index(
+        "material_id"
+    )
     for _, fold in oof[oof["protocol"] == "chemistry_shift"].groupby("fold"):
         test = set(frame.loc[fold["material_id"], "formula"])
         train = set(frame.drop(index=fold["material_id"])["formula"])
@@ -376,9 +378,13 @@ def test_ship_model_ships_the_run_s_ensemble_and_refuses_a_leak(fixture_run, tmp
     assert list(wide.columns[-4:]) == ["prediction_lo_ev", "prediction_hi_ev", "in_domain", "domain_note"]
     assert (wide["prediction_lo_ev"] >= 0).all() and (wide["prediction_lo_ev"] <= wide["prediction_ev"]).all()
     assert (wide["prediction_ev"] <= wide["prediction_hi_ev"]).all()
-    assert (narrow["prediction_hi_ev"] - narrow["prediction_lo_ev"] <= wide["prediction_hi_ev"] - wide["prediction_lo_ev"]).all()
+    assert (
+        narrow["prediction_hi_ev"] - narrow["prediction_lo_ev"] <= wide["prediction_hi_ev"] - wide["prediction_lo_ev"]
+    ).all()
     assert ((wide["domain_note"] == "") == wide["in_domain"]).all()
-    assert narrow[["prediction_ev", "in_domain"]].equals(wide[["prediction_ev", "in_domain"]])  # the level changes only the bounds
+    assert narrow[["prediction_ev", "in_domain"]].equals(
+        wide[["prediction_ev", "in_domain"]]
+    )  # the level changes only the bounds
     # a held-out list that contains a training id: refused in one line, the shipped folder untouched
     leak = tmp_path / "leak.csv"
     pd.DataFrame({"material_id": [info["ids"]["train"][0]]}).to_csv(leak, index=False)

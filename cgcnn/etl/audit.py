@@ -4,6 +4,8 @@ Report tables, each written to ``reports/<name>.csv``:
 
 ``drops``            every raw row that did not make it into a dataset, with its reason
 ``conflicts``        DS2 materials whose sources differ by more than the threshold
+``suspicious_labels`` DS2 labels that look wrong: their sources disagree (a conflict), or the
+                     gap is far below its PBE gap (PBE normally underestimates gaps)
 ``polymorphs``       DS3 materials sharing a reduced formula with DS1/DS2 materials
 ``formula_matches``  rows resolved by formula (status unique / ambiguous / unmatched)
 ``notes``            non-fatal observations (formula mismatches, unparseable secondary labels)
@@ -36,6 +38,7 @@ __all__ = [
     "find_polymorphs",
     "load_report",
     "write_report",
+    "suspicious_labels",
     "write_report_tables",
 ]
 
@@ -51,6 +54,7 @@ class ReportTables:
     polymorphs: pd.DataFrame
     formula_matches: pd.DataFrame
     notes: pd.DataFrame
+    suspicious_labels: pd.DataFrame
 
     def items(self) -> list[tuple[str, pd.DataFrame]]:
         """(name, table) in the order the reports are written."""
@@ -60,6 +64,7 @@ class ReportTables:
             ("polymorphs", self.polymorphs),
             ("formula_matches", self.formula_matches),
             ("notes", self.notes),
+            ("suspicious_labels", self.suspicious_labels),
         ]
 
 
@@ -95,8 +100,37 @@ def find_polymorphs(ds3: pd.DataFrame, others: Mapping[str, pd.DataFrame]) -> pd
     return df.sort_values(["dataset", "formula", "ds3_id", "material_id"], kind="stable").reset_index(drop=True)
 
 
+SUSPICIOUS_COLUMNS = ["material_id", "formula", "bg_exp", "bg_exp_source", "bg_pbe", "reasons"]
+
+
+def suspicious_labels(ds2: pd.DataFrame, conflicts: pd.DataFrame, below_pbe_ev: float) -> pd.DataFrame:
+    """DS2 rows whose experimental label looks wrong, with why (``"; "``-separated): its
+    sources disagree by more than the conflict threshold (``conflicts``), or it lies more than
+    ``below_pbe_ev`` below the material's PBE gap."""
+    disagree = {}
+    if len(conflicts):
+        for _, c in conflicts.iterrows():
+            values = {k.removeprefix("bg_exp_"): v for k, v in c.items() if k.startswith("bg_exp_") and pd.notna(v)}
+            disagree[str(c["material_id"])] = "sources disagree: " + ", ".join(
+                f"{k} {float(v):.2f}" for k, v in values.items()
+            )
+    rows = []
+    for _, r in ds2.iterrows():
+        why = [disagree[r["material_id"]]] if r["material_id"] in disagree else []
+        pbe, exp = (pd.to_numeric(r.get(c), errors="coerce") for c in ("bg_pbe", "bg_exp"))
+        if pd.notna(pbe) and pd.notna(exp) and exp < pbe - below_pbe_ev:
+            why.append(f"{pbe - exp:.2f} eV below its PBE gap ({pbe:.2f})")
+        if why:
+            rows.append({**{c: r.get(c) for c in SUSPICIOUS_COLUMNS[:-1]}, "reasons": "; ".join(why)})
+    return pd.DataFrame(rows, columns=SUSPICIOUS_COLUMNS)
+
+
 def collect_reports(
-    outcomes: Mapping[str, Outcome], tables: Mapping[str, pd.DataFrame], graph_drops: list[dict]
+    outcomes: Mapping[str, Outcome],
+    tables: Mapping[str, pd.DataFrame],
+    graph_drops: list[dict],
+    *,
+    below_pbe_ev: float = 0.5,
 ) -> ReportTables:
     """The report tables from the rules' outcomes and the final datasets.
 
@@ -112,7 +146,8 @@ def collect_reports(
     if len(conflicts):
         conflicts["in_ds2"] = conflicts["material_id"].isin(set(tables["ds2"]["material_id"]))
     polymorphs = find_polymorphs(tables["ds3"], {"ds2": tables["ds2"], "ds1": tables["ds1"]})
-    return ReportTables(drops, conflicts, polymorphs, matches, notes)
+    suspicious = suspicious_labels(tables["ds2"], conflicts, below_pbe_ev)
+    return ReportTables(drops, conflicts, polymorphs, matches, notes, suspicious)
 
 
 def count_outputs(tables: Mapping[str, pd.DataFrame], reports: ReportTables) -> dict:
@@ -129,6 +164,7 @@ def count_outputs(tables: Mapping[str, pd.DataFrame], reports: ReportTables) -> 
             for ds in DATASETS
         },
         "conflicts": len(reports.conflicts),
+        "suspicious_labels": len(reports.suspicious_labels),
         "polymorphs": len(reports.polymorphs),
         "formula_matches": {s: int((matches["status"] == s).sum()) for s in ("unique", "ambiguous", "unmatched")},
         "notes": len(reports.notes),
@@ -176,6 +212,7 @@ def build_report(
             orient="records"
         ),
         "notes": reports.notes.to_dict(orient="records"),
+        "suspicious_labels": reports.suspicious_labels.to_dict(orient="records"),
     }
     if config.build_graphs and "_seconds" in graph_entries:
         report["timings_s"].update(graph_entries["_seconds"])

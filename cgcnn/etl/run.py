@@ -8,7 +8,7 @@ Outputs, written back to the bucket::
     graphs/ds{1,2,3}.npz                the same graphs, compact binary (GraphSet.load_npz)
     graphs/manifest.json                content keys that let a re-run reuse the graphs
     reports/etl_report.json             counts, drops, conflicts, database version, checksums
-    reports/{drops,conflicts,polymorphs,formula_matches,notes}.csv
+    reports/{drops,conflicts,polymorphs,formula_matches,notes,suspicious_labels}.csv
 
 :func:`run_etl` runs these phases in order, each a function of its own:
 
@@ -17,7 +17,7 @@ Outputs, written back to the bucket::
 3. :func:`apply_rules` — the wrangling rules of :mod:`cgcnn.etl.rules` (DS3 first: DS1 and DS2
    exclude its materials);
 4. :func:`cgcnn.etl.dataset_graphs.build_or_reuse_graphs` and :func:`~cgcnn.etl.dataset_graphs.drop_graph_failures`;
-5. :func:`cgcnn.etl.audit.collect_reports` — drops, conflicts, polymorphs, matches, notes;
+5. :func:`cgcnn.etl.audit.collect_reports` — drops, conflicts, polymorphs, matches, notes, suspicious labels;
 6. :func:`write_outputs` — datasets, graph manifest and report tables; then the JSON report.
 """
 
@@ -102,7 +102,8 @@ class EtlResult:
         lines = [
             f"DS1 {c['ds1']} materials, DS2 {c['ds2']}, DS3 {c['ds3']}",
             f"dropped rows: {c['dropped']} " + ", ".join(f"{k} {v}" for k, v in c["drops_by_reason"].items() if v),
-            f"DS2 source conflicts: {c['conflicts']}; DS3 polymorph pairs: {c['polymorphs']}",
+            f"DS2 source conflicts: {c['conflicts']}; suspicious DS2 labels: {c.get('suspicious_labels', 0)}; "
+            f"DS3 polymorph pairs: {c['polymorphs']}",
             *(
                 [f"WARNING: {sum(c['drops_by_dataset']['ds3'].values())} DS3 row(s) could not be used (see drops)"]
                 if sum(c["drops_by_dataset"]["ds3"].values())
@@ -278,7 +279,7 @@ def run_etl(
             "graphs " + ", ".join(f"{ds} {'reused' if graph_entries[ds].get('reused') else 'built'}" for ds in DATASETS)
         )
 
-    reports = collect_reports(outcomes, tables, graph_drops)
+    reports = collect_reports(outcomes, tables, graph_drops, below_pbe_ev=config.ds2.below_pbe_threshold)
     with timer("write"):
         paths = write_outputs(bucket, tables, found.records, config, graph_entries, reports)
         counts = count_outputs(tables, reports)

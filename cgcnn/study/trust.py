@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cgcnn.etl.audit import suspicious_labels as suspicious_labels_etl
 from cgcnn.evaluation.baselines import BoostedTrees, magpie_features
 from cgcnn.evaluation.folds import Fold, cluster_folds, inner_split
 from cgcnn.fileio import write_json
@@ -366,36 +367,28 @@ def reasons_table(oof: pd.DataFrame) -> pd.DataFrame:
 
 
 def suspicious_labels(t: TrustSetup, bounds: pd.DataFrame) -> pd.DataFrame:
-    """DS2 labels that look wrong: sources disagreeing beyond the ETL's threshold
-    (``bucket/reports/conflicts.csv``), a gap far below its PBE gap, or an out-of-fold error
-    (grouped folds, MP's PBE) beyond ``beyond_interval`` half-widths of the interval."""
+    """DS2 labels that look wrong: the ETL's tests (:func:`cgcnn.etl.audit.suspicious_labels`:
+    sources disagreeing beyond its threshold, a gap far below its PBE gap) and an out-of-fold
+    error (grouped folds, MP's PBE) beyond ``beyond_interval`` half-widths of the interval."""
     s = t.profile.trust
-    frame = t.m.cv.frame.set_index("material_id")
+    ds2 = t.m.cv.data.ds2.set_index("material_id").loc[t.ids].reset_index()
+    conflicts_csv = Path(t.m.cv.run) / "bucket" / "reports" / "conflicts.csv"
+    conflicts = pd.read_csv(conflicts_csv, dtype={"material_id": str}) if conflicts_csv.is_file() else pd.DataFrame()
+    etl = suspicious_labels_etl(ds2, conflicts, s.below_pbe_ev).set_index("material_id")["reasons"]
     grouped = bounds[(bounds["protocol"] == GROUPED) & (bounds["pbe_input"] == "given")].set_index("material_id")
     half = (grouped["hi"] - grouped["lo"]) / 2
     err = grouped["prediction"] - grouped["truth"]
-    conflicts_csv = Path(t.m.cv.run) / "bucket" / "reports" / "conflicts.csv"
-    conflicts = (
-        pd.read_csv(conflicts_csv, dtype={"material_id": str}).set_index("material_id")
-        if conflicts_csv.is_file()
-        else pd.DataFrame()
-    )
     rows = []
-    for mid in t.ids:
-        why = []
-        r = frame.loc[mid]
-        if mid in conflicts.index:
-            c = conflicts.loc[mid]
-            values = {k.removeprefix("bg_exp_"): v for k, v in c.items() if k.startswith("bg_exp_") and pd.notna(v)}
-            why.append("sources disagree: " + ", ".join(f"{k} {float(v):.2f}" for k, v in values.items()))
-        pbe = pd.to_numeric(r.get("bg_pbe"), errors="coerce")
-        if pd.notna(pbe) and r["bg_exp"] < pbe - s.below_pbe_ev:
-            why.append(f"{pbe - r['bg_exp']:.2f} eV below its PBE gap ({pbe:.2f})")
+    for _, r in ds2.iterrows():
+        mid = r["material_id"]
+        why = etl[mid].split("; ") if mid in etl.index else []
         if mid in grouped.index and abs(err[mid]) > s.beyond_interval * half[mid]:
             why.append(
-                f"out-of-fold error {err[mid]:+.2f} eV beyond {s.beyond_interval:g}x the interval's half-width ({half[mid]:.2f})"
+                f"out-of-fold error {err[mid]:+.2f} eV beyond {s.beyond_interval:g}x the interval's "
+                f"half-width ({half[mid]:.2f})"
             )
         if why:
+            pbe = pd.to_numeric(r.get("bg_pbe"), errors="coerce")
             rows.append(
                 {
                     "material_id": mid,

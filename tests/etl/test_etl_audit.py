@@ -145,7 +145,7 @@ def test_report_tables_and_json_report_round_trip(tmp_path, toy_outcomes):
     bucket = LocalBucket(tmp_path)
     reports = collect_reports(outcomes, tables, [])
     paths = write_report_tables(bucket, reports)
-    assert list(paths) == ["drops", "conflicts", "polymorphs", "formula_matches", "notes"]
+    assert list(paths) == ["drops", "conflicts", "polymorphs", "formula_matches", "notes", "suspicious_labels"]
     assert pd.read_csv(tmp_path / "reports" / "drops.csv")["material_id"].tolist() == ["e", "d", "f"]
     config = EtlConfig(build_graphs=False)
     report = build_report(
@@ -164,3 +164,22 @@ def test_report_tables_and_json_report_round_trip(tmp_path, toy_outcomes):
     assert report["gap_windows"] == {"ds1": "[0, 5) eV", "ds2": "(0, 5] eV"}
     assert write_report(bucket, report) == str(tmp_path / "reports" / "etl_report.json")
     assert load_report(tmp_path) == json.loads((tmp_path / "reports" / "etl_report.json").read_text())
+
+
+def test_suspicious_labels_name_conflicting_sources_and_gaps_far_below_pbe():
+    from cgcnn.etl.audit import suspicious_labels
+
+    ds2 = pd.DataFrame(
+        {
+            "material_id": ["ok", "low", "both", "no-pbe"],
+            "formula": ["Si", "ZnO", "CuCl", "GaN"],
+            "bg_exp": [1.17, 1.0, 0.5, 3.4],
+            "bg_exp_source": ["a", "a", "a", "b"],
+            "bg_pbe": [0.6, 1.6, 1.2, None],
+        }
+    )
+    conflicts = pd.DataFrame({"material_id": ["both"], "bg_exp_a": [0.5], "bg_exp_b": [3.4], "in_ds2": [True]})
+    table = suspicious_labels(ds2, conflicts, below_pbe_ev=0.5).set_index("material_id")
+    assert list(table.index) == ["low", "both"]  # 1.17 above 0.6 is normal; no PBE gap: nothing to compare
+    assert table.loc["low", "reasons"] == "0.60 eV below its PBE gap (1.60)"
+    assert table.loc["both", "reasons"] == "sources disagree: a 0.50, b 3.40; 0.70 eV below its PBE gap (1.20)"

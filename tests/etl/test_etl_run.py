@@ -114,8 +114,10 @@ def test_fixture_outputs(fixture_run):
     )
     assert gan["bg_g0w0"] == 3.27 and "_cell_length_a" in gan["cif"]
     assert doc["fx-28"]["bg_g0w0"] is None  # blank in the table -> null, not NaN
-    for name in ("drops", "conflicts", "polymorphs", "formula_matches", "notes"):
+    for name in ("drops", "conflicts", "polymorphs", "formula_matches", "notes", "suspicious_labels"):
         assert (root / "reports" / f"{name}.csv").is_file()
+    suspicious = pd.read_csv(root / "reports" / "suspicious_labels.csv")
+    assert "fx-13" in set(suspicious["material_id"])  # CuCl: Borlido 3.40 vs megnet 2.60
 
 
 def test_fixture_graphs_round_trip(fixture_run):

@@ -15,7 +15,9 @@ def _domain(reference: np.ndarray, threshold: float = 1.0) -> Domain:
 def test_element_sets_and_counts_of_real_graphs():
     nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    graphs, problems = build_graphs([("nacl", nacl), ("cscl", cscl)], GraphConfig(radius=5.0, max_neighbors=8), progress=False)
+    graphs, problems = build_graphs(
+        [("nacl", nacl), ("cscl", cscl)], GraphConfig(radius=5.0, max_neighbors=8), progress=False
+    )
     assert not problems
     sets = element_sets(graphs)
     assert sets == [frozenset({"Na", "Cl"}), frozenset({"Cs", "Cl"})]
@@ -32,7 +34,9 @@ def test_each_rule_flags_and_names_its_reason():
     ref[:, 0] = np.arange(10)
     d = _domain(ref, threshold=1.0)
     feats = np.array([[4.0, 0.0], [4.0, 0.0], [4.0, 40.0], [4.0, 0.0], [4.0, 0.0], [4.0, 0.0]])
-    elements = [frozenset({"Na", "Cl"}), frozenset({"Tc", "Cl"}), frozenset({"Na", "Cl"})] + [frozenset({"Na", "Cl"})] * 3
+    elements = [frozenset({"Na", "Cl"}), frozenset({"Tc", "Cl"}), frozenset({"Na", "Cl"})] + [
+        frozenset({"Na", "Cl"})
+    ] * 3
     pred = np.array([2.0, 2.0, 2.0, 2.0, 0.02, 6.0])
     source = ["given", "given", "given", "predicted", "given", "given"]
     inside, notes, cats, dist = d.assess(feats, elements, pred, source)
