@@ -157,6 +157,29 @@ def test_predict_gives_material_id_and_prediction_ev(trained, inputs, capsys):
     assert np.allclose(pred["prediction_ev"], expected[pred["material_id"]], atol=1e-5)
 
 
+@pytest.mark.parametrize("level", ["150", "0", "ninety"])
+def test_predict_refuses_an_interval_level_outside_zero_one(trained, inputs, capsys, level):
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", "--checkpoint", str(trained / "best.pt"), str(inputs / "cifs"), "--interval-level", level])
+    assert exc.value.code == 2
+    assert "--interval-level" in capsys.readouterr().err
+
+
+def test_interval_level_is_ignored_with_a_warning_by_a_model_without_calibration(trained, inputs, capsys):
+    _, err = run(
+        capsys,
+        "predict",
+        "--checkpoint",
+        trained / "best.pt",
+        inputs / "cifs",
+        "--device",
+        "cpu",
+        "--interval-level",
+        "80",
+    )
+    assert "warning: --interval-level is ignored: this model has no calibrated intervals" in err
+
+
 def test_embed_writes_both_vectors(trained, graphs_dir, inputs, capsys):
     path = inputs / "embed.npz"
     run(

@@ -54,9 +54,11 @@ ENSEMBLE_CANDIDATES = [
     "ens_delta",
     "ens_delta_composition",
     "ens_multifidelity",  # the fixture profile's methods, in the CV only
+    "ens_delta_composition_huber",
     "ens_delta_trees",
     "ens_delta_composition_trees",
     "ens_multifidelity_trees",
+    "ens_delta_composition_huber_trees",
 ]
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -202,16 +204,23 @@ def test_notebook_methods_cross_validate_select_calibrate_and_train_an_ensemble(
     _completed(fixture_run, "methods")
     run_dir = _completed(fixture_run, "final-models-and-ds3")
     methods = load_methods(run_dir)  # methods.json, and the final fit under "final"
-    assert methods["candidates"] == ["delta", "delta_composition", "multifidelity"]
+    assert methods["candidates"] == ["delta", "delta_composition", "multifidelity", "delta_composition_huber"]
     mae = methods["cv_mae_all_ds2"]
     assert set(mae) == {
         "delta",
         "delta_composition",
         "multifidelity",
+        "delta_composition_huber",
         "delta_trees",
         "delta_composition_trees",
         "multifidelity_trees",
+        "delta_composition_huber_trees",
     }
+    # every candidate also scored on each label source's rows (the fixture's DS2 has both sources)
+    by_source = methods["cv_mae_by_label_source"]
+    assert set(by_source) == {"borlido2019", "megnet2021"} and all(set(v) == set(mae) for v in by_source.values())
+    fits = pd.read_csv(run_dir / "tables" / "methods_cv_fits.csv")
+    assert set(fits["method"]) >= {"delta_composition_huber"}  # its members were fitted on every fold
     assert methods["selected"] == min(mae, key=mae.get)  # chosen by CV MAE alone
     oof = pd.read_csv(run_dir / "tables" / "methods_cv_predictions.csv")
     assert (oof.groupby("model")["material_id"].nunique() == 23).all() and (oof["std"] >= 0).all()

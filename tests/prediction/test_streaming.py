@@ -138,3 +138,26 @@ def test_peak_memory_stays_flat_as_the_input_grows(tiny_run, tmp_path):
         peaks.append(after - before)
         assert len(pd.read_csv(tmp_path / f"p{n}.csv")) == n
     assert peaks[1] - peaks[0] < 20_000  # KiB: five times the structures, (almost) the same peak
+
+
+def test_disordered_rows_merge_their_intervals_and_domain_flags():
+    from cgcnn.data.disorder import MARK
+    from cgcnn.prediction.streaming import merge_ordered
+
+    table = pd.DataFrame(
+        {
+            "material_id": [f"x{MARK}0-w1", f"x{MARK}1-w1", "y"],
+            "prediction_ev": [1.0, 2.0, 3.0],
+            "prediction_std_ev": [0.1, 0.1, 0.2],
+            "n_members": [4, 4, 4],
+            "prediction_lo_ev": [0.5, 1.2, 2.0],
+            "prediction_hi_ev": [1.6, 2.9, 4.0],
+            "in_domain": [True, False, True],
+            "domain_note": ["", "rare element Tc (1 training materials) (< 5)", ""],
+        }
+    )
+    merged = merge_ordered(table, "orderings").set_index("material_id")
+    assert merged.loc["x", "prediction_ev"] == 1.5
+    assert (merged.loc["x", "prediction_lo_ev"], merged.loc["x", "prediction_hi_ev"]) == (0.5, 2.9)  # spans both
+    assert not merged.loc["x", "in_domain"] and merged.loc["x", "domain_note"].startswith("rare element Tc")
+    assert merged.loc["y", "in_domain"] and merged.loc["y", "domain_note"] == ""

@@ -90,6 +90,28 @@ def test_training_loss_falls(tiny_run):
     assert losses[-1] < losses[0]
 
 
+def test_huber_loss_is_recorded_and_pulls_less_on_a_wrong_label(
+    tiny_dataset, tiny_train_config, tiny_model_config, tmp_path
+):
+    # one label 50 eV off: under the MSE it dominates the loss, under the Huber loss it counts linearly
+    targets = dict(zip(tiny_dataset.ids, tiny_dataset.y.tolist()))
+    targets[tiny_dataset.ids[0]] += 50.0
+    ds = CrystalDataset(tiny_dataset.graphs, targets, tiny_dataset.features)
+    runs = {}
+    for loss in ("mse", "huber"):
+        cfg = tiny_train_config.model_copy(update={"loss": loss, "huber_delta": 0.5})
+        runs[loss] = fit(ds, cfg, tmp_path / loss, model_config=tiny_model_config, progress=False)
+    assert read_checkpoint(runs["huber"].best_checkpoint)["train_config"]["loss"] == "huber"
+    assert not same_weights(weights(runs["mse"].best_checkpoint), weights(runs["huber"].best_checkpoint))
+    # Huber(r) <= r^2 / 2 for every residual, and the wrong label makes the gap large
+    assert runs["huber"].history["train_loss"].iloc[0] < 0.5 * runs["mse"].history["train_loss"].iloc[0]
+
+
+def test_an_unknown_loss_is_refused():
+    with pytest.raises(ValidationError, match="loss"):
+        TrainConfig(loss="l1")
+
+
 def test_history_csv_has_one_row_per_epoch(tiny_run, tiny_train_config):
     history = pd.read_csv(tiny_run.last_checkpoint.parent / "history.csv")
     assert history["epoch"].tolist() == list(range(tiny_train_config.epochs))
