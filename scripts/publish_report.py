@@ -5,7 +5,7 @@
 
 Copies ``report.md`` (unchanged: it already names the profile and the code's git SHA), the
 figures it shows, the tables it was written from (CV, DS3, methods) and the run's
-``config.json`` / ``environment.json`` / ``cv.json`` / ``methods.json`` / ``metrics.json``,
+``config.json`` / ``environment.json`` / ``cv.json`` / ``methods.json`` / ``trust.json`` / ``metrics.json``,
 so that the committed report can be checked against its sources.  Nothing is edited by hand.
 """
 
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FILES = ("report.md", "config.json", "environment.json", "cv.json", "methods.json", "metrics.json")
+FILES = ("report.md", "config.json", "environment.json", "cv.json", "methods.json", "trust.json", "metrics.json")
 TABLES = (
     "cv_metrics.csv",
     "methods_cv_metrics.csv",
@@ -28,6 +28,9 @@ TABLES = (
     "ds3_errors_by_class.csv",
     "ds3_errors_by_gap.csv",
     "methods_calibration.csv",
+    "trust_coverage.csv",
+    "trust_domain.csv",
+    "suspicious_labels.csv",
     "m1_ds1_metrics.csv",
     "etl_counts.csv",
 )

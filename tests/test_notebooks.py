@@ -412,10 +412,10 @@ def test_methods_stage_resumes_after_the_candidates_it_finished(fixture_run, tmp
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     before = json.loads((copy / "methods.json").read_text())
-    (copy / "tables" / "methods_cv_multifidelity.json").unlink()  # as if interrupted during the last candidate
+    (copy / "tables" / "methods_cv_multifidelity.json").unlink()  # as if interrupted during that candidate
     lines: list[str] = []
     after = methods.run_methods(copy, profiles.load_profile(copy / "config.json"), echo=lines.append)
     reused = [line for line in lines if "reused" in line]
-    assert [line.split(":")[0] for line in reused] == ["delta", "delta_composition"]
+    assert [line.split(":")[0] for line in reused] == ["delta", "delta_composition", "delta_composition_huber"]
     assert any(line.startswith("repeat 0 fold 0") and "multifidelity" in line for line in lines)  # recomputed
     assert after["cv_mae_all_ds2"] == pytest.approx(before["cv_mae_all_ds2"], abs=1e-4)  # same seeds: same numbers
