@@ -126,6 +126,38 @@ def test_load_model_without_arguments_is_the_shipped_ensemble_with_a_spread(tiny
     assert (table["n_members"] == manifest("ensemble")["members"]).all()
     assert table.set_index("material_id").loc[tiny_items[0][0], "pbe_gap_source"] == "given"
     assert (table["pbe_gap_source"].iloc[1:] == "predicted").all()
+    assert list(table.columns) == model.columns and model.columns[-4:] == [
+        "prediction_lo_ev",
+        "prediction_hi_ev",
+        "in_domain",
+        "domain_note",
+    ]
+
+
+def test_shipped_ensemble_gives_an_interval_and_says_why_a_crystal_is_out_of_domain():
+    _needs_ensemble()
+    from pymatgen.core import Lattice, Structure
+
+    info = manifest("ensemble")
+    assert info["trust"]["level"] == 0.9 and {"trust.json", "domain.npz"} <= set(info["files"])
+    crystals = {
+        "GaAs": Structure.from_spacegroup("F-43m", Lattice.cubic(5.65), ["Ga", "As"], [[0, 0, 0], [0.25, 0.25, 0.25]]),
+        "TcC": Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.0), ["Tc", "C"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+    }
+    model = cgcnn.load_model(device="cpu")
+    table = model.predict(crystals, pbe={"GaAs": 0.19, "TcC": 0.5}).set_index("material_id")
+    assert table.loc["GaAs", "in_domain"] and table.loc["GaAs", "domain_note"] == ""  # a well-known semiconductor
+    assert not table.loc["TcC", "in_domain"] and "rare element Tc" in table.loc["TcC", "domain_note"]
+    assert (table["prediction_lo_ev"] >= 0).all()
+    assert (
+        (table["prediction_lo_ev"] <= table["prediction_ev"]) & (table["prediction_ev"] <= table["prediction_hi_ev"])
+    ).all()
+    narrow = cgcnn.load_model(device="cpu", interval_level=0.5).predict(crystals, pbe={"GaAs": 0.19, "TcC": 0.5})
+    width = table["prediction_hi_ev"] - table["prediction_lo_ev"]
+    assert (
+        (narrow.set_index("material_id")["prediction_hi_ev"] - narrow.set_index("material_id")["prediction_lo_ev"])
+        < width
+    ).all()
 
 
 def test_cli_predict_defaults_to_the_shipped_ensemble(tiny_items, tmp_path):
@@ -145,7 +177,13 @@ def test_cli_predict_defaults_to_the_shipped_ensemble(tiny_items, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     header = out.read_text().splitlines()[0]
-    assert header == "material_id,prediction_ev,prediction_std_ev,n_members,pbe_gap_ev,pbe_gap_source"
+    assert header == (
+        "material_id,prediction_ev,prediction_std_ev,n_members,pbe_gap_ev,pbe_gap_source,"
+        "prediction_lo_ev,prediction_hi_ev,in_domain,domain_note"
+    )
+    table = pd.read_csv(out)
+    assert (table["prediction_lo_ev"] <= table["prediction_ev"]).all() and not table["in_domain"].any()
+    assert table["domain_note"].str.contains("PBE gap predicted, none given").all()  # no --pbe-gaps given
     proc = subprocess.run(
         [sys.executable, "-m", "cgcnn", "predict", str(tmp_path), "--model", "base", "--device", "cpu"],
         capture_output=True,
@@ -210,6 +248,7 @@ def test_installed_package_predicts_with_the_shipped_ensemble_in_a_fresh_virtual
     assert lines[0].startswith(site) and str(REPO) not in lines[0]  # the installed copy, not the checkout
     table = pd.read_csv(pd.io.common.StringIO("\n".join(lines[1:])))
     assert len(table) == 2 and np.isfinite(table["prediction_ev"]).all() and (table["prediction_std_ev"] > 0).all()
+    assert np.isfinite(table["prediction_hi_ev"]).all()  # the calibration files are in the wheel
 
 
 def test_no_shipped_model_predicts_a_negative_gap():
