@@ -2,7 +2,8 @@
 
 A profile (``cgcnn/profiles/<name>.json``, or any JSON file of the same shape) names the graph
 and model settings, the ETL rules, the base model's training, the adaptation grid, the seeds
-and the t-SNE settings.  The adaptation grid composes the package's adaptation concepts
+the t-SNE settings and the trust step's (intervals, domain).  (Just over 400 lines: one
+schema, one section per step.)  The adaptation grid composes the package's adaptation concepts
 (:class:`cgcnn.config.AdaptConfig`: freeze policy, normaliser policy, training settings);
 :meth:`StudyProfile.adapt_config` is the one place that turns a grid point into an
 ``AdaptConfig``.

@@ -15,11 +15,14 @@ chemistry, an applicability domain, and the DS2 labels that look wrong.
    :mod:`cgcnn.prediction.intervals` calibrated on both protocols together (Mondrian by
    domain category), their **cross-fitted** coverage and width (each fold's materials
    scored by a calibration that never saw them), MAE in vs out of domain with a bootstrap
-   interval, and the table of suspicious labels.
+   interval (those measures: :mod:`cgcnn.evaluation.coverage`), and the table of suspicious
+   labels.
 4. :func:`write` — ``trust.json``, ``tables/trust_*.csv`` and the shipped calibration
    (``models/trust/``: :class:`cgcnn.prediction.trust.Trust` fitted on all of DS2).
 
 DS3 is not touched here; the final step scores the intervals and the flag on it once.
+(Just over 400 lines: one notebook step whose cells are these functions; the generic
+measures live in :mod:`cgcnn.evaluation.coverage`.)
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import pandas as pd
 
 from cgcnn.etl.audit import suspicious_labels as suspicious_labels_etl
 from cgcnn.evaluation.baselines import BoostedTrees, magpie_features
+from cgcnn.evaluation.coverage import coverage_table, cross_fitted, reasons_table, separation
 from cgcnn.evaluation.folds import Fold, cluster_folds, inner_split
 from cgcnn.fileio import write_json
 from cgcnn.prediction.domain import (
@@ -51,7 +55,7 @@ from cgcnn.prediction.domain import (
 )
 from cgcnn.prediction.ensemble import mix
 from cgcnn.prediction.inference import predict
-from cgcnn.prediction.intervals import NORMALISERS, Intervals, interval_coverage
+from cgcnn.prediction.intervals import NORMALISERS, Intervals
 from cgcnn.prediction.trees import tree_features
 from cgcnn.prediction.trust import Trust, crystal_features
 from cgcnn.study.candidates import TREES, TREES_WEIGHT, EnsembleMethod, build_method
@@ -273,97 +277,6 @@ def out_of_fold_table(t: TrustSetup, folds: dict[str, pd.DataFrame]) -> tuple[pd
                     )
                 )
     return pd.concat(rows, ignore_index=True), threshold
-
-
-def cross_fitted(oof: pd.DataFrame, normaliser: str, level: float) -> pd.DataFrame:
-    """Interval bounds for every row, each (protocol, fold) calibrated on the rows of every
-    protocol whose materials are not in that fold's test set."""
-    out = []
-    for _, part in oof.groupby(["protocol", "fold"], sort=False):
-        cal = oof[~oof["material_id"].isin(set(part["material_id"]))]
-        iv = Intervals.fit(cal["prediction"] - cal["truth"], cal["spread"], cal["category"], normaliser)
-        lo, hi = iv.bounds(part["prediction"], part["spread"], part["category"], level)
-        out.append(part.assign(lo=lo, hi=hi))
-    return pd.concat(out).sort_index()
-
-
-def coverage_table(bounds: pd.DataFrame, level: float) -> pd.DataFrame:
-    """Coverage, mean width and MAE per protocol, PBE input and domain."""
-    rows = []
-    for (protocol, pbe_input), part in bounds.groupby(["protocol", "pbe_input"], sort=False):
-        subsets = {"all": part, "in domain": part[part["in_domain"]], "out of domain": part[~part["in_domain"]]}
-        for name, sub in subsets.items():
-            if sub.empty:
-                continue
-            rows.append(
-                {
-                    "protocol": protocol,
-                    "pbe_input": pbe_input,
-                    "subset": name,
-                    "level": level,
-                    "n": len(sub),
-                    "coverage": interval_coverage(sub["truth"], sub["lo"], sub["hi"]),
-                    "mean_width_ev": float((sub["hi"] - sub["lo"]).mean()),
-                    "mae": float((sub["prediction"] - sub["truth"]).abs().mean()),
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def separation(oof: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """MAE in vs out of domain per protocol (MP's PBE gaps given), with a bootstrap 95 %
-    interval of the difference (out − in; materials resampled)."""
-    rows = []
-    rng = np.random.default_rng(seed)
-    for protocol, part in oof[oof["pbe_input"] == "given"].groupby("protocol", sort=False):
-        err = (part["prediction"] - part["truth"]).abs().to_numpy()
-        inside = part["in_domain"].to_numpy()
-        diffs = []
-        for _ in range(n_boot):
-            k = rng.integers(0, len(err), len(err))
-            e, i = err[k], inside[k]
-            if i.any() and (~i).any():
-                diffs.append(e[~i].mean() - e[i].mean())
-        row = {
-            "protocol": protocol,
-            "n_in": int(inside.sum()),
-            "n_out": int((~inside).sum()),
-            "mae_in": float(err[inside].mean()) if inside.any() else np.nan,
-            "mae_out": float(err[~inside].mean()) if (~inside).any() else np.nan,
-        }
-        row["diff_out_minus_in"] = row["mae_out"] - row["mae_in"]
-        row["diff_lo"], row["diff_hi"] = (
-            (float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))) if diffs else (np.nan, np.nan)
-        )
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def reasons_table(oof: pd.DataFrame) -> pd.DataFrame:
-    """Count and MAE of the out-of-fold rows flagged by each domain rule (MP's PBE given)."""
-    given = oof[oof["pbe_input"] == "given"]
-    rules = {
-        "rare element": "rare element",
-        "far from the training crystals": "far from",
-        "PBE gap predicted": "PBE gap predicted",
-        "predicted gap near zero": "below",
-        "predicted gap above the training range": "above the training range",
-    }
-    rows = []
-    for protocol, part in given.groupby("protocol", sort=False):
-        for name, needle in rules.items():
-            hit = part["domain_note"].str.contains(needle, regex=False)
-            rows.append(
-                {
-                    "protocol": protocol,
-                    "rule": name,
-                    "n": int(hit.sum()),
-                    "mae": float((part.loc[hit, "prediction"] - part.loc[hit, "truth"]).abs().mean())
-                    if hit.any()
-                    else np.nan,
-                }
-            )
-    return pd.DataFrame(rows)
 
 
 def suspicious_labels(t: TrustSetup, bounds: pd.DataFrame) -> pd.DataFrame:
