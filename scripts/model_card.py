@@ -83,7 +83,11 @@ def _ensemble_section(name: str, m: dict) -> list[str]:
         ),
         "CV MAE of every candidate method (all DS2 materials): "
         + ", ".join(f"`{k}` {v:.3f}" for k, v in cv["candidates_mae"].items())
-        + " eV.",
+        + " eV."
+        + "".join(
+            f" On the rows labelled by `{src}` alone: " + ", ".join(f"`{k}` {v:.3f}" for k, v in maes.items()) + " eV."
+            for src, maes in (cv.get("candidates_mae_by_label_source") or {}).items()
+        ),
         "### Uncertainty",
         f"Spread calibration factor {cal['scale']:.2f}. Out of fold, {cal['within_1sd']:.0%} of the materials lie within "
         f"±1 std and {cal['within_2sd']:.0%} within ±2 std (before scaling: {cal['within_1sd_raw']:.0%} and "

@@ -222,6 +222,7 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
                     "protocol": json.loads((run / "cv.json").read_text())["protocol"],
                     "metrics": cv_rows,
                     "candidates_mae": methods["cv_mae_all_ds2"],
+                    "candidates_mae_by_label_source": methods.get("cv_mae_by_label_source"),
                     "errors_by_anion_class": by_class,
                     "errors_by_gap_range": by_gap,
                     "worst_materials": worst,

@@ -173,6 +173,14 @@ def _methods_section(run: Path, methods: dict) -> list[str]:
         + ", ".join(f"{k}: {v}" for k, v in methods.get("pbe_sources_ds2", {}).items())
         + ").",
     ]
+    if methods.get("cv_mae_by_label_source"):
+        table = pd.DataFrame({"all DS2": methods["cv_mae_all_ds2"], **methods["cv_mae_by_label_source"]})
+        rows += [
+            "CV MAE (eV) of every candidate on all of DS2 and on the rows each experimental source labelled "
+            "(same folds; `_huber`: trained with a Huber loss, robust to a few wrong labels; kept only if "
+            "selected on all of DS2):",
+            markdown_table(table.rename_axis("candidate")),
+        ]
     if fits.is_file():
         rows += [
             "Calibration of the spread on out-of-fold predictions (fraction of materials within ±1σ / ±2σ, before and after scaling):",
