@@ -124,8 +124,13 @@ def _trust_section(t: dict | None) -> list[str]:
     ]
     out = [
         f"### Intervals ({level} by default, `--interval-level`)",
-        f"`prediction_lo_ev`–`prediction_hi_ev` is a normalised split-conformal interval (scores normalised by "
-        f"`{t['normaliser']}`), calibrated on out-of-fold predictions of the same recipe under two protocols, "
+        "`prediction_lo_ev`–`prediction_hi_ev` is a split-conformal interval ("
+        + (
+            "scores: absolute errors — normalising them by the ensemble's spread gave wider intervals"
+            if t["normaliser"] == "constant"
+            else "scores: absolute errors divided by the ensemble's spread plus its median"
+        )
+        + "), calibrated on out-of-fold predictions of the same recipe under two protocols, "
         "per domain category (in domain / out of domain / PBE gap predicted; calibration scores: "
         + ", ".join(f"{k} {v}" for k, v in t["n_calibration"].items())
         + "). Coverage below is **cross-fitted**: each fold is scored by a calibration that never saw its "
@@ -136,7 +141,8 @@ def _trust_section(t: dict | None) -> list[str]:
     if t.get("ds3"):
         d = t["ds3"]
         out.append(
-            f"On DS3 (held out, scored once): coverage {d['all']['coverage']:.1%} of {d['all']['n']} materials, "
+            f"On DS3 (held out, scored once): coverage {d['all']['coverage']:.1%} of {d['all']['n']} materials "
+            f"({round(d['all']['coverage'] * d['all']['n'])} inside), "
             f"mean width {d['all']['mean_width_ev']:.2f} eV."
         )
     out += [
