@@ -57,3 +57,29 @@ def paired_difference_ci(y_true, pred_a, pred_b, **kw) -> Interval:
     (negative: a is better).  An interval that excludes 0 is a difference the data support."""
     t, a, b = _finite(y_true, pred_a, pred_b)
     return bootstrap_mean(np.abs(a - t) - np.abs(b - t), **kw)
+
+
+def group_difference_ci(
+    errors, in_group, *, n_boot: int = 2000, level: float = 0.95, rng: np.random.Generator | None = None
+) -> tuple[float, float, float]:
+    """(mean error outside the group − inside it, and its percentile bootstrap interval):
+    the materials are resampled with their group membership (e.g. the domain flag), so the
+    interval covers the uncertainty of both means and of the group sizes.  NaNs when a group
+    is empty; resamples that leave a group empty are skipped."""
+    e, g = np.abs(np.asarray(errors, dtype=np.float64)), np.asarray(in_group, dtype=bool)
+    if not g.any() or g.all():
+        return np.nan, np.nan, np.nan
+    rng = rng if rng is not None else np.random.default_rng(0)
+    diffs = []
+    for _ in range(n_boot):
+        k = rng.integers(0, len(e), len(e))
+        ek, gk = e[k], g[k]
+        if gk.any() and (~gk).any():
+            diffs.append(ek[~gk].mean() - ek[gk].mean())
+    a = (1 - level) / 2
+    lo, hi = (
+        (float(np.percentile(diffs, 100 * a)), float(np.percentile(diffs, 100 * (1 - a))))
+        if diffs
+        else (np.nan, np.nan)
+    )
+    return float(e[~g].mean() - e[g].mean()), lo, hi

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cgcnn.evaluation.bootstrap import group_difference_ci
 from cgcnn.prediction.intervals import Intervals, interval_coverage
 
 __all__ = ["coverage_table", "cross_fitted", "reasons_table", "separation"]
@@ -65,12 +66,6 @@ def separation(oof: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.Da
     for protocol, part in oof[oof["pbe_input"] == "given"].groupby("protocol", sort=False):
         err = (part["prediction"] - part["truth"]).abs().to_numpy()
         inside = part["in_domain"].to_numpy()
-        diffs = []
-        for _ in range(n_boot):
-            k = rng.integers(0, len(err), len(err))
-            e, i = err[k], inside[k]
-            if i.any() and (~i).any():
-                diffs.append(e[~i].mean() - e[i].mean())
         row = {
             "protocol": protocol,
             "n_in": int(inside.sum()),
@@ -78,9 +73,8 @@ def separation(oof: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.Da
             "mae_in": float(err[inside].mean()) if inside.any() else np.nan,
             "mae_out": float(err[~inside].mean()) if (~inside).any() else np.nan,
         }
-        row["diff_out_minus_in"] = row["mae_out"] - row["mae_in"]
-        row["diff_lo"], row["diff_hi"] = (
-            (float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))) if diffs else (np.nan, np.nan)
+        row["diff_out_minus_in"], row["diff_lo"], row["diff_hi"] = group_difference_ci(
+            err, inside, n_boot=n_boot, rng=rng
         )
         rows.append(row)
     return pd.DataFrame(rows)

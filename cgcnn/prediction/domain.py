@@ -90,9 +90,14 @@ class Domain:
         elements: Sequence[frozenset[str]],
         predictions: np.ndarray,
         pbe_source: Sequence[str] | None = None,
+        distances: np.ndarray | None = None,
     ) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
-        """(in_domain, domain_note, category, nearest-neighbour distance) per crystal."""
-        dist = self.space.distances(features) if len(features) else np.zeros(0)
+        """(in_domain, domain_note, category, nearest-neighbour distance) per crystal;
+        ``distances``: the nearest-neighbour distances when they are already known."""
+        if distances is not None:
+            dist = np.asarray(distances, dtype=np.float64)
+        else:
+            dist = self.space.distances(features) if len(features) else np.zeros(0)
         pred = np.asarray(predictions, dtype=np.float64)
         inside, notes, cats = [], [], []
         for k, els in enumerate(elements):

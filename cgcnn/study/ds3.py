@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cgcnn.evaluation.baselines import BoostedTrees, magpie_features
-from cgcnn.evaluation.bootstrap import mae_ci, paired_difference_ci
+from cgcnn.evaluation.bootstrap import group_difference_ci, mae_ci, paired_difference_ci
 from cgcnn.evaluation.metrics import LinearCorrection, regression_metrics
 from cgcnn.fileio import write_json
 from cgcnn.prediction.ensemble import coverage, ensemble_predict
@@ -241,12 +241,7 @@ def ds3_trust(predictions: pd.DataFrame) -> dict:
     inside = predictions["in_domain_ensemble"].to_numpy(bool)
     err = np.abs(predictions["pred_ensemble"].to_numpy(np.float64) - y)
     covered = (y >= lo) & (y <= hi)
-    rng = np.random.default_rng(0)
-    diffs = []
-    for _ in range(2000):
-        k = rng.integers(0, len(err), len(err))
-        if inside[k].any() and (~inside[k]).any():
-            diffs.append(err[k][~inside[k]].mean() - err[k][inside[k]].mean())
+    diff, diff_lo, diff_hi = group_difference_ci(err, inside)
 
     def part(mask):
         return {
@@ -260,11 +255,10 @@ def ds3_trust(predictions: pd.DataFrame) -> dict:
         "all": part(np.ones_like(inside)),
         "in_domain": part(inside),
         "out_of_domain": part(~inside),
-        "diff_out_minus_in": float(err[~inside].mean() - err[inside].mean())
-        if inside.any() and (~inside).any()
-        else None,
-        "diff_lo": float(np.percentile(diffs, 2.5)) if diffs else None,
-        "diff_hi": float(np.percentile(diffs, 97.5)) if diffs else None,
+        **{
+            k: (None if np.isnan(v) else float(v))
+            for k, v in (("diff_out_minus_in", diff), ("diff_lo", diff_lo), ("diff_hi", diff_hi))
+        },
     }
 
 

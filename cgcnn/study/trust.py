@@ -257,8 +257,13 @@ def out_of_fold_table(t: TrustSetup, folds: dict[str, pd.DataFrame]) -> tuple[pd
             for pbe_input, suffix in (("given", ""), ("predicted", "_ppbe")):
                 pred, spread = _combine(t, table, suffix)
                 src = [source[m] if pbe_input == "given" else "predicted" for m in table["material_id"]]
-                feats = t.features[fold.test]
-                inside, notes, cats, d = domain.assess(feats, [t.elements[p] for p in fold.test], pred, src)
+                inside, notes, cats, d = domain.assess(
+                    t.features[fold.test],
+                    [t.elements[p] for p in fold.test],
+                    pred,
+                    src,
+                    distances=dist[(protocol, fold.fold)],
+                )
                 rows.append(
                     pd.DataFrame(
                         {

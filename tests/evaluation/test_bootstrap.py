@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from cgcnn.evaluation.bootstrap import bootstrap_mean, mae_ci, paired_difference_ci
 
@@ -32,3 +33,11 @@ def test_paired_difference_is_negative_when_the_first_model_is_better():
     d = paired_difference_ci(y, better, worse)
     assert np.isclose(d.value, 0.1 - 0.5)
     assert d.hi < 0  # all four materials favour the first model
+
+
+def test_group_difference_is_out_minus_in_and_certain_when_every_error_is_the_same_per_group():
+    from cgcnn.evaluation.bootstrap import group_difference_ci
+
+    diff, lo, hi = group_difference_ci([0.1, 0.1, 0.1, -0.5, 0.5], [True, True, True, False, False])
+    assert diff == pytest.approx(0.4) and lo == pytest.approx(0.4) and hi == pytest.approx(0.4)
+    assert all(np.isnan(group_difference_ci([0.1, 0.2], [True, True])))  # no material outside: no difference

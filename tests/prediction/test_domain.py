@@ -53,3 +53,10 @@ def test_an_unknown_element_counts_as_zero_training_materials():
     d = _domain(np.zeros((3, 2)) + np.arange(3)[:, None])
     inside, notes, _, _ = d.assess(np.ones((1, 2)), [frozenset({"Og"})], np.array([1.0]))
     assert not inside[0] and "Og (0 training materials)" in notes[0]
+
+
+def test_known_distances_are_used_as_given():
+    d = _domain(np.zeros((3, 2)) + np.arange(3)[:, None], threshold=1.0)
+    feats = np.zeros((1, 2))  # on a reference point ...
+    inside, notes, _, dist = d.assess(feats, [frozenset({"Na"})], np.array([1.0]), distances=np.array([5.0]))
+    assert dist[0] == 5.0 and not inside[0] and "far from the training crystals" in notes[0]  # ... but told it is far
