@@ -164,9 +164,6 @@ class TrustSettings(StrictModel):
         description="percentile of the out-of-fold nearest-neighbour distances beyond which a crystal is out of domain",
     )
     near_zero_ev: float = Field(0.1, ge=0, description="a predicted gap below this is out of domain (perhaps a metal)")
-    below_pbe_ev: float = Field(
-        0.5, gt=0, description="a label this far below its PBE gap is suspicious (PBE normally underestimates)"
-    )
     beyond_interval: float = Field(
         1.5,
         gt=1,

@@ -189,7 +189,7 @@ def _methods_section(run: Path, methods: dict) -> list[str]:
     return rows
 
 
-def _trust_section(run: Path, trust: dict, ds3_trust: dict | None) -> list[str]:
+def _trust_section(run: Path, trust: dict, ds3_trust: dict | None, below_pbe_ev: float) -> list[str]:
     """Intervals, applicability domain and suspicious labels (the trust step and DS3)."""
     if not trust:
         return []
@@ -235,7 +235,7 @@ def _trust_section(run: Path, trust: dict, ds3_trust: dict | None) -> list[str]:
     rows.append(
         f"**Suspicious DS2 labels: {sus['n']}** ("
         + ", ".join(f"{k}: {v}" for k, v in sus["by_reason"].items())
-        + f"; sources disagreeing by more than the ETL's threshold, a label more than {st['below_pbe_ev']:g} eV below "
+        + f"; sources disagreeing by more than the ETL's threshold, a label more than {below_pbe_ev:g} eV below "
         f"its PBE gap, or an out-of-fold error beyond {st['beyond_interval']:g}x the interval's half-width). Kept in "
         "training; all of them in `tables/suspicious_labels.csv`, those with two or more reasons here:"
     )
@@ -317,7 +317,12 @@ def write_report(run_dir: str | os.PathLike, profile: StudyProfile) -> Path:
         "### Errors by anion class and by gap range (MAE, eV)",
         markdown_table(pd.read_csv(tables / "ds3_errors_by_class.csv", index_col=0)),
         markdown_table(pd.read_csv(tables / "ds3_errors_by_gap.csv", index_col=0)),
-        *_trust_section(run, read_json(run / "trust.json") or {}, metrics.get("ensemble_ds3_trust")),
+        *_trust_section(
+            run,
+            read_json(run / "trust.json") or {},
+            metrics.get("ensemble_ds3_trust"),
+            profile.etl.ds2.below_pbe_threshold,
+        ),
         "## What the numbers show",
         findings(cv_table, ds3, best, int(metrics.get("n_ds3", len(ds3)))),
         ensemble_findings(cv_table, ds3, methods, metrics.get("ensemble_ds3_coverage", {})),

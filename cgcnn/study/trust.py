@@ -292,7 +292,9 @@ def suspicious_labels(t: TrustSetup, bounds: pd.DataFrame) -> pd.DataFrame:
     ds2 = t.m.cv.data.ds2.set_index("material_id").loc[t.ids].reset_index()
     conflicts_csv = Path(t.m.cv.run) / "bucket" / "reports" / "conflicts.csv"
     conflicts = pd.read_csv(conflicts_csv, dtype={"material_id": str}) if conflicts_csv.is_file() else pd.DataFrame()
-    etl = suspicious_labels_etl(ds2, conflicts, s.below_pbe_ev).set_index("material_id")["reasons"]
+    etl = suspicious_labels_etl(ds2, conflicts, t.profile.etl.ds2.below_pbe_threshold).set_index("material_id")[
+        "reasons"
+    ]
     grouped = bounds[(bounds["protocol"] == GROUPED) & (bounds["pbe_input"] == "given")].set_index("material_id")
     half = (grouped["hi"] - grouped["lo"]) / 2
     err = grouped["prediction"] - grouped["truth"]
