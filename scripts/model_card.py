@@ -151,7 +151,14 @@ def _trust_section(t: dict | None) -> list[str]:
         f"{r['min_element_count']} of the training materials; when its nearest training crystal in the base model's "
         f"feature space (last convolution layer, standardised) is farther than {r['distance_threshold']:.2f} (the "
         f"{r['distance_percentile']:g}th percentile of DS2's out-of-fold distances); when its PBE gap had to be "
-        f"predicted; or when the predicted gap is below {r['near_zero_ev']:g} eV (perhaps a metal) or above "
+        f"predicted; "
+        + (
+            f"when the given PBE gap is below {r['near_zero_ev']:g} eV (a metal in PBE: the gap it misses is "
+            f"unbounded by its input) or above {r['max_pbe_ev']:g} eV (the largest training PBE gap); "
+            if r.get("max_pbe_ev") is not None
+            else ""
+        )
+        + f"or when the predicted gap is below {r['near_zero_ev']:g} eV (perhaps a metal) or above "
         f"{r['max_gap_ev']:g} eV (the largest training gap). Out-of-fold MAE (eV) in vs out of domain, with the "
         "bootstrap 95 % interval of the difference:",
         _table(

@@ -93,6 +93,7 @@ def _trust_files(run: Path, folder: Path, files: dict) -> dict | None:
             "distance_percentile": domain["percentile"],
             "near_zero_ev": domain["near_zero_ev"],
             "max_gap_ev": domain["max_gap_ev"],
+            "max_pbe_ev": domain.get("max_pbe_ev"),
         },
         "coverage": study.get("coverage", []),
         "separation": study.get("separation", []),

@@ -10,6 +10,8 @@ A crystal is **out of domain** (``in_domain = False``) when any of these holds, 
   ``percentile``-th percentile of the training materials' own out-of-fold nearest-neighbour
   distances;
 * its PBE gap had to be predicted (none was given): the ensemble's largest input error;
+* its given PBE gap is near zero (below ``near_zero_ev``: a metal in PBE, so the gap PBE
+  misses has no bound from its input) or above the largest training PBE gap;
 * its predicted gap is near zero (below ``near_zero_ev``: perhaps a metal, which the model
   cannot tell) or above the largest training gap.
 
@@ -83,6 +85,7 @@ class Domain:
     near_zero_ev: float = 0.1
     percentile: float = 95.0
     notes: dict = field(default_factory=dict)
+    max_pbe_ev: float | None = None  # the largest training PBE gap; None: no PBE-input rules
 
     def assess(
         self,
@@ -91,9 +94,12 @@ class Domain:
         predictions: np.ndarray,
         pbe_source: Sequence[str] | None = None,
         distances: np.ndarray | None = None,
+        pbe_gaps: np.ndarray | None = None,
     ) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
         """(in_domain, domain_note, category, nearest-neighbour distance) per crystal;
-        ``distances``: the nearest-neighbour distances when they are already known."""
+        ``distances``: the nearest-neighbour distances when they are already known;
+        ``pbe_gaps``: the PBE gaps the ensemble read (the PBE-input rules need them and
+        ``max_pbe_ev``; they skip predicted ones, flagged already)."""
         if distances is not None:
             dist = np.asarray(distances, dtype=np.float64)
         else:
@@ -116,6 +122,11 @@ class Domain:
             predicted = pbe_source is not None and pbe_source[k] == "predicted"
             if predicted:
                 why.append("PBE gap predicted, none given")
+            elif pbe_gaps is not None and self.max_pbe_ev is not None:
+                if pbe_gaps[k] < self.near_zero_ev:
+                    why.append(f"PBE gap given below {self.near_zero_ev:g} eV (a metal in PBE)")
+                elif pbe_gaps[k] > self.max_pbe_ev:
+                    why.append(f"PBE gap given above the training range (max {self.max_pbe_ev:g} eV)")
             if pred[k] < self.near_zero_ev:
                 why.append(f"predicted gap below {self.near_zero_ev:g} eV (perhaps a metal)")
             elif pred[k] > self.max_gap_ev:
@@ -135,6 +146,7 @@ class Domain:
             "near_zero_ev": self.near_zero_ev,
             "percentile": self.percentile,
             "notes": self.notes,
+            "max_pbe_ev": self.max_pbe_ev,
         }
 
     @classmethod
@@ -148,4 +160,5 @@ class Domain:
             float(d["near_zero_ev"]),
             float(d.get("percentile", 95.0)),
             dict(d.get("notes", {})),
+            None if d.get("max_pbe_ev") is None else float(d["max_pbe_ev"]),
         )

@@ -110,8 +110,9 @@ def add_trust_columns(
     level = trust.level if level is None else check_level(level)
     features = crystal_features(feature_model, dataset, batch_size=batch_size, device=device)
     source = table["pbe_gap_source"].tolist() if "pbe_gap_source" in table else None
+    pbe = table["pbe_gap_ev"].to_numpy(np.float64) if "pbe_gap_ev" in table else None
     inside, notes, cats, _ = trust.domain.assess(
-        features, element_sets(dataset.graphs), table["prediction_ev"].to_numpy(), source
+        features, element_sets(dataset.graphs), table["prediction_ev"].to_numpy(), source, pbe_gaps=pbe
     )
     lo, hi = trust.intervals.bounds(table["prediction_ev"].to_numpy(), raw_spread, cats, level)
     table["prediction_lo_ev"] = lo

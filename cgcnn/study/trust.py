@@ -229,6 +229,7 @@ def _domain(t: TrustSetup, train: np.ndarray, threshold: float) -> Domain:
         float(t.truth[train].max()),
         s.near_zero_ev,
         s.distance_percentile,
+        max_pbe_ev=float(t.m.pbe[train].max()),
     )
 
 
@@ -257,12 +258,14 @@ def out_of_fold_table(t: TrustSetup, folds: dict[str, pd.DataFrame]) -> tuple[pd
             for pbe_input, suffix in (("given", ""), ("predicted", "_ppbe")):
                 pred, spread = _combine(t, table, suffix)
                 src = [source[m] if pbe_input == "given" else "predicted" for m in table["material_id"]]
+                pbe = (t.m.pbe if pbe_input == "given" else t.pbe_predicted)[fold.test]
                 inside, notes, cats, d = domain.assess(
                     t.features[fold.test],
                     [t.elements[p] for p in fold.test],
                     pred,
                     src,
                     distances=dist[(protocol, fold.fold)],
+                    pbe_gaps=pbe,
                 )
                 rows.append(
                     pd.DataFrame(
