@@ -87,8 +87,10 @@ def reasons_table(oof: pd.DataFrame) -> pd.DataFrame:
         "rare element": "rare element",
         "far from the training crystals": "far from",
         "PBE gap predicted": "PBE gap predicted",
-        "predicted gap near zero": "below",
-        "predicted gap above the training range": "above the training range",
+        "given PBE gap near zero": "PBE gap given below",
+        "given PBE gap above the training range": "PBE gap given above",
+        "predicted gap near zero": "predicted gap below",
+        "predicted gap above the training range": "predicted gap above",
     }
     rows = []
     for protocol, part in given.groupby("protocol", sort=False):
