@@ -153,8 +153,7 @@ def _trust_section(t: dict | None) -> list[str]:
         f"{r['distance_percentile']:g}th percentile of DS2's out-of-fold distances); when its PBE gap had to be "
         f"predicted; "
         + (
-            f"when the given PBE gap is below {r['near_zero_ev']:g} eV (a metal in PBE: the gap it misses is "
-            f"unbounded by its input) or above {r['max_pbe_ev']:g} eV (the largest training PBE gap); "
+            f"when the given PBE gap is above {r['max_pbe_ev']:g} eV (the largest training PBE gap); "
             if r.get("max_pbe_ev") is not None
             else ""
         )

@@ -273,7 +273,7 @@ def test_notebook_trust_calibrates_intervals_and_the_domain_out_of_fold(fixture_
     assert trust is not None and trust.domain.space.reference.shape[0] == 23
     assert sum(trust.domain.counts.values()) >= 23 and trust.intervals.normaliser == summary["normaliser"]
     ds2 = pd.read_csv(run_dir / "bucket" / "processed" / "ds2.csv")
-    assert trust.domain.max_pbe_ev >= ds2["bg_pbe"].max() - 1e-9  # the PBE-input rules are on
+    assert trust.domain.max_pbe_ev >= ds2["bg_pbe"].max() - 1e-9  # the PBE-range rule is on
     suspicious = pd.read_csv(run_dir / "tables" / "suspicious_labels.csv")
     assert summary["suspicious_labels"]["n"] == len(suspicious) and (suspicious["reasons"].str.len() > 0).all()
     # DS3 (the final step): the ensemble's interval and domain flag, scored once

@@ -87,7 +87,6 @@ def reasons_table(oof: pd.DataFrame) -> pd.DataFrame:
         "rare element": "rare element",
         "far from the training crystals": "far from",
         "PBE gap predicted": "PBE gap predicted",
-        "given PBE gap near zero": "PBE gap given below",
         "given PBE gap above the training range": "PBE gap given above",
         "predicted gap near zero": "predicted gap below",
         "predicted gap above the training range": "predicted gap above",

@@ -62,29 +62,28 @@ def test_known_distances_are_used_as_given():
     assert dist[0] == 5.0 and not inside[0] and "far from the training crystals" in notes[0]  # ... but told it is far
 
 
-def test_a_given_pbe_gap_of_zero_or_beyond_the_training_pbe_range_is_out_of_domain():
+def test_a_given_pbe_gap_beyond_the_training_pbe_range_is_out_of_domain_and_zero_is_not():
     d = _domain(np.zeros((3, 2)) + np.arange(3)[:, None], threshold=10.0)
     d.max_pbe_ev = 4.0
     feats = np.zeros((4, 2))
     elements = [frozenset({"Na", "Cl"})] * 4
     pred = np.array([1.5, 1.5, 1.5, 1.5])
     source = ["given", "given", "given", "predicted"]
-    pbe = np.array([0.0, 4.5, 1.0, 0.0])  # metal in PBE, beyond the training PBE gaps, ordinary, predicted 0
+    pbe = np.array([0.0, 4.5, 1.0, 4.5])  # metal in PBE, beyond the training PBE gaps, ordinary, predicted
     inside, notes, cats, _ = d.assess(feats, elements, pred, source, pbe_gaps=pbe)
-    assert inside.tolist() == [False, False, True, False]
-    assert notes[0] == "PBE gap given below 0.1 eV (a metal in PBE)" and cats[0] == "out_of_domain"
+    assert inside.tolist() == [True, False, True, False]  # a PBE gap of 0 alone is no reason (see the docstring)
     assert notes[1] == "PBE gap given above the training range (max 4 eV)" and cats[1] == "out_of_domain"
     assert notes[3] == "PBE gap predicted, none given" and cats[3] == "pbe_predicted"  # one reason, not two
 
 
-def test_the_pbe_input_rules_are_off_for_a_calibration_saved_without_them():
+def test_the_pbe_range_rule_is_off_for_a_calibration_saved_without_them():
     d = _domain(np.zeros((3, 2)) + np.arange(3)[:, None], threshold=10.0)
     old = d.to_dict()
     old.pop("max_pbe_ev")
     restored = Domain.from_dict(old, d.space)
     assert restored.max_pbe_ev is None
     inside, _, _, _ = restored.assess(
-        np.zeros((1, 2)), [frozenset({"Na"})], np.array([1.0]), ["given"], pbe_gaps=np.array([0.0])
+        np.zeros((1, 2)), [frozenset({"Na"})], np.array([1.0]), ["given"], pbe_gaps=np.array([99.0])
     )
     assert inside[0]
     d.max_pbe_ev = 6.3
