@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from cgcnn.evaluation.bootstrap import group_difference_ci
+from cgcnn.prediction.domain import RULE_NOTES
 from cgcnn.prediction.intervals import Intervals, interval_coverage
 
 __all__ = ["coverage_table", "cross_fitted", "reasons_table", "separation"]
@@ -83,18 +84,11 @@ def separation(oof: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.Da
 def reasons_table(oof: pd.DataFrame) -> pd.DataFrame:
     """Count and MAE of the out-of-fold rows flagged by each domain rule (MP's PBE given)."""
     given = oof[oof["pbe_input"] == "given"]
-    rules = {
-        "rare element": "rare element",
-        "far from the training crystals": "far from",
-        "PBE gap predicted": "PBE gap predicted",
-        "given PBE gap above the training range": "PBE gap given above",
-        "predicted gap near zero": "predicted gap below",
-        "predicted gap above the training range": "predicted gap above",
-    }
+    reasons = given["domain_note"].map(lambda n: n.split("; ") if isinstance(n, str) and n else [])
     rows = []
     for protocol, part in given.groupby("protocol", sort=False):
-        for name, needle in rules.items():
-            hit = part["domain_note"].str.contains(needle, regex=False)
+        for name, start in RULE_NOTES.items():
+            hit = reasons.loc[part.index].map(lambda why, start=start: any(r.startswith(start) for r in why))
             rows.append(
                 {
                     "protocol": protocol,

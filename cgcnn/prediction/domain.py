@@ -33,6 +33,15 @@ import numpy as np
 from pymatgen.core import Element
 
 IN_DOMAIN, OUT_OF_DOMAIN, PBE_PREDICTED = "in_domain", "out_of_domain", "pbe_predicted"
+# Each rule's name -> how its reason starts in ``domain_note`` (what a table of reasons counts).
+RULE_NOTES = {
+    "rare element": "rare element",
+    "far from the training crystals": "far from the training crystals",
+    "PBE gap predicted": "PBE gap predicted",
+    "given PBE gap above the training range": "PBE gap given above the training range",
+    "predicted gap near zero": "predicted gap below",
+    "predicted gap above the training range": "predicted gap above the training range",
+}
 
 
 def element_sets(graphs) -> list[frozenset[str]]:
