@@ -223,6 +223,12 @@ def test_notebook_methods_cross_validate_select_calibrate_and_train_an_ensemble(
     assert set(fits["method"]) >= {"delta_composition_huber"}  # its members were fitted on every fold
     assert methods["selected"] == min(mae, key=mae.get)  # chosen by CV MAE alone
     oof = pd.read_csv(run_dir / "tables" / "methods_cv_predictions.csv")
+    # each member's out-of-fold predictions are kept: their mean is the ensemble's prediction
+    members = pd.read_csv(run_dir / "tables" / "methods_cv_delta_members.csv")
+    assert sorted(members["member"].unique()) == list(range(methods["settings"]["members"]))
+    mean = members.groupby("material_id")["prediction"].mean()
+    ens = oof[oof["model"] == "ens_delta"].set_index("material_id")["prediction"]
+    assert np.allclose(mean.loc[ens.index], ens)
     assert (oof.groupby("model")["material_id"].nunique() == 23).all() and (oof["std"] >= 0).all()
     # a hybrid is its network averaged with the trees: mean halfway, spread from both
     net, hyb = (oof[oof["model"] == m].set_index("material_id") for m in ("ens_delta", "ens_delta_trees"))
@@ -256,6 +262,10 @@ def test_notebook_trust_calibrates_intervals_and_the_domain_out_of_fold(fixture_
     assert (oof["lo"] >= 0).all() and (oof["lo"] <= oof["prediction"]).all() and (oof["prediction"] <= oof["hi"]).all()
     assert (oof["domain_note"].fillna("") == "").eq(oof["in_domain"]).all()  # a note exactly when out of domain
     assert set(oof.loc[oof["pbe_input"] == "predicted", "category"]) == {"pbe_predicted"}
+    # the per-fold tables keep every member's prediction beside their mean
+    fold = pd.read_csv(sorted((run_dir / "trust" / "cv").glob("grouped-f*.csv"))[0])
+    members = fold[[f"member_{k}" for k in range(load_methods(run_dir)["settings"]["members"])]]
+    assert np.allclose(members.mean(axis=1), fold["cgcnn_mean"])
     coverage = pd.read_csv(run_dir / "tables" / "trust_coverage.csv")
     assert set(coverage["protocol"]) == {"grouped", "chemistry_shift"} and coverage["coverage"].between(0, 1).all()
     # chemistry-shift folds hold out whole composition clusters: no test formula's chemistry in training

@@ -105,6 +105,7 @@ class EnsembleMethod:
     offset: int = 0
     echo: Callable[[str], Any] = print
     spreads: list[pd.DataFrame] = field(default_factory=list)
+    member_predictions: list[pd.DataFrame] = field(default_factory=list)
     fits: list[dict] = field(default_factory=list)
 
     @property
@@ -164,6 +165,7 @@ class EnsembleMethod:
         preds = self.predict_members(checkpoints, test)
         ids = [self.dataset.ids[p + self.offset].split("@")[0] for p in test]
         self.spreads.append(pd.DataFrame({"repeat": ctx.repeat, "material_id": ids, "std": preds.std(axis=0)}))
+        self.member_predictions.append(member_table(preds, ids, repeat=ctx.repeat, fold=ctx.fold))
         maes = [r["inner_val_mae"] for r in self.fits[-len(checkpoints) :]]
         self.echo(
             f"repeat {ctx.repeat} fold {ctx.fold}  {self.name:>18}  inner val MAE of members "
@@ -172,6 +174,20 @@ class EnsembleMethod:
         )
         shutil.rmtree(out, ignore_errors=True)
         return preds.mean(axis=0)
+
+
+def member_table(preds: np.ndarray, ids: list[str], **tag) -> pd.DataFrame:
+    """Long table of each member's out-of-fold predictions ([members, n] -> one row per pair),
+    so that a smaller ensemble (its first members: the same seeds) can be scored afterwards."""
+    k, n = preds.shape
+    return pd.DataFrame(
+        {
+            **tag,
+            "material_id": np.tile(ids, k),
+            "member": np.repeat(np.arange(k), n),
+            "prediction": preds.reshape(-1),
+        }
+    )
 
 
 def build_method(

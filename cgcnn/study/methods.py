@@ -198,6 +198,8 @@ def cross_validate(m: MethodsSetup, name: str, *, echo: Callable[[str], Any] = p
         fits = pd.DataFrame(method.fits)
         write_table(tables / f"methods_cv_{name}.csv", table, index=False)
         write_table(tables / f"methods_cv_{name}_fits.csv", fits, index=False)
+        members = pd.concat(method.member_predictions, ignore_index=True)
+        write_table(tables / f"methods_cv_{name}_members.csv", members, index=False)
         write_json(tables / f"methods_cv_{name}.json", {"key": key})  # written last: marks the candidate complete
     else:
         table, fits = cached

@@ -198,6 +198,8 @@ def fit_fold(t: TrustSetup, protocol: str, fold: Fold, *, echo: Callable[[str], 
             "cgcnn_std": given.std(axis=0),
             "cgcnn_mean_ppbe": ppbe.mean(axis=0),
             "cgcnn_std_ppbe": ppbe.std(axis=0),
+            **{f"member_{k}": row for k, row in enumerate(given)},  # each member: smaller ensembles can be scored
+            **{f"member_{k}_ppbe": row for k, row in enumerate(ppbe)},
         }
     )
     if t.trees is not None:
