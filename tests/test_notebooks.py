@@ -229,6 +229,9 @@ def test_notebook_methods_cross_validate_select_calibrate_and_train_an_ensemble(
     mean = members.groupby("material_id")["prediction"].mean()
     ens = oof[oof["model"] == "ens_delta"].set_index("material_id")["prediction"]
     assert np.allclose(mean.loc[ens.index], ens)
+    trees = pd.read_csv(run_dir / "tables" / "methods_cv_trees.csv").set_index("material_id")["prediction"]
+    hybrid = oof[oof["model"] == "ens_delta_trees"].set_index("material_id")["prediction"]
+    assert np.allclose(hybrid, 0.5 * ens.loc[hybrid.index] + 0.5 * trees.loc[hybrid.index])
     assert (oof.groupby("model")["material_id"].nunique() == 23).all() and (oof["std"] >= 0).all()
     # a hybrid is its network averaged with the trees: mean halfway, spread from both
     net, hyb = (oof[oof["model"] == m].set_index("material_id") for m in ("ens_delta", "ens_delta_trees"))

@@ -210,8 +210,10 @@ def cross_validate(m: MethodsSetup, name: str, *, echo: Callable[[str], Any] = p
 
 def with_boosted_trees(m: MethodsSetup, results: dict[str, CandidateCV]) -> tuple[dict[str, CandidateCV], list[dict]]:
     """Each candidate averaged with boosted trees on composition + the PBE inputs (refitted on
-    the same folds): one more candidate each.  Returns (those candidates, the trees' choices)."""
+    the same folds): one more candidate each.  The trees' own out-of-fold predictions are
+    written to ``tables/methods_cv_trees.csv``.  Returns (those candidates, the trees' choices)."""
     trees_oof, chosen = trees_out_of_fold(m.cv.frame, m.cv.folds, m.cv.profile.cv, m.pbe)
+    write_table(run_paths(m.cv.run)["tables"] / "methods_cv_trees.csv", trees_oof, index=False)
     hybrids = {}
     for name, result in results.items():
         table = with_trees(result.table, trees_oof, name)
