@@ -232,6 +232,12 @@ def test_notebook_methods_cross_validate_select_calibrate_and_train_an_ensemble(
     trees = pd.read_csv(run_dir / "tables" / "methods_cv_trees.csv").set_index("material_id")["prediction"]
     hybrid = oof[oof["model"] == "ens_delta_trees"].set_index("material_id")["prediction"]
     assert np.allclose(hybrid, 0.5 * ens.loc[hybrid.index] + 0.5 * trees.loc[hybrid.index])
+    # the CV MAE with fewer members: all of them is the candidate's own CV MAE, a difference of 0
+    sizes = pd.read_csv(run_dir / "tables" / "methods_ensemble_size.csv")
+    assert set(sizes["method"]) == set(mae) and set(sizes["members"]) == {1, 2}
+    full = sizes[sizes["members"] == 2].set_index("method")
+    assert np.allclose(full["mae"], pd.Series(mae).loc[full.index]) and (full["vs_all_members"] == 0).all()
+    assert "Is the ensemble large enough?" in (run_dir / "report.md").read_text()
     assert (oof.groupby("model")["material_id"].nunique() == 23).all() and (oof["std"] >= 0).all()
     # a hybrid is its network averaged with the trees: mean halfway, spread from both
     net, hyb = (oof[oof["model"] == m].set_index("material_id") for m in ("ens_delta", "ens_delta_trees"))

@@ -35,6 +35,7 @@ from cgcnn.config import AdaptConfig, ModelConfig
 from cgcnn.data.dataset import CrystalDataset
 from cgcnn.data.descriptors import attach_inputs
 from cgcnn.evaluation.baselines import BoostedTrees, magpie_features
+from cgcnn.evaluation.bootstrap import paired_difference_ci
 from cgcnn.evaluation.folds import inner_split, out_of_fold
 from cgcnn.prediction.ensemble import mix
 from cgcnn.prediction.inference import predict
@@ -53,6 +54,8 @@ __all__ = [
     "TREES_WEIGHT",
     "EnsembleMethod",
     "build_method",
+    "ensemble_size_table",
+    "member_table",
     "method_model_config",
     "pbe_inputs",
     "trees_out_of_fold",
@@ -188,6 +191,41 @@ def member_table(preds: np.ndarray, ids: list[str], **tag) -> pd.DataFrame:
             "prediction": preds.reshape(-1),
         }
     )
+
+
+def ensemble_size_table(
+    name: str, members: pd.DataFrame, truth: pd.Series, trees: pd.DataFrame | None = None, *, seed: int = 0
+) -> pd.DataFrame:
+    """CV MAE of candidate ``name`` with only its first ``k`` members (k = 1 … K: the same seeds,
+    folds and fits — a smaller ensemble of this run), alone and averaged with the trees
+    (``trees``: their out-of-fold table), and MAE(k) − MAE(K) on the same materials with a
+    paired bootstrap 95 % interval: whether the ensemble is large enough.  ``members``: the
+    long table of :func:`member_table`."""
+    wide = members.pivot_table(index=["repeat", "material_id"], columns="member", values="prediction").sort_index(
+        axis=1
+    )
+    y = truth.loc[wide.index.get_level_values("material_id")].to_numpy(np.float64)
+    variants = {name: None}
+    if trees is not None:
+        variants[f"{name}{TREES}"] = trees.set_index(["repeat", "material_id"])["prediction"].loc[wide.index].to_numpy()
+    rows = []
+    for label, other in variants.items():
+        preds = [wide.iloc[:, :k].mean(axis=1).to_numpy() for k in range(1, wide.shape[1] + 1)]
+        if other is not None:
+            preds = [mix(p, np.zeros_like(p), other, TREES_WEIGHT)[0] for p in preds]
+        for k, p in enumerate(preds, start=1):
+            diff = paired_difference_ci(y, p, preds[-1], seed=seed)
+            rows.append(
+                {
+                    "method": label,
+                    "members": k,
+                    "mae": float(np.abs(p - y).mean()),
+                    "vs_all_members": diff.value,
+                    "lo": diff.lo,
+                    "hi": diff.hi,
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def build_method(

@@ -46,6 +46,7 @@ from cgcnn.study.base_model import base_checkpoint
 from cgcnn.study.candidates import (
     TREES,
     build_method,
+    ensemble_size_table,
     method_model_config,
     pbe_inputs,
     trees_out_of_fold,
@@ -155,7 +156,8 @@ def clear_outputs(run_dir: str | os.PathLike) -> None:
     stale is read while this step runs (or after it, when the profile has no candidate)."""
     shutil.rmtree(run_paths(run_dir)["models"] / "ensemble", ignore_errors=True)
     (Path(run_dir) / "methods.json").unlink(missing_ok=True)
-    (run_paths(run_dir)["tables"] / "methods_cv_metrics.csv").unlink(missing_ok=True)
+    for stale in ("methods_cv_metrics.csv", "methods_ensemble_size.csv"):
+        (run_paths(run_dir)["tables"] / stale).unlink(missing_ok=True)
 
 
 def setup(run_dir: str | os.PathLike, profile: StudyProfile) -> MethodsSetup:
@@ -173,15 +175,18 @@ class CandidateCV:
     table: pd.DataFrame
     fits: pd.DataFrame
     calibration: dict
+    members: pd.DataFrame | None = None  # each member's predictions (:func:`cgcnn.study.candidates.member_table`)
 
 
-def _cached(tables: Path, name: str, key: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+def _cached(tables: Path, name: str, key: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None] | None:
     meta = read_json(tables / f"methods_cv_{name}.json")
     if meta is None or meta.get("key") != key:
         return None
+    members = tables / f"methods_cv_{name}_members.csv"  # absent in runs made before it was kept
     return (
         pd.read_csv(tables / f"methods_cv_{name}.csv", dtype={"material_id": str}),
         pd.read_csv(tables / f"methods_cv_{name}_fits.csv"),
+        pd.read_csv(members, dtype={"material_id": str}) if members.is_file() else None,
     )
 
 
@@ -202,10 +207,10 @@ def cross_validate(m: MethodsSetup, name: str, *, echo: Callable[[str], Any] = p
         write_table(tables / f"methods_cv_{name}_members.csv", members, index=False)
         write_json(tables / f"methods_cv_{name}.json", {"key": key})  # written last: marks the candidate complete
     else:
-        table, fits = cached
+        table, fits, members = cached
         echo(f"{name}: cross-validation reused from tables/methods_cv_{name}.csv (same settings and data)")
     calibration = calibration_rows(name, table.drop(columns="std"), table[["repeat", "material_id", "std"]], m.cv.truth)
-    return CandidateCV(name, table, fits, calibration)
+    return CandidateCV(name, table, fits, calibration, members)
 
 
 def with_boosted_trees(m: MethodsSetup, results: dict[str, CandidateCV]) -> tuple[dict[str, CandidateCV], list[dict]]:
@@ -229,7 +234,8 @@ def select(
 ) -> dict:
     """The candidate with the lowest CV MAE, its calibration, and the CV table of every model
     (the fine-tuning study's and the baselines' included, on the same paired rows).  Writes
-    ``methods.json`` and the ``methods_*`` tables (``methods_cv_metrics.csv``: that CV table);
+    ``methods.json`` and the ``methods_*`` tables (``methods_cv_metrics.csv``: that CV table;
+    ``methods_ensemble_size.csv``: each candidate's CV MAE with fewer of its members);
     the cross-validation step's files are only read.  Returns ``methods.json``'s contents."""
     cv, profile = m.cv, m.cv.profile
     paths = run_paths(cv.run)
@@ -273,11 +279,20 @@ def select(
         for src, part in oof_table.assign(source=source.loc[oof_table["material_id"]].to_numpy()).groupby("source")
     }
     scale = float(calibration_table.loc[selected, "scale"])
+    trees_csv = paths["tables"] / "methods_cv_trees.csv"  # written by with_boosted_trees
+    trees_oof = pd.read_csv(trees_csv, dtype={"material_id": str}) if trees_csv.is_file() else None
+    sizes = [
+        ensemble_size_table(n, r.members, truth, trees_oof, seed=profile.cv.seed)
+        for n, r in results.items()
+        if r.members is not None
+    ]
 
     write_table(paths["tables"] / "methods_cv_metrics.csv", cv_table)
     write_table(paths["tables"] / "methods_cv_predictions.csv", oof_table, index=False)
     write_table(paths["tables"] / "methods_cv_fits.csv", fits, index=False)
     write_table(paths["tables"] / "methods_calibration.csv", calibration_table)
+    if sizes:
+        write_table(paths["tables"] / "methods_ensemble_size.csv", pd.concat(sizes, ignore_index=True), index=False)
     network = selected.removesuffix(TREES)
     summary = {
         "candidates": list(profile.methods.candidates),

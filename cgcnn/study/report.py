@@ -186,6 +186,13 @@ def _methods_section(run: Path, methods: dict) -> list[str]:
             "Calibration of the spread on out-of-fold predictions (fraction of materials within ±1σ / ±2σ, before and after scaling):",
             markdown_table(pd.read_csv(fits, index_col=0)),
         ]
+    sizes = run / "tables" / "methods_ensemble_size.csv"
+    if sizes.is_file():
+        rows += [
+            "Is the ensemble large enough? CV MAE (eV) with only the first k members of each candidate (the same "
+            "seeds and fits), and MAE(k) − MAE(all) on the same materials with its paired bootstrap 95 % interval:",
+            markdown_table(pd.read_csv(sizes), index=False),
+        ]
     return rows
 
 
