@@ -350,7 +350,9 @@ def test_a_50_50_solid_solution_lies_between_its_end_members(tmp_path):
     table = pd.read_csv(out, keep_default_na=False).set_index("material_id")
     lo, hi = sorted([table.loc["NaCl", "prediction_ev"], table.loc["KCl", "prediction_ev"]])
     assert lo <= table.loc["NaKCl2", "prediction_ev"] <= hi
-    assert table.loc["NaKCl2", "prediction_ev"] == pytest.approx((lo + hi) / 2, abs=1e-5)  # 50/50: the midpoint
+    # 50/50: the midpoint. The end members are scored in a different batch from NaCl.cif and KCl.cif, and
+    # float32 sums over a batch depend on its make-up (CI saw 2e-5 eV), so the bound is float32 noise, not exact.
+    assert table.loc["NaKCl2", "prediction_ev"] == pytest.approx((lo + hi) / 2, abs=1e-4)
     assert (
         table.loc["NaKCl2", "disorder"] == "end-members (2 ordered structures)" and table.loc["NaCl", "disorder"] == ""
     )
