@@ -29,6 +29,8 @@ TABLES = (
     "ds3_errors_by_gap.csv",
     "methods_calibration.csv",
     "trust_coverage.csv",
+    "trust_coverage_by_class.csv",
+    "trust_conditioning.csv",
     "trust_domain.csv",
     "suspicious_labels.csv",
     "m1_ds1_metrics.csv",

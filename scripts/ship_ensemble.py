@@ -96,6 +96,8 @@ def _trust_files(run: Path, folder: Path, files: dict) -> dict | None:
             "max_pbe_ev": domain.get("max_pbe_ev"),
         },
         "coverage": study.get("coverage", []),
+        "min_class_scores": meta["intervals"].get("min_class_scores", 0),
+        "coverage_by_class": study.get("coverage_by_class", []),
         "separation": study.get("separation", []),
         "ds3": metrics.get("ensemble_ds3_trust"),
         "suspicious_labels": study.get("suspicious_labels"),

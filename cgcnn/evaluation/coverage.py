@@ -2,12 +2,16 @@
 
 The functions take a long out-of-fold table — one row per (protocol, fold, PBE input,
 material) with ``truth``, ``prediction``, ``spread`` (the raw ensemble spread), ``category``
-and ``in_domain`` / ``domain_note`` (:mod:`cgcnn.prediction.domain`) — as
+and ``in_domain`` / ``domain_note`` (:mod:`cgcnn.prediction.domain`), ``anion_class`` — as
 :mod:`cgcnn.study.trust` builds it:
 
 * :func:`cross_fitted` — interval bounds for every row from a conformal calibration
   (:class:`cgcnn.prediction.intervals.Intervals`) that never saw that row's materials;
 * :func:`coverage_table` — coverage, mean width and MAE per protocol, PBE input and domain;
+* :func:`class_coverage_table` — the same per material class (``anion_class`` column), and
+  :func:`class_gap`, how far the classes' coverage lies from the level;
+* :func:`conditioning_table` — those, with intervals by domain category alone and by
+  category and anion class (the choice :mod:`cgcnn.study.trust` makes);
 * :func:`separation` — MAE in vs out of domain with a bootstrap interval of the difference;
 * :func:`reasons_table` — how many rows each domain rule flags, and their MAE.
 """
@@ -21,17 +25,34 @@ from cgcnn.evaluation.bootstrap import group_difference_ci
 from cgcnn.prediction.domain import RULE_NOTES
 from cgcnn.prediction.intervals import Intervals, interval_coverage
 
-__all__ = ["coverage_table", "cross_fitted", "reasons_table", "separation"]
+__all__ = [
+    "class_coverage_table",
+    "class_gap",
+    "conditioning_table",
+    "cross_fitted",
+    "reasons_table",
+    "separation",
+]
 
 
-def cross_fitted(oof: pd.DataFrame, normaliser: str, level: float) -> pd.DataFrame:
+def cross_fitted(oof: pd.DataFrame, normaliser: str, level: float, min_class_scores: int = 0) -> pd.DataFrame:
     """Interval bounds for every row, each (protocol, fold) calibrated on the rows of every
-    protocol whose materials are not in that fold's test set."""
+    protocol whose materials are not in that fold's test set (per material class where a
+    cell holds ``min_class_scores`` scores; 0: categories only)."""
     out = []
+    by_class = min_class_scores > 0
     for _, part in oof.groupby(["protocol", "fold"], sort=False):
         cal = oof[~oof["material_id"].isin(set(part["material_id"]))]
-        iv = Intervals.fit(cal["prediction"] - cal["truth"], cal["spread"], cal["category"], normaliser)
-        lo, hi = iv.bounds(part["prediction"], part["spread"], part["category"], level)
+        iv = Intervals.fit(
+            cal["prediction"] - cal["truth"],
+            cal["spread"],
+            cal["category"],
+            normaliser,
+            classes=cal["anion_class"] if by_class else None,
+            min_class_scores=min_class_scores,
+        )
+        classes = part["anion_class"] if by_class else None
+        lo, hi = iv.bounds(part["prediction"], part["spread"], part["category"], level, classes)
         out.append(part.assign(lo=lo, hi=hi))
     return pd.concat(out).sort_index()
 
@@ -54,6 +75,57 @@ def coverage_table(bounds: pd.DataFrame, level: float) -> pd.DataFrame:
                     "coverage": interval_coverage(sub["truth"], sub["lo"], sub["hi"]),
                     "mean_width_ev": float((sub["hi"] - sub["lo"]).mean()),
                     "mae": float((sub["prediction"] - sub["truth"]).abs().mean()),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def class_coverage_table(bounds: pd.DataFrame, level: float) -> pd.DataFrame:
+    """Coverage, mean width and MAE per protocol and material class (MP's PBE gaps given)."""
+    rows = []
+    given = bounds[bounds["pbe_input"] == "given"]
+    for (protocol, kind), sub in given.groupby(["protocol", "anion_class"], sort=False):
+        rows.append(
+            {
+                "protocol": protocol,
+                "anion_class": kind,
+                "level": level,
+                "n": len(sub),
+                "coverage": interval_coverage(sub["truth"], sub["lo"], sub["hi"]),
+                "mean_width_ev": float((sub["hi"] - sub["lo"]).mean()),
+                "mae": float((sub["prediction"] - sub["truth"]).abs().mean()),
+            }
+        )
+    return pd.DataFrame(rows).sort_values(["protocol", "n"], ascending=[True, False], ignore_index=True)
+
+
+def class_gap(by_class: pd.DataFrame) -> float:
+    """Mean |coverage - level| over the rows of :func:`class_coverage_table`, weighted by
+    their size: 0 when every class is covered at the stated level."""
+    gap = (by_class["coverage"] - by_class["level"]).abs()
+    return float((gap * by_class["n"]).sum() / by_class["n"].sum()) if len(by_class) else float("nan")
+
+
+def conditioning_table(oof: pd.DataFrame, normaliser: str, level: float, min_class_scores: int) -> pd.DataFrame:
+    """Cross-fitted coverage and width (MP's PBE given) per protocol, and the size-weighted gap
+    between each anion class's coverage and the level, calibrated by domain category alone
+    (``min_class_scores = 0``) and by category and class (cells of ``min_class_scores``)."""
+    rows = []
+    for cells in dict.fromkeys((0, min_class_scores)):
+        b = cross_fitted(oof, normaliser, level, cells)
+        given = b[b["pbe_input"] == "given"]
+        by_class = class_coverage_table(b, level)
+        for protocol, part in given.groupby("protocol", sort=False):
+            rows.append(
+                {
+                    "conditioning": "category and anion class" if cells else "category",
+                    "min_class_scores": cells,
+                    "protocol": protocol,
+                    "n": len(part),
+                    "coverage": interval_coverage(part["truth"], part["lo"], part["hi"]),
+                    "mean_width_ev": float((part["hi"] - part["lo"]).mean()),
+                    "class_gap": class_gap(by_class[by_class["protocol"] == protocol]),
+                    "class_gap_both": class_gap(by_class),
                 }
             )
     return pd.DataFrame(rows)

@@ -54,6 +54,18 @@ def element_sets(graphs) -> list[frozenset[str]]:
     ]
 
 
+def formulas(graphs) -> list[str]:
+    """The composition (e.g. ``"Na4Cl4"``, the cell's site counts) of every crystal of a
+    :class:`~cgcnn.data.graphset.GraphSet`: what the material class of an interval reads."""
+    symbols = {int(z): Element.from_Z(int(z)).symbol for z in np.unique(graphs.atomic_numbers)}
+    ptr = np.asarray(graphs.node_ptr)
+    out = []
+    for k in range(len(ptr) - 1):
+        z, n = np.unique(graphs.atomic_numbers[ptr[k] : ptr[k + 1]], return_counts=True)
+        out.append("".join(f"{symbols[int(e)]}{int(c)}" for e, c in zip(z, n)))
+    return out
+
+
 def element_counts(elements: Iterable[frozenset[str]]) -> dict[str, int]:
     """Element -> number of materials that contain it."""
     counts: dict[str, int] = {}

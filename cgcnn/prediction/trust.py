@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cgcnn.data.material_classes import anion_class
 from cgcnn.errors import CgcnnError
 from cgcnn.fileio import atomic_path, write_json
-from cgcnn.prediction.domain import Domain, FeatureSpace, element_sets
+from cgcnn.prediction.domain import Domain, FeatureSpace, element_sets, formulas
 from cgcnn.prediction.inference import embed_dataset
 from cgcnn.prediction.intervals import Intervals
 
@@ -114,7 +115,8 @@ def add_trust_columns(
     inside, notes, cats, _ = trust.domain.assess(
         features, element_sets(dataset.graphs), table["prediction_ev"].to_numpy(), source, pbe_gaps=pbe
     )
-    lo, hi = trust.intervals.bounds(table["prediction_ev"].to_numpy(), raw_spread, cats, level)
+    classes = [anion_class(f) for f in formulas(dataset.graphs)] if trust.intervals.min_class_scores else None
+    lo, hi = trust.intervals.bounds(table["prediction_ev"].to_numpy(), raw_spread, cats, level, classes)
     table["prediction_lo_ev"] = lo
     table["prediction_hi_ev"] = hi
     table["in_domain"] = inside

@@ -164,6 +164,12 @@ class TrustSettings(StrictModel):
         description="percentile of the out-of-fold nearest-neighbour distances beyond which a crystal is out of domain",
     )
     near_zero_ev: float = Field(0.1, ge=0, description="a predicted gap below this is out of domain (perhaps a metal)")
+    min_class_scores: int = Field(
+        30,
+        ge=0,
+        description="fewest calibration scores an anion class needs (within a domain category) for its own interval "
+        "quantile; kept only if CV favours it; 0: categories alone",
+    )
     beyond_interval: float = Field(
         1.5,
         gt=1,

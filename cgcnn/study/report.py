@@ -196,6 +196,28 @@ def _methods_section(run: Path, methods: dict) -> list[str]:
     return rows
 
 
+def _class_rows(tables: Path, trust: dict) -> list[str]:
+    """Per anion class: which calibration was kept, and its cross-fitted coverage by class."""
+    if "conditioning" not in trust or not (tables / "trust_coverage_by_class.csv").is_file():
+        return []  # a run from before the classes were measured
+    cells = trust["min_class_scores"]
+    kept = (
+        f"kept: each anion class with at least {cells} scores in its domain category has its own quantile, the others "
+        "use their category's"
+        if cells
+        else "kept: the domain categories alone"
+    )
+    cond = pd.DataFrame(trust["conditioning"]).drop(columns=["class_gap_both"])
+    return [
+        "Does the interval hold within each material class (anion class)? The calibration by domain category alone "
+        "and by category and anion class, cross-fitted; `class_gap` is the size-weighted mean |coverage − level| over "
+        f"the classes (MP's PBE given), and the lower one over both protocols is {kept}.",
+        markdown_table(cond, index=False),
+        "Coverage per anion class with the kept calibration (MP's PBE given):",
+        markdown_table(pd.read_csv(tables / "trust_coverage_by_class.csv").drop(columns=["level"]), index=False),
+    ]
+
+
 def _trust_section(run: Path, trust: dict, ds3_trust: dict | None, below_pbe_ev: float) -> list[str]:
     """Intervals, applicability domain and suspicious labels (the trust step and DS3)."""
     if not trust:
@@ -214,6 +236,7 @@ def _trust_section(run: Path, trust: dict, ds3_trust: dict | None, below_pbe_ev:
         + "), calibrated per domain category on both protocols; coverage is cross-fitted (each fold scored by a "
         "calibration that never saw its materials).",
         markdown_table(pd.read_csv(tables / "trust_coverage.csv").drop(columns=["level"]), index=False),
+        *_class_rows(tables, trust),
         f"Out of domain: an element in fewer than {st['min_element_count']} training materials, a nearest training "
         f"crystal in M1's feature space farther than {trust['distance_threshold']:.2f} (the "
         f"{st['distance_percentile']:g}th percentile of the grouped out-of-fold distances), a predicted PBE gap, or a "

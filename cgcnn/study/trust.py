@@ -13,16 +13,16 @@ chemistry, an applicability domain, and the DS2 labels that look wrong.
    (counts, feature space and gap range from the fold's training materials; the distance
    threshold from the grouped folds), the normalised conformal intervals of
    :mod:`cgcnn.prediction.intervals` calibrated on both protocols together (Mondrian by
-   domain category), their **cross-fitted** coverage and width (each fold's materials
-   scored by a calibration that never saw them), MAE in vs out of domain with a bootstrap
-   interval (those measures: :mod:`cgcnn.evaluation.coverage`), and the table of suspicious
-   labels.
+   domain category, and by anion class where the CV says so), their **cross-fitted**
+   coverage and width (each fold's materials scored by a calibration that never saw them),
+   overall and per anion class, MAE in vs out of domain with a bootstrap interval (those
+   measures: :mod:`cgcnn.evaluation.coverage`), and the table of suspicious labels.
 4. :func:`write` — ``trust.json``, ``tables/trust_*.csv`` and the shipped calibration
    (``models/trust/``: :class:`cgcnn.prediction.trust.Trust` fitted on all of DS2).
 
 DS3 is not touched here; the final step scores the intervals and the flag on it once.
-(Just over 400 lines: one notebook step whose cells are these functions; the generic
-measures live in :mod:`cgcnn.evaluation.coverage`.)
+(Over 400 lines: one notebook step whose cells are these functions, with the choices its
+calibration makes by CV; the generic measures live in :mod:`cgcnn.evaluation.coverage`.)
 """
 
 from __future__ import annotations
@@ -39,9 +39,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cgcnn.data.material_classes import anion_class
 from cgcnn.etl.audit import suspicious_labels as suspicious_labels_etl
 from cgcnn.evaluation.baselines import BoostedTrees, magpie_features
-from cgcnn.evaluation.coverage import coverage_table, cross_fitted, reasons_table, separation
+from cgcnn.evaluation.coverage import (
+    class_coverage_table,
+    conditioning_table,
+    coverage_table,
+    cross_fitted,
+    reasons_table,
+    separation,
+)
 from cgcnn.evaluation.folds import Fold, cluster_folds, inner_split
 from cgcnn.fileio import write_json
 from cgcnn.prediction.domain import (
@@ -93,6 +101,7 @@ class TrustSetup:
     trees_ppbe_features: np.ndarray | None
     features: np.ndarray  # M1's crystal features [n, d]
     elements: list[frozenset[str]]
+    classes: list[str]  # anion class of every material (cgcnn.data.material_classes)
     pbe_predicted: np.ndarray
     protocols: dict[str, list[Fold]]
 
@@ -133,7 +142,14 @@ def clear_outputs(run_dir: str | os.PathLike) -> None:
     paths = run_paths(run_dir)
     shutil.rmtree(paths["models"] / "trust", ignore_errors=True)
     (Path(run_dir) / "trust.json").unlink(missing_ok=True)
-    for name in ("trust_coverage", "trust_domain", "trust_predictions", "suspicious_labels"):
+    for name in (
+        "trust_coverage",
+        "trust_coverage_by_class",
+        "trust_conditioning",
+        "trust_domain",
+        "trust_predictions",
+        "suspicious_labels",
+    ):
         (paths["tables"] / f"{name}.csv").unlink(missing_ok=True)
 
 
@@ -167,6 +183,7 @@ def prepare(run_dir: str | os.PathLike, profile: StudyProfile) -> TrustSetup | N
         ppbe_features,
         features,
         element_sets(cv.dataset.graphs),
+        [anion_class(f) for f in cv.frame["formula"]],
         base_pbe,
         {GROUPED: grouped, SHIFT: shift},
     )
@@ -277,6 +294,7 @@ def out_of_fold_table(t: TrustSetup, folds: dict[str, pd.DataFrame]) -> tuple[pd
                             "pbe_input": pbe_input,
                             "material_id": table["material_id"],
                             "truth": t.truth[[position[m] for m in table["material_id"]]],
+                            "anion_class": [t.classes[position[m]] for m in table["material_id"]],
                             "prediction": pred,
                             "spread": spread,
                             "distance": d,
@@ -337,16 +355,24 @@ class TrustAnalysis:
     oof: pd.DataFrame
     bounds: pd.DataFrame
     coverage: pd.DataFrame
+    by_class: pd.DataFrame
+    conditioning: pd.DataFrame
     separation: pd.DataFrame
     reasons: pd.DataFrame
     suspicious: pd.DataFrame
     normaliser: str
     widths: dict[str, float]
+    min_class_scores: int
     trust: Trust
 
 
 def analyse(t: TrustSetup, folds: dict[str, pd.DataFrame]) -> TrustAnalysis:
-    """Domain flags, intervals, their cross-fitted coverage and the suspicious labels."""
+    """Domain flags, intervals, their cross-fitted coverage and the suspicious labels.
+
+    Two choices are made on the cross-fitted DS2 predictions (both protocols, MP's PBE):
+    the normaliser whose intervals are narrower (calibrated per category), then whether
+    the scores are also kept per anion class — kept when that brings the classes' coverage
+    closer to the level (lower :func:`cgcnn.evaluation.coverage.class_gap`)."""
     level = t.profile.trust.level
     oof, threshold = out_of_fold_table(t, folds)
     widths = {}
@@ -354,24 +380,49 @@ def analyse(t: TrustSetup, folds: dict[str, pd.DataFrame]) -> TrustAnalysis:
         b = cross_fitted(oof, normaliser, level)
         widths[normaliser] = float((b["hi"] - b["lo"])[b["pbe_input"] == "given"].mean())
     normaliser = min(widths, key=widths.get)
-    bounds = cross_fitted(oof, normaliser, level)
+    conditioning = conditioning_table(oof, normaliser, level, t.profile.trust.min_class_scores)
+    gaps = conditioning.groupby("min_class_scores", sort=False)["class_gap_both"].first()
+    cells = int(gaps.idxmin())  # ties keep the categories alone (listed first)
+    bounds = cross_fitted(oof, normaliser, level, cells)
     everything = np.arange(len(t.ids))
     domain = _domain(t, everything, threshold)
     domain.notes = {"feature_model": "pbe-model (M1), last convolution layer, standardised on DS2"}
-    intervals = Intervals.fit(oof["prediction"] - oof["truth"], oof["spread"], oof["category"], normaliser)
+    intervals = Intervals.fit(
+        oof["prediction"] - oof["truth"],
+        oof["spread"],
+        oof["category"],
+        normaliser,
+        classes=oof["anion_class"],
+        min_class_scores=cells,
+    )
     sep = separation(oof)
     cov = coverage_table(bounds, level)
+    by_class = class_coverage_table(bounds, level)
     info = {
         "calibrated_on": {p: PROTOCOL_LABELS[p] for p in t.protocols},
         "n_calibration": {c: len(v) for c, v in intervals.scores.items()},
         "coverage": cov.to_dict(orient="records"),
+        "coverage_by_class": by_class.to_dict(orient="records"),
         "separation": sep.to_dict(orient="records"),
         "normaliser_widths_ev": widths,
         "categories": [IN_DOMAIN, OUT_OF_DOMAIN, PBE_PREDICTED],
+        "conditioning": conditioning.to_dict(orient="records"),
+        "min_class_scores": cells,
     }
     trust = Trust(intervals, domain, level, info)
     return TrustAnalysis(
-        oof, bounds, cov, sep, reasons_table(oof), suspicious_labels(t, bounds), normaliser, widths, trust
+        oof,
+        bounds,
+        cov,
+        by_class,
+        conditioning,
+        sep,
+        reasons_table(oof),
+        suspicious_labels(t, bounds),
+        normaliser,
+        widths,
+        cells,
+        trust,
     )
 
 
@@ -379,6 +430,8 @@ def write(t: TrustSetup, a: TrustAnalysis) -> dict:
     """``trust.json``, the ``trust_*`` tables and ``models/trust/`` (the calibration to ship)."""
     paths = run_paths(t.m.cv.run)
     write_table(paths["tables"] / "trust_coverage.csv", a.coverage, index=False)
+    write_table(paths["tables"] / "trust_coverage_by_class.csv", a.by_class, index=False)
+    write_table(paths["tables"] / "trust_conditioning.csv", a.conditioning, index=False)
     write_table(
         paths["tables"] / "trust_domain.csv",
         pd.concat([a.separation.assign(kind="separation"), a.reasons.assign(kind="rule")]),
@@ -392,6 +445,9 @@ def write(t: TrustSetup, a: TrustAnalysis) -> dict:
         "level": a.trust.level,
         "normaliser": a.normaliser,
         "normaliser_widths_ev": a.widths,
+        "min_class_scores": a.min_class_scores,
+        "conditioning": a.conditioning.to_dict(orient="records"),
+        "coverage_by_class": a.by_class.to_dict(orient="records"),
         "distance_threshold": a.trust.domain.distance_threshold,
         "folds": {p: len(f) for p, f in t.protocols.items()},
         "coverage": a.coverage.to_dict(orient="records"),

@@ -1,9 +1,18 @@
 """Interval and domain measures on out-of-fold tables (cgcnn.evaluation.coverage): facts checkable by hand."""
 
 import numpy as np
+import pytest
 import pandas as pd
 
-from cgcnn.evaluation.coverage import coverage_table, cross_fitted, reasons_table, separation
+from cgcnn.evaluation.coverage import (
+    class_coverage_table,
+    class_gap,
+    conditioning_table,
+    coverage_table,
+    cross_fitted,
+    reasons_table,
+    separation,
+)
 from cgcnn.prediction.domain import Domain, FeatureSpace
 from cgcnn.prediction.intervals import Intervals
 
@@ -90,3 +99,47 @@ def test_separation_is_out_minus_in():
     row = separation(oof, n_boot=200).iloc[0]
     assert np.isclose(row["mae_in"], 0.1) and np.isclose(row["mae_out"], 0.5)
     assert np.isclose(row["diff_out_minus_in"], 0.4) and row["diff_lo"] <= 0.4 + 1e-9 <= row["diff_hi"] + 2e-9
+
+
+def _two_class_oof(n: int = 400) -> pd.DataFrame:
+    """Oxides err 3x as much as halides (normal errors), in one category, two protocols."""
+    rng = np.random.default_rng(1)
+    oxide = np.arange(n) % 2 == 0
+    err = rng.normal(0.0, 1.0, n) * np.where(oxide, 0.6, 0.2)
+    one = pd.DataFrame(
+        {
+            "fold": np.arange(n) % 5,
+            "pbe_input": "given",
+            "material_id": [f"m{k}" for k in range(n)],
+            "truth": 2.0,
+            "prediction": 2.0 + err,
+            "spread": 0.1,
+            "category": "in_domain",
+            "in_domain": True,
+            "anion_class": np.where(oxide, "oxide", "halide"),
+        }
+    )
+    return pd.concat([one.assign(protocol="a"), one.assign(protocol="b", fold=(np.arange(n) // 7) % 5)])
+
+
+def test_class_coverage_counts_each_class_and_class_gap_is_zero_at_the_level():
+    oof = _two_class_oof(40)
+    wide = oof.assign(lo=oof["prediction"] - 10, hi=oof["prediction"] + 10)
+    table = class_coverage_table(wide, 0.9)
+    assert set(table["anion_class"]) == {"oxide", "halide"} and (table["n"] == 20).all()
+    assert (table["coverage"] == 1.0).all()
+    assert class_gap(table) == pytest.approx(0.1)  # every class covered at 100 % for a 90 % level
+    assert class_gap(table.assign(coverage=0.9)) == 0.0
+
+
+def test_intervals_per_class_bring_both_classes_near_the_level():
+    oof = _two_class_oof()
+    table = conditioning_table(oof, "constant", 0.9, min_class_scores=30).set_index(["min_class_scores", "protocol"])
+    pooled, by_class = table.loc[0], table.loc[30]
+    # one quantile for both: the oxides (3x the error) are under-covered, the halides over-covered
+    assert (by_class["class_gap"] < pooled["class_gap"]).all()
+    per_class = class_coverage_table(cross_fitted(oof, "constant", 0.9, 30), 0.9)
+    assert ((per_class["coverage"] - 0.9).abs() < 0.06).all()
+    single = class_coverage_table(cross_fitted(oof, "constant", 0.9, 0), 0.9).set_index(["protocol", "anion_class"])
+    assert (single.xs("oxide", level="anion_class")["coverage"] < 0.85).all()
+    assert (single.xs("halide", level="anion_class")["coverage"] > 0.95).all()

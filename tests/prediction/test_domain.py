@@ -5,7 +5,8 @@ from pymatgen.core import Lattice, Structure
 
 from cgcnn.config import GraphConfig
 from cgcnn.data.building import build_graphs
-from cgcnn.prediction.domain import Domain, FeatureSpace, element_counts, element_sets
+from cgcnn.data.material_classes import anion_class
+from cgcnn.prediction.domain import Domain, FeatureSpace, element_counts, element_sets, formulas
 
 
 def _domain(reference: np.ndarray, threshold: float = 1.0) -> Domain:
@@ -22,6 +23,9 @@ def test_element_sets_and_counts_of_real_graphs():
     sets = element_sets(graphs)
     assert sets == [frozenset({"Na", "Cl"}), frozenset({"Cs", "Cl"})]
     assert element_counts(sets) == {"Cl": 2, "Cs": 1, "Na": 1}
+    # site counts by atomic number: the conventional rock-salt cell holds 4 NaCl units, CsCl's cell one
+    assert formulas(graphs) == ["Na4Cl4", "Cl1Cs1"]
+    assert [anion_class(f) for f in formulas(graphs)] == ["halide", "halide"]
 
 
 def test_nearest_neighbour_distance_is_measured_in_standardised_features():

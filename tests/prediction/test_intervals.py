@@ -59,3 +59,40 @@ def test_the_lower_bound_is_never_below_zero_and_the_calibration_round_trips():
     assert lo[0] == 0.0 and hi[0] == pytest.approx(1.3) and lo[1] == pytest.approx(2.0)
     again = Intervals.from_dict(iv.to_dict())
     assert again.bounds(np.array([3.0]), np.array([0.2]), ["in_domain"], 0.9)[1][0] == pytest.approx(hi[1])
+
+
+def _two_classes(n_oxide=40, n_halide=40):
+    """In domain: oxides err by 1 eV, halides by 0.1 eV (constant scores = the errors)."""
+    errors = np.r_[np.full(n_oxide, 1.0), np.full(n_halide, 0.1)]
+    classes = ["oxide"] * n_oxide + ["halide"] * n_halide
+    return errors, ["in_domain"] * (n_oxide + n_halide), classes
+
+
+def test_a_class_with_enough_scores_gets_its_own_quantile_within_its_category():
+    errors, cats, classes = _two_classes()
+    iv = Intervals.fit(errors, np.zeros(80), cats, "constant", classes=classes, min_class_scores=30)
+    assert iv.quantile("in_domain", 0.9, "oxide") == (1.0, "in_domain/oxide")
+    assert iv.quantile("in_domain", 0.9, "halide") == (pytest.approx(0.1), "in_domain/halide")
+    # a class never seen in calibration, or no class given: the category's 80 scores (73rd smallest is 1.0)
+    assert iv.quantile("in_domain", 0.9, "pnictide") == (1.0, "in_domain")
+    assert iv.quantile("in_domain", 0.9) == (1.0, "in_domain")
+    half = iv.half_widths(np.zeros(2), cats[:2], 0.9, ["halide", "oxide"])
+    assert half.tolist() == pytest.approx([0.1, 1.0])
+
+
+def test_a_class_cell_smaller_than_min_class_scores_uses_its_category():
+    errors, cats, classes = _two_classes(n_oxide=40, n_halide=20)
+    iv = Intervals.fit(errors, np.zeros(60), cats, "constant", classes=classes, min_class_scores=30)
+    assert iv.quantile("in_domain", 0.9, "halide")[1] == "in_domain"  # 20 < 30
+    off = Intervals.fit(errors, np.zeros(60), cats, "constant", classes=classes, min_class_scores=0)
+    assert off.class_scores == {} and off.quantile("in_domain", 0.9, "oxide")[1] == "in_domain"
+
+
+def test_class_scores_round_trip_and_a_calibration_saved_without_them_still_loads():
+    errors, cats, classes = _two_classes()
+    iv = Intervals.fit(errors, np.zeros(80), cats, "constant", classes=classes, min_class_scores=30)
+    again = Intervals.from_dict(iv.to_dict())
+    assert again.min_class_scores == 30 and again.quantile("in_domain", 0.9, "halide")[1] == "in_domain/halide"
+    old = {k: v for k, v in iv.to_dict().items() if k in ("normaliser", "floor", "scores")}  # format before classes
+    legacy = Intervals.from_dict(old)
+    assert legacy.min_class_scores == 0 and legacy.quantile("in_domain", 0.9, "halide") == (1.0, "in_domain")
