@@ -1,8 +1,8 @@
 """Interval and domain measures on out-of-fold tables (cgcnn.evaluation.coverage): facts checkable by hand."""
 
 import numpy as np
-import pytest
 import pandas as pd
+import pytest
 
 from cgcnn.evaluation.coverage import (
     class_coverage_table,
