@@ -277,6 +277,12 @@ def test_notebook_trust_calibrates_intervals_and_the_domain_out_of_fold(fixture_
     assert np.allclose(members.mean(axis=1), fold["cgcnn_mean"])
     coverage = pd.read_csv(run_dir / "tables" / "trust_coverage.csv")
     assert set(coverage["protocol"]) == {"grouped", "chemistry_shift"} and coverage["coverage"].between(0, 1).all()
+    # the same per anion class (every DS2 material once per protocol), and both calibrations compared
+    by_class = pd.read_csv(run_dir / "tables" / "trust_coverage_by_class.csv")
+    assert (by_class.groupby("protocol")["n"].sum() == 23).all() and by_class["coverage"].between(0, 1).all()
+    conditioning = pd.read_csv(run_dir / "tables" / "trust_conditioning.csv")
+    assert set(conditioning["min_class_scores"]) == {0, summary["settings"]["min_class_scores"]}
+    assert summary["min_class_scores"] in set(conditioning["min_class_scores"])
     # chemistry-shift folds hold out whole composition clusters: no test formula's chemistry in training
     frame = pd.read_csv(run_dir / "bucket" / "processed" / "ds2.csv", dtype={"material_id": str}).set_index(
         "material_id"
@@ -291,6 +297,7 @@ def test_notebook_trust_calibrates_intervals_and_the_domain_out_of_fold(fixture_
     trust = load_trust(run_dir / "models" / "trust")
     assert trust is not None and trust.domain.space.reference.shape[0] == 23
     assert sum(trust.domain.counts.values()) >= 23 and trust.intervals.normaliser == summary["normaliser"]
+    assert trust.intervals.min_class_scores == summary["min_class_scores"]
     ds2 = pd.read_csv(run_dir / "bucket" / "processed" / "ds2.csv")
     assert trust.domain.max_pbe_ev >= ds2["bg_pbe"].max() - 1e-9  # the PBE-range rule is on
     suspicious = pd.read_csv(run_dir / "tables" / "suspicious_labels.csv")
@@ -302,7 +309,8 @@ def test_notebook_trust_calibrates_intervals_and_the_domain_out_of_fold(fixture_
     assert ds3["in_domain"]["n"] + ds3["out_of_domain"]["n"] == 6
     predictions = pd.read_csv(run_dir / "tables" / "ds3_predictions.csv")
     assert (predictions["lo_ensemble"] <= predictions["pred_ensemble"]).all()
-    assert "## Can a prediction be trusted?" in (run_dir / "report.md").read_text()
+    report = (run_dir / "report.md").read_text()
+    assert "## Can a prediction be trusted?" in report and "Coverage per anion class" in report
 
 
 def test_notebook_tsne(fixture_run):
