@@ -130,7 +130,9 @@ def _trust_section(t: dict | None) -> list[str]:
             if t["normaliser"] == "constant"
             else "scores: absolute errors divided by the ensemble's spread plus its median"
         )
-        + "), calibrated on out-of-fold predictions of the same recipe under two protocols, "
+        + "), calibrated on out-of-fold predictions of the same recipe under the "
+        + " and ".join(PROTOCOLS.get(p, p) for p in t.get("calibrated_on", ["grouped", "chemistry_shift"]))
+        + ", "
         "per domain category (in domain / out of domain / PBE gap predicted; calibration scores: "
         + ", ".join(f"{k} {v}" for k, v in t["n_calibration"].items())
         + "). Coverage below is **cross-fitted**: each fold is scored by a calibration that never saw its "

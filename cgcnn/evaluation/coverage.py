@@ -18,6 +18,8 @@ and ``in_domain`` / ``domain_note`` (:mod:`cgcnn.prediction.domain`), ``anion_cl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -35,14 +37,21 @@ __all__ = [
 ]
 
 
-def cross_fitted(oof: pd.DataFrame, normaliser: str, level: float, min_class_scores: int = 0) -> pd.DataFrame:
-    """Interval bounds for every row, each (protocol, fold) calibrated on the rows of every
-    protocol whose materials are not in that fold's test set (per material class where a
-    cell holds ``min_class_scores`` scores; 0: categories only)."""
+def cross_fitted(
+    oof: pd.DataFrame,
+    normaliser: str,
+    level: float,
+    min_class_scores: int = 0,
+    calibrate_on: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Interval bounds for every row, each (protocol, fold) calibrated on the rows of the
+    ``calibrate_on`` protocols (None: all) whose materials are not in that fold's test set
+    (per material class where a cell holds ``min_class_scores`` scores; 0: categories only)."""
     out = []
     by_class = min_class_scores > 0
+    pool = oof if calibrate_on is None else oof[oof["protocol"].isin(list(calibrate_on))]
     for _, part in oof.groupby(["protocol", "fold"], sort=False):
-        cal = oof[~oof["material_id"].isin(set(part["material_id"]))]
+        cal = pool[~pool["material_id"].isin(set(part["material_id"]))]
         iv = Intervals.fit(
             cal["prediction"] - cal["truth"],
             cal["spread"],
@@ -106,18 +115,29 @@ def class_gap(by_class: pd.DataFrame) -> float:
     return float((gap * by_class["n"]).sum() / by_class["n"].sum()) if len(by_class) else float("nan")
 
 
-def conditioning_table(oof: pd.DataFrame, normaliser: str, level: float, min_class_scores: int) -> pd.DataFrame:
+def conditioning_table(
+    oof: pd.DataFrame,
+    normaliser: str,
+    level: float,
+    min_class_scores: int,
+    calibrate_on: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """Cross-fitted coverage and width (MP's PBE given) per protocol, and the size-weighted gap
     between each anion class's coverage and the level, calibrated by domain category alone
-    (``min_class_scores = 0``) and by category and class (cells of ``min_class_scores``)."""
+    (``min_class_scores = 0``) and by category and class (cells of ``min_class_scores``), on
+    the rows of the ``calibrate_on`` protocols and, for comparison, on those of all of them."""
     rows = []
-    for cells in dict.fromkeys((0, min_class_scores)):
-        b = cross_fitted(oof, normaliser, level, cells)
+    chosen = sorted(oof["protocol"].unique()) if calibrate_on is None else sorted(calibrate_on)
+    pools = {" + ".join(chosen): chosen}
+    pools.setdefault(" + ".join(sorted(oof["protocol"].unique())), None)
+    for (name, protocols), cells in ((p, c) for p in pools.items() for c in dict.fromkeys((0, min_class_scores))):
+        b = cross_fitted(oof, normaliser, level, cells, protocols)
         given = b[b["pbe_input"] == "given"]
         by_class = class_coverage_table(b, level)
         for protocol, part in given.groupby("protocol", sort=False):
             rows.append(
                 {
+                    "calibrated_on": name,
                     "conditioning": "category and anion class" if cells else "category",
                     "min_class_scores": cells,
                     "protocol": protocol,

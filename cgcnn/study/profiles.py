@@ -164,6 +164,12 @@ class TrustSettings(StrictModel):
         description="percentile of the out-of-fold nearest-neighbour distances beyond which a crystal is out of domain",
     )
     near_zero_ev: float = Field(0.1, ge=0, description="a predicted gap below this is out of domain (perhaps a metal)")
+    calibrate_on: list[Literal["grouped", "chemistry_shift"]] = Field(
+        default_factory=lambda: ["chemistry_shift"],
+        min_length=1,
+        description="the protocols whose out-of-fold errors calibrate the intervals: by default the chemistry-shift "
+        "folds, whose held-out materials are new chemistry as a user's are (coverage is reported for both)",
+    )
     min_class_scores: int = Field(
         30,
         ge=0,

@@ -12,8 +12,8 @@ chemistry, an applicability domain, and the DS2 labels that look wrong.
 3. :func:`analyse` — the domain rules of :mod:`cgcnn.prediction.domain` applied out of fold
    (counts, feature space and gap range from the fold's training materials; the distance
    threshold from the grouped folds), the normalised conformal intervals of
-   :mod:`cgcnn.prediction.intervals` calibrated on both protocols together (Mondrian by
-   domain category, and by anion class where the CV says so), their **cross-fitted**
+   :mod:`cgcnn.prediction.intervals` calibrated on the chemistry-shift folds (a setting;
+   Mondrian by domain category, and by anion class where the CV says so), their **cross-fitted**
    coverage and width (each fold's materials scored by a calibration that never saw them),
    overall and per anion class, MAE in vs out of domain with a bootstrap interval (those
    measures: :mod:`cgcnn.evaluation.coverage`), and the table of suspicious labels.
@@ -369,37 +369,43 @@ class TrustAnalysis:
 def analyse(t: TrustSetup, folds: dict[str, pd.DataFrame]) -> TrustAnalysis:
     """Domain flags, intervals, their cross-fitted coverage and the suspicious labels.
 
-    Two choices are made on the cross-fitted DS2 predictions (both protocols, MP's PBE):
-    the normaliser whose intervals are narrower (calibrated per category), then whether
-    the scores are also kept per anion class — kept when that brings the classes' coverage
-    closer to the level (lower :func:`cgcnn.evaluation.coverage.class_gap`)."""
-    level = t.profile.trust.level
+    The scores come from the out-of-fold rows of the ``calibrate_on`` protocols (a setting:
+    by default the chemistry-shift folds alone, whose held-out materials are new chemistry
+    as a user's are).  Two choices are made on the cross-fitted DS2 predictions (MP's PBE,
+    both protocols scored): the normaliser whose intervals are narrower (calibrated per
+    category), then whether the scores are also kept per anion class — kept when that
+    brings the classes' coverage closer to the level (lower
+    :func:`cgcnn.evaluation.coverage.class_gap`)."""
+    s = t.profile.trust
+    level, calibrate_on = s.level, list(s.calibrate_on)
     oof, threshold = out_of_fold_table(t, folds)
     widths = {}
-    for normaliser in NORMALISERS:  # the narrower intervals (both protocols, MP's PBE) win
-        b = cross_fitted(oof, normaliser, level)
+    for normaliser in NORMALISERS:  # the narrower intervals (both protocols scored, MP's PBE) win
+        b = cross_fitted(oof, normaliser, level, calibrate_on=calibrate_on)
         widths[normaliser] = float((b["hi"] - b["lo"])[b["pbe_input"] == "given"].mean())
     normaliser = min(widths, key=widths.get)
-    conditioning = conditioning_table(oof, normaliser, level, t.profile.trust.min_class_scores)
-    gaps = conditioning.groupby("min_class_scores", sort=False)["class_gap_both"].first()
+    conditioning = conditioning_table(oof, normaliser, level, s.min_class_scores, calibrate_on)
+    mine = conditioning[conditioning["calibrated_on"] == " + ".join(sorted(calibrate_on))]
+    gaps = mine.groupby("min_class_scores", sort=False)["class_gap_both"].first()
     cells = int(gaps.idxmin())  # ties keep the categories alone (listed first)
-    bounds = cross_fitted(oof, normaliser, level, cells)
+    bounds = cross_fitted(oof, normaliser, level, cells, calibrate_on)
     everything = np.arange(len(t.ids))
     domain = _domain(t, everything, threshold)
     domain.notes = {"feature_model": "pbe-model (M1), last convolution layer, standardised on DS2"}
+    cal = oof[oof["protocol"].isin(calibrate_on)]
     intervals = Intervals.fit(
-        oof["prediction"] - oof["truth"],
-        oof["spread"],
-        oof["category"],
+        cal["prediction"] - cal["truth"],
+        cal["spread"],
+        cal["category"],
         normaliser,
-        classes=oof["anion_class"],
+        classes=cal["anion_class"],
         min_class_scores=cells,
     )
     sep = separation(oof)
     cov = coverage_table(bounds, level)
     by_class = class_coverage_table(bounds, level)
     info = {
-        "calibrated_on": {p: PROTOCOL_LABELS[p] for p in t.protocols},
+        "calibrated_on": {p: PROTOCOL_LABELS[p] for p in calibrate_on},
         "n_calibration": {c: len(v) for c, v in intervals.scores.items()},
         "coverage": cov.to_dict(orient="records"),
         "coverage_by_class": by_class.to_dict(orient="records"),

@@ -143,3 +143,17 @@ def test_intervals_per_class_bring_both_classes_near_the_level():
     single = class_coverage_table(cross_fitted(oof, "constant", 0.9, 0), 0.9).set_index(["protocol", "anion_class"])
     assert (single.xs("oxide", level="anion_class")["coverage"] < 0.85).all()
     assert (single.xs("halide", level="anion_class")["coverage"] > 0.95).all()
+
+
+def test_calibrate_on_takes_the_scores_of_the_named_protocols_only():
+    oof = _two_class_oof(200)
+    # protocol b's rows err twice as much as protocol a's (same materials, other folds)
+    oof.loc[oof["protocol"] == "b", "prediction"] = 2.0 + 2 * (oof.loc[oof["protocol"] == "b", "prediction"] - 2.0)
+    width = {}
+    for pool in (["a"], ["b"], None):
+        b = cross_fitted(oof, "constant", 0.9, calibrate_on=pool)
+        width[str(pool)] = (b["hi"] - b["lo"]).mean()
+    assert width["['a']"] < width["None"] < width["['b']"]
+    assert width["['b']"] / width["['a']"] == pytest.approx(2.0, rel=0.15)
+    table = conditioning_table(oof, "constant", 0.9, 30, ["b"])
+    assert list(dict.fromkeys(table["calibrated_on"])) == ["b", "a + b"]  # the configured pool, then all
