@@ -147,6 +147,8 @@ def _trust_section(t: dict | None) -> list[str]:
                 f"Within a category, an anion class with at least {cells} calibration scores has its own quantile "
                 "(cross-validation on DS2 brought the classes' coverage closer to the level this way)."
                 if cells
+                else "The quantile is the category's for every material class (per-class quantiles were switched off)."
+                if t.get("min_class_scores_setting") == 0
                 else "The quantile is the category's for every material class (keeping one per anion class did not "
                 "bring the classes' coverage closer to the level in cross-validation)."
             )

@@ -98,6 +98,7 @@ def _trust_files(run: Path, folder: Path, files: dict) -> dict | None:
         },
         "coverage": study.get("coverage", []),
         "min_class_scores": meta["intervals"].get("min_class_scores", 0),
+        "min_class_scores_setting": study.get("settings", {}).get("min_class_scores"),
         "coverage_by_class": study.get("coverage_by_class", []),
         "separation": study.get("separation", []),
         "ds3": metrics.get("ensemble_ds3_trust"),

@@ -105,7 +105,8 @@ def class_coverage_table(bounds: pd.DataFrame, level: float) -> pd.DataFrame:
                 "mae": float((sub["prediction"] - sub["truth"]).abs().mean()),
             }
         )
-    return pd.DataFrame(rows).sort_values(["protocol", "n"], ascending=[True, False], ignore_index=True)
+    cols = ["protocol", "anion_class", "level", "n", "coverage", "mean_width_ev", "mae"]
+    return pd.DataFrame(rows, columns=cols).sort_values(["protocol", "n"], ascending=[True, False], ignore_index=True)
 
 
 def class_gap(by_class: pd.DataFrame) -> float:

@@ -127,7 +127,13 @@ class Intervals:
     ) -> np.ndarray:
         """Half-width (eV) of the central interval at ``level`` for every material."""
         unit = self.width_unit(spreads)
-        keys = list(zip(map(str, categories), map(str, classes) if classes is not None else [None] * len(unit)))
+        cats = [str(c) for c in categories]
+        kinds = [str(k) for k in classes] if classes is not None else [None] * len(cats)
+        if not len(cats) == len(kinds) == len(unit):
+            raise ValueError(
+                f"{len(unit)} spreads, {len(cats)} categories and {len(kinds)} classes: one each per material"
+            )
+        keys = list(zip(cats, kinds))
         q = {key: self.quantile(key[0], level, key[1])[0] for key in dict.fromkeys(keys)}
         return unit * np.array([q[key] for key in keys], dtype=np.float64)
 

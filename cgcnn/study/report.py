@@ -203,19 +203,24 @@ def _class_rows(tables: Path, trust: dict) -> list[str]:
     """Per anion class: which calibration was kept, and its cross-fitted coverage by class."""
     if "conditioning" not in trust or not (tables / "trust_coverage_by_class.csv").is_file():
         return []  # a run from before the classes were measured
-    cells = trust["min_class_scores"]
-    kept = (
-        f"kept: each anion class with at least {cells} scores in its domain category has its own quantile, the others "
-        "use their category's"
-        if cells
-        else "kept: the domain categories alone"
-    )
-    cond = pd.DataFrame(trust["conditioning"]).drop(columns=["class_gap_both"])
+    cells, setting = trust["min_class_scores"], trust["settings"].get("min_class_scores")
+    if setting == 0:
+        kept = "per-class quantiles are off in this run (`trust.min_class_scores = 0`): the domain categories alone"
+    elif cells:
+        kept = (
+            f"kept: each anion class with at least {cells} scores in its domain category has its own quantile, the "
+            "others use their category's"
+        )
+    else:
+        kept = "kept: the domain categories alone"
+    cond = pd.DataFrame(trust["conditioning"])
+    pools = list(dict.fromkeys(cond["calibrated_on"]))
+    other = f" (rows calibrated on {', '.join(pools[1:])} are for comparison)" if len(pools) > 1 else ""
     return [
         "Does the interval hold within each material class (anion class)? The calibration by domain category alone "
         "and by category and anion class, cross-fitted; `class_gap` is the size-weighted mean |coverage − level| over "
-        f"the classes (MP's PBE given, both protocols scored); of the calibrations on the configured folds "
-        f"(`calibrated_on`; the other row is for comparison), the lower one is {kept}.",
+        "the classes of one protocol (MP's PBE given), `class_gap_both` over both protocols. Of the calibrations on "
+        f"the configured folds ({pools[0]}){other}, the one with the lower `class_gap_both` is {kept}.",
         markdown_table(cond, index=False),
         "Coverage per anion class with the kept calibration (MP's PBE given):",
         markdown_table(pd.read_csv(tables / "trust_coverage_by_class.csv").drop(columns=["level"]), index=False),

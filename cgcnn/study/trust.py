@@ -60,6 +60,7 @@ from cgcnn.prediction.domain import (
     FeatureSpace,
     element_counts,
     element_sets,
+    formulas,
 )
 from cgcnn.prediction.ensemble import mix
 from cgcnn.prediction.inference import predict
@@ -183,7 +184,7 @@ def prepare(run_dir: str | os.PathLike, profile: StudyProfile) -> TrustSetup | N
         ppbe_features,
         features,
         element_sets(cv.dataset.graphs),
-        [anion_class(f) for f in cv.frame["formula"]],
+        [anion_class(f) for f in formulas(cv.dataset.graphs)],  # as a prediction classes them
         base_pbe,
         {GROUPED: grouped, SHIFT: shift},
     )
@@ -387,7 +388,7 @@ def analyse(t: TrustSetup, folds: dict[str, pd.DataFrame]) -> TrustAnalysis:
     conditioning = conditioning_table(oof, normaliser, level, s.min_class_scores, calibrate_on)
     mine = conditioning[conditioning["calibrated_on"] == " + ".join(sorted(calibrate_on))]
     gaps = mine.groupby("min_class_scores", sort=False)["class_gap_both"].first()
-    cells = int(gaps.idxmin())  # ties keep the categories alone (listed first)
+    cells = int(gaps.fillna(np.inf).idxmin())  # ties (and no measurable gap) keep the categories alone (listed first)
     bounds = cross_fitted(oof, normaliser, level, cells, calibrate_on)
     everything = np.arange(len(t.ids))
     domain = _domain(t, everything, threshold)

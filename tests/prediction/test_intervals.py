@@ -96,3 +96,10 @@ def test_class_scores_round_trip_and_a_calibration_saved_without_them_still_load
     old = {k: v for k, v in iv.to_dict().items() if k in ("normaliser", "floor", "scores")}  # format before classes
     legacy = Intervals.from_dict(old)
     assert legacy.min_class_scores == 0 and legacy.quantile("in_domain", 0.9, "halide") == (1.0, "in_domain")
+
+
+def test_one_class_per_material_or_a_clear_error():
+    errors, cats, classes = _two_classes()
+    iv = Intervals.fit(errors, np.zeros(80), cats, "constant", classes=classes, min_class_scores=30)
+    with pytest.raises(ValueError, match="3 spreads, 3 categories and 1 classes"):
+        iv.half_widths(np.zeros(3), cats[:3], 0.9, ["oxide"])
