@@ -86,7 +86,7 @@ def _trust_files(run: Path, folder: Path, files: dict) -> dict | None:
         "files": [TRUST_FILE, DOMAIN_FILE],
         "level": meta["level"],
         "normaliser": meta["intervals"]["normaliser"],
-        "calibrated_on": list(meta.get("info", {}).get("calibrated_on", {"grouped": 0, "chemistry_shift": 0})),
+        "calibrated_on": list(meta.get("info", {}).get("calibrated_on") or ["grouped", "chemistry_shift"]),
         "n_calibration": {k: len(v) for k, v in meta["intervals"]["scores"].items()},
         "domain_rules": {
             "min_element_count": domain["min_count"],

@@ -66,6 +66,16 @@ def cross_fitted(
     return pd.concat(out).sort_index()
 
 
+def _measures(rows: pd.DataFrame) -> dict:
+    """Size, interval coverage, mean width (eV) and MAE of some rows with bounds."""
+    return {
+        "n": len(rows),
+        "coverage": interval_coverage(rows["truth"], rows["lo"], rows["hi"]),
+        "mean_width_ev": float((rows["hi"] - rows["lo"]).mean()),
+        "mae": float((rows["prediction"] - rows["truth"]).abs().mean()),
+    }
+
+
 def coverage_table(bounds: pd.DataFrame, level: float) -> pd.DataFrame:
     """Coverage, mean width and MAE per protocol, PBE input and domain."""
     rows = []
@@ -80,10 +90,7 @@ def coverage_table(bounds: pd.DataFrame, level: float) -> pd.DataFrame:
                     "pbe_input": pbe_input,
                     "subset": name,
                     "level": level,
-                    "n": len(sub),
-                    "coverage": interval_coverage(sub["truth"], sub["lo"], sub["hi"]),
-                    "mean_width_ev": float((sub["hi"] - sub["lo"]).mean()),
-                    "mae": float((sub["prediction"] - sub["truth"]).abs().mean()),
+                    **_measures(sub),
                 }
             )
     return pd.DataFrame(rows)
@@ -99,10 +106,7 @@ def class_coverage_table(bounds: pd.DataFrame, level: float) -> pd.DataFrame:
                 "protocol": protocol,
                 "anion_class": kind,
                 "level": level,
-                "n": len(sub),
-                "coverage": interval_coverage(sub["truth"], sub["lo"], sub["hi"]),
-                "mean_width_ev": float((sub["hi"] - sub["lo"]).mean()),
-                "mae": float((sub["prediction"] - sub["truth"]).abs().mean()),
+                **_measures(sub),
             }
         )
     cols = ["protocol", "anion_class", "level", "n", "coverage", "mean_width_ev", "mae"]
@@ -126,7 +130,8 @@ def conditioning_table(
     """Cross-fitted coverage and width (MP's PBE given) per protocol, and the size-weighted gap
     between each anion class's coverage and the level, calibrated by domain category alone
     (``min_class_scores = 0``) and by category and class (cells of ``min_class_scores``), on
-    the rows of the ``calibrate_on`` protocols and, for comparison, on those of all of them."""
+    the rows of the ``calibrate_on`` protocols (those rows first) and, for comparison, on
+    those of all of them."""
     rows = []
     chosen = sorted(oof["protocol"].unique()) if calibrate_on is None else sorted(calibrate_on)
     pools = {" + ".join(chosen): chosen}
@@ -142,9 +147,7 @@ def conditioning_table(
                     "conditioning": "category and anion class" if cells else "category",
                     "min_class_scores": cells,
                     "protocol": protocol,
-                    "n": len(part),
-                    "coverage": interval_coverage(part["truth"], part["lo"], part["hi"]),
-                    "mean_width_ev": float((part["hi"] - part["lo"]).mean()),
+                    **{k: v for k, v in _measures(part).items() if k != "mae"},
                     "class_gap": class_gap(by_class[by_class["protocol"] == protocol]),
                     "class_gap_both": class_gap(by_class),
                 }

@@ -44,26 +44,26 @@ RULE_NOTES = {
 }
 
 
-def element_sets(graphs) -> list[frozenset[str]]:
-    """The element symbols of every crystal of a :class:`~cgcnn.data.graphset.GraphSet`."""
-    symbols = {int(z): Element.from_Z(int(z)).symbol for z in np.unique(graphs.atomic_numbers)}
-    ptr = np.asarray(graphs.node_ptr)
-    return [
-        frozenset(symbols[int(z)] for z in np.unique(graphs.atomic_numbers[ptr[k] : ptr[k + 1]]))
-        for k in range(len(ptr) - 1)
-    ]
-
-
-def formulas(graphs) -> list[str]:
-    """The composition (e.g. ``"Na4Cl4"``, the cell's site counts) of every crystal of a
-    :class:`~cgcnn.data.graphset.GraphSet`: what the material class of an interval reads."""
+def _site_counts(graphs) -> list[dict[str, int]]:
+    """Element symbol -> number of sites, for every crystal of a graph set (by atomic number)."""
     symbols = {int(z): Element.from_Z(int(z)).symbol for z in np.unique(graphs.atomic_numbers)}
     ptr = np.asarray(graphs.node_ptr)
     out = []
     for k in range(len(ptr) - 1):
         z, n = np.unique(graphs.atomic_numbers[ptr[k] : ptr[k + 1]], return_counts=True)
-        out.append("".join(f"{symbols[int(e)]}{int(c)}" for e, c in zip(z, n)))
+        out.append({symbols[int(e)]: int(c) for e, c in zip(z, n)})
     return out
+
+
+def element_sets(graphs) -> list[frozenset[str]]:
+    """The element symbols of every crystal of a :class:`~cgcnn.data.graphset.GraphSet`."""
+    return [frozenset(counts) for counts in _site_counts(graphs)]
+
+
+def formulas(graphs) -> list[str]:
+    """The composition (e.g. ``"Na4Cl4"``, the cell's site counts) of every crystal of a
+    :class:`~cgcnn.data.graphset.GraphSet`: what the material class of an interval reads."""
+    return ["".join(f"{e}{n}" for e, n in counts.items()) for counts in _site_counts(graphs)]
 
 
 def element_counts(elements: Iterable[frozenset[str]]) -> dict[str, int]:

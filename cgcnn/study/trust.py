@@ -386,7 +386,7 @@ def analyse(t: TrustSetup, folds: dict[str, pd.DataFrame]) -> TrustAnalysis:
         widths[normaliser] = float((b["hi"] - b["lo"])[b["pbe_input"] == "given"].mean())
     normaliser = min(widths, key=widths.get)
     conditioning = conditioning_table(oof, normaliser, level, s.min_class_scores, calibrate_on)
-    mine = conditioning[conditioning["calibrated_on"] == " + ".join(sorted(calibrate_on))]
+    mine = conditioning[conditioning["calibrated_on"] == conditioning["calibrated_on"].iloc[0]]  # calibrate_on's
     gaps = mine.groupby("min_class_scores", sort=False)["class_gap_both"].first()
     cells = int(gaps.fillna(np.inf).idxmin())  # ties (and no measurable gap) keep the categories alone (listed first)
     bounds = cross_fitted(oof, normaliser, level, cells, calibrate_on)

@@ -106,18 +106,8 @@ def _two_class_oof(n: int = 400) -> pd.DataFrame:
     rng = np.random.default_rng(1)
     oxide = np.arange(n) % 2 == 0
     err = rng.normal(0.0, 1.0, n) * np.where(oxide, 0.6, 0.2)
-    one = pd.DataFrame(
-        {
-            "fold": np.arange(n) % 5,
-            "pbe_input": "given",
-            "material_id": [f"m{k}" for k in range(n)],
-            "truth": 2.0,
-            "prediction": 2.0 + err,
-            "spread": 0.1,
-            "category": "in_domain",
-            "in_domain": True,
-            "anion_class": np.where(oxide, "oxide", "halide"),
-        }
+    one = _oof(n).assign(
+        fold=np.arange(n) % 5, prediction=2.0 + err, in_domain=True, anion_class=np.where(oxide, "oxide", "halide")
     )
     return pd.concat([one.assign(protocol="a"), one.assign(protocol="b", fold=(np.arange(n) // 7) % 5)])
 
