@@ -54,8 +54,13 @@ def _ensemble_section(name: str, m: dict) -> list[str]:
         f"## `{name}` — {m['description']}",
         f"Method `{m['method']}`, {m['members']} members"
         + (
-            f" ({m['cgcnn_members']} CGCNNs and boosted trees on Magpie composition + PBE, stored with skops, weight "
-            f"{m['trees']['weight']:g})"
+            f" ({m['cgcnn_members']} CGCNNs and boosted trees on Magpie composition + PBE"
+            + (
+                ", learning the correction experiment − PBE (their gap: PBE + their output)"
+                if m["trees"].get("target") == "correction"
+                else ", learning the gap"
+            )
+            + f", stored with skops, weight {m['trees']['weight']:g})"
             if m.get("trees")
             else ""
         )

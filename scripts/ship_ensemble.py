@@ -203,7 +203,12 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
                 "description": description
                 or f"{METHOD_LABELS.get(selected, selected)}: {n_members} CGCNN members fine-tuned from M1 "
                 "on the experimental gaps of DS2"
-                + (", and boosted trees on composition + PBE" if trees else "")
+                + (
+                    ", and boosted trees on composition + PBE"
+                    + (" learning the correction to PBE" if trees.get("target") == "correction" else "")
+                    if trees
+                    else ""
+                )
                 + "; experimental band gaps (eV) with a calibrated spread.",
                 "kind": "ensemble",
                 "method": selected,
@@ -213,6 +218,7 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
                 "trees": {
                     "file": "trees.skops",
                     "weight": trees["weight"],
+                    "target": trees.get("target", "gap"),
                     "params": trees["params"],
                     "features": "Magpie composition (132) + PBE gap",
                 }

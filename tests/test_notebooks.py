@@ -39,6 +39,7 @@ ALL_MODELS = [
     "pbe_linear",
     "gbm_composition",
     "gbm_composition_pbe",
+    "gbm_composition_pbe_correction",
     "hse06",
     "g0w0",
     "m1",
@@ -59,6 +60,10 @@ ENSEMBLE_CANDIDATES = [
     "ens_delta_composition_trees",
     "ens_multifidelity_trees",
     "ens_delta_composition_huber_trees",
+    "ens_delta_ctrees",
+    "ens_delta_composition_ctrees",
+    "ens_multifidelity_ctrees",
+    "ens_delta_composition_huber_ctrees",
 ]
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -215,6 +220,10 @@ def test_notebook_methods_cross_validate_select_calibrate_and_train_an_ensemble(
         "delta_composition_trees",
         "multifidelity_trees",
         "delta_composition_huber_trees",
+        "delta_ctrees",  # the same, the trees learning the correction to PBE
+        "delta_composition_ctrees",
+        "multifidelity_ctrees",
+        "delta_composition_huber_ctrees",
     }
     # every candidate also scored on each label source's rows (the fixture's DS2 has both sources)
     by_source = methods["cv_mae_by_label_source"]
@@ -232,6 +241,10 @@ def test_notebook_methods_cross_validate_select_calibrate_and_train_an_ensemble(
     trees = pd.read_csv(run_dir / "tables" / "methods_cv_trees.csv").set_index("material_id")["prediction"]
     hybrid = oof[oof["model"] == "ens_delta_trees"].set_index("material_id")["prediction"]
     assert np.allclose(hybrid, 0.5 * ens.loc[hybrid.index] + 0.5 * trees.loc[hybrid.index])
+    ctrees = pd.read_csv(run_dir / "tables" / "methods_cv_ctrees.csv").set_index("material_id")["prediction"]
+    chybrid = oof[oof["model"] == "ens_delta_ctrees"].set_index("material_id")["prediction"]
+    assert np.allclose(chybrid, 0.5 * ens.loc[chybrid.index] + 0.5 * ctrees.loc[chybrid.index])
+    assert not np.allclose(ctrees.loc[trees.index], trees)  # two tree models, not one table twice
     # the CV MAE with fewer members: all of them is the candidate's own CV MAE, a difference of 0
     sizes = pd.read_csv(run_dir / "tables" / "methods_ensemble_size.csv")
     assert set(sizes["method"]) == set(mae) and set(sizes["members"]) == {1, 2}

@@ -29,7 +29,7 @@ import pandas as pd
 from cgcnn.data.dataset import CrystalDataset
 from cgcnn.data.descriptors import attach_inputs, composition_features, pbe_column
 from cgcnn.prediction.inference import predict
-from cgcnn.prediction.trees import tree_features
+from cgcnn.prediction.trees import TreeMember
 from cgcnn.prediction.trust import add_trust_columns
 from cgcnn.training.checkpoint import Loaded
 
@@ -110,8 +110,8 @@ def ensemble_predict(
     Columns: ``material_id, prediction_ev, prediction_std_ev, n_members``, plus
     ``pbe_gap_ev, pbe_gap_source`` for PBE-aware members.  ``fidelity``: for multi-fidelity
     members, the fidelity to predict (default: the model's last, e.g. ``experiment``).
-    ``trees``: boosted trees on composition and the PBE gap (:mod:`cgcnn.prediction.trees`), one more
-    member with weight ``trees_weight`` (:func:`mix`).  ``trust``
+    ``trees``: boosted trees on composition and the PBE gap (a :class:`cgcnn.prediction.trees.TreeMember`,
+    or a bare fitted model predicting the gap), one more member with weight ``trees_weight`` (:func:`mix`).  ``trust``
     (:class:`cgcnn.prediction.trust.Trust`): also ``prediction_lo_ev, prediction_hi_ev``
     (the central interval at ``level``, default the calibration's), ``in_domain`` and
     ``domain_note``; its crystal features come from ``pbe_model`` (M1).
@@ -133,7 +133,8 @@ def ensemble_predict(
             dataset.inputs["composition"] if "composition" in dataset.inputs else composition_features(dataset.graphs)
         )
         tree_pbe = pbe_values if pbe_values is not None else np.full(len(dataset), np.nan)
-        mean, std = mix(mean, std, trees.predict(tree_features(comp, tree_pbe)), trees_weight)
+        member = trees if isinstance(trees, TreeMember) else TreeMember(trees)  # a bare model learnt the gap
+        mean, std = mix(mean, std, member.predict(comp, tree_pbe), trees_weight)
     table["prediction_ev"] = np.maximum(mean, 0.0)  # no negative gap (see the module docstring)
     table["prediction_std_ev"] = float(scale) * std
     table["n_members"] = len(members) + (trees is not None)

@@ -39,7 +39,7 @@ from cgcnn.prediction.shipped import (
     shipped_models,
 )
 from cgcnn.prediction.streaming import merge_ordered, stand_in_pbe
-from cgcnn.prediction.trees import load_trees
+from cgcnn.prediction.trees import load_tree_member
 from cgcnn.prediction.trust import TRUST_COLUMNS, check_level, load_trust
 from cgcnn.training.checkpoint import Loaded, load_checkpoint
 
@@ -268,7 +268,7 @@ def load_model(
         trust = load_trust(shipped_model_dir(name)) if pbe_model is not None else None
         trees, weight = None, 0.5
         if info.get("trees"):  # boosted trees on composition + PBE, stored with skops (no pickle)
-            trees, weight = load_trees(shipped_model_dir(name) / info["trees"]["file"]), info["trees"]["weight"]
+            trees, weight = load_tree_member(shipped_model_dir(name), info["trees"]), info["trees"]["weight"]
         return Predictor(
             members,
             device=device,

@@ -9,18 +9,24 @@ grouped CV of :mod:`cgcnn.study.methods`).  To ship it, the fitted model is stor
 
 Features, in order: the 132 Magpie statistics of the crystal's composition (from the atoms
 of its graph, :func:`cgcnn.data.descriptors.composition_features`) and the PBE gap in eV (NaN when
-unknown, the trees' missing value).
+unknown, the trees' missing value).  What the trees predict (:class:`TreeMember`): the gap
+itself (``target = "gap"``), or the correction from PBE to experiment (``"correction"``: the
+gap is the PBE gap plus their output).  The shipped ``ensemble.json`` says which.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cgcnn.errors import CgcnnError
 from cgcnn.fileio import atomic_write_bytes
 
+GAP, CORRECTION = "gap", "correction"
+TARGETS = (GAP, CORRECTION)
 TRUSTED_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 
 
@@ -31,6 +37,24 @@ class TabularModelError(CgcnnError, ValueError):
 def tree_features(composition: np.ndarray, pbe: np.ndarray) -> np.ndarray:
     """[n, 133]: Magpie features and the PBE gap."""
     return np.column_stack([np.asarray(composition, dtype=np.float64), np.asarray(pbe, dtype=np.float64)])
+
+
+@dataclass(frozen=True)
+class TreeMember:
+    """A fitted tree model and what it learnt (``target``: :data:`GAP` or :data:`CORRECTION`)."""
+
+    model: Any
+    target: str = GAP
+
+    def __post_init__(self):
+        if self.target not in TARGETS:
+            raise TabularModelError(f"tree target {self.target!r}: expected one of {', '.join(TARGETS)}")
+
+    def predict(self, composition: np.ndarray, pbe: np.ndarray) -> np.ndarray:
+        """The predicted gap in eV of each crystal (NaN for a correction without a PBE gap)."""
+        pbe = np.asarray(pbe, dtype=np.float64)
+        out = self.model.predict(tree_features(composition, pbe))
+        return out if self.target == GAP else out + pbe
 
 
 def save_trees(model, path: str | Path) -> None:
@@ -61,3 +85,9 @@ def load_trees(path: str | Path):
     if type(model).__name__ != "HistGradientBoostingRegressor":
         raise TabularModelError(f"{path}: holds a {type(model).__name__}, not a HistGradientBoostingRegressor")
     return model
+
+
+def load_tree_member(folder: str | Path, entry: dict) -> TreeMember:
+    """The trees an ensemble manifest's ``"trees"`` entry names (``file`` relative to ``folder``;
+    ``target``, absent in manifests written before the correction target: the gap)."""
+    return TreeMember(load_trees(Path(folder) / entry["file"]), entry.get("target", GAP))

@@ -13,7 +13,9 @@ data it trains on, and how it is fitted and scored inside one cross-validation f
   errors, linear for large ones, so a few wrong labels pull less;
 * ``<candidate>_trees`` — a candidate's ensemble averaged (equal weights, fixed in advance)
   with boosted trees on Magpie composition + the PBE gap, refitted on the same folds with
-  the same inputs (their errors are only partly correlated, so the average can beat both).
+  the same inputs (their errors are only partly correlated, so the average can beat both);
+* ``<candidate>_ctrees`` — the same with trees that learn the correction experiment − PBE
+  (the PBE gap still one of their inputs) instead of the gap itself.
 
 Each network is M1 with new inputs (new layers start at zero) fine-tuned on DS2 as an
 ensemble of ``members`` seeds, with early stopping on the fold's inner grouped split.
@@ -40,7 +42,7 @@ from cgcnn.evaluation.folds import inner_split, out_of_fold
 from cgcnn.prediction.ensemble import mix
 from cgcnn.prediction.inference import predict
 from cgcnn.prediction.trees import tree_features
-from cgcnn.study.display import HUBER, METHOD_LABELS, TREES
+from cgcnn.study.display import CTREES, HUBER, METHOD_LABELS, TREE_TARGETS, TREES
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.training.adapt import adapt
 from cgcnn.training.checkpoint import load_checkpoint
@@ -50,14 +52,17 @@ __all__ = [
     "EXPERIMENT",
     "METHOD_LABELS",
     "PBE",
+    "CTREES",
     "TREES",
     "TREES_WEIGHT",
+    "TREE_TARGETS",
     "EnsembleMethod",
     "build_method",
     "ensemble_size_table",
     "member_table",
     "method_model_config",
     "pbe_inputs",
+    "method_trees",
     "trees_out_of_fold",
     "with_trees",
 ]
@@ -194,11 +199,11 @@ def member_table(preds: np.ndarray, ids: list[str], **tag) -> pd.DataFrame:
 
 
 def ensemble_size_table(
-    name: str, members: pd.DataFrame, truth: pd.Series, trees: pd.DataFrame | None = None, *, seed: int = 0
+    name: str, members: pd.DataFrame, truth: pd.Series, trees: dict[str, pd.DataFrame] | None = None, *, seed: int = 0
 ) -> pd.DataFrame:
     """CV MAE of candidate ``name`` with only its first ``k`` members (k = 1 … K: the same seeds,
     folds and fits — a smaller ensemble of this run), alone and averaged with the trees
-    (``trees``: their out-of-fold table), and MAE(k) − MAE(K) on the same materials with a
+    (``trees``: suffix -> their out-of-fold table), and MAE(k) − MAE(K) on the same materials with a
     paired bootstrap 95 % interval: whether the ensemble is large enough.  ``members``: the
     long table of :func:`member_table`."""
     wide = members.pivot_table(index=["repeat", "material_id"], columns="member", values="prediction").sort_index(
@@ -206,8 +211,10 @@ def ensemble_size_table(
     )
     y = truth.loc[wide.index.get_level_values("material_id")].to_numpy(np.float64)
     variants = {name: None}
-    if trees is not None:
-        variants[f"{name}{TREES}"] = trees.set_index(["repeat", "material_id"])["prediction"].loc[wide.index].to_numpy()
+    for suffix, table in (trees or {}).items():
+        variants[f"{name}{suffix}"] = (
+            table.set_index(["repeat", "material_id"])["prediction"].loc[wide.index].to_numpy()
+        )
     rows = []
     for label, other in variants.items():
         preds = [wide.iloc[:, :k].mean(axis=1).to_numpy() for k in range(1, wide.shape[1] + 1)]
@@ -246,24 +253,32 @@ def build_method(
     return EnsembleMethod(name, profile, base, both, groups, scratch, offset=len(ds1), echo=echo)
 
 
-def trees_out_of_fold(frame: pd.DataFrame, folds, cv, pbe: np.ndarray) -> tuple[pd.DataFrame, list[dict]]:
+def method_trees(features: np.ndarray, y: np.ndarray, groups, cv, pbe: np.ndarray, target: str) -> BoostedTrees:
+    """The trees of a ``*_trees`` (``target`` "gap") or ``*_ctrees`` ("correction") candidate
+    on ``features`` (:func:`cgcnn.prediction.trees.tree_features`), hyper-parameters by inner grouped CV."""
+    if target not in TREE_TARGETS.values():
+        raise ValueError(f"unknown tree target {target!r}; choose from {', '.join(TREE_TARGETS.values())}")
+    offset = np.asarray(pbe, dtype=np.float64) if target == "correction" else None
+    return BoostedTrees(features, np.asarray(y, dtype=np.float64), list(groups), grid=dict(cv.gbm_grid), offset=offset)
+
+
+def trees_out_of_fold(
+    frame: pd.DataFrame, folds, cv, pbe: np.ndarray, target: str = "gap"
+) -> tuple[pd.DataFrame, list[dict]]:
     """Out-of-fold predictions of boosted trees on Magpie composition + the PBE gap the
-    networks read (MP's, or M1's where MP has none), hyper-parameters by inner grouped CV."""
-    trees = BoostedTrees(
-        tree_features(magpie_features(list(frame["formula"])), pbe),
-        frame["bg_exp"].to_numpy(),
-        list(frame["group"]),
-        grid=dict(cv.gbm_grid),
-    )
+    networks read (MP's, or M1's where MP has none), learning ``target`` (:func:`method_trees`)."""
+    features = tree_features(magpie_features(list(frame["formula"])), pbe)
+    trees = method_trees(features, frame["bg_exp"].to_numpy(), frame["group"], cv, pbe, target)
     return out_of_fold(trees, folds, list(frame["material_id"])), trees.chosen
 
 
-def with_trees(table: pd.DataFrame, trees: pd.DataFrame, name: str) -> pd.DataFrame:
-    """A candidate's out-of-fold table averaged with the trees' (:func:`cgcnn.prediction.ensemble.mix`)."""
+def with_trees(table: pd.DataFrame, trees: pd.DataFrame, name: str, suffix: str = TREES) -> pd.DataFrame:
+    """A candidate's out-of-fold table averaged with the trees' (:func:`cgcnn.prediction.ensemble.mix`);
+    the result's model is ``ens_<name><suffix>``."""
     merged = table.merge(
         trees.rename(columns={"prediction": "trees"}), on=["repeat", "material_id"], suffixes=("", "_t")
     )
     mean, std = mix(merged["prediction"], merged["std"], merged["trees"], TREES_WEIGHT)
-    return merged[["repeat", "fold", "material_id"]].assign(model=f"ens_{name}{TREES}", prediction=mean, std=std)[
+    return merged[["repeat", "fold", "material_id"]].assign(model=f"ens_{name}{suffix}", prediction=mean, std=std)[
         table.columns
     ]

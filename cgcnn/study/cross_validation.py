@@ -228,7 +228,7 @@ def fit_fold(cv: CvSetup, fold: Fold, *, echo: Callable[[str], Any] = print) -> 
 # --------------------------------------------------------------------------------------
 @dataclass
 class BaselineFits:
-    """Out-of-fold predictions of the four baselines (model, repeat, fold, material_id,
+    """Out-of-fold predictions of the five baselines (model, repeat, fold, material_id,
     prediction) and the boosted trees' hyper-parameters chosen per fold."""
 
     predictions: pd.DataFrame
@@ -236,17 +236,19 @@ class BaselineFits:
 
 
 def run_baselines(frame: pd.DataFrame, folds, cv) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Out-of-fold predictions of the four baselines, and the boosted trees' chosen
+    """Out-of-fold predictions of the five baselines, and the boosted trees' chosen
     hyper-parameters per fold (``cv``: the profile's CV settings)."""
     y, pbe, groups = frame["bg_exp"].to_numpy(), frame["bg_pbe"].to_numpy(), list(frame["group"])
     magpie = magpie_features(list(frame["formula"]))
     gbm = BoostedTrees(magpie, y, groups, grid=dict(cv.gbm_grid))
     gbm_pbe = BoostedTrees(np.column_stack([magpie, pbe]), y, groups, grid=dict(cv.gbm_grid))
+    gbm_corr = BoostedTrees(np.column_stack([magpie, pbe]), y, groups, grid=dict(cv.gbm_grid), offset=pbe)
     methods = {
         "pbe": RawPBE(pbe),
         "pbe_linear": LinearPBE(pbe, y),
         "gbm_composition": gbm,
         "gbm_composition_pbe": gbm_pbe,
+        "gbm_composition_pbe_correction": gbm_corr,
     }
     fold_of = {(f.repeat, int(p)): f.fold for f in folds for p in f.test}
     position = {m: k for k, m in enumerate(frame["material_id"])}
@@ -258,7 +260,11 @@ def run_baselines(frame: pd.DataFrame, folds, cv) -> tuple[pd.DataFrame, pd.Data
     chosen = pd.concat(
         [
             pd.DataFrame(m.chosen).assign(model=n)
-            for n, m in (("gbm_composition", gbm), ("gbm_composition_pbe", gbm_pbe))
+            for n, m in (
+                ("gbm_composition", gbm),
+                ("gbm_composition_pbe", gbm_pbe),
+                ("gbm_composition_pbe_correction", gbm_corr),
+            )
         ]
     )
     return pd.concat(parts, ignore_index=True)[["model", "repeat", "fold", "material_id", "prediction"]], chosen

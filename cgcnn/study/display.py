@@ -9,12 +9,15 @@ from __future__ import annotations
 import pandas as pd
 
 TREES = "_trees"  # suffix of a method candidate averaged with the boosted trees on composition + PBE
+CTREES = "_ctrees"  # ... averaged with the same trees learning the correction experiment − PBE
+TREE_TARGETS = {TREES: "gap", CTREES: "correction"}  # suffix -> what the trees learn
 
 BASELINES = {
     "pbe": "PBE (raw)",
     "pbe_linear": "PBE, linear correction",
     "gbm_composition": "boosted trees, Magpie composition",
     "gbm_composition_pbe": "boosted trees, Magpie composition + PBE",
+    "gbm_composition_pbe_correction": "boosted trees, Magpie composition + PBE, learning the correction to PBE",
 }
 METHOD_LABELS = {
     "delta": "CGCNN ensemble, PBE-aware (Δ head)",
@@ -23,9 +26,22 @@ METHOD_LABELS = {
 }
 HUBER = "_huber"  # suffix of a candidate trained with a Huber loss (robust to a few wrong labels)
 METHOD_LABELS.update({f"{k}{HUBER}": f"{v}, Huber loss" for k, v in list(METHOD_LABELS.items())})
+_NETWORKS = list(METHOD_LABELS.items())
+METHOD_LABELS.update({f"{k}{TREES}": f"{v}, averaged with boosted trees (composition + PBE)" for k, v in _NETWORKS})
 METHOD_LABELS.update(
-    {f"{k}{TREES}": f"{v}, averaged with boosted trees (composition + PBE)" for k, v in list(METHOD_LABELS.items())}
+    {f"{k}{CTREES}": f"{v}, averaged with boosted trees learning the correction to PBE" for k, v in _NETWORKS}
 )
+
+
+def split_trees(name: str) -> tuple[str, str | None]:
+    """A method candidate's network and what its trees learn (``"gap"``, ``"correction"``, or
+    None without trees): ``delta_ctrees`` -> ``("delta", "correction")``."""
+    for suffix, target in TREE_TARGETS.items():
+        if name.endswith(suffix):
+            return name.removesuffix(suffix), target
+    return name, None
+
+
 MODEL_LABELS = {
     **BASELINES,
     "hse06": "HSE06",

@@ -28,7 +28,7 @@ from cgcnn.evaluation.metrics import LinearCorrection, regression_metrics
 from cgcnn.fileio import write_json
 from cgcnn.prediction.ensemble import coverage, ensemble_predict
 from cgcnn.prediction.inference import predict
-from cgcnn.prediction.trees import load_trees
+from cgcnn.prediction.trees import load_tree_member
 from cgcnn.prediction.trust import load_trust
 from cgcnn.study.base_model import base_checkpoint
 from cgcnn.study.cross_validation import CONTROL, ds2_frame, model_key
@@ -83,12 +83,15 @@ def _baseline_predictions(data: StudyData, ds2_ids: list[str], ids: list[str], g
         _long(ids, "pbe_linear", np.nan, LinearCorrection.fit(train["bg_pbe"], train["bg_exp"]).predict(pbe3)),
     ]
     x2, x3 = magpie_features(list(train["formula"])), magpie_features(list(ds3.loc[ids, "formula"]))
-    for name, (a, b) in {
-        "gbm_composition": (x2, x3),
-        "gbm_composition_pbe": (np.column_stack([x2, train["bg_pbe"]]), np.column_stack([x3, pbe3])),
+    pbe2 = train["bg_pbe"].to_numpy()
+    for name, (a, b, offset) in {
+        "gbm_composition": (x2, x3, None),
+        "gbm_composition_pbe": (np.column_stack([x2, pbe2]), np.column_stack([x3, pbe3]), None),
+        "gbm_composition_pbe_correction": (np.column_stack([x2, pbe2]), np.column_stack([x3, pbe3]), pbe2),
     }.items():
-        model, _ = BoostedTrees(a, train["bg_exp"].to_numpy(), list(train["group"]), grid=dict(gbm_grid)).fit_all()
-        parts.append(_long(ids, name, np.nan, model.predict(b)))
+        trees = BoostedTrees(a, train["bg_exp"].to_numpy(), list(train["group"]), grid=dict(gbm_grid), offset=offset)
+        model, _ = trees.fit_all()
+        parts.append(_long(ids, name, np.nan, trees.predict(model, b, pbe3)))
     for col, name in (("bg_hse06", "hse06"), ("bg_g0w0", "g0w0")):
         if col in ds3.columns:
             parts.append(_long(ids, name, np.nan, pd.to_numeric(ds3.loc[ids, col], errors="coerce")))
@@ -123,7 +126,7 @@ def _ensemble_predictions(
     pbe = pd.to_numeric(ds3["bg_pbe"], errors="coerce").dropna().to_dict()
     trees, weight = None, 0.5
     if methods["final"].get("trees"):
-        trees, weight = load_trees(run / methods["final"]["trees"]["file"]), methods["final"]["trees"]["weight"]
+        trees, weight = load_tree_member(run, methods["final"]["trees"]), methods["final"]["trees"]["weight"]
     table = ensemble_predict(
         members,
         ds3_set.subset_positions(np.arange(len(ds3_set))),

@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cgcnn.evaluation.baselines import BoostedTrees, magpie_features
+from cgcnn.evaluation.baselines import magpie_features
 from cgcnn.evaluation.folds import inner_split
 from cgcnn.fileio import write_json
 from cgcnn.prediction.trees import save_trees, tree_features
-from cgcnn.study.candidates import TREES, TREES_WEIGHT
+from cgcnn.study.candidates import TREES_WEIGHT, method_trees
 from cgcnn.study.cross_validation import CONTROL, CvSetup, model_key, setup
-from cgcnn.study.display import label
+from cgcnn.study.display import label, split_trees
 from cgcnn.study.methods import load_methods, prepare
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.rundir import read_json, require_cv, run_paths, write_table
@@ -162,15 +162,17 @@ def train_final_ensemble(
         "train_ids": list(cv.dataset.ids),
         "inner_val_mae": final["inner_val_mae"].tolist(),
     }
-    if summary["selected"].endswith(TREES):
+    target = split_trees(summary["selected"])[1]
+    if target is not None:
         features = tree_features(magpie_features(list(cv.frame["formula"])), m.pbe)
-        trees, params = BoostedTrees(features, cv.truth.to_numpy(), cv.groups, grid=dict(profile.cv.gbm_grid)).fit_all(
+        trees, params = method_trees(features, cv.truth.to_numpy(), cv.groups, profile.cv, m.pbe, target).fit_all(
             seed=profile.cv.seed
         )
         save_trees(trees, ens_dir / "trees.skops")
         summary["final"]["trees"] = {
             "file": os.path.relpath(ens_dir / "trees.skops", run),
             "weight": TREES_WEIGHT,
+            "target": target,
             "params": params,
         }
     write_json(ens_dir / "ensemble.json", summary["final"])

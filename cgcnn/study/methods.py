@@ -4,8 +4,8 @@ cross-validated on the folds of the fine-tuning study; one is selected and calib
 Candidates (``profile.methods.candidates``; defined in :mod:`cgcnn.study.candidates`):
 PBE-aware (``delta``), PBE-aware + composition (``delta_composition``) and multi-fidelity
 (``multifidelity``) CGCNN ensembles fine-tuned from M1, the same trained with a Huber loss
-(``<name>_huber``), and each of them averaged with boosted trees on composition + PBE
-(``<name>_trees``).  Every candidate is also scored on the rows each experimental source
+(``<name>_huber``), and each of them averaged with boosted trees on composition + PBE that
+learn the gap (``<name>_trees``) or the correction experiment − PBE (``<name>_ctrees``).  Every candidate is also scored on the rows each experimental source
 labelled (``cv_mae_by_label_source``: e.g. the Borlido rows alone), on the same folds.
 
 The PBE gap a DS2 / DS3 material reads is its Materials Project PBE gap, or M1's
@@ -44,7 +44,7 @@ from cgcnn.fileio import sha256_file, write_json
 from cgcnn.prediction.ensemble import calibration_scale, coverage
 from cgcnn.study.base_model import base_checkpoint
 from cgcnn.study.candidates import (
-    TREES,
+    TREE_TARGETS,
     build_method,
     ensemble_size_table,
     method_model_config,
@@ -54,6 +54,7 @@ from cgcnn.study.candidates import (
 )
 from cgcnn.study.cross_validation import CvSetup, cv_summary, run_baselines
 from cgcnn.study.cross_validation import setup as cv_setup
+from cgcnn.study.display import split_trees
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.rundir import read_json, run_paths, write_table
 
@@ -213,24 +214,32 @@ def cross_validate(m: MethodsSetup, name: str, *, echo: Callable[[str], Any] = p
     return CandidateCV(name, table, fits, calibration, members)
 
 
-def with_boosted_trees(m: MethodsSetup, results: dict[str, CandidateCV]) -> tuple[dict[str, CandidateCV], list[dict]]:
+def with_boosted_trees(
+    m: MethodsSetup, results: dict[str, CandidateCV]
+) -> tuple[dict[str, CandidateCV], dict[str, list[dict]]]:
     """Each candidate averaged with boosted trees on composition + the PBE inputs (refitted on
-    the same folds): one more candidate each.  The trees' own out-of-fold predictions are
-    written to ``tables/methods_cv_trees.csv``.  Returns (those candidates, the trees' choices)."""
-    trees_oof, chosen = trees_out_of_fold(m.cv.frame, m.cv.folds, m.cv.profile.cv, m.pbe)
-    write_table(run_paths(m.cv.run)["tables"] / "methods_cv_trees.csv", trees_oof, index=False)
-    hybrids = {}
-    for name, result in results.items():
-        table = with_trees(result.table, trees_oof, name)
-        calibration = calibration_rows(
-            f"{name}{TREES}", table.drop(columns="std"), table[["repeat", "material_id", "std"]], m.cv.truth
-        )
-        hybrids[f"{name}{TREES}"] = CandidateCV(f"{name}{TREES}", table, pd.DataFrame(), calibration)
+    the same folds), once with trees learning the gap (``_trees``) and once learning the
+    correction to PBE (``_ctrees``): two more candidates each.  The trees' own out-of-fold
+    predictions are written to ``tables/methods_cv<suffix>.csv``.  Returns (those candidates,
+    suffix -> the trees' hyper-parameters chosen per fold)."""
+    hybrids, chosen = {}, {}
+    for suffix, target in TREE_TARGETS.items():
+        trees_oof, chosen[suffix] = trees_out_of_fold(m.cv.frame, m.cv.folds, m.cv.profile.cv, m.pbe, target)
+        write_table(run_paths(m.cv.run)["tables"] / f"methods_cv{suffix}.csv", trees_oof, index=False)
+        for name, result in results.items():
+            table = with_trees(result.table, trees_oof, name, suffix)
+            calibration = calibration_rows(
+                f"{name}{suffix}", table.drop(columns="std"), table[["repeat", "material_id", "std"]], m.cv.truth
+            )
+            hybrids[f"{name}{suffix}"] = CandidateCV(f"{name}{suffix}", table, pd.DataFrame(), calibration)
     return hybrids, chosen
 
 
 def select(
-    m: MethodsSetup, results: dict[str, CandidateCV], hybrids: dict[str, CandidateCV], trees_chosen: list[dict]
+    m: MethodsSetup,
+    results: dict[str, CandidateCV],
+    hybrids: dict[str, CandidateCV],
+    trees_chosen: dict[str, list[dict]],
 ) -> dict:
     """The candidate with the lowest CV MAE, its calibration, and the CV table of every model
     (the fine-tuning study's and the baselines' included, on the same paired rows).  Writes
@@ -279,8 +288,11 @@ def select(
         for src, part in oof_table.assign(source=source.loc[oof_table["material_id"]].to_numpy()).groupby("source")
     }
     scale = float(calibration_table.loc[selected, "scale"])
-    trees_csv = paths["tables"] / "methods_cv_trees.csv"  # written by with_boosted_trees
-    trees_oof = pd.read_csv(trees_csv, dtype={"material_id": str}) if trees_csv.is_file() else None
+    trees_oof = {  # written by with_boosted_trees
+        suffix: pd.read_csv(paths["tables"] / f"methods_cv{suffix}.csv", dtype={"material_id": str})
+        for suffix in TREE_TARGETS
+        if (paths["tables"] / f"methods_cv{suffix}.csv").is_file()
+    }
     sizes = [
         ensemble_size_table(n, r.members, truth, trees_oof, seed=profile.cv.seed)
         for n, r in results.items()
@@ -293,11 +305,12 @@ def select(
     write_table(paths["tables"] / "methods_calibration.csv", calibration_table)
     if sizes:
         write_table(paths["tables"] / "methods_ensemble_size.csv", pd.concat(sizes, ignore_index=True), index=False)
-    network = selected.removesuffix(TREES)
+    network, trees_target = split_trees(selected)
     summary = {
         "candidates": list(profile.methods.candidates),
         "selected": selected,
         "network": network,
+        "trees_target": trees_target,
         "cv_mae_all_ds2": mae,
         "cv_mae_by_label_source": mae_by_source,
         "calibration": {"scale": scale, **{k: float(v) for k, v in calibration_table.loc[selected].items()}},

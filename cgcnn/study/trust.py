@@ -6,7 +6,8 @@ chemistry, an applicability domain, and the DS2 labels that look wrong.
    **grouped** folds of the fine-tuning study (first repeat) and **chemistry-shift** folds
    (:func:`cgcnn.evaluation.folds.cluster_folds`: whole composition clusters held out).
 2. :func:`fit_fold` — in each fold the selected method is refitted as in the methods step
-   (same members, seeds and inner split; the boosted trees too) and the test materials are
+   (same members, seeds and inner split; the boosted trees too, learning what the selection's
+   trees learn) and the test materials are
    predicted twice: with the PBE gap they have (MP's) and with M1's prediction of it, as for a
    user who gives none.  Each fold is kept in ``trust/cv/`` as soon as it is done.
 3. :func:`analyse` — the domain rules of :mod:`cgcnn.prediction.domain` applied out of fold
@@ -67,7 +68,8 @@ from cgcnn.prediction.inference import predict
 from cgcnn.prediction.intervals import NORMALISERS, Intervals
 from cgcnn.prediction.trees import tree_features
 from cgcnn.prediction.trust import Trust, crystal_features
-from cgcnn.study.candidates import TREES, TREES_WEIGHT, EnsembleMethod, build_method
+from cgcnn.study.candidates import TREES_WEIGHT, EnsembleMethod, build_method, method_trees
+from cgcnn.study.display import split_trees
 from cgcnn.study.methods import MethodsSetup, load_methods
 from cgcnn.study.methods import prepare as methods_prepare
 from cgcnn.study.profiles import StudyProfile
@@ -98,8 +100,8 @@ class TrustSetup:
     selection: dict
     method: EnsembleMethod  # reads the PBE gap each material has
     method_ppbe: EnsembleMethod  # the same networks' inputs with M1's PBE prediction for all
-    trees: BoostedTrees | None
-    trees_ppbe_features: np.ndarray | None
+    trees: BoostedTrees | None  # the selected recipe's trees (method_trees), or None
+    trees_ppbe_features: np.ndarray | None  # their features with M1's PBE prediction for all
     features: np.ndarray  # M1's crystal features [n, d]
     elements: list[frozenset[str]]
     classes: list[str]  # anion class of every material (cgcnn.data.material_classes)
@@ -123,11 +125,11 @@ class TrustSetup:
         return Path(self.m.cv.run) / "trust" / "cv"
 
     def key(self, protocol: str, fold: Fold) -> str:
-        """What a fold's predictions depend on: the selected method's CV key and the fold."""
+        """What a fold's network predictions depend on: the selected network's CV key and the
+        fold (not the trees: they are refitted on every call, in seconds)."""
         text = json.dumps(
             {
                 "methods": self.m.key(self.selection["network"]),
-                "selected": self.selection["selected"],
                 "protocol": protocol,
                 "test": [self.ids[p] for p in fold.test],
                 "seed": fold.seed,
@@ -167,10 +169,9 @@ def prepare(run_dir: str | os.PathLike, profile: StudyProfile) -> TrustSetup | N
     method_ppbe = build_method(network, profile, cv.data, cv.base, cv.dataset, base_pbe, cv.groups, m.scratch, print)
     magpie = magpie_features(list(cv.frame["formula"]))
     trees, ppbe_features = None, None
-    if selection["selected"].endswith(TREES):
-        trees = BoostedTrees(
-            tree_features(magpie, m.pbe), cv.truth.to_numpy(), cv.groups, grid=dict(profile.cv.gbm_grid)
-        )
+    target = split_trees(selection["selected"])[1]
+    if target is not None:
+        trees = method_trees(tree_features(magpie, m.pbe), cv.truth.to_numpy(), cv.groups, profile.cv, m.pbe, target)
         ppbe_features = tree_features(magpie, base_pbe)
     grouped = [f for f in cv.folds if f.repeat == 0]
     shift = cluster_folds(magpie, k=len(grouped), clusters=profile.trust.clusters, seed=profile.cv.seed)
@@ -197,7 +198,7 @@ def fit_fold(t: TrustSetup, protocol: str, fold: Fold, *, echo: Callable[[str], 
     stem = t.folder / f"{protocol}-f{fold.fold}"
     cached = read_json(stem.with_suffix(".json"))
     if cached is not None and cached.get("key") == key:
-        return pd.read_csv(stem.with_suffix(".csv"), dtype={"material_id": str})
+        return _with_trees(t, fold, pd.read_csv(stem.with_suffix(".csv"), dtype={"material_id": str}))
     cv = t.m.cv
     fit, val = inner_split(
         cv.groups, fold.train, val_fraction=cv.profile.cv.inner_val_fraction, seed=1000 * fold.seed + fold.fold
@@ -220,14 +221,23 @@ def fit_fold(t: TrustSetup, protocol: str, fold: Fold, *, echo: Callable[[str], 
             **{f"member_{k}_ppbe": row for k, row in enumerate(ppbe)},
         }
     )
-    if t.trees is not None:
-        model, _ = t.trees.fit(fold.train, fold.seed)
-        table["trees"] = model.predict(t.trees.features[fold.test])
-        table["trees_ppbe"] = model.predict(t.trees_ppbe_features[fold.test])
     stem.parent.mkdir(parents=True, exist_ok=True)
     write_table(stem.with_suffix(".csv"), table, index=False)
     write_json(stem.with_suffix(".json"), {"key": key})  # last: marks the fold complete
     echo(f"{protocol} fold {fold.fold}: {len(fold.test)} test materials")
+    return _with_trees(t, fold, table)
+
+
+def _with_trees(t: TrustSetup, fold: Fold, table: pd.DataFrame) -> pd.DataFrame:
+    """A fold's table with the selected recipe's trees refitted on its training materials
+    (``trees``, ``trees_ppbe``: with the PBE gaps the materials have, and with M1's)."""
+    table = table.drop(columns=["trees", "trees_ppbe"], errors="ignore")
+    if t.trees is None:
+        return table
+    model, _ = t.trees.fit(fold.train, fold.seed)
+    test = np.asarray(fold.test, dtype=np.int64)
+    table["trees"] = t.trees.predict(model, t.trees.features[test], t.m.pbe[test])
+    table["trees_ppbe"] = t.trees.predict(model, t.trees_ppbe_features[test], t.pbe_predicted[test])
     return table
 
 

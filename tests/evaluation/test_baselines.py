@@ -38,3 +38,30 @@ def test_boosted_trees_learn_a_feature_and_choose_from_the_grid():
     pred = model(train, test, CTX)
     assert np.abs(pred - y[test]).mean() < 0.3
     assert model.chosen[0]["max_leaf_nodes"] in (7, 15)
+
+
+def test_correction_trees_carry_the_pbe_gap_beyond_the_training_range():
+    # exp = PBE + 1 eV exactly: the correction is a constant, which trees fit exactly, so the
+    # correction target extrapolates to PBE gaps above every training gap; the gap target cannot
+    rng = np.random.default_rng(1)
+    pbe = np.concatenate([rng.uniform(0, 2, 90), [4.0, 5.0]])
+    y = pbe + 1.0
+    x = np.column_stack([rng.uniform(0, 1, len(pbe)), pbe])
+    groups = [f"g{k}" for k in range(len(pbe))]
+    train, test = np.arange(90), np.array([90, 91])
+    grid = {"learning_rate": (0.1,), "max_leaf_nodes": (7,)}
+    corrected = BoostedTrees(x, y, groups, grid=grid, max_iter=50, offset=pbe)(train, test, CTX)
+    direct = BoostedTrees(x, y, groups, grid=grid, max_iter=50)(train, test, CTX)
+    assert np.allclose(corrected, [5.0, 6.0], atol=1e-6)
+    assert (direct < 3.01).all()  # never above the largest training gap (3 eV)
+
+
+def test_correction_trees_leave_out_materials_without_a_pbe_gap_and_predict_nan_for_them():
+    pbe = np.array([1.0, 2.0, np.nan, 1.5, 2.5, np.nan])
+    y = np.array([2.0, 3.0, 9.0, 2.5, 3.5, 1.0])  # the NaN-PBE rows' labels would spoil a constant fit
+    x = np.column_stack([np.zeros(6), pbe])
+    trees = BoostedTrees(x, y, list("abcdef"), grid={"learning_rate": (0.1,), "max_leaf_nodes": (7,)}, offset=pbe)
+    pred = trees(np.array([0, 1, 2, 3]), np.array([4, 5]), CTX)
+    assert np.isclose(pred[0], 3.5, atol=1e-6) and np.isnan(pred[1])
+    model, _ = trees.fit_all()
+    assert np.allclose(model.predict(x[[0, 1]]), 1.0, atol=1e-6)  # the bare model predicts the correction

@@ -393,3 +393,40 @@ def test_a_shipped_ensemble_with_trees_loads_and_predicts(
     table = model.predict(dict(tiny_items[:3]))
     assert (table["n_members"] == 3).all() and (table["pbe_gap_source"] == "predicted").all()
     assert np.isfinite(table["prediction_ev"]).all() and (table["prediction_std_ev"] > 0).all()
+
+
+def test_a_shipped_ensemble_whose_trees_learnt_the_correction_adds_the_pbe_gap_to_them(
+    pbe_aware_members, trees, tiny_run, tiny_items, tmp_path, monkeypatch
+):
+    import json
+    import shutil
+
+    import cgcnn.prediction.shipped
+    from cgcnn import load_model
+    from cgcnn.prediction.trees import save_trees
+
+    tables = {}
+    for target in ("gap", "correction"):
+        folder = tmp_path / target / "models" / "ensemble"
+        folder.mkdir(parents=True)
+        for k, p in enumerate(pbe_aware_members):
+            shutil.copyfile(p, folder / f"member-{k}.pt")
+        shutil.copyfile(tiny_run.best_checkpoint, folder / "pbe-model.pt")
+        save_trees(trees, folder / "trees.skops")
+        manifest = {
+            "name": "ensemble",
+            "kind": "ensemble",
+            "members": 3,
+            "cgcnn_members": 2,
+            "pbe_model": "pbe-model.pt",
+            "trees": {"file": "trees.skops", "weight": 0.5, "target": target},
+        }
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        monkeypatch.setattr(cgcnn.prediction.shipped, "models_root", lambda t=target: tmp_path / t / "models")
+        model = load_model(device="cpu")
+        assert model.trees.target == target
+        tables[target] = model.predict(dict(tiny_items[:3]), pbe={tiny_items[0][0]: 1.2})
+    gap, corr = tables["gap"], tables["correction"]
+    # same trees, weight 1/2: the correction member's gap is theirs plus the PBE gap
+    assert np.allclose(corr["prediction_ev"], np.maximum(gap["prediction_ev"] + 0.5 * gap["pbe_gap_ev"], 0.0))
+    assert corr.loc[0, "pbe_gap_ev"] == pytest.approx(1.2) and corr.loc[0, "pbe_gap_source"] == "given"

@@ -20,7 +20,7 @@ def test_ensemble_size_table_scores_the_first_k_members_alone_and_with_trees():
     preds = np.array([[2.0, 3.0], [0.0, 1.0]])
     members = member_table(preds, ["a", "b"], repeat=0, fold=0)
     trees = pd.DataFrame({"repeat": 0, "fold": 0, "material_id": ["a", "b"], "prediction": [1.0, 2.0]})
-    table = ensemble_size_table("delta", members, truth, trees).set_index(["method", "members"])
+    table = ensemble_size_table("delta", members, truth, {"_trees": trees}).set_index(["method", "members"])
     assert table.loc[("delta", 1), "mae"] == 1.0 and table.loc[("delta", 2), "mae"] == 0.0
     assert table.loc[("delta", 1), "vs_all_members"] == 1.0 and table.loc[("delta", 2), "vs_all_members"] == 0.0
     # averaged (equal weights) with exact trees: half the network's error
@@ -32,3 +32,11 @@ def test_ensemble_size_table_without_trees_has_the_network_only():
     members = member_table(np.array([[1.0], [3.0], [2.0]]), ["a"], repeat=0, fold=0)
     table = ensemble_size_table("delta", members, truth)
     assert list(table["method"].unique()) == ["delta"] and list(table["mae"]) == [1.0, 2.0, 2.0]
+
+
+def test_split_trees_names_the_network_and_what_its_trees_learn():
+    from cgcnn.study.display import split_trees
+
+    assert split_trees("delta_composition_trees") == ("delta_composition", "gap")
+    assert split_trees("delta_composition_ctrees") == ("delta_composition", "correction")
+    assert split_trees("delta_huber") == ("delta_huber", None)
