@@ -410,7 +410,8 @@ def test_ship_model_ships_the_run_s_ensemble_and_refuses_a_leak(fixture_run, tmp
     assert proc.returncode == 0, proc.stderr
     info = json.loads((models / "ensemble" / "manifest.json").read_text())
     methods = json.loads((run_dir / "methods.json").read_text())
-    hybrid = methods["selected"].endswith("_trees")
+    hybrid = methods["selected"].endswith(("_trees", "_ctrees"))
+    assert (info["trees"] or {}).get("target") == methods["trees_target"]  # what the trees learnt, or no trees
     assert info["method"] == methods["selected"] and info["cgcnn_members"] == 2 and info["members"] == 2 + hybrid
     expected = ["domain.npz", "manifest.json", "member-0.pt", "member-1.pt", "pbe-model.pt"]
     expected += (["trees.skops"] if hybrid else []) + ["trust.json"]
