@@ -167,7 +167,8 @@ def _methods_section(run: Path, methods: dict) -> list[str]:
         f"{s['members']} members (seeds) fine-tuned from M1 on the same outer folds, early stopping on the inner split "
         f"(at most {s['train']['epochs']} epochs, patience {s['train']['patience']}, lr {s['train']['lr']:g}). "
         "Each candidate is also scored averaged (equal weights, fixed in advance) with boosted trees on Magpie composition "
-        "+ the PBE gap, refitted on the same folds (`_trees`). "
+        "+ the PBE gap, refitted on the same folds: trees learning the gap (`_trees`) and trees learning the "
+        "correction experiment − PBE (`_ctrees`). "
         f"Selected by CV MAE: **{MODEL_LABELS.get('ens_' + methods['selected'], methods['selected'])}**. "
         "DS2 materials without a PBE gap read M1's prediction instead ("
         + ", ".join(f"{k}: {v}" for k, v in methods.get("pbe_sources_ds2", {}).items())
