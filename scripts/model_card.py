@@ -114,6 +114,12 @@ PROTOCOLS = {
     "grouped": "grouped folds (by formula)",
     "chemistry_shift": "chemistry-shift folds (composition clusters held out)",
 }
+SCORES = {  # what the interval's scores are, by normaliser (the narrowest cross-fitted one ships)
+    "constant": "scores: absolute errors",
+    "spread": "scores: absolute errors divided by the ensemble's spread plus its median",
+    "distance": "scores: absolute errors divided by the crystal's distance to its nearest DS2 crystal in M1's "
+    "feature space plus the median distance, so the interval widens with how new a crystal is",
+}
 
 
 def _trust_section(t: dict | None) -> list[str]:
@@ -130,11 +136,7 @@ def _trust_section(t: dict | None) -> list[str]:
     out = [
         f"### Intervals ({level} by default, `--interval-level`)",
         "`prediction_lo_ev`–`prediction_hi_ev` is a split-conformal interval ("
-        + (
-            "scores: absolute errors — normalising them by the ensemble's spread gave wider intervals"
-            if t["normaliser"] == "constant"
-            else "scores: absolute errors divided by the ensemble's spread plus its median"
-        )
+        + SCORES.get(t["normaliser"], f"scores normalised by {t['normaliser']}")
         + "), calibrated on out-of-fold predictions of the same recipe under the "
         + " and ".join(PROTOCOLS.get(p, p) for p in t.get("calibrated_on", ["grouped", "chemistry_shift"]))
         + ", "

@@ -59,9 +59,11 @@ def cross_fitted(
             normaliser,
             classes=cal["anion_class"] if by_class else None,
             min_class_scores=min_class_scores,
+            distances=cal["distance"] if "distance" in cal else None,
         )
         classes = part["anion_class"] if by_class else None
-        lo, hi = iv.bounds(part["prediction"], part["spread"], part["category"], level, classes)
+        distances = part["distance"] if "distance" in part else None
+        lo, hi = iv.bounds(part["prediction"], part["spread"], part["category"], level, classes, distances)
         out.append(part.assign(lo=lo, hi=hi))
     return pd.concat(out).sort_index()
 

@@ -4,6 +4,9 @@ A model's error on a material is scored as ``|y - ŷ| / (σ + floor)``: ``σ`` i
 the ensemble (members' standard deviation and the tree–CGCNN disagreement, the raw spread
 of :func:`cgcnn.prediction.ensemble.mix`), ``floor`` a constant that keeps a tiny spread from
 giving a zero-width interval (the median spread of the calibration set).  With
+``normaliser="distance"`` ``σ`` is instead the material's distance to its nearest training
+crystal in the feature space of :mod:`cgcnn.prediction.domain` (so the interval widens with
+how new a crystal is), and ``floor`` the median distance of the calibration set.  With
 ``normaliser="constant"`` the score is the plain absolute error.  The central interval at
 level ``q`` is ``ŷ ± s_q·(σ + floor)``, ``s_q`` the ``ceil((n + 1)·q)``-th smallest of the
 ``n`` calibration scores (split conformal: ``P(y in interval) >= q`` for a new material
@@ -33,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-NORMALISERS = ("spread", "constant")
+NORMALISERS = ("spread", "distance", "constant")
 OUT_OF_DOMAIN = "out_of_domain"
 
 
@@ -57,8 +60,9 @@ class Intervals:
     """Calibrated conformal intervals (see the module docstring).
 
     Attributes:
-        normaliser: ``"spread"`` (scores divided by ``spread + floor``) or ``"constant"``.
-        floor: eV added to the spread.
+        normaliser: ``"spread"`` (scores divided by ``spread + floor``), ``"distance"``
+            (divided by ``distance + floor``) or ``"constant"``.
+        floor: added to the spread (eV) or the distance.
         scores: category -> the calibration scores (sorted).
         class_scores: category -> material class -> its calibration scores (sorted).
         min_class_scores: fewest scores a (category, class) cell needs for its own quantile;
@@ -81,15 +85,17 @@ class Intervals:
         *,
         classes: Sequence[str] | None = None,
         min_class_scores: int = 0,
+        distances: np.ndarray | None = None,
     ) -> Intervals:
         """Calibrate on out-of-fold errors (prediction - truth), raw spreads and categories
-        (and material classes, used where a cell holds ``min_class_scores`` scores)."""
+        (and material classes, used where a cell holds ``min_class_scores`` scores;
+        ``distances`` to the nearest training crystal, needed by the distance normaliser)."""
         if normaliser not in NORMALISERS:
             raise ValueError(f"normaliser must be one of {NORMALISERS}, got {normaliser!r}")
-        e, s = np.abs(np.asarray(errors, float)), np.asarray(spreads, float)
-        floor = float(np.median(s)) if normaliser == "spread" and len(s) else 0.0
-        scale = s + floor if normaliser == "spread" else np.ones_like(s)
-        score = e / scale
+        e = np.abs(np.asarray(errors, float))
+        s = _measure(normaliser, spreads, distances)
+        floor = float(np.median(s)) if normaliser != "constant" and len(s) else 0.0
+        score = e / (s + floor if normaliser != "constant" else np.ones_like(s))
         cats = np.asarray(categories, dtype=object)
         scores = {str(c): sorted(score[cats == c].tolist()) for c in dict.fromkeys(cats)}
         if classes is None or min_class_scores <= 0:
@@ -103,10 +109,11 @@ class Intervals:
         }
         return cls(normaliser, floor, scores, cells, int(min_class_scores))
 
-    def width_unit(self, spreads: np.ndarray) -> np.ndarray:
-        """What the score multiplies: ``spread + floor`` (eV), or 1 for the constant normaliser."""
-        s = np.asarray(spreads, dtype=np.float64)
-        return s + self.floor if self.normaliser == "spread" else np.ones_like(s)
+    def width_unit(self, spreads: np.ndarray, distances: np.ndarray | None = None) -> np.ndarray:
+        """What the score multiplies: ``spread + floor`` (eV), ``distance + floor``, or 1 for
+        the constant normaliser."""
+        s = _measure(self.normaliser, spreads, distances)
+        return s + self.floor if self.normaliser != "constant" else np.ones_like(s)
 
     def quantile(self, category: str, level: float, material_class: str | None = None) -> tuple[float, str]:
         """(score quantile, the scores that gave it: ``category/class``, a category or
@@ -123,10 +130,15 @@ class Intervals:
         return conformal_quantile(pooled, level), "all"
 
     def half_widths(
-        self, spreads: np.ndarray, categories: Sequence[str], level: float, classes: Sequence[str] | None = None
+        self,
+        spreads: np.ndarray,
+        categories: Sequence[str],
+        level: float,
+        classes: Sequence[str] | None = None,
+        distances: np.ndarray | None = None,
     ) -> np.ndarray:
         """Half-width (eV) of the central interval at ``level`` for every material."""
-        unit = self.width_unit(spreads)
+        unit = self.width_unit(spreads, distances)
         cats = [str(c) for c in categories]
         kinds = [str(k) for k in classes] if classes is not None else [None] * len(cats)
         if not len(cats) == len(kinds) == len(unit):
@@ -144,9 +156,10 @@ class Intervals:
         categories: Sequence[str],
         level: float,
         classes: Sequence[str] | None = None,
+        distances: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(lower, upper) bounds in eV; the lower one never below 0."""
-        half = self.half_widths(spreads, categories, level, classes)
+        half = self.half_widths(spreads, categories, level, classes, distances)
         p = np.asarray(predictions, dtype=np.float64)
         return np.maximum(p - half, 0.0), p + half
 
@@ -169,6 +182,16 @@ class Intervals:
             {c: {k: list(map(float, v)) for k, v in cell.items()} for c, cell in d.get("class_scores", {}).items()},
             int(d.get("min_class_scores", 0)),
         )
+
+
+def _measure(normaliser: str, spreads, distances) -> np.ndarray:
+    """The per-material measure a normaliser scales the scores by (spreads for all but the
+    distance normaliser)."""
+    if normaliser != "distance":
+        return np.asarray(spreads, dtype=np.float64)
+    if distances is None:
+        raise ValueError("the distance normaliser needs each material's distance to the training set")
+    return np.asarray(distances, dtype=np.float64)
 
 
 def interval_coverage(truth, lower, upper) -> float:

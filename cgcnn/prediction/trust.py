@@ -112,11 +112,11 @@ def add_trust_columns(
     features = crystal_features(feature_model, dataset, batch_size=batch_size, device=device)
     source = table["pbe_gap_source"].tolist() if "pbe_gap_source" in table else None
     pbe = table["pbe_gap_ev"].to_numpy(np.float64) if "pbe_gap_ev" in table else None
-    inside, notes, cats, _ = trust.domain.assess(
+    inside, notes, cats, distances = trust.domain.assess(
         features, element_sets(dataset.graphs), table["prediction_ev"].to_numpy(), source, pbe_gaps=pbe
     )
     classes = [anion_class(f) for f in formulas(dataset.graphs)] if trust.intervals.min_class_scores else None
-    lo, hi = trust.intervals.bounds(table["prediction_ev"].to_numpy(), raw_spread, cats, level, classes)
+    lo, hi = trust.intervals.bounds(table["prediction_ev"].to_numpy(), raw_spread, cats, level, classes, distances)
     table["prediction_lo_ev"] = lo
     table["prediction_hi_ev"] = hi
     table["in_domain"] = inside

@@ -411,6 +411,7 @@ def analyse(t: TrustSetup, folds: dict[str, pd.DataFrame]) -> TrustAnalysis:
         normaliser,
         classes=cal["anion_class"],
         min_class_scores=cells,
+        distances=cal["distance"],
     )
     sep = separation(oof)
     cov = coverage_table(bounds, level)

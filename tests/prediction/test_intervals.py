@@ -103,3 +103,32 @@ def test_one_class_per_material_or_a_clear_error():
     iv = Intervals.fit(errors, np.zeros(80), cats, "constant", classes=classes, min_class_scores=30)
     with pytest.raises(ValueError, match="3 spreads, 3 categories and 1 classes"):
         iv.half_widths(np.zeros(3), cats[:3], 0.9, ["oxide"])
+
+
+def test_the_distance_normaliser_widens_the_interval_with_the_distance_to_the_training_set():
+    # errors grow with the distance to the nearest training crystal; the spread knows nothing
+    rng = np.random.default_rng(1)
+
+    def draw(n):
+        d = rng.uniform(1.0, 9.0, n)
+        return d, 0.1 * d * rng.standard_t(4, n)
+
+    d_cal, e_cal = draw(3000)
+    iv = Intervals.fit(e_cal, np.zeros(3000), ["in_domain"] * 3000, "distance", distances=d_cal)
+    assert iv.floor == pytest.approx(np.median(d_cal))
+    d_new, e_new = draw(20000)
+    pred = np.full(20000, 10.0)
+    lo, hi = iv.bounds(pred, np.zeros(20000), ["in_domain"] * 20000, 0.9, distances=d_new)
+    assert 0.88 <= interval_coverage(pred + e_new, lo, hi) <= 0.92
+    near, far = np.argmin(d_new), np.argmax(d_new)
+    assert (hi - lo)[far] / (hi - lo)[near] == pytest.approx((d_new[far] + iv.floor) / (d_new[near] + iv.floor))
+    again = Intervals.from_dict(iv.to_dict())
+    assert again.bounds(pred[:1], np.zeros(1), ["in_domain"], 0.9, distances=d_new[:1])[1][0] == pytest.approx(hi[0])
+
+
+def test_the_distance_normaliser_says_it_needs_distances():
+    iv = Intervals.fit(np.ones(20), np.zeros(20), ["in_domain"] * 20, "distance", distances=np.ones(20))
+    with pytest.raises(ValueError, match="needs each material's distance"):
+        iv.bounds(np.ones(1), np.zeros(1), ["in_domain"], 0.9)
+    with pytest.raises(ValueError, match="needs each material's distance"):
+        Intervals.fit(np.ones(20), np.zeros(20), ["in_domain"] * 20, "distance")
