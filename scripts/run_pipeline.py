@@ -26,6 +26,10 @@ cell that failed.
 
 The default ``--run-id`` is ``<profile>-<hash of settings and inputs>``, so running the same
 command again reuses the folder (and skips what is done).
+
+(Over 400 lines: the command line, the stage table and the :class:`Pipeline` that decides,
+per stage, whether it is up to date — one job, the runner; the notebooks and the package
+hold the study itself.)
 """
 
 from __future__ import annotations
