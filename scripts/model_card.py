@@ -114,18 +114,14 @@ PROTOCOLS = {
     "grouped": "grouped folds (by formula)",
     "chemistry_shift": "chemistry-shift folds (composition clusters held out)",
 }
-SCORES = {  # what the interval's scores are, by normaliser (the narrowest cross-fitted one ships)
-    "constant": "scores: absolute errors",
-    "spread": "scores: absolute errors divided by the ensemble's spread plus its median",
-    "distance": "scores: absolute errors divided by the crystal's distance to its nearest DS2 crystal in M1's "
-    "feature space plus the median distance, so the interval widens with how new a crystal is",
-}
 
 
 def _trust_section(t: dict | None) -> list[str]:
     """Intervals, applicability domain and suspicious labels, from the manifest's ``trust``."""
     if not t:
         return []
+    from cgcnn.prediction.intervals import NORMALISER_NOTES
+
     r = t["domain_rules"]
     level = f"{t['level']:.0%}"
     rows = [
@@ -136,7 +132,8 @@ def _trust_section(t: dict | None) -> list[str]:
     out = [
         f"### Intervals ({level} by default, `--interval-level`)",
         "`prediction_lo_ev`–`prediction_hi_ev` is a split-conformal interval ("
-        + SCORES.get(t["normaliser"], f"scores normalised by {t['normaliser']}")
+        + "scores: "
+        + NORMALISER_NOTES.get(t["normaliser"], f"normalised by {t['normaliser']}")
         + "), calibrated on out-of-fold predictions of the same recipe under the "
         + " and ".join(PROTOCOLS.get(p, p) for p in t.get("calibrated_on", ["grouped", "chemistry_shift"]))
         + ", "

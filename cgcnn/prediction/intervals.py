@@ -37,6 +37,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 NORMALISERS = ("spread", "distance", "constant")
+NORMALISER_NOTES = {  # what the scores are, in words (report and model card)
+    "spread": "absolute errors divided by the ensemble's spread plus its median",
+    "distance": "absolute errors divided by the crystal's distance to its nearest training crystal in M1's "
+    "feature space plus the median distance, so the interval widens with how new a crystal is",
+    "constant": "absolute errors",
+}
 OUT_OF_DOMAIN = "out_of_domain"
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from cgcnn.fileio import atomic_write_text
+from cgcnn.prediction.intervals import NORMALISER_NOTES
 from cgcnn.study.display import MODEL_LABELS, display_cv_table, display_table
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.rundir import load_cv_table, read_json, require_cv, run_paths
@@ -240,8 +241,9 @@ def _trust_section(run: Path, trust: dict, ds3_trust: dict | None, below_pbe_ev:
         f"{trust['folds']['chemistry_shift']} chemistry-shift folds (k-means on Magpie composition, {st['clusters']} "
         "clusters, whole clusters held out: test materials are new chemistry). Every test material was predicted with "
         "its MP PBE gap (`given`) and with M1's prediction of it (`predicted`, a user who gives none). The "
-        f"{trust['level']:.0%} intervals are normalised split-conformal (normaliser `{trust['normaliser']}`, chosen by "
-        "the narrower cross-fitted width: "
+        f"{trust['level']:.0%} intervals are normalised split-conformal (normaliser `{trust['normaliser']}`: "
+        f"{NORMALISER_NOTES.get(trust['normaliser'], trust['normaliser'])}; chosen by "
+        "the narrowest cross-fitted width: "
         + ", ".join(f"{k} {v:.2f} eV" for k, v in trust["normaliser_widths_ev"].items())
         + "), calibrated per domain category on the out-of-fold errors of the "
         + " and ".join(PROTOCOL_NAMES.get(p, p) for p in st.get("calibrate_on", ["grouped", "chemistry_shift"]))
