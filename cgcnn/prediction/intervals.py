@@ -101,7 +101,7 @@ class Intervals:
         e = np.abs(np.asarray(errors, float))
         s = _measure(normaliser, spreads, distances)
         floor = float(np.median(s)) if normaliser != "constant" and len(s) else 0.0
-        score = e / (s + floor if normaliser != "constant" else np.ones_like(s))
+        score = e / _unit(normaliser, s, floor)
         cats = np.asarray(categories, dtype=object)
         scores = {str(c): sorted(score[cats == c].tolist()) for c in dict.fromkeys(cats)}
         if classes is None or min_class_scores <= 0:
@@ -118,8 +118,7 @@ class Intervals:
     def width_unit(self, spreads: np.ndarray, distances: np.ndarray | None = None) -> np.ndarray:
         """What the score multiplies: ``spread + floor`` (eV), ``distance + floor``, or 1 for
         the constant normaliser."""
-        s = _measure(self.normaliser, spreads, distances)
-        return s + self.floor if self.normaliser != "constant" else np.ones_like(s)
+        return _unit(self.normaliser, _measure(self.normaliser, spreads, distances), self.floor)
 
     def quantile(self, category: str, level: float, material_class: str | None = None) -> tuple[float, str]:
         """(score quantile, the scores that gave it: ``category/class``, a category or
@@ -198,6 +197,11 @@ def _measure(normaliser: str, spreads, distances) -> np.ndarray:
     if distances is None:
         raise ValueError("the distance normaliser needs each material's distance to the training set")
     return np.asarray(distances, dtype=np.float64)
+
+
+def _unit(normaliser: str, measure: np.ndarray, floor: float) -> np.ndarray:
+    """What a score is divided by (and a quantile multiplied by): ``measure + floor``, or 1."""
+    return np.ones_like(measure) if normaliser == "constant" else measure + floor
 
 
 def interval_coverage(truth, lower, upper) -> float:
