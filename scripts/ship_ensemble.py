@@ -97,6 +97,7 @@ def _trust_files(run: Path, folder: Path, files: dict) -> dict | None:
             "max_pbe_ev": domain.get("max_pbe_ev"),
         },
         "coverage": study.get("coverage", []),
+        "held_out_classes": study.get("held_out_classes", []),
         "min_class_scores": meta["intervals"].get("min_class_scores", 0),
         "min_class_scores_setting": study.get("settings", {}).get("min_class_scores"),
         "coverage_by_class": study.get("coverage_by_class", []),

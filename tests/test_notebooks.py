@@ -277,10 +277,17 @@ def test_notebook_trust_calibrates_intervals_and_the_domain_out_of_fold(fixture_
     run_dir = _completed(fixture_run, "trust")
     summary = json.loads((run_dir / "trust.json").read_text())
     assert summary["selected"] == load_methods(run_dir)["selected"] and summary["level"] == 0.9
-    assert summary["folds"] == {"grouped": 3, "chemistry_shift": 3}  # the fixture profile's 3 folds
+    # the fixture profile's 3 folds, and one per anion class of at least 5 DS2 materials (the rarer ones together)
+    held_out = summary["held_out_classes"]
+    assert summary["folds"] == {"grouped": 3, "chemistry_shift": 3, "class_held_out": len(held_out)}
+    assert len(held_out) >= 2
     oof = pd.read_csv(run_dir / "tables" / "trust_predictions.csv", dtype={"material_id": str})
     # every DS2 material once per protocol and PBE input, out of fold
-    assert (oof.groupby(["protocol", "pbe_input"])["material_id"].nunique() == 23).all() and len(oof) == 4 * 23
+    assert (oof.groupby(["protocol", "pbe_input"])["material_id"].nunique() == 23).all() and len(oof) == 6 * 23
+    # the class-held-out stress test: each fold's classes are absent from its training set
+    for (fold, _), part in oof[oof["protocol"] == "class_held_out"].groupby(["fold", "pbe_input"]):
+        assert sorted(set(part["anion_class"])) == held_out[fold]
+        assert not set(part["anion_class"]) & set(oof.loc[~oof["material_id"].isin(part["material_id"]), "anion_class"])
     assert (oof["lo"] >= 0).all() and (oof["lo"] <= oof["prediction"]).all() and (oof["prediction"] <= oof["hi"]).all()
     assert (oof["domain_note"].fillna("") == "").eq(oof["in_domain"]).all()  # a note exactly when out of domain
     assert set(oof.loc[oof["pbe_input"] == "predicted", "category"]) == {"pbe_predicted"}
@@ -289,7 +296,8 @@ def test_notebook_trust_calibrates_intervals_and_the_domain_out_of_fold(fixture_
     members = fold[[f"member_{k}" for k in range(load_methods(run_dir)["settings"]["members"])]]
     assert np.allclose(members.mean(axis=1), fold["cgcnn_mean"])
     coverage = pd.read_csv(run_dir / "tables" / "trust_coverage.csv")
-    assert set(coverage["protocol"]) == {"grouped", "chemistry_shift"} and coverage["coverage"].between(0, 1).all()
+    assert set(coverage["protocol"]) == {"grouped", "chemistry_shift", "class_held_out"}
+    assert coverage["coverage"].between(0, 1).all()
     # the same per anion class (every DS2 material once per protocol), and both calibrations compared
     by_class = pd.read_csv(run_dir / "tables" / "trust_coverage_by_class.csv")
     assert (by_class.groupby("protocol")["n"].sum() == 23).all() and by_class["coverage"].between(0, 1).all()

@@ -84,6 +84,23 @@ def cluster_folds(features: np.ndarray, *, k: int = 5, clusters: int = 25, seed:
     ]
 
 
+def class_folds(classes: Sequence[str], *, min_size: int = 30, seed: int = 0) -> list[Fold]:
+    """**Class-held-out** folds: each material class (e.g. the anion class of
+    :mod:`cgcnn.data.material_classes`) with at least ``min_size`` materials is one fold's test
+    set, the rarer classes together are one more, so a test material's whole class is absent
+    from its training set.  Folds are ordered by test-set size (largest first); one repeat.
+    Empty when that gives fewer than two folds (nothing could be held out and trained on)."""
+    labels = np.asarray([str(c) for c in classes], dtype=object)
+    names, counts = np.unique(labels, return_counts=True)
+    big = {str(n) for n, c in zip(names, counts) if c >= max(int(min_size), 1)}
+    groups = [np.flatnonzero(labels == n) for n in big] + [np.flatnonzero(~np.isin(labels, list(big)))]
+    groups = sorted((g for g in groups if len(g)), key=lambda g: (-len(g), str(labels[g[0]])))
+    if len(groups) < 2:
+        return []
+    everything = np.arange(len(labels))
+    return [Fold(0, f, seed, np.setdiff1d(everything, test), np.sort(test)) for f, test in enumerate(groups)]
+
+
 def inner_split(
     groups: Sequence[str], positions: Sequence[int], *, val_fraction: float = 0.15, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -152,7 +152,8 @@ class MethodSettings(StrictModel):
 class TrustSettings(StrictModel):
     """Intervals and applicability domain of the selected ensemble (:mod:`cgcnn.study.trust`),
     calibrated on its out-of-fold predictions under the grouped folds and under
-    chemistry-shift folds (whole composition clusters held out)."""
+    chemistry-shift folds (whole composition clusters held out), and scored on folds that hold
+    out whole anion classes."""
 
     level: float = Field(0.9, gt=0, lt=1, description="the central interval's default level")
     clusters: int = Field(25, ge=2, description="k-means composition clusters of the chemistry-shift folds")
@@ -175,6 +176,12 @@ class TrustSettings(StrictModel):
         ge=0,
         description="fewest calibration scores an anion class needs (within a domain category) for its own interval "
         "quantile; kept only if CV favours it; 0: categories alone",
+    )
+    held_out_class_min: int = Field(
+        30,
+        ge=0,
+        description="a stress test, scored and never calibrated on: a third protocol holding out whole anion classes "
+        "(each with at least this many DS2 materials one fold, the rarer ones together); 0: off",
     )
     beyond_interval: float = Field(
         1.5,

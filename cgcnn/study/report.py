@@ -198,7 +198,7 @@ def _methods_section(run: Path, methods: dict) -> list[str]:
     return rows
 
 
-PROTOCOL_NAMES = {"grouped": "grouped", "chemistry_shift": "chemistry-shift"}
+PROTOCOL_NAMES = {"grouped": "grouped", "chemistry_shift": "chemistry-shift", "class_held_out": "class-held-out"}
 
 
 def _class_rows(tables: Path, trust: dict) -> list[str]:
@@ -221,12 +221,25 @@ def _class_rows(tables: Path, trust: dict) -> list[str]:
     return [
         "Does the interval hold within each material class (anion class)? The calibration by domain category alone "
         "and by category and anion class, cross-fitted; `class_gap` is the size-weighted mean |coverage − level| over "
-        "the classes of one protocol (MP's PBE given), `class_gap_both` over both protocols. Of the calibrations on "
+        "the classes of one protocol (MP's PBE given), `class_gap_both` over the grouped and chemistry-shift protocols. Of the calibrations on "
         f"the configured folds ({pools[0]}){other}, the one with the lower `class_gap_both` is {kept}.",
         markdown_table(cond, index=False),
         "Coverage per anion class with the kept calibration (MP's PBE given):",
         markdown_table(pd.read_csv(tables / "trust_coverage_by_class.csv").drop(columns=["level"]), index=False),
     ]
+
+
+def _held_out_words(trust: dict) -> str:
+    """The class-held-out stress test in words ('' for a run without it)."""
+    classes = trust.get("held_out_classes") or []
+    if not classes:
+        return ""
+    return (
+        f", and, as a stress test that makes no choice and calibrates nothing, on {len(classes)} class-held-out folds "
+        "(each holding out whole anion classes: "
+        + "; ".join(" + ".join(c) for c in classes)
+        + "), where a test material's whole class is new"
+    )
 
 
 def _trust_section(run: Path, trust: dict, ds3_trust: dict | None, below_pbe_ev: float) -> list[str]:
@@ -239,7 +252,9 @@ def _trust_section(run: Path, trust: dict, ds3_trust: dict | None, below_pbe_ev:
         "## Can a prediction be trusted? Intervals, applicability domain, suspicious labels",
         f"The selected recipe was refitted on the {trust['folds']['grouped']} grouped folds and on "
         f"{trust['folds']['chemistry_shift']} chemistry-shift folds (k-means on Magpie composition, {st['clusters']} "
-        "clusters, whole clusters held out: test materials are new chemistry). Every test material was predicted with "
+        "clusters, whole clusters held out: test materials are new chemistry)"
+        + _held_out_words(trust)
+        + ". Every test material was predicted with "
         "its MP PBE gap (`given`) and with M1's prediction of it (`predicted`, a user who gives none). The "
         f"{trust['level']:.0%} intervals are normalised split-conformal (normaliser `{trust['normaliser']}`: "
         f"{NORMALISER_NOTES.get(trust['normaliser'], trust['normaliser'])}; chosen by "
@@ -248,7 +263,7 @@ def _trust_section(run: Path, trust: dict, ds3_trust: dict | None, below_pbe_ev:
         + "), calibrated per domain category on the out-of-fold errors of the "
         + " and ".join(PROTOCOL_NAMES.get(p, p) for p in st.get("calibrate_on", ["grouped", "chemistry_shift"]))
         + " folds; coverage is cross-fitted (each fold scored by a calibration that never saw its materials) and "
-        "measured on both protocols.",
+        "measured on every protocol.",
         markdown_table(pd.read_csv(tables / "trust_coverage.csv").drop(columns=["level"]), index=False),
         *_class_rows(tables, trust),
         f"Out of domain: an element in fewer than {st['min_element_count']} training materials, a nearest training "

@@ -89,3 +89,20 @@ def test_cluster_folds_hold_out_whole_composition_clusters():
         assert not set(cluster[f.test]) & set(cluster[f.train])  # a cluster is never split
         assert len(f.test) == 24  # GroupKFold balances: two clusters per fold
     assert any(0 in f.test and 1 in f.test for f in folds)
+
+
+def test_class_folds_hold_out_each_large_class_whole_and_the_rare_ones_together():
+    from cgcnn.evaluation.folds import class_folds
+
+    classes = ["oxide"] * 10 + ["halide"] * 6 + ["boride"] * 2 + ["hydride"] * 1
+    folds = class_folds(classes, min_size=5, seed=3)
+    held = [sorted({classes[p] for p in f.test}) for f in folds]
+    assert held == [["oxide"], ["halide"], ["boride", "hydride"]]  # largest first, the rare ones together
+    assert sorted(np.concatenate([f.test for f in folds]).tolist()) == list(range(len(classes)))
+    for f in folds:
+        assert not {classes[p] for p in f.test} & {classes[p] for p in f.train}  # a class never straddles
+        assert len(f.train) + len(f.test) == len(classes) and f.seed == 3 and f.repeat == 0
+    # one class only (or every class rare): nothing to hold out and train on
+    assert class_folds(["oxide"] * 8, min_size=5) == [] and class_folds(classes, min_size=50) == []
+    assert len(class_folds(classes, min_size=6)) == 3  # the 6 halides are large enough for a fold of their own
+    assert [len(f.test) for f in class_folds(classes, min_size=7)] == [10, 9]  # ... not at 7: with the rare ones
