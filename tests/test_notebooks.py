@@ -336,6 +336,7 @@ def test_notebook_trust_calibrates_intervals_and_the_domain_out_of_fold(fixture_
     assert (predictions["lo_ensemble"] <= predictions["pred_ensemble"]).all()
     report = (run_dir / "report.md").read_text()
     assert "## Can a prediction be trusted?" in report and "Coverage per anion class" in report
+    assert f"on {len(held_out)} class-held-out folds" in report  # the stress test, in words
 
 
 def test_notebook_tsne(fixture_run):
@@ -430,6 +431,8 @@ def test_ship_model_ships_the_run_s_ensemble_and_refuses_a_leak(fixture_run, tmp
     assert "## Intended use" in card and "are not metal detectors" in card and f"Method `{info['method']}`" in card
     assert info["trust"]["level"] == 0.9 and {"trust.json", "domain.npz"} <= set(info["files"])
     assert "### Applicability domain" in card and "### Intervals (90% by default" in card
+    held_out = json.loads((run_dir / "trust.json").read_text())["held_out_classes"]
+    assert info["trust"]["held_out_classes"] == held_out and "The class-held-out rows are a stress test" in card
     # the shipped folder predicts with intervals and the domain flag, as load_model() does
     import cgcnn.prediction.shipped
     from cgcnn import load_model

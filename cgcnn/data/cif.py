@@ -9,8 +9,9 @@ the same way; everything else goes through pymatgen.
   several gives one item per block, id ``<file id>:<block name>``.  Blocks without atom sites
   (a publication block, say) are not structures; a block whose atoms pymatgen cannot read is
   a problem of its own id.
-* **Text** — bytes are decoded as pymatgen decodes them (UTF-8, undecodable bytes replaced,
-  so a Latin-1 comment does not stop the file); ``.gz`` files are decompressed first.
+* **Text** — bytes are decoded as pymatgen decodes a file (UTF-8, undecodable bytes replaced,
+  so a Latin-1 comment does not stop the file; line ends of any kind read as ``\n``); ``.gz``
+  files are decompressed first.
 * **Warnings** — what pymatgen says about a file (a declared formula that differs from the
   sites, missing hydrogens, an unknown space-group symbol read as P1, an unknown type symbol,
   …) is returned, one line each, instead of being silenced.  Those that mean "the structure
@@ -93,15 +94,16 @@ def _hidden(rel: Path) -> bool:
 
 
 def cif_text(path: Path) -> str:
-    """A CIF file's text as pymatgen reads it: UTF-8 with undecodable bytes replaced, after
-    decompressing a ``.gz`` file."""
+    """A CIF file's text as pymatgen reads it (``Structure.from_file`` opens it in text mode):
+    UTF-8 with undecodable bytes replaced, after decompressing a ``.gz`` file, and every line
+    end (``\r\n`` or a lone ``\r``, as old Mac editors write) read as ``\n``."""
     data = path.read_bytes()
     if path.name.lower().endswith(".gz"):
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError) as exc:
             raise DatasetError(f"{path}: not a readable gzip file ({exc}); check the file") from None
-    return data.decode("utf-8", errors="replace")
+    return data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _one_line(text: str) -> str:
@@ -157,10 +159,8 @@ def _read_with_pymatgen(text: str, item_id: str, where: str) -> CifReading:
             try:
                 # what parse_structures(primitive=False) does for each block
                 structure = parser._get_structure(block, primitive=False, symmetrized=False, check_occu=True)
-            except (KeyError, ValueError, IndexError, TypeError) as exc:
-                reasons = _remarks(
-                    [_one_line(w) for w in parser.warnings[before:]] + [_one_line(exc) or type(exc).__name__]
-                )
+            except Exception as exc:  # pymatgen raises many types for a broken block (KeyError, OverflowError, ...)
+                reasons = _remarks([_one_line(w) for w in parser.warnings[before:]] + [_failure(block, exc)])
                 out.problems.append(
                     Problem(block_id, f"{where}cannot parse the structure (pymatgen: {'; '.join(reasons)})")
                 )
@@ -202,11 +202,29 @@ def _remarks(said: list[str]) -> list[str]:
     return out
 
 
+def _failure(block, exc: Exception) -> str:
+    """pymatgen's failure on a block in words: a missing tag is named as missing (and a
+    missing cell parameter or fractional coordinates said as such)."""
+    if isinstance(exc, KeyError) and exc.args:
+        tag = str(exc.args[0])
+        if tag.startswith("_atom_site_fract") and any(k.lower().startswith("_atom_site_cartn") for k in block.data):
+            return f"no {tag}: pymatgen reads fractional coordinates only; convert the Cartesian ones"
+        return f"the block has no {tag}"
+    cell = [f"_cell_length_{x}" for x in "abc"] + [f"_cell_angle_{x}" for x in ("alpha", "beta", "gamma")]
+    missing = [k for k in cell if k not in block.data]
+    text = _one_line(exc) or type(exc).__name__
+    return f"{text}; the cell lacks {', '.join(missing)}" if missing else text
+
+
 def _bad_cell(block) -> str | None:
     """What is wrong with the cell parameters of a block (a length not above 0, an angle not
-    between 0 and 180 degrees), or None; pymatgen would only say "Singular matrix"."""
+    between 0 and 180 degrees, angles that close no cell), or None; pymatgen would only say
+    "Singular matrix"."""
+    import math
+
     from pymatgen.io.cif import str2float
 
+    angles = {}
     for axis in ("a", "b", "c", "alpha", "beta", "gamma"):
         key = f"_cell_length_{axis}" if len(axis) == 1 else f"_cell_angle_{axis}"
         if key not in block.data:
@@ -219,6 +237,15 @@ def _bad_cell(block) -> str | None:
             return f"cell length {axis} is {value:g} Å; a cell length must be positive"
         if len(axis) > 1 and not 0 < value < 180:
             return f"cell angle {axis} is {value:g}°; an angle must lie between 0 and 180"
+        if len(axis) > 1:
+            angles[axis] = value
+    if len(angles) == 3:
+        c = [math.cos(math.radians(v)) for v in angles.values()]
+        if 1 - sum(x * x for x in c) + 2 * c[0] * c[1] * c[2] < 1e-6:  # (volume / abc)², >= 0 for a real cell
+            return (
+                "cell angles alpha {alpha:g}°, beta {beta:g}°, gamma {gamma:g}° close no cell (each must be less "
+                "than the sum of the other two, and the three less than 360°)".format(**angles)
+            )
     return None
 
 

@@ -13,7 +13,8 @@ electronegativity order (``get_sorted_structure``) with file order kept inside a
 Anything else is *declined* (``None``) and the caller falls back to pymatgen's parser, so a
 file never means two different structures: symmetry operations beyond the identity, more
 than one symmetry loop (pymatgen picks one by its own rules), partial occupancies, oxidation
-states, text fields, several blocks, sites closer than 1e-4 in fractional coordinates, tags
+states, text fields, several blocks, a ``#`` anywhere but at the start of a line (a comment
+after a value), sites closer than 1e-4 in fractional coordinates, tags
 this reader reads written in another case, a missing ``_atom_site_label``, a number that is not finite (or a
 ``?`` / ``.``), a cell length that is not positive or an angle outside (0°, 180°), a
 ``_chemical_formula_sum`` that differs from the sites (pymatgen warns about it), and any
@@ -89,6 +90,8 @@ def _read_blocks(text: str) -> tuple[dict[str, str], list[tuple[list[str], list[
         k += 1
         if not line or line.startswith("#"):
             continue
+        if "#" in line:
+            return None  # a comment after a value (or a '#' in one): pymatgen's tokeniser decides
         if line.startswith(";"):
             return None  # multi-line text field
         if line.lower().startswith("data_"):
@@ -99,6 +102,8 @@ def _read_blocks(text: str) -> tuple[dict[str, str], list[tuple[list[str], list[
         if line.lower() == "loop_":
             keys: list[str] = []
             while k < len(lines) and lines[k].strip().startswith("_"):
+                if "#" in lines[k]:
+                    return None
                 key = lines[k].strip().split()[0]
                 if _case_differs(key):
                     return None
@@ -112,7 +117,7 @@ def _read_blocks(text: str) -> tuple[dict[str, str], list[tuple[list[str], list[
                     continue
                 if row.startswith("_") or row.lower() == "loop_" or row.lower().startswith("data_"):
                     break
-                if row.startswith(";"):
+                if row.startswith(";") or "#" in row:
                     return None
                 toks = _tokens(row)
                 if toks is None:
@@ -135,7 +140,16 @@ def _read_blocks(text: str) -> tuple[dict[str, str], list[tuple[list[str], list[
 
 
 def read_simple_cif(text: str):
-    """The Structure pymatgen's ``CifParser`` would build, or ``None`` to decline.
+    """The Structure pymatgen's ``CifParser`` would build, or ``None`` to decline (also when
+    anything in the file makes this reader fail: pymatgen then reads it, or says why not)."""
+    try:
+        return _read_simple_cif(text)
+    except (ArithmeticError, KeyError, IndexError, ValueError, np.linalg.LinAlgError):
+        return None
+
+
+def _read_simple_cif(text: str):
+    """:func:`read_simple_cif` without its guard.
 
     Longer than 80 lines on purpose: each early ``return None`` is one condition under which
     pymatgen's parser would do something this reader does not, kept in one readable list.

@@ -200,6 +200,40 @@ def test_a_zero_cell_length_is_refused_in_one_line():
     assert problems[0].reason == "cannot parse the structure: cell length a is 0 Å; a cell length must be positive"
 
 
+@pytest.mark.parametrize(
+    "edit, says",
+    [
+        (
+            lambda t: (
+                t.replace("_cell_angle_alpha   90", "_cell_angle_alpha   120")
+                .replace("_cell_angle_beta   90", "_cell_angle_beta   120")
+                .replace("_cell_angle_gamma   90", "_cell_angle_gamma   120")
+            ),
+            "cell angles alpha 120°, beta 120°, gamma 120° close no cell",  # a flat cell: volume 0
+        ),
+        (
+            lambda t: t.replace("_cell_angle_alpha   90", "_cell_angle_alpha   10").replace(
+                "_cell_angle_beta   90", "_cell_angle_beta   10"
+            ),
+            "cell angles alpha 10°, beta 10°, gamma 90° close no cell",
+        ),
+        (lambda t: t.replace("_atom_site_fract_y", "_atom_site_fract_q"), "the block has no _atom_site_fract_y"),
+        (
+            lambda t: t.replace("_atom_site_fract_", "_atom_site_Cartn_"),
+            "pymatgen reads fractional coordinates only; convert the Cartesian ones",
+        ),
+    ],
+)
+def test_a_broken_cell_or_site_loop_is_refused_saying_what_is_wrong(edit, says):
+    text = edit(NACL)
+    assert text != NACL
+    reading = read_cif(text, "broken", where="broken.cif")
+    assert not reading.structures and len(reading.problems) == 1
+    (problem,) = reading.problems
+    assert problem.item_id == "broken" and problem.reason.startswith("broken.cif: cannot parse the structure")
+    assert says in problem.reason and "\n" not in problem.reason
+
+
 def _variants(text: str) -> dict[str, str]:
     loop_a, loop_b = text.split("loop_\n")[1:3]
     header = text.split("loop_\n")[0]
@@ -237,6 +271,32 @@ def test_every_variant_reads_as_pymatgen_reads_it_or_fails_as_it_does(structure,
     else:
         ((_, got),) = reading.structures
         assert same(got, expected)
+
+
+@pytest.mark.parametrize("name", [*_variants(NACL), "comment in a row"])
+def test_every_variant_in_a_file_reads_as_structure_from_file_reads_it(tmp_path, name):
+    # a file is read as pymatgen reads a file (text mode: a lone carriage return ends a line)
+    text = (
+        NACL.replace("  Na  Na0  1", "  Na  #K9  1  0.25  0.25  0.25  1  K\n  Na0  1")
+        if name == "comment in a row"
+        else _variants(NACL)[name]
+    )
+    path = tmp_path / "variant.cif"
+    path.write_bytes(text.encode())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            expected = Structure.from_file(path)
+        except Exception:
+            expected = None
+    reading = read_cif(path, "v")
+    if expected is None:
+        assert not reading.structures and reading.problems
+    else:
+        ((_, got),) = reading.structures
+        assert same(got, expected)
+    if name in ("cr", "comment in a row"):
+        assert expected is not None and len(expected) == 8  # pymatgen reads both as the 8-site cell
 
 
 # -- 5. several blocks -----------------------------------------------------------------------------

@@ -119,3 +119,31 @@ def test_crlf_line_ends_as_the_materials_project_writes_them_take_the_fast_path(
     assert fast is not None
     assert_same(fast, pymatgen_parse(text))
     assert read_simple_cif(text.replace("\r\n", "\r")) is None  # a lone carriage return: pymatgen's business
+
+
+def test_a_comment_after_a_value_is_left_to_pymatgen():
+    # '#' starts a comment anywhere on a line: the rest of the row is not a site
+    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    text = str(CifWriter(nacl))
+    # a row split over two lines with a comment in between that looks like a site
+    trap = text.replace("  Na  Na0  1", "  Na  #K9  1  0.25  0.25  0.25  1  K\n  Na0  1", 1)
+    assert trap != text
+    assert read_simple_cif(trap) is None
+    assert pymatgen_parse(trap).composition.reduced_formula == "NaCl" and len(pymatgen_parse(trap)) == 8
+    assert read_simple_cif(text.replace("_cell_length_a", "_cell_length_a  # in Å\n_cell_length_a", 1)) is None
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda t: t.replace("_cell_angle_alpha   90", "_cell_angle_alpha   10").replace(
+            "_cell_angle_beta   90", "_cell_angle_beta   10"
+        ),  # angles that close no cell
+        lambda t: t.replace(" _atom_site_fract_y\n", ""),  # a coordinate column missing
+    ],
+)
+def test_a_file_the_reader_cannot_handle_is_declined_not_raised(edit):
+    nacl = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    text = edit(str(CifWriter(nacl)))
+    assert text != str(CifWriter(nacl))
+    assert read_simple_cif(text) is None
