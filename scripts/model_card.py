@@ -113,7 +113,7 @@ def _ensemble_section(name: str, m: dict) -> list[str]:
 PROTOCOLS = {
     "grouped": "grouped folds (by formula)",
     "chemistry_shift": "chemistry-shift folds (composition clusters held out)",
-    "class_held_out": "class-held-out folds (whole anion classes held out; a stress test)",
+    "class_held_out": "class-held-out folds (whole anion classes held out)",
 }
 
 
@@ -147,8 +147,7 @@ def _trust_section(t: dict | None) -> list[str]:
     ]
     if t.get("held_out_classes"):
         out.append(
-            "The class-held-out rows are a stress test that made no choice and calibrated nothing: each fold holds "
-            "out whole anion classes ("
+            "In the class-held-out folds each fold holds out whole anion classes ("
             + "; ".join(" + ".join(c) for c in t["held_out_classes"])
             + "), so its test materials' class is absent from training, as for a user's material of a class the "
             "model never saw."

@@ -304,7 +304,7 @@ def test_notebook_trust_calibrates_intervals_and_the_domain_out_of_fold(fixture_
     conditioning = pd.read_csv(run_dir / "tables" / "trust_conditioning.csv")
     assert set(conditioning["min_class_scores"]) == {0, summary["settings"]["min_class_scores"]}
     assert summary["min_class_scores"] in set(conditioning["min_class_scores"])
-    assert set(conditioning["calibrated_on"]) == {"chemistry_shift", "chemistry_shift + grouped"}
+    assert set(conditioning["calibrated_on"]) == {"chemistry_shift + class_held_out + grouped"}  # all: one pool
     # chemistry-shift folds hold out whole composition clusters: no test formula's chemistry in training
     frame = pd.read_csv(run_dir / "bucket" / "processed" / "ds2.csv", dtype={"material_id": str}).set_index(
         "material_id"
@@ -320,9 +320,10 @@ def test_notebook_trust_calibrates_intervals_and_the_domain_out_of_fold(fixture_
     assert trust is not None and trust.domain.space.reference.shape[0] == 23
     assert sum(trust.domain.counts.values()) >= 23 and trust.intervals.normaliser == summary["normaliser"]
     assert trust.intervals.min_class_scores == summary["min_class_scores"]
-    # calibrated on the chemistry-shift folds alone (the setting's default): one score per material and PBE input
-    assert list(trust.info["calibrated_on"]) == summary["settings"]["calibrate_on"] == ["chemistry_shift"]
-    assert sum(len(v) for v in trust.intervals.scores.values()) == 2 * 23
+    # calibrated on every protocol (the setting's default): one score per protocol, material and PBE input
+    protocols = ["grouped", "chemistry_shift", "class_held_out"]
+    assert list(trust.info["calibrated_on"]) == summary["settings"]["calibrate_on"] == protocols
+    assert sum(len(v) for v in trust.intervals.scores.values()) == 3 * 2 * 23
     ds2 = pd.read_csv(run_dir / "bucket" / "processed" / "ds2.csv")
     assert trust.domain.max_pbe_ev >= ds2["bg_pbe"].max() - 1e-9  # the PBE-range rule is on
     suspicious = pd.read_csv(run_dir / "tables" / "suspicious_labels.csv")

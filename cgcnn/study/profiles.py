@@ -152,8 +152,8 @@ class MethodSettings(StrictModel):
 class TrustSettings(StrictModel):
     """Intervals and applicability domain of the selected ensemble (:mod:`cgcnn.study.trust`),
     calibrated on its out-of-fold predictions under the grouped folds and under
-    chemistry-shift folds (whole composition clusters held out), and scored on folds that hold
-    out whole anion classes."""
+    chemistry-shift folds (whole composition clusters held out) and folds that hold out whole
+    anion classes."""
 
     level: float = Field(0.9, gt=0, lt=1, description="the central interval's default level")
     clusters: int = Field(25, ge=2, description="k-means composition clusters of the chemistry-shift folds")
@@ -165,11 +165,13 @@ class TrustSettings(StrictModel):
         description="percentile of the out-of-fold nearest-neighbour distances beyond which a crystal is out of domain",
     )
     near_zero_ev: float = Field(0.1, ge=0, description="a predicted gap below this is out of domain (perhaps a metal)")
-    calibrate_on: list[Literal["grouped", "chemistry_shift"]] = Field(
-        default_factory=lambda: ["chemistry_shift"],
+    calibrate_on: list[Literal["grouped", "chemistry_shift", "class_held_out"]] = Field(
+        default_factory=lambda: ["grouped", "chemistry_shift", "class_held_out"],
         min_length=1,
-        description="the protocols whose out-of-fold errors calibrate the intervals: by default the chemistry-shift "
-        "folds, whose held-out materials are new chemistry as a user's are (coverage is reported for both)",
+        description="the protocols whose out-of-fold errors calibrate the intervals (those the run has): by default "
+        "all three, so the interval holds from materials like the training ones to a class the model never saw "
+        "(in run ship-17, calibrated on the chemistry-shift folds alone, a held-out class was covered 87.4 %; pooled, "
+        "grouped / chemistry shift / class held out 91.9 / 89.7 / 88.1 %); coverage is reported for each",
     )
     min_class_scores: int = Field(
         30,
@@ -180,8 +182,8 @@ class TrustSettings(StrictModel):
     held_out_class_min: int = Field(
         30,
         ge=0,
-        description="a stress test, scored and never calibrated on: a third protocol holding out whole anion classes "
-        "(each with at least this many DS2 materials one fold, the rarer ones together); 0: off",
+        description="a third protocol holding out whole anion classes (each with at least this many DS2 materials "
+        "one fold, the rarer ones together); 0: off",
     )
     beyond_interval: float = Field(
         1.5,

@@ -221,7 +221,7 @@ def _class_rows(tables: Path, trust: dict) -> list[str]:
     return [
         "Does the interval hold within each material class (anion class)? The calibration by domain category alone "
         "and by category and anion class, cross-fitted; `class_gap` is the size-weighted mean |coverage − level| over "
-        "the classes of one protocol (MP's PBE given), `class_gap_both` over the grouped and chemistry-shift protocols. Of the calibrations on "
+        "the classes of one protocol (MP's PBE given), `class_gap_both` over every protocol. Of the calibrations on "
         f"the configured folds ({pools[0]}){other}, the one with the lower `class_gap_both` is {kept}.",
         markdown_table(cond, index=False),
         "Coverage per anion class with the kept calibration (MP's PBE given):",
@@ -230,12 +230,12 @@ def _class_rows(tables: Path, trust: dict) -> list[str]:
 
 
 def _held_out_words(trust: dict) -> str:
-    """The class-held-out stress test in words ('' for a run without it)."""
+    """The class-held-out protocol in words ('' for a run without it)."""
     classes = trust.get("held_out_classes") or []
     if not classes:
         return ""
     return (
-        f", and, as a stress test that makes no choice and calibrates nothing, on {len(classes)} class-held-out folds "
+        f", and on {len(classes)} class-held-out folds "
         "(each holding out whole anion classes: "
         + "; ".join(" + ".join(c) for c in classes)
         + "), where a test material's whole class is new"

@@ -5,9 +5,8 @@ chemistry, an applicability domain, and the DS2 labels that look wrong.
    Magpie features and M1's PBE prediction of every DS2 material, and two protocols: the
    **grouped** folds of the fine-tuning study (first repeat) and **chemistry-shift** folds
    (:func:`cgcnn.evaluation.folds.cluster_folds`: whole composition clusters held out), and
-   a stress test, scored and never used for a choice or a calibration: **class-held-out**
-   folds (:func:`cgcnn.evaluation.folds.class_folds`: each large anion class held out whole,
-   the rarer ones together), where a test material's whole class is new.
+   **class-held-out** folds (:func:`cgcnn.evaluation.folds.class_folds`: each large anion
+   class held out whole, the rarer ones together), where a test material's whole class is new.
 2. :func:`fit_fold` — in each fold the selected method is refitted as in the methods step
    (same members, seeds and inner split; the boosted trees too, learning what the selection's
    trees learn) and the test materials are
@@ -82,11 +81,9 @@ GROUPED, SHIFT, CLASS_OUT = "grouped", "chemistry_shift", "class_held_out"
 PROTOCOL_LABELS = {
     GROUPED: "grouped by formula",
     SHIFT: "chemistry shift (composition clusters held out)",
-    CLASS_OUT: "anion class held out (a stress test: scored, never calibrated on)",
+    CLASS_OUT: "anion class held out",
 }
-CHOICE_PROTOCOLS = (GROUPED, SHIFT)  # the protocols whose cross-fitted coverage makes the step's choices
 __all__ = [
-    "CHOICE_PROTOCOLS",
     "CLASS_OUT",
     "GROUPED",
     "PROTOCOL_LABELS",
@@ -396,24 +393,27 @@ class TrustAnalysis:
 def analyse(t: TrustSetup, folds: dict[str, pd.DataFrame]) -> TrustAnalysis:
     """Domain flags, intervals, their cross-fitted coverage and the suspicious labels.
 
-    The scores come from the out-of-fold rows of the ``calibrate_on`` protocols (a setting:
-    by default the chemistry-shift folds alone, whose held-out materials are new chemistry
-    as a user's are).  Two choices are made on the cross-fitted DS2 predictions (MP's PBE,
-    the grouped and chemistry-shift protocols scored; the class-held-out stress test takes no
-    part): the normaliser whose intervals are narrower (calibrated per category), then whether
-    the scores are also kept per anion class — kept when that brings the classes' coverage
-    closer to the level (lower :func:`cgcnn.evaluation.coverage.class_gap`).  Coverage, width
-    and the domain's separation are then reported for every protocol."""
+    The scores come from the out-of-fold rows of the ``calibrate_on`` protocols the run has (a
+    setting: by default all of them, from materials like the training ones to a class the
+    model never saw).  Two choices are made on the cross-fitted DS2 predictions (MP's PBE,
+    every protocol scored): the normaliser whose intervals are narrower (calibrated per
+    category), then whether the scores are also kept per anion class — kept when that brings
+    the classes' coverage closer to the level (lower :func:`cgcnn.evaluation.coverage.class_gap`)."""
     s = t.profile.trust
-    level, calibrate_on = s.level, list(s.calibrate_on)
+    level = s.level
+    calibrate_on = [p for p in s.calibrate_on if p in t.protocols]
+    if not calibrate_on:
+        raise ValueError(
+            f"trust.calibrate_on names {', '.join(s.calibrate_on)}, which this run does not have (it has "
+            f"{', '.join(t.protocols)}); name one of those"
+        )
     oof, threshold = out_of_fold_table(t, folds)
-    choice = oof[oof["protocol"].isin(CHOICE_PROTOCOLS)]
     widths = {}
-    for normaliser in NORMALISERS:  # the narrower intervals (both protocols scored, MP's PBE) win
-        b = cross_fitted(choice, normaliser, level, calibrate_on=calibrate_on)
+    for normaliser in NORMALISERS:  # the narrower intervals (every protocol scored, MP's PBE) win
+        b = cross_fitted(oof, normaliser, level, calibrate_on=calibrate_on)
         widths[normaliser] = float((b["hi"] - b["lo"])[b["pbe_input"] == "given"].mean())
     normaliser = min(widths, key=widths.get)
-    conditioning = conditioning_table(choice, normaliser, level, s.min_class_scores, calibrate_on)
+    conditioning = conditioning_table(oof, normaliser, level, s.min_class_scores, calibrate_on)
     mine = conditioning[conditioning["calibrated_on"] == conditioning["calibrated_on"].iloc[0]]  # calibrate_on's
     gaps = mine.groupby("min_class_scores", sort=False)["class_gap_both"].first()
     cells = int(gaps.fillna(np.inf).idxmin())  # ties (and no measurable gap) keep the categories alone (listed first)
