@@ -506,6 +506,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(
+            "error: interrupted; outputs are written whole or not at all, so none was left half-written",
+            file=sys.stderr,
+        )
+        return 130
     except Exception as exc:
         line = error_line(exc)
         if line is None or debugging(args):
@@ -524,7 +530,10 @@ def run() -> None:
     finalisation are unaffected (the process is ending; nothing is left to collect).
     """
     import gc
+    import signal
 
+    # a termination request unwinds like an error: temporary files are removed, nothing half-written stays
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         sys.exit(main())
     finally:

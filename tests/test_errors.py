@@ -305,3 +305,39 @@ def test_of_two_lockers_started_together_exactly_one_holds_the_folder(tmp_path):
     ]
     outs = sorted(p.communicate(timeout=60)[0].split()[0] for p in procs)
     assert outs == ["held", "refused"]
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        (b"", "the file is empty"),
+        (b"\xff\xfe\x00m\x00a\x00t\x80\x81", "not a readable UTF-8 CSV"),
+        (b"material_id,pbe_gap_ev\nA,1e308\n", "line 2 (A): PBE gap 1e308 eV is above 30 eV"),
+        (b"material_id,pbe_gap_ev\nA,inf\n", "line 2 (A): PBE gap 'inf' is not a number >= 0"),
+    ],
+)
+def test_a_pbe_gaps_file_that_cannot_be_used_is_one_error_naming_it(tmp_path, content, says):
+    from cgcnn.data.descriptors import read_pbe_gaps
+
+    path = tmp_path / "pbe.csv"
+    path.write_bytes(content)
+    with pytest.raises(DatasetError) as info:
+        read_pbe_gaps(str(path))
+    assert str(info.value).startswith(f"--pbe-gaps {path}") and says in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_predict_refuses_to_write_over_its_input_and_a_file_that_is_no_graph_set(trained, files, tmp_path):
+    victim = tmp_path / "victim.cif"
+    victim.write_text((files / "cifs" / "CsCl-097.cif").read_text())
+    before = victim.read_bytes()
+    proc = cgcnn("predict", "--checkpoint", trained / "best.pt", victim, "--output", victim)
+    assert_one_line_error(proc, f"--output {victim} is one of the inputs")
+    assert victim.read_bytes() == before
+    bogus = tmp_path / "bogus.npz"
+    import numpy as np
+
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    bogus.write_bytes((tmp_path / "objects.npy").read_bytes())
+    proc = cgcnn("predict", "--checkpoint", trained / "best.pt", bogus)
+    assert_one_line_error(proc, str(bogus), "not a crystal-graph set written by cgcnn")

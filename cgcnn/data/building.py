@@ -393,7 +393,7 @@ def read_inputs(
         if saved is None:
             items = snapshot_structures(paths[0]) if len(paths) == 1 and _is_snapshot(paths[0]) else cif_items(paths)
             return build_graphs(items, config, **build)
-        graphs = GraphSet.load_npz(saved) if saved.suffix == ".npz" else GraphSet.read_json(saved)
+        graphs = GraphSet.read(saved)
         where = f"{saved} holds graphs"
     else:
         return build_graphs(structure_items(inputs), config, **build)

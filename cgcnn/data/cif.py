@@ -156,6 +156,10 @@ def _read_with_pymatgen(text: str, item_id: str, where: str) -> CifReading:
             if bad_cell:
                 out.problems.append(Problem(block_id, f"{where}cannot parse the structure: {bad_cell}"))
                 continue
+            # pymatgen checks every block's composition against the file's first block (CifParser.check
+            # reads the head of as_dict()); with this block first it is checked against its own formula
+            everything = parser._cif.data
+            parser._cif.data = {name: block, **{k: v for k, v in everything.items() if k != name}}
             try:
                 # what parse_structures(primitive=False) does for each block
                 structure = parser._get_structure(block, primitive=False, symmetrized=False, check_occu=True)
@@ -165,6 +169,8 @@ def _read_with_pymatgen(text: str, item_id: str, where: str) -> CifReading:
                     Problem(block_id, f"{where}cannot parse the structure (pymatgen: {'; '.join(reasons)})")
                 )
                 continue
+            finally:
+                parser._cif.data = everything
             if structure is None:
                 reasons = _remarks([_one_line(w) for w in parser.warnings[before:]])
                 why = "; ".join(reasons) or "no atom sites"

@@ -94,6 +94,9 @@ def check_inputs(dataset, config: ModelConfig) -> None:
             raise DatasetError(f"fidelity index {int(bad[0])} is outside the model's fidelities {config.fidelities}")
 
 
+MAX_PBE_GAP_EV = 30.0  # a larger "PBE gap" is a unit or typing mistake (solid He, the widest, is ~17 eV)
+
+
 def read_pbe_gaps(path: str) -> dict[str, float]:
     """Known PBE gaps from a CSV with columns ``material_id,pbe_gap_ev``; a bad row is an
     error naming it."""
@@ -102,16 +105,25 @@ def read_pbe_gaps(path: str) -> dict[str, float]:
     import pandas as pd
 
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except FileNotFoundError:
         raise DatasetError(f"--pbe-gaps {path}: no such file") from None
+    except pd.errors.EmptyDataError:
+        raise DatasetError(
+            f"--pbe-gaps {path}: the file is empty; give a CSV with columns material_id,pbe_gap_ev"
+        ) from None
+    except (UnicodeDecodeError, pd.errors.ParserError) as exc:
+        why = type(exc).__name__ if isinstance(exc, UnicodeDecodeError) else " ".join(str(exc).split())
+        raise DatasetError(
+            f"--pbe-gaps {path}: not a readable UTF-8 CSV ({why}); give a CSV with columns material_id,pbe_gap_ev"
+        ) from None
     missing = [c for c in ("material_id", "pbe_gap_ev") if c not in df.columns]
     if missing:
         raise DatasetError(
             f"--pbe-gaps {path}: no column {missing[0]!r} (columns: {list(df.columns)}); give material_id,pbe_gap_ev"
         )
     out: dict[str, float] = {}
-    for line, (m, v) in enumerate(zip(df["material_id"], df["pbe_gap_ev"]), start=2):
+    for line, (m, v) in enumerate(zip(df["material_id"].str.strip(), df["pbe_gap_ev"].str.strip()), start=2):
         try:
             x = float(v)
         except ValueError:
@@ -119,6 +131,11 @@ def read_pbe_gaps(path: str) -> dict[str, float]:
         if not math.isfinite(x) or x < 0:
             raise DatasetError(
                 f"--pbe-gaps {path}, line {line} ({m}): PBE gap {v!r} is not a number >= 0; fix or remove the row"
+            )
+        if x > MAX_PBE_GAP_EV:
+            raise DatasetError(
+                f"--pbe-gaps {path}, line {line} ({m}): PBE gap {v} eV is above {MAX_PBE_GAP_EV:g} eV, more than any "
+                "crystal's (the largest in the Materials Project is about 17 eV); give it in eV"
             )
         if m in out:
             raise DatasetError(

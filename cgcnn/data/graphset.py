@@ -222,6 +222,25 @@ class GraphSet:
         return cls.from_graphs(ids, graphs, config)
 
     @classmethod
+    def read(cls, path: str | Path) -> GraphSet:
+        """A saved graph set (``.npz``, or JSON / ``.json.gz``); a file that is not one is a
+        :class:`DatasetError` naming it."""
+        import zipfile
+
+        path = Path(path)
+        try:
+            return cls.load_npz(path) if path.suffix == ".npz" else cls.read_json(path)
+        except DatasetError as exc:
+            raise DatasetError(f"{path}: {exc}; give a graph set written by cgcnn (graphs / predict)") from None
+        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+            why = " ".join(str(exc).split()) or type(exc).__name__
+            if "pickled" in why:  # numpy's advice to load it unsafely is not ours to give
+                why = "it holds pickled Python objects, which are never loaded"
+            raise DatasetError(
+                f"{path}: not a crystal-graph set written by cgcnn ({why}); give one written by cgcnn graphs"
+            ) from None
+
+    @classmethod
     def read_json(cls, path: str | Path) -> GraphSet:
         raw = Path(path).read_bytes()
         if raw[:2] == b"\x1f\x8b":

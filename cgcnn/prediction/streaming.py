@@ -85,7 +85,7 @@ class ScreeningSummary:
                 self.examples.append(p)
 
     def __str__(self) -> str:
-        rate = f" ({self.written / self.seconds:.0f} structures/s)" if self.seconds >= 1 else ""
+        rate = f" ({self.written / self.seconds:.3g} structures/s)" if self.seconds >= 1 else ""
         text = f"{self.written} predictions in {self.seconds:.1f} s{rate}; {self.skipped} skipped"
         if self.reasons:
             text += ": " + "; ".join(f"{n} × {r}" for r, n in self.reasons.most_common())
@@ -117,7 +117,7 @@ def _lazy_items(inputs) -> tuple[int, Iterator]:
     paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(x) for x in inputs]
     saved = _saved_graph_set(paths[0]) if len(paths) == 1 else None
     if saved is not None:
-        graphs = GraphSet.load_npz(saved) if saved.suffix == ".npz" else GraphSet.read_json(saved)
+        graphs = GraphSet.read(saved)
         return len(graphs), iter([("__graphs__", graphs)])
     if len(paths) == 1 and _is_snapshot(paths[0]):
         total = sum(1 for _ in snapshot_structures(paths[0]))  # one cheap pass to size the shards
@@ -227,8 +227,10 @@ def predict_to_csv(
     """
     from tqdm import tqdm
 
-    _check_output(output)
+    _check_output(output, inputs)
     total, items = _lazy_items(inputs)  # inputs are listed / counted once, then read lazily
+    given = set(pbe or ())
+    seen: set[str] = set()
     if model.pbe_aware:  # a snapshot's own PBE gaps count as given; the user's take precedence
         pbe = {**snapshot_pbe_gaps(inputs), **(pbe or {})}
     start, stop = shard_bounds(total, *shard)
@@ -243,6 +245,8 @@ def predict_to_csv(
         for _, graphs, problems in chunks:
             ds = CrystalDataset(graphs, None, model.loaded.features, on_error=on_error)
             _tell(summary, problems + ds.problems, report)
+            seen.update(graphs.ids)
+            seen.update(p.item_id for p in problems)
             if len(ds):
                 table = model.predict_dataset(ds, pbe=stand_in_pbe(pbe, ds.ids) if disorder != "refuse" else pbe)
                 if disorder != "refuse":
@@ -251,6 +255,21 @@ def predict_to_csv(
                 summary.written += len(table)
         bar.close()
         summary.seconds = time.perf_counter() - t0
+        bases = {i.split(MARK)[0] for i in seen} | {i.split(":", 1)[0] for i in seen}  # orderings, blocks
+        unused = sorted(given - seen - bases) if shard == (0, 1) else []
+        if unused and model.pbe_aware:  # a typo in an id would silently fall back to a predicted PBE gap
+            _tell(
+                summary,
+                [
+                    Problem(
+                        "--pbe-gaps",
+                        f"{len(unused)} id(s) name no input structure and were not used (first: {unused[0]}); "
+                        "ids are file names without the suffix",
+                        kind="warning",
+                    )
+                ],
+                report,
+            )
         if summary.written == 0 and (stop > start or total == 0):  # an empty shard of a larger input is fine
             first = f" (first: {summary.examples[0]})" if summary.examples else ""
             raise DatasetError(f"no structure could be read from the input; {summary.skipped} skipped{first}")
@@ -279,7 +298,7 @@ def embed_to_npz(
     import numpy as np
     from tqdm import tqdm
 
-    _check_output(output)
+    _check_output(output, inputs)
     total, items = _lazy_items(inputs)
     summary, t0 = ScreeningSummary(), time.perf_counter()
     ids, conv, hidden = [], [], []
@@ -366,9 +385,16 @@ def _tell(summary: ScreeningSummary, problems: list[Problem], report) -> None:
             report(p)
 
 
-def _check_output(output) -> None:
-    if output is not None and Path(output).is_dir():
-        raise DatasetError(f"--output {output} is a folder; give a file name, e.g. {Path(output) / 'predictions.csv'}")
+def _check_output(output, inputs=None) -> None:
+    """Refuse an ``output`` that is a folder, or one of the input files (it would be overwritten)."""
+    if output is None:
+        return
+    out = Path(output)
+    if out.is_dir():
+        raise DatasetError(f"--output {output} is a folder; give a file name, e.g. {out / 'predictions.csv'}")
+    paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs or ())
+    if out.exists() and any(isinstance(p, (str, Path)) and Path(p).is_file() and out.samefile(p) for p in paths):
+        raise DatasetError(f"--output {output} is one of the inputs and would be overwritten; give another file name")
 
 
 class _sink:

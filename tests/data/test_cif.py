@@ -307,6 +307,16 @@ def test_every_block_of_a_multi_block_cif_is_a_structure(tmp_path):
     assert graphs.ids == ["pressures:NaCl", "pressures:NaCl_5GPa"] and not problems
 
 
+def test_each_block_is_checked_against_its_own_atoms_not_the_first_block_s():
+    # pymatgen compares every block with the file's first one ("Missing elements Na" for a KCl
+    # block after a NaCl block); read here, the KCl block has nothing that alters it
+    kcl = NACL.replace("data_NaCl", "data_KCl").replace("Na", "K").replace("5.64000000", "6.29000000")
+    reading = read_cif(NACL + "\n" + kcl, "salts")
+    assert [i for i, _ in reading.structures] == ["salts:NaCl", "salts:KCl"]
+    assert [s.composition.reduced_formula for _, s in reading.structures] == ["NaCl", "KCl"]
+    assert not any("Missing elements" in w.reason for w in reading.warnings)
+
+
 # -- 6. encodings and compression ------------------------------------------------------------------
 def test_latin1_bytes_and_gzip_read_as_pymatgen_reads_them(tmp_path):
     (tmp_path / "latin1.cif").write_bytes("# Kristallstruktur f\xfcr NaCl\n".encode("latin-1") + NACL.encode())

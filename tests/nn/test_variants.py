@@ -216,7 +216,8 @@ def test_cli_predict_uses_the_pbe_gaps_given_in_a_csv(pbe_aware_members, tiny_it
     for mid, s in tiny_items[:3]:
         CifWriter(s).write_file(cifs / f"{mid}.cif")
     pbe_csv = tmp_path / "pbe.csv"
-    pbe_csv.write_text(f"material_id,pbe_gap_ev\n{tiny_items[0][0]},2.5\n")
+    # spaces around a value are read past; an id that names no input is said, not silently dropped
+    pbe_csv.write_text(f"material_id,pbe_gap_ev\n{tiny_items[0][0]}, 2.5\nnot-an-input,1.0\n")
     out = tmp_path / "pred.csv"
     cmd = [
         sys.executable,
@@ -238,6 +239,11 @@ def test_cli_predict_uses_the_pbe_gaps_given_in_a_csv(pbe_aware_members, tiny_it
     assert table.loc[tiny_items[0][0], "pbe_gap_ev"] == pytest.approx(2.5)
     assert table.loc[tiny_items[0][0], "pbe_gap_source"] == "given"
     assert (table.drop(index=tiny_items[0][0])["pbe_gap_source"] == "unknown").all()
+    said = [line for line in proc.stderr.splitlines() if line.startswith("warning: --pbe-gaps")]
+    assert said == [
+        "warning: --pbe-gaps: 1 id(s) name no input structure and were not used (first: not-an-input); "
+        "ids are file names without the suffix"
+    ]
 
 
 def test_cli_names_a_bad_row_of_the_pbe_gaps_csv(pbe_aware_members, tiny_items, tmp_path):
