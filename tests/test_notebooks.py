@@ -433,7 +433,7 @@ def test_ship_model_ships_the_run_s_ensemble_and_refuses_a_leak(fixture_run, tmp
     assert info["trust"]["level"] == 0.9 and {"trust.json", "domain.npz"} <= set(info["files"])
     assert "### Applicability domain" in card and "### Intervals (90% by default" in card
     held_out = json.loads((run_dir / "trust.json").read_text())["held_out_classes"]
-    assert info["trust"]["held_out_classes"] == held_out and "The class-held-out rows are a stress test" in card
+    assert info["trust"]["held_out_classes"] == held_out and "In the class-held-out folds each fold holds out" in card
     # the shipped folder predicts with intervals and the domain flag, as load_model() does
     import cgcnn.prediction.shipped
     from cgcnn import load_model
