@@ -122,6 +122,7 @@ def _trust_section(t: dict | None) -> list[str]:
     if not t:
         return []
     from cgcnn.prediction.intervals import NORMALISER_NOTES
+    from cgcnn.study.report import listed
 
     r = t["domain_rules"]
     level = f"{t['level']:.0%}"
@@ -136,7 +137,7 @@ def _trust_section(t: dict | None) -> list[str]:
         + "scores: "
         + NORMALISER_NOTES.get(t["normaliser"], f"normalised by {t['normaliser']}")
         + "), calibrated on out-of-fold predictions of the same recipe under the "
-        + " and ".join(PROTOCOLS.get(p, p) for p in t.get("calibrated_on", ["grouped", "chemistry_shift"]))
+        + listed([PROTOCOLS.get(p, p) for p in t.get("calibrated_on", ["grouped", "chemistry_shift"])])
         + ", "
         "per domain category (in domain / out of domain / PBE gap predicted; calibration scores: "
         + ", ".join(f"{k} {v}" for k, v in t["n_calibration"].items())

@@ -229,6 +229,11 @@ def _class_rows(tables: Path, trust: dict) -> list[str]:
     ]
 
 
+def listed(words: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join(words) if len(words) < 3 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
 def _held_out_words(trust: dict) -> str:
     """The class-held-out protocol in words ('' for a run without it)."""
     classes = trust.get("held_out_classes") or []
@@ -261,7 +266,7 @@ def _trust_section(run: Path, trust: dict, ds3_trust: dict | None, below_pbe_ev:
         "the narrowest cross-fitted width: "
         + ", ".join(f"{k} {v:.2f} eV" for k, v in trust["normaliser_widths_ev"].items())
         + "), calibrated per domain category on the out-of-fold errors of the "
-        + " and ".join(PROTOCOL_NAMES.get(p, p) for p in st.get("calibrate_on", ["grouped", "chemistry_shift"]))
+        + listed([PROTOCOL_NAMES.get(p, p) for p in trust.get("calibrated_on") or st.get("calibrate_on", [])])
         + " folds; coverage is cross-fitted (each fold scored by a calibration that never saw its materials) and "
         "measured on every protocol.",
         markdown_table(pd.read_csv(tables / "trust_coverage.csv").drop(columns=["level"]), index=False),

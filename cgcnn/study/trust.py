@@ -481,6 +481,7 @@ def write(t: TrustSetup, a: TrustAnalysis) -> dict:
         "level": a.trust.level,
         "normaliser": a.normaliser,
         "normaliser_widths_ev": a.widths,
+        "calibrated_on": list(a.trust.info["calibrated_on"]),
         "min_class_scores": a.min_class_scores,
         "conditioning": a.conditioning.to_dict(orient="records"),
         "coverage_by_class": a.by_class.to_dict(orient="records"),
