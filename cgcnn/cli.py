@@ -530,10 +530,13 @@ def run() -> None:
     finalisation are unaffected (the process is ending; nothing is left to collect).
     """
     import gc
+    import os
     import signal
 
     # a termination request unwinds like an error: temporary files are removed, nothing half-written stays
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    # (not under torchrun, whose agent stops its workers itself)
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         sys.exit(main())
     finally:
