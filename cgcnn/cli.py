@@ -7,7 +7,7 @@
     cgcnn predict  predictions for CIF files
     cgcnn embed    last-convolution crystal features and post-FC vectors
 
-(About 500 lines: the argument parser and, for each sub-command, a few lines that call the
+(About 550 lines: the argument parser and, for each sub-command, a few lines that call the
 package and print one line per result or problem; nothing here computes anything, and the
 ``etl`` sub-commands live in :mod:`cgcnn.etl.commands`.)
     cgcnn etl      raw inputs -> DS1 / DS2 / DS3 (see ``cgcnn etl --help``)

@@ -27,6 +27,7 @@ the same way; everything else goes through pymatgen.
 from __future__ import annotations
 
 import gzip
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -226,8 +227,6 @@ def _bad_cell(block) -> str | None:
     """What is wrong with the cell parameters of a block (a length not above 0, an angle not
     between 0 and 180 degrees, angles that close no cell), or None; pymatgen would only say
     "Singular matrix"."""
-    import math
-
     from pymatgen.io.cif import str2float
 
     angles = {}

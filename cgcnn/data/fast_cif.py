@@ -32,6 +32,7 @@ import numpy as np
 
 _PLAIN_SYMBOL = re.compile(r"^[A-Z][a-z]?$")
 _LONE_CR = re.compile(r"\r(?!\n)")
+_LATE_COMMENT = re.compile(r"^[ ]*[^#\s][^\n]*#", re.MULTILINE)  # a '#' after something else on its line
 _FORMULA_TERM = re.compile(r"([A-Z][a-z]?)(\d+(?:\.\d+)?)?")
 _UNCERTAINTY = re.compile(r"\(\d*\)$")
 _IDEAL_FRACTIONS = (1 / 3, 2 / 3)
@@ -78,8 +79,8 @@ def _tokens(line: str) -> list[str] | None:
 
 def _read_blocks(text: str) -> tuple[dict[str, str], list[tuple[list[str], list[list[str]]]]] | None:
     """Key/value pairs and loops of a single-block CIF, or None for anything unusual."""
-    if "\ufeff" in text or "\t" in text or _LONE_CR.search(text):
-        return None
+    if "\ufeff" in text or "\t" in text or _LONE_CR.search(text) or _LATE_COMMENT.search(text):
+        return None  # a '#' after a value starts a comment (or sits in a value): pymatgen's tokeniser decides
     items: dict[str, str] = {}
     loops: list[tuple[list[str], list[list[str]]]] = []
     blocks = 0
@@ -90,8 +91,6 @@ def _read_blocks(text: str) -> tuple[dict[str, str], list[tuple[list[str], list[
         k += 1
         if not line or line.startswith("#"):
             continue
-        if "#" in line:
-            return None  # a comment after a value (or a '#' in one): pymatgen's tokeniser decides
         if line.startswith(";"):
             return None  # multi-line text field
         if line.lower().startswith("data_"):
@@ -102,8 +101,6 @@ def _read_blocks(text: str) -> tuple[dict[str, str], list[tuple[list[str], list[
         if line.lower() == "loop_":
             keys: list[str] = []
             while k < len(lines) and lines[k].strip().startswith("_"):
-                if "#" in lines[k]:
-                    return None
                 key = lines[k].strip().split()[0]
                 if _case_differs(key):
                     return None
@@ -117,7 +114,7 @@ def _read_blocks(text: str) -> tuple[dict[str, str], list[tuple[list[str], list[
                     continue
                 if row.startswith("_") or row.lower() == "loop_" or row.lower().startswith("data_"):
                     break
-                if row.startswith(";") or "#" in row:
+                if row.startswith(";"):
                     return None
                 toks = _tokens(row)
                 if toks is None:

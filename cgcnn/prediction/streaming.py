@@ -11,6 +11,9 @@ order), so a batch engine (Slurm array, AWS Batch, a Kubernetes job) can spread 
 run over machines; the shards' CSVs, concatenated in order without their headers, hold the
 rows of the unsharded CSV (values equal to within 1e-5 eV: float32 sums depend on which
 crystals share a batch).
+
+(Just over 400 lines: the two streaming entry points, prediction and embedding, share the
+lazy reading, chunking and reporting helpers kept here.)
 """
 
 from __future__ import annotations
@@ -255,21 +258,8 @@ def predict_to_csv(
                 summary.written += len(table)
         bar.close()
         summary.seconds = time.perf_counter() - t0
-        bases = {i.split(MARK)[0] for i in seen} | {i.split(":", 1)[0] for i in seen}  # orderings, blocks
-        unused = sorted(given - seen - bases) if shard == (0, 1) else []
-        if unused and model.pbe_aware:  # a typo in an id would silently fall back to a predicted PBE gap
-            _tell(
-                summary,
-                [
-                    Problem(
-                        "--pbe-gaps",
-                        f"{len(unused)} id(s) name no input structure and were not used (first: {unused[0]}); "
-                        "ids are file names without the suffix",
-                        kind="warning",
-                    )
-                ],
-                report,
-            )
+        if model.pbe_aware and shard == (0, 1):  # a shard sees only part of the inputs
+            _tell(summary, _unused_pbe_ids(given, seen), report)
         if summary.written == 0 and (stop > start or total == 0):  # an empty shard of a larger input is fine
             first = f" (first: {summary.examples[0]})" if summary.examples else ""
             raise DatasetError(f"no structure could be read from the input; {summary.skipped} skipped{first}")
@@ -383,6 +373,17 @@ def _tell(summary: ScreeningSummary, problems: list[Problem], report) -> None:
     if report is not None:
         for p in problems:
             report(p)
+
+
+def _unused_pbe_ids(given: set[str], seen: set[str]) -> list[Problem]:
+    """A warning when ids given PBE gaps name no input structure (a typo would silently fall
+    back to a predicted PBE gap); an ordering or a block counts for its file's id."""
+    bases = {i.split(MARK)[0] for i in seen} | {i.split(":", 1)[0] for i in seen}
+    unused = sorted(given - seen - bases)
+    if not unused:
+        return []
+    why = f"{len(unused)} id(s) name no input structure and were not used (first: {unused[0]}); ids are file names"
+    return [Problem("--pbe-gaps", why + " without the suffix", kind="warning")]
 
 
 def _check_output(output, inputs=None) -> None:

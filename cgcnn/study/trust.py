@@ -2,7 +2,7 @@
 chemistry, an applicability domain, and the DS2 labels that look wrong.
 
 1. :func:`prepare` — the selected method (``methods.json``), M1's crystal features, elements,
-   Magpie features and M1's PBE prediction of every DS2 material, and two protocols: the
+   Magpie features and M1's PBE prediction of every DS2 material, and three protocols: the
    **grouped** folds of the fine-tuning study (first repeat) and **chemistry-shift** folds
    (:func:`cgcnn.evaluation.folds.cluster_folds`: whole composition clusters held out), and
    **class-held-out** folds (:func:`cgcnn.evaluation.folds.class_folds`: each large anion
@@ -188,6 +188,11 @@ def prepare(run_dir: str | os.PathLike, profile: StudyProfile) -> TrustSetup | N
         held_out = class_folds(classes, min_size=profile.trust.held_out_class_min, seed=profile.cv.seed)
         if held_out:  # fewer than two classes: nothing to hold out and train on
             protocols[CLASS_OUT] = held_out
+    if not set(profile.trust.calibrate_on) & set(protocols):  # refused before any fold is fitted
+        raise ValueError(
+            f"trust.calibrate_on names {', '.join(profile.trust.calibrate_on)}, which this run does not have (it has "
+            f"{', '.join(protocols)}); name one of those"
+        )
     features = crystal_features(cv.base, cv.dataset, device=profile.device)
     return TrustSetup(
         m,
@@ -401,12 +406,7 @@ def analyse(t: TrustSetup, folds: dict[str, pd.DataFrame]) -> TrustAnalysis:
     the classes' coverage closer to the level (lower :func:`cgcnn.evaluation.coverage.class_gap`)."""
     s = t.profile.trust
     level = s.level
-    calibrate_on = [p for p in s.calibrate_on if p in t.protocols]
-    if not calibrate_on:
-        raise ValueError(
-            f"trust.calibrate_on names {', '.join(s.calibrate_on)}, which this run does not have (it has "
-            f"{', '.join(t.protocols)}); name one of those"
-        )
+    calibrate_on = [p for p in s.calibrate_on if p in t.protocols]  # prepare checked one is there
     oof, threshold = out_of_fold_table(t, folds)
     widths = {}
     for normaliser in NORMALISERS:  # the narrower intervals (every protocol scored, MP's PBE) win

@@ -261,16 +261,24 @@ def _variants(text: str) -> dict[str, str]:
 )
 def test_every_variant_reads_as_pymatgen_reads_it_or_fails_as_it_does(structure, name):
     text = _variants(str(CifWriter(structure)))[name]
-    try:
-        expected = pymatgen_reading(text)
-    except Exception:
-        expected = None
-    reading = read_cif(text, "v")
+    assert_reads_as_pymatgen(read_cif(text, "v"), lambda: pymatgen_reading(text))
+
+
+def assert_reads_as_pymatgen(reading, parse) -> Structure | None:
+    """``reading`` holds the one structure ``parse()`` gives, or refuses the file as pymatgen
+    does (``parse`` raises); returns pymatgen's structure."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            expected = parse()
+        except Exception:
+            expected = None
     if expected is None:
         assert not reading.structures and reading.problems
     else:
         ((_, got),) = reading.structures
         assert same(got, expected)
+    return expected
 
 
 @pytest.mark.parametrize("name", [*_variants(NACL), "comment in a row"])
@@ -283,18 +291,7 @@ def test_every_variant_in_a_file_reads_as_structure_from_file_reads_it(tmp_path,
     )
     path = tmp_path / "variant.cif"
     path.write_bytes(text.encode())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            expected = Structure.from_file(path)
-        except Exception:
-            expected = None
-    reading = read_cif(path, "v")
-    if expected is None:
-        assert not reading.structures and reading.problems
-    else:
-        ((_, got),) = reading.structures
-        assert same(got, expected)
+    expected = assert_reads_as_pymatgen(read_cif(path, "v"), lambda: Structure.from_file(path))
     if name in ("cr", "comment in a row"):
         assert expected is not None and len(expected) == 8  # pymatgen reads both as the 8-site cell
 
