@@ -21,6 +21,12 @@ class DatasetError(CgcnnError, ValueError):
     """Bad input that names the offending item."""
 
 
+class InputWarning(UserWarning):
+    """A remark about the input of a call that goes on (e.g. given PBE gaps that name no
+    input structure, or structures that were skipped): the Python counterpart of the
+    ``warning: ...`` lines the command line prints."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """An item that was skipped, and why (``kind="skipped"``), or a remark about an item that

@@ -7,6 +7,7 @@ assembling graphs, datasets and batches by hand::
     from cgcnn import load_model
     model = load_model("runs/default-…/models/m1/best.pt")
     table = model.predict(structure)              # DataFrame: material_id, prediction_ev, prediction_std_ev, n_members
+    table = load_model().predict({"mp-2534": gaas}, pbe={"mp-2534": 0.19})   # the shipped ensemble, a known PBE gap
 
 ``load_model()`` with no argument loads the shipped ensemble (experimental gaps with an
 uncertainty); ``load_model("base")`` the shipped base model M1 (PBE-like gaps).
@@ -19,17 +20,20 @@ Inputs are everything :func:`cgcnn.data.building.read_inputs` accepts: pymatgen 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cgcnn.data.building import read_inputs, snapshot_pbe_gaps
+from cgcnn.data.building import read_inputs, snapshot_pbe_gaps, structure_items
 from cgcnn.data.dataset import CrystalDataset
-from cgcnn.data.descriptors import attach_inputs
-from cgcnn.errors import DatasetError, OnError, Problem
+from cgcnn.data.descriptors import MAX_PBE_GAP_EV, attach_inputs
+from cgcnn.data.graphset import GraphSet
+from cgcnn.errors import DatasetError, InputWarning, OnError, Problem
 from cgcnn.prediction.ensemble import ensemble_predict
 from cgcnn.prediction.inference import embed_dataset
 from cgcnn.prediction.shipped import (
@@ -38,7 +42,7 @@ from cgcnn.prediction.shipped import (
     shipped_model_dir,
     shipped_models,
 )
-from cgcnn.prediction.streaming import merge_ordered, stand_in_pbe
+from cgcnn.prediction.streaming import merge_ordered, stand_in_pbe, unused_pbe_ids
 from cgcnn.prediction.trees import load_tree_member
 from cgcnn.prediction.trust import TRUST_COLUMNS, check_level, load_trust
 from cgcnn.training.checkpoint import Loaded, load_checkpoint
@@ -184,7 +188,8 @@ class Predictor:
         self,
         structures,
         *,
-        pbe: Mapping[str, float] | None = None,
+        pbe: Mapping[str, float] | Sequence[float | None] | float | None = None,
+        ids: str | Sequence[str] | None = None,
         on_error: OnError = "skip",
         workers: int = 1,
         progress: bool = False,
@@ -194,14 +199,40 @@ class Predictor:
         prediction_std_ev, n_members`` (and ``pbe_gap_ev, pbe_gap_source`` for PBE-aware
         models; ``prediction_lo_ev, prediction_hi_ev, in_domain, domain_note`` for a model with
         a calibration, e.g. the shipped ensemble: the central interval at ``interval_level``
-        and whether the crystal is in the model's applicability domain) in input order.  ``pbe``: known PBE gaps by material id (a Materials Project
-        snapshot's own ``band_gap`` values are used for the materials it does not name).  Skipped items are
-        in ``.attrs["skipped"]`` (list of :class:`Problem`).  ``disorder`` (``refuse``,
-        ``end-members``, ``orderings``; :mod:`cgcnn.data.disorder`): what becomes of partially
-        occupied sites; with a method the table has a column ``disorder`` naming it."""
+        and whether the crystal is in the model's applicability domain) in input order.
+
+        Ids: the keys of ``{id: structure}``, a CIF's file name without the suffix, a
+        snapshot's ``material_id``; a single structure is ``"0"`` and a list ``"0", "1", …``
+        unless ``ids`` names them (one id per structure).
+
+        ``pbe``: known PBE gaps (eV) — ``{id: gap}``, or, for structures given in memory, one
+        number for one structure or a list aligned with them (``None`` where unknown).  A
+        Materials Project snapshot's own ``band_gap`` values are used for the materials
+        ``pbe`` does not name.  Given ids that name no input structure are said in an
+        :class:`~cgcnn.errors.InputWarning` (as ``cgcnn predict --pbe-gaps`` says them).
+
+        Skipped items (a structure the checks refuse) have no row: an
+        :class:`~cgcnn.errors.InputWarning` names them, and they are in ``.attrs["skipped"]``
+        (list of :class:`Problem`); ``on_error="error"`` raises instead.  ``disorder``
+        (``refuse``, ``end-members``, ``orderings``; :mod:`cgcnn.data.disorder`): what becomes
+        of partially occupied sites; with a method the table has a column ``disorder`` naming it.
+
+        Raises:
+            DatasetError: no structure could be read, or ``ids`` / ``pbe`` do not match the
+                structures (the message says how).
+        """
+        structures = _named(structures, ids)
+        pbe = _pbe_by_id(pbe, structures)
+        given = set(pbe or ())
+        if pbe and not self.pbe_aware:
+            _warn("pbe is ignored: this model does not read PBE gaps")
         ds = self.dataset(structures, on_error=on_error, workers=workers, progress=progress, disorder=disorder)
+        _warn_skipped(ds.problems)
         if self.pbe_aware:  # a snapshot's own PBE gaps count as given; the caller's take precedence
             pbe = {**snapshot_pbe_gaps(structures), **(pbe or {})}
+            seen = set(ds.ids) | {p.item_id for p in ds.problems}
+            for p in unused_pbe_ids(given, seen, name="pbe", hint=_id_hint(structures)):
+                _warn(str(p))
         if disorder != "refuse":
             table = merge_ordered(self.predict_dataset(ds, pbe=stand_in_pbe(pbe, ds.ids)), disorder)
             table.attrs["skipped"] = list(ds.problems)
@@ -210,12 +241,117 @@ class Predictor:
         table.attrs["skipped"] = list(ds.problems)
         return table
 
-    def embed(self, structures, *, on_error: OnError = "skip", workers: int = 1, progress: bool = False) -> Embeddings:
-        """Last-convolution crystal features and post-FC vectors of ``structures``."""
-        ds = self.dataset(structures, on_error=on_error, workers=workers, progress=progress)
+    def embed(
+        self,
+        structures,
+        *,
+        ids: str | Sequence[str] | None = None,
+        on_error: OnError = "skip",
+        workers: int = 1,
+        progress: bool = False,
+    ) -> Embeddings:
+        """Last-convolution crystal features and post-FC vectors of ``structures`` (``ids``
+        and skipped items as in :meth:`predict`)."""
+        ds = self.dataset(_named(structures, ids), on_error=on_error, workers=workers, progress=progress)
+        _warn_skipped(ds.problems)
         attach_inputs(ds, self.loaded.model_config, fidelity=self.fidelity)
         conv, hidden = embed_dataset(self.loaded, ds, batch_size=self.batch_size, device=self.device)
         return Embeddings(list(ds.ids), conv, hidden, list(ds.problems))
+
+
+def _warn(text: str, stacklevel: int = 3) -> None:
+    """An :class:`InputWarning` pointing at the caller of ``predict`` / ``embed``."""
+    warnings.warn(text, InputWarning, stacklevel=stacklevel)
+
+
+def _warn_skipped(problems: list[Problem]) -> None:
+    """One warning naming the skipped items (they have no row)."""
+    skipped = [p for p in problems if p.kind != "warning"]
+    if skipped:
+        first = "; ".join(str(p) for p in skipped[:3]) + (" …" if len(skipped) > 3 else "")
+        _warn(
+            f"{len(skipped)} input(s) skipped and left out of the table, so rows follow the remaining inputs "
+            f"(match them by material_id): {first}; all of them in .attrs['skipped']",
+            stacklevel=4,
+        )
+
+
+def _in_memory(structures) -> bool:
+    """Structures given as Python objects (one, a list, or ``{id: structure}``), not files or a graph set."""
+    if isinstance(structures, (str, Path, GraphSet)):
+        return False
+    if isinstance(structures, Mapping) or not isinstance(structures, Sequence):
+        return True
+    return not all(isinstance(x, (str, Path)) for x in structures)
+
+
+def _named(structures, ids):
+    """``{id: structure}`` for one structure or a list of them named by ``ids`` (unchanged without ids)."""
+    if ids is None:
+        return structures
+    if not _in_memory(structures) or isinstance(structures, Mapping):
+        raise DatasetError(
+            "ids= names structures given as one structure or a list of them; files are named by their file names "
+            "and {id: structure} by its keys: leave ids out"
+        )
+    from pymatgen.core import Structure  # a Structure is also a sequence (of sites)
+
+    items = (
+        [structures] if isinstance(structures, Structure) or not isinstance(structures, Sequence) else list(structures)
+    )
+    names = [ids] if isinstance(ids, str) else [str(i) for i in ids]
+    if len(names) != len(items):
+        raise DatasetError(f"ids= gives {len(names)} id(s) for {len(items)} structure(s); give one id per structure")
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise DatasetError(f"ids= names {twice!r} twice; give every structure its own id")
+    return dict(zip(names, items))
+
+
+def _pbe_by_id(pbe, structures) -> dict[str, float] | None:
+    """Known PBE gaps by id: ``pbe`` as given, or a number / list aligned with in-memory structures.
+
+    Raises:
+        DatasetError: a number or list that cannot be aligned, or a gap below 0 or above 30 eV.
+    """
+    if pbe is None:
+        return None
+    if isinstance(pbe, Mapping):
+        out = {str(k): v for k, v in pbe.items()}
+    else:
+        if isinstance(pbe, str) or not _in_memory(structures):
+            raise DatasetError(
+                "pbe= as a number or a list is aligned with structures given in memory; for files or a graph set "
+                "give {material_id: gap} (ids are file names without the suffix)"
+            )
+        names = [i for i, _ in structure_items(structures)]
+        values = [pbe] if isinstance(pbe, Real) else list(pbe)
+        if len(values) != len(names):
+            raise DatasetError(
+                f"pbe= gives {len(values)} gap(s) for {len(names)} structure(s); give one per structure "
+                "(None where unknown) or {id: gap}"
+            )
+        out = dict(zip(names, values))
+    for key, value in out.items():
+        if value is not None and not isinstance(value, Real):
+            raise DatasetError(f"pbe= gives {key!r} the PBE gap {value!r}, not a number; give it in eV")
+        if value is not None and not (value != value or 0 <= value <= MAX_PBE_GAP_EV):
+            raise DatasetError(
+                f"pbe= gives {key!r} the PBE gap {value} eV, outside 0-{MAX_PBE_GAP_EV:g} eV; give it in eV"
+            )
+    return {k: float(v) for k, v in out.items() if v is not None and v == v}  # None / NaN: unknown
+
+
+def _id_hint(structures) -> str:
+    """How the inputs are named, for the warning about unused PBE-gap ids."""
+    if _in_memory(structures) and not isinstance(structures, Mapping):
+        return (
+            "a single structure is named '0' and a list '0', '1', …: name them with ids=, pass {id: structure}, "
+            "or give pbe= as a number (one structure) or a list aligned with the structures"
+        )
+    if isinstance(structures, Mapping):
+        return "ids are the keys of the {id: structure} mapping"
+    return "ids are file names without the suffix (or a snapshot's material_id)"
 
 
 def _describe(inputs) -> str:

@@ -259,7 +259,7 @@ def predict_to_csv(
         bar.close()
         summary.seconds = time.perf_counter() - t0
         if model.pbe_aware and shard == (0, 1):  # a shard sees only part of the inputs
-            _tell(summary, _unused_pbe_ids(given, seen), report)
+            _tell(summary, unused_pbe_ids(given, seen), report)
         if summary.written == 0 and (stop > start or total == 0):  # an empty shard of a larger input is fine
             first = f" (first: {summary.examples[0]})" if summary.examples else ""
             raise DatasetError(f"no structure could be read from the input; {summary.skipped} skipped{first}")
@@ -375,15 +375,18 @@ def _tell(summary: ScreeningSummary, problems: list[Problem], report) -> None:
             report(p)
 
 
-def _unused_pbe_ids(given: set[str], seen: set[str]) -> list[Problem]:
+def unused_pbe_ids(
+    given: set[str], seen: set[str], *, name: str = "--pbe-gaps", hint: str = "ids are file names without the suffix"
+) -> list[Problem]:
     """A warning when ids given PBE gaps name no input structure (a typo would silently fall
-    back to a predicted PBE gap); an ordering or a block counts for its file's id."""
+    back to a predicted PBE gap); an ordering or a block counts for its file's id.  ``name``
+    and ``hint``: what the gaps were given as, and how the inputs are named."""
     bases = {i.split(MARK)[0] for i in seen} | {i.split(":", 1)[0] for i in seen}
     unused = sorted(given - seen - bases)
     if not unused:
         return []
-    why = f"{len(unused)} id(s) name no input structure and were not used (first: {unused[0]}); ids are file names"
-    return [Problem("--pbe-gaps", why + " without the suffix", kind="warning")]
+    why = f"{len(unused)} id(s) name no input structure and were not used (first: {unused[0]}); {hint}"
+    return [Problem(name, why, kind="warning")]
 
 
 def _check_output(output, inputs=None) -> None:

@@ -80,7 +80,8 @@ def test_nothing_readable_is_an_error_naming_the_input(model, tmp_path):
 def test_skipped_items_are_listed(model, tiny_items, tmp_path):
     (tmp_path / "bad.cif").write_text("data_x\nnot a cif\n")
     (tmp_path / "ok.cif").write_text(str(CifWriter(tiny_items[0][1])))
-    table = model.predict(tmp_path)
+    with pytest.warns(cgcnn.errors.InputWarning, match="1 input.s. skipped and left out of the table.*bad"):
+        table = model.predict(tmp_path)
     assert table["material_id"].tolist() == ["ok"]
     assert [p.item_id for p in table.attrs["skipped"]] == ["bad"]
 
@@ -150,3 +151,38 @@ def test_the_version_comes_from_the_package_metadata():
     from importlib.metadata import version
 
     assert cgcnn.__version__ == version("cgcnn-da")
+
+
+def test_a_refused_structure_is_said_in_a_warning_and_the_rows_keep_their_ids(model, tiny_items):
+    from pymatgen.core import Lattice, Structure
+
+    from cgcnn.errors import InputWarning
+
+    alloy = Structure(Lattice.cubic(5.6), [{"Ga": 0.5, "Si": 0.5}, "As"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    structures = [tiny_items[0][1], alloy, tiny_items[1][1]]
+    with pytest.warns(
+        InputWarning, match=r"^1 input\(s\) skipped and left out of the table.*: 1: .*attrs\['skipped'\]"
+    ):
+        table = model.predict(structures)
+    assert table["material_id"].tolist() == ["0", "2"]  # rows name their input, not their position
+    assert [p.item_id for p in table.attrs["skipped"]] == ["1"]
+    with pytest.warns(InputWarning, match=r"1 input\(s\) skipped.*: b: "):
+        named = model.predict(structures, ids=["a", "b", "c"])
+    assert named["material_id"].tolist() == ["a", "c"]
+
+
+def test_pbe_gaps_given_to_a_model_that_does_not_read_them_are_said_to_be_ignored(model, tiny_items):
+    from cgcnn.errors import InputWarning
+
+    with pytest.warns(InputWarning, match="pbe is ignored: this model does not read PBE gaps"):
+        model.predict(tiny_items[0][1], pbe=1.0)
+
+
+def test_ids_are_refused_for_files_and_for_a_mapping(model, tiny_items, tmp_path):
+    (tmp_path / "a.cif").write_text(str(CifWriter(tiny_items[0][1])))
+    with pytest.raises(DatasetError, match="ids= names structures given as one structure or a list"):
+        model.predict(tmp_path, ids=["x"])
+    with pytest.raises(DatasetError, match="ids= names structures"):
+        model.predict(dict(tiny_items[:1]), ids=["x"])
+    with pytest.raises(DatasetError, match=r"pbe= as a number or a list is aligned with structures given in memory"):
+        model.predict(tmp_path, pbe=[1.0])

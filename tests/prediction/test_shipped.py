@@ -272,3 +272,79 @@ def test_no_shipped_model_predicts_a_negative_gap():
     ensemble = cgcnn.load_model(device="cpu").predict(metals)
     assert (ensemble["prediction_ev"] >= 0).all() and (ensemble["pbe_gap_ev"] >= 0).all()
     assert (ensemble["pbe_gap_source"] == "predicted").all()
+
+
+# -- predicting with the PBE gaps a user knows (issue #32, point 1) ------------------------------------------
+def _gaas_and_si():
+    from pymatgen.core import Lattice, Structure
+
+    gaas = Structure.from_spacegroup("F-43m", Lattice.cubic(5.65), ["Ga", "As"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]])
+    return gaas, si
+
+
+def test_the_readme_python_example_uses_the_pbe_gap_it_passes():
+    _needs_ensemble()
+    import re
+    import warnings
+
+    from cgcnn.errors import InputWarning
+
+    block = re.search(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
+    namespace = {"structure": _gaas_and_si()[0]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)  # the example as shown draws no warning
+        exec(compile(block, "README.md", "exec"), namespace)
+    row = namespace["table"].iloc[0]
+    assert len(namespace["table"]) == 1 and row["material_id"] == "my-id"
+    assert row["pbe_gap_source"] == "given" and row["pbe_gap_ev"] == pytest.approx(1.2)
+    assert "PBE gap predicted" not in row["domain_note"]
+
+
+def test_pbe_gaps_named_by_an_id_no_structure_has_are_said_as_the_cli_says_them():
+    _needs_ensemble()
+    from cgcnn.errors import InputWarning
+
+    gaas, si = _gaas_and_si()
+    model = cgcnn.load_model(device="cpu")
+    with pytest.warns(
+        InputWarning, match=r"^pbe: 1 id\(s\) name no input structure and were not used \(first: my-id\)"
+    ):
+        table = model.predict(gaas, pbe={"my-id": 1.2})
+    assert table["pbe_gap_source"].tolist() == ["predicted"]
+    with pytest.warns(InputWarning, match=r"pbe: 1 id\(s\) .*\(first: mp-2534\); a single structure is named '0'"):
+        model.predict([si, gaas], pbe={"mp-2534": 1.2})
+
+
+def test_ids_or_aligned_pbe_gaps_reach_the_structure_they_name(recwarn):
+    _needs_ensemble()
+    gaas, si = _gaas_and_si()
+    model = cgcnn.load_model(device="cpu")
+    named = model.predict([si, gaas], ids=["si", "mp-2534"], pbe={"mp-2534": 1.2})
+    aligned = model.predict([si, gaas], pbe=[None, 1.2])
+    one = model.predict(gaas, pbe=1.2)
+    assert named["material_id"].tolist() == ["si", "mp-2534"] and aligned["material_id"].tolist() == ["0", "1"]
+    for table in (named, aligned):
+        assert table["pbe_gap_source"].tolist() == ["predicted", "given"]
+        assert table["pbe_gap_ev"].iloc[1] == pytest.approx(1.2)
+    assert one["pbe_gap_source"].tolist() == ["given"]
+    assert np.allclose(one["prediction_ev"], named["prediction_ev"].iloc[1:], atol=1e-5)
+    assert not [w for w in recwarn if issubclass(w.category, cgcnn.errors.InputWarning)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"pbe": [1.2]}, r"pbe= gives 1 gap\(s\) for 2 structure\(s\); give one per structure"),
+        ({"ids": ["a"]}, r"ids= gives 1 id\(s\) for 2 structure\(s\)"),
+        ({"ids": ["a", "a"]}, r"ids= names 'a' twice"),
+        ({"pbe": [1.2, -1.0]}, r"pbe= gives '1' the PBE gap -1.0 eV, outside 0-30 eV"),
+        ({"pbe": {"0": 1200}}, r"pbe= gives '0' the PBE gap 1200 eV, outside 0-30 eV; give it in eV"),
+    ],
+)
+def test_pbe_gaps_or_ids_that_do_not_fit_the_structures_are_refused_saying_why(kwargs, says):
+    _needs_ensemble()
+    from cgcnn.errors import DatasetError
+
+    with pytest.raises(DatasetError, match=says):
+        cgcnn.load_model(device="cpu").predict(list(_gaas_and_si()), **kwargs)
