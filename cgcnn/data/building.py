@@ -28,8 +28,8 @@ from cgcnn.data.disorder import MARK, DisorderError, ordered_structures
 from cgcnn.data.graph import CrystalGraph, GraphError, structure_to_graph
 from cgcnn.data.graph_cache import GraphCache
 from cgcnn.data.graphset import GraphSet
+from cgcnn.data.snapshot import read_snapshot
 from cgcnn.errors import DatasetError, OnError, Problem
-from cgcnn.etl.materials import read_snapshot
 
 log = logging.getLogger(__name__)
 

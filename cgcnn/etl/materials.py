@@ -25,9 +25,10 @@ import datetime as _dt
 import gzip
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
+from cgcnn.data.snapshot import read_snapshot
 from cgcnn.etl.mp_live import MPSource
 from cgcnn.etl.records import (
     FormulaMatch,
@@ -52,24 +53,6 @@ __all__ = [
     "reduced_formula",
     "write_snapshot",
 ]
-
-
-def read_snapshot(path: str | Path) -> Iterator[dict]:
-    """Records of a Materials Project snapshot (gzip JSON lines or plain ``.jsonl``, one
-    material a line).  A missing file or a line that is not JSON raises
-    :class:`MaterialsError` naming the file and the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise MaterialsError(f"snapshot file {path} does not exist")
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise MaterialsError(f"{path}: line {n} is not valid JSON ({exc.msg})") from None
 
 
 class SnapshotSource:

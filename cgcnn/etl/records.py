@@ -14,13 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from cgcnn.errors import CgcnnError
+from cgcnn.data.snapshot import MaterialsError
 
 __all__ = ["FormulaMatch", "MaterialRecord", "MaterialsError", "MaterialsSource", "match_formula", "reduced_formula"]
-
-
-class MaterialsError(CgcnnError, RuntimeError):
-    """A Materials Project query or snapshot could not be served."""
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,16 @@ def inner_split(
     return np.sort(pos[~is_val]), np.sort(pos[is_val])
 
 
+def fold_inner_split(
+    groups: Sequence[str], fold, val_fraction: float, train: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The inner (fit, validation) split of an outer ``fold`` (a :class:`Fold` or
+    :class:`FoldContext`; ``train`` defaults to ``fold.train``): :func:`inner_split` seeded by
+    the fold (``1000 * seed + fold``) — the one place every fold's early stopping is split."""
+    positions = fold.train if train is None else train
+    return inner_split(groups, positions, val_fraction=val_fraction, seed=1000 * fold.seed + fold.fold)
+
+
 @dataclass(frozen=True)
 class FoldContext:
     """What a method may know about the fold it is fitting (never the test labels)."""

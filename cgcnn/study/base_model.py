@@ -1,10 +1,15 @@
-"""Step 02-ml-dev/01: the base model M1, trained on the PBE gaps of DS1 into ``<run>/models/m1/``."""
+"""Step 02-ml-dev/01: the base model M1, trained on the PBE gaps of DS1 into ``<run>/models/m1/``.
+
+M1 is a fit like any other of the study (:mod:`cgcnn.study.fits`): trained once into the fit
+cache, resumed from its last finished epoch when a run was interrupted, read back by every
+run folder whose settings leave it unchanged, and copied into ``<run>/models/m1/``.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +18,10 @@ import pandas as pd
 
 from cgcnn.data.features import AtomFeatures
 from cgcnn.evaluation.metrics import regression_metrics
-from cgcnn.prediction.inference import predict
+from cgcnn.prediction.inference import predict, resolve_device
 from cgcnn.prediction.shipped import manifest, member_checkpoints
 from cgcnn.study.data_preparation import load_data
+from cgcnn.study.fits import FitCache, dataset_digest
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.rundir import run_paths, write_table
 from cgcnn.training.checkpoint import load_checkpoint
@@ -63,37 +69,41 @@ def train_base(run_dir: str | os.PathLike, profile: StudyProfile, *, progress: b
         return use_shipped_base(run, profile, data)
     dataset = data.dataset("ds1", "bg_pbe", AtomFeatures.default(), ids=_ds1_ids(data.ds1, profile))
     cfg = profile.train_config(profile.base.train)
-    out = paths["models"] / "m1"
-    shutil.rmtree(out, ignore_errors=True)
-    t0 = time.perf_counter()
-    if profile.nproc > 1:
-        result = _fit_distributed(data, dataset, cfg, out, profile)
-    else:
-        result = fit(
-            dataset,
-            cfg,
-            out,
-            model_config=profile.model,
-            progress=progress,
-            meta={"role": "base", "dataset": "DS1", "profile": profile.name},
-        )
-    seconds = time.perf_counter() - t0
-    loaded = load_checkpoint(result.best_checkpoint)
+    spec = {
+        "kind": "m1",
+        "model": profile.model.model_dump(),
+        "train": cfg.to_dict(),
+        "data": dataset_digest(dataset),
+        "nproc": profile.nproc,  # DDP shards the batches: another fit than one process
+        "device": resolve_device(profile.device).type,
+    }
+
+    def work(out: Path):
+        if profile.nproc > 1:
+            return _fit_distributed(data, dataset, cfg, out, profile)
+        meta = {"role": "base", "dataset": "DS1"}
+        return fit(dataset, cfg, out, model_config=profile.model, progress=progress, meta=meta, resume=True)
+
+    cached = FitCache.of_run(run).fit(spec, work)  # trained once; resumed after a crash; shared by runs
+    best = cached.copy_to(paths["models"] / "m1")
+    seconds = cached.seconds
+    history = cached.history()
+    splits = json.loads((best.parent / "splits.json").read_text())
+    loaded = load_checkpoint(best)
     pred = predict(loaded, dataset, device=profile.device)
-    metrics = _split_metrics(dataset, pred, result.splits)
+    metrics = _split_metrics(dataset, pred, splits)
     write_table(paths["tables"] / "m1_ds1_metrics.csv", metrics)
-    write_table(paths["tables"] / "m1_history.csv", result.history, index=False)
-    return BaseResult(result.best_checkpoint, result.history, metrics, result.best_epoch, seconds, len(dataset))
+    write_table(paths["tables"] / "m1_history.csv", history, index=False)
+    return BaseResult(best, history, metrics, cached.best_epoch, seconds, len(dataset))
 
 
 def _fit_distributed(data, dataset, cfg, out: Path, profile: StudyProfile):
     """Train M1 with ``profile.nproc`` processes: ``python -m torch.distributed.run`` runs
-    ``cgcnn train`` (DDP, see :mod:`cgcnn.training.distributed`) on DS1's graph file and the chosen ids."""
-    import json
+    ``cgcnn train --resume`` (DDP, see :mod:`cgcnn.training.distributed`) on DS1's graph file and the chosen ids."""
     import subprocess
     import sys
 
-    inputs = out.parent / "m1-inputs"
+    inputs = out.with_name(out.name + "-inputs")
     inputs.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"material_id": dataset.ids, "bg_pbe": dataset.y}).to_csv(inputs / "ds1_targets.csv", index=False)
     (inputs / "train.json").write_text(json.dumps(cfg.to_dict()))
@@ -127,6 +137,7 @@ def _fit_distributed(data, dataset, cfg, out: Path, profile: StudyProfile):
         str(g.max_neighbors),
         "--output",
         str(out),
+        "--resume",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:

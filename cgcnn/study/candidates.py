@@ -23,8 +23,6 @@ ensemble of ``members`` seeds, with early stopping on the fold's inner grouped s
 
 from __future__ import annotations
 
-import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +36,12 @@ from cgcnn.data.dataset import CrystalDataset
 from cgcnn.data.descriptors import attach_inputs
 from cgcnn.evaluation.baselines import BoostedTrees, magpie_features
 from cgcnn.evaluation.bootstrap import paired_difference_ci
-from cgcnn.evaluation.folds import inner_split, out_of_fold
+from cgcnn.evaluation.folds import fold_inner_split, out_of_fold
 from cgcnn.prediction.ensemble import mix
-from cgcnn.prediction.inference import predict
+from cgcnn.prediction.inference import predict, resolve_device
 from cgcnn.prediction.trees import tree_features
 from cgcnn.study.display import CTREES, HUBER, METHOD_LABELS, TREE_TARGETS, TREES
+from cgcnn.study.fits import FitCache, dataset_digest, loaded_digest
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.training.adapt import adapt
 from cgcnn.training.checkpoint import load_checkpoint
@@ -109,7 +108,7 @@ class EnsembleMethod:
     base: Any  # cgcnn.training.checkpoint.Loaded
     dataset: Any  # cgcnn.data.dataset.CrystalDataset
     groups: list[str]
-    scratch: Path
+    cache: FitCache
     offset: int = 0
     echo: Callable[[str], Any] = print
     spreads: list[pd.DataFrame] = field(default_factory=list)
@@ -120,13 +119,24 @@ class EnsembleMethod:
     def model_config(self) -> ModelConfig:
         return method_model_config(self.name, self.base.model_config)
 
-    def fit_members(self, fit: np.ndarray, val: np.ndarray, out: Path, tag: dict) -> list[Path]:
-        """Fit ``members`` seeds on DS2 positions ``fit`` (early stopping on ``val``)."""
+    def fit_members(self, fit: np.ndarray, val: np.ndarray, tag: dict, out: Path | None = None) -> list[Path]:
+        """Fit ``members`` seeds on DS2 positions ``fit`` (early stopping on ``val``) through the
+        fit cache; their checkpoints (copied into ``out/member-<k>/`` when ``out`` is given)."""
         s = self.profile.methods
         train = np.asarray(fit, dtype=np.int64) + self.offset
         if self.offset:  # multi-fidelity: the PBE crystals, and the DS2 ones weighted
             train = np.concatenate([np.arange(self.offset), np.repeat(train, s.experiment_weight)])
         val = np.asarray(val, dtype=np.int64) + self.offset
+        ids = self.dataset.ids
+        common = {
+            "kind": "member",
+            "model": self.model_config.model_dump(),
+            "base": loaded_digest(self.base),
+            "data": dataset_digest(self.dataset),
+            "fit": [ids[k] for k in train],
+            "val": [ids[k] for k in val],
+            "device": resolve_device(self.profile.device).type,
+        }
         paths = []
         for k in range(s.members):
             seed = 100 * int(tag.get("seed", 0)) + k
@@ -134,15 +144,18 @@ class EnsembleMethod:
             if self.name.endswith(HUBER):
                 train_cfg = train_cfg.model_copy(update={"loss": "huber"})
             cfg = AdaptConfig(freeze=s.freeze, normalizer="refit", train=train_cfg)
-            t0 = time.perf_counter()
-            result = adapt(
-                self.base,
-                self.dataset,
-                cfg,
-                out / f"member-{k}",
-                splits=(train, val),
-                model_config=self.model_config,
-                progress=False,
+            result = self.cache.fit(
+                {**common, "adapt": cfg.to_dict()},
+                lambda folder, cfg=cfg: adapt(
+                    self.base,
+                    self.dataset,
+                    cfg,
+                    folder,
+                    splits=(train, val),
+                    model_config=self.model_config,
+                    progress=False,
+                    resume=True,
+                ),
             )
             self.fits.append(
                 {
@@ -152,11 +165,11 @@ class EnsembleMethod:
                     "seed": seed,
                     "inner_val_mae": result.best_val_mae,
                     "best_epoch": result.best_epoch,
-                    "epochs_run": len(result.history),
-                    "seconds": round(time.perf_counter() - t0, 2),
+                    "epochs_run": result.epochs_run,
+                    "seconds": result.seconds,
                 }
             )
-            paths.append(result.best_checkpoint)
+            paths.append(result.checkpoint if out is None else result.copy_to(out / f"member-{k}"))
         return paths
 
     def predict_members(self, checkpoints: list[Path], positions: np.ndarray) -> np.ndarray:
@@ -165,11 +178,8 @@ class EnsembleMethod:
         return np.vstack([predict(load_checkpoint(c), sub, device=self.profile.device) for c in checkpoints])
 
     def __call__(self, train, test, ctx) -> np.ndarray:
-        fit, val = inner_split(
-            self.groups, train, val_fraction=self.profile.cv.inner_val_fraction, seed=1000 * ctx.seed + ctx.fold
-        )
-        out = self.scratch / f"r{ctx.repeat}-f{ctx.fold}"
-        checkpoints = self.fit_members(fit, val, out, {"repeat": ctx.repeat, "fold": ctx.fold, "seed": ctx.seed})
+        fit, val = fold_inner_split(self.groups, ctx, self.profile.cv.inner_val_fraction, train=train)
+        checkpoints = self.fit_members(fit, val, {"repeat": ctx.repeat, "fold": ctx.fold, "seed": ctx.seed})
         preds = self.predict_members(checkpoints, test)
         ids = [self.dataset.ids[p + self.offset].split("@")[0] for p in test]
         self.spreads.append(pd.DataFrame({"repeat": ctx.repeat, "material_id": ids, "std": preds.std(axis=0)}))
@@ -180,7 +190,6 @@ class EnsembleMethod:
             + ", ".join(f"{m:.3f}" for m in maes)
             + " eV"
         )
-        shutil.rmtree(out, ignore_errors=True)
         return preds.mean(axis=0)
 
 
@@ -236,21 +245,21 @@ def ensemble_size_table(
 
 
 def build_method(
-    name: str, profile: StudyProfile, data, base, ds2, pbe: np.ndarray, groups, scratch: Path, echo
+    name: str, profile: StudyProfile, data, base, ds2, pbe: np.ndarray, groups, cache: FitCache, echo
 ) -> EnsembleMethod:
     """The candidate ``name`` with its training dataset (DS2, and DS1 crystals for multi-fidelity)."""
     cfg = method_model_config(name, base.model_config)
     ds2 = ds2.subset_positions(np.arange(len(ds2)))  # a copy: inputs differ per method
     attach_inputs(ds2, cfg, fidelity=EXPERIMENT if cfg.fidelities else None, pbe=pbe)
     if not cfg.fidelities:
-        return EnsembleMethod(name, profile, base, ds2, groups, scratch, echo=echo)
+        return EnsembleMethod(name, profile, base, ds2, groups, cache, echo=echo)
     ds1_ids = list(data.ds1["material_id"])
     n = min(profile.methods.pbe_crystals, len(ds1_ids))
     pick = sorted(np.random.default_rng(profile.cv.seed).choice(len(ds1_ids), size=n, replace=False).tolist())
     ds1 = data.dataset("ds1", "bg_pbe", base.features, ids=[ds1_ids[k] for k in pick])
     attach_inputs(ds1, cfg, fidelity=PBE, pbe=None)  # the PBE label is the target: never an input
     both = CrystalDataset.concat([(ds1, PBE), (ds2, EXPERIMENT)])
-    return EnsembleMethod(name, profile, base, both, groups, scratch, offset=len(ds1), echo=echo)
+    return EnsembleMethod(name, profile, base, both, groups, cache, offset=len(ds1), echo=echo)
 
 
 def method_trees(features: np.ndarray, y: np.ndarray, groups, cv, pbe: np.ndarray, target: str) -> BoostedTrees:

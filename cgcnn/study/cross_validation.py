@@ -34,8 +34,6 @@ that step; the methods step reuses its setup, baselines and CV table.)
 from __future__ import annotations
 
 import os
-import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,13 +44,14 @@ import pandas as pd
 
 from cgcnn.evaluation.baselines import BoostedTrees, LinearPBE, RawPBE, magpie_features
 from cgcnn.evaluation.bootstrap import bootstrap_mean
-from cgcnn.evaluation.folds import Fold, grouped_folds, inner_split, out_of_fold
+from cgcnn.evaluation.folds import Fold, fold_inner_split, grouped_folds, out_of_fold
 from cgcnn.evaluation.metrics import regression_metrics
 from cgcnn.fileio import write_json
-from cgcnn.prediction.inference import predict
+from cgcnn.prediction.inference import predict, resolve_device
 from cgcnn.study.base_model import base_checkpoint
 from cgcnn.study.data_preparation import StudyData, load_data
 from cgcnn.study.display import BASELINES
+from cgcnn.study.fits import CachedFit, FitCache, dataset_digest, loaded_digest
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.rundir import run_paths, write_table
 from cgcnn.training.adapt import adapt, train_control
@@ -92,9 +91,9 @@ class CvSetup:
         return self.frame["bg_exp"]
 
     @property
-    def scratch(self) -> Path:
-        """Where the candidates' fits live while they predict their fold (removed afterwards)."""
-        return run_paths(self.run)["models"] / "cv"
+    def cache(self) -> FitCache:
+        """The fit cache every fit of this run goes through."""
+        return FitCache.of_run(self.run)
 
     def candidates(self) -> list[tuple[str, float]]:
         """(policy or ``control``, learning rate) of every candidate, in fitting order."""
@@ -103,15 +102,37 @@ class CvSetup:
             (CONTROL, lr) for lr in settings.control_grid
         ]
 
-    def fit(self, policy: str, lr: float, seed: int, splits: tuple, out: Path, *, progress: bool = False):
-        """Fine-tune M1 with ``policy`` frozen (or train the control) at ``lr``."""
+    def fit(self, policy: str, lr: float, seed: int, splits: tuple) -> CachedFit:
+        """Fine-tune M1 with ``policy`` frozen (or train the control) at ``lr`` on DS2 positions
+        ``splits`` = (fit, validation), through the fit cache (:mod:`cgcnn.study.fits`)."""
+        ids = self.dataset.ids
+        spec = {
+            "kind": "control" if policy == CONTROL else "adapt",
+            "data": dataset_digest(self.dataset),
+            "fit": [ids[k] for k in splits[0]],
+            "val": [ids[k] for k in splits[1]],
+            "device": resolve_device(self.profile.device).type,
+        }
         if policy == CONTROL:
             cfg = self.profile.control_config(lr=lr, seed=seed)
-            return train_control(
-                self.dataset, cfg, out, model_config=self.base.model_config, splits=splits, progress=progress
+            spec.update(train=cfg.to_dict(), model=self.base.model_config.model_dump())
+            return self.cache.fit(
+                spec,
+                lambda out: train_control(
+                    self.dataset,
+                    cfg,
+                    out,
+                    model_config=self.base.model_config,
+                    splits=splits,
+                    progress=False,
+                    resume=True,
+                ),
             )
         cfg = self.profile.adapt_config(policy, lr=lr, seed=seed)
-        return adapt(self.base, self.dataset, cfg, out, splits=splits, progress=progress)
+        spec.update(adapt=cfg.to_dict(), base=loaded_digest(self.base))
+        return self.cache.fit(
+            spec, lambda out: adapt(self.base, self.dataset, cfg, out, splits=splits, progress=False, resume=True)
+        )
 
     def settings(self) -> dict[str, str]:
         """The settings of the fine-tuning study, for reading."""
@@ -176,19 +197,15 @@ class FoldFits:
 
 def fit_fold(cv: CvSetup, fold: Fold, *, echo: Callable[[str], Any] = print) -> FoldFits:
     """Fit every candidate of ``cv`` on the training part of ``fold`` (early stopping on its
-    inner grouped split) and predict its test part.  Only the predictions are kept."""
+    inner grouped split) and predict its test part.  Each fit comes from the fit cache when it
+    was done before (an interrupted stage resumes at the next unfinished fit)."""
     ids = cv.dataset.ids
-    inner = inner_split(
-        cv.groups, fold.train, val_fraction=cv.profile.cv.inner_val_fraction, seed=1000 * fold.seed + fold.fold
-    )
+    inner = fold_inner_split(cv.groups, fold, cv.profile.cv.inner_val_fraction)
     test_set = cv.dataset.subset_positions(fold.test)
     rows, preds = [], []
-    scratch = cv.scratch / f"r{fold.repeat}-f{fold.fold}"
     for policy, lr in cv.candidates():
-        out = scratch / model_key(policy) / f"lr-{lr:g}"
-        t0 = time.perf_counter()
-        result = cv.fit(policy, lr, fold.seed, inner, out)
-        pred = predict(load_checkpoint(result.best_checkpoint), test_set, device=cv.profile.device)
+        result = cv.fit(policy, lr, fold.seed, inner)
+        pred = predict(load_checkpoint(result.checkpoint), test_set, device=cv.profile.device)
         rows.append(
             {
                 "model": model_key(policy),
@@ -198,8 +215,8 @@ def fit_fold(cv: CvSetup, fold: Fold, *, echo: Callable[[str], Any] = print) -> 
                 "fold": fold.fold,
                 "inner_val_mae": result.best_val_mae,
                 "best_epoch": result.best_epoch,
-                "epochs_run": len(result.history),
-                "seconds": round(time.perf_counter() - t0, 2),
+                "epochs_run": result.epochs_run,
+                "seconds": result.seconds,
             }
         )
         preds.append(
@@ -218,8 +235,6 @@ def fit_fold(cv: CvSetup, fold: Fold, *, echo: Callable[[str], Any] = print) -> 
             f"repeat {fold.repeat} fold {fold.fold}  {model_key(policy):>14}  lr {lr:<8g} inner val MAE "
             f"{result.best_val_mae:.4f} eV (best epoch {result.best_epoch}, {rows[-1]['seconds']:.1f} s)"
         )
-        shutil.rmtree(out, ignore_errors=True)
-    shutil.rmtree(scratch, ignore_errors=True)
     return FoldFits(fold, pd.DataFrame(rows), pd.concat(preds, ignore_index=True))
 
 
@@ -440,16 +455,13 @@ def write_cv(cv: CvSetup, result: CvResult) -> Path:
             "cv_metrics": {str(k): dict(row.items()) for k, row in result.cv_table.iterrows()},
         },
     )
-    shutil.rmtree(cv.scratch, ignore_errors=True)
     return paths["cv"]
 
 
 def clear_outputs(run_dir: str | os.PathLike) -> None:
-    """Remove what an earlier cross-validation left (``cv.json``, scratch fits), so that no later
-    step reads a record of other settings while this one runs."""
-    paths = run_paths(run_dir)
-    shutil.rmtree(paths["models"] / "cv", ignore_errors=True)
-    paths["cv"].unlink(missing_ok=True)
+    """Remove an earlier ``cv.json``, so that no later step reads a record of other settings while
+    this one runs (the fits themselves stay in the fit cache)."""
+    run_paths(run_dir)["cv"].unlink(missing_ok=True)
 
 
 def run_cross_validation(

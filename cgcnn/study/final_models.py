@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,8 +69,8 @@ def _fit_recipes(cv: CvSetup, choices: pd.DataFrame, seeds: list[int], echo) -> 
         folder = models_dir / (CONTROL if model == CONTROL else f"m2/{choice['policy']}")
         for seed in seeds:
             splits = inner_split(cv.groups, everything, val_fraction=cv.profile.cv.inner_val_fraction, seed=seed)
-            t0 = time.perf_counter()
-            result = cv.fit(choice["policy"], float(choice["lr"]), seed, splits, folder / f"seed-{seed}")
+            result = cv.fit(choice["policy"], float(choice["lr"]), seed, splits)
+            checkpoint = result.copy_to(folder / f"seed-{seed}")
             rows.append(
                 {
                     "model": model,
@@ -80,9 +79,9 @@ def _fit_recipes(cv: CvSetup, choices: pd.DataFrame, seeds: list[int], echo) -> 
                     "seed": seed,
                     "best_val_mae": result.best_val_mae,
                     "best_epoch": result.best_epoch,
-                    "epochs_run": len(result.history),
-                    "seconds": round(time.perf_counter() - t0, 2),
-                    "checkpoint": os.path.relpath(result.best_checkpoint, cv.run),
+                    "epochs_run": result.epochs_run,
+                    "seconds": result.seconds,
+                    "checkpoint": os.path.relpath(checkpoint, cv.run),
                 }
             )
             echo(f"final {model:>14}  lr {choice['lr']:<8g} seed {seed:<3} val MAE {result.best_val_mae:.4f} eV")
@@ -154,7 +153,7 @@ def train_final_ensemble(
     fit, val = inner_split(
         cv.groups, np.arange(len(cv.dataset)), val_fraction=profile.cv.inner_val_fraction, seed=profile.cv.seed
     )
-    checkpoints = method.fit_members(fit, val, ens_dir, {"final": True, "seed": profile.cv.seed})
+    checkpoints = method.fit_members(fit, val, {"final": True, "seed": profile.cv.seed}, out=ens_dir)
     final = pd.DataFrame(method.fits).assign(checkpoint=[os.path.relpath(c, run) for c in checkpoints])
     write_table(paths["tables"] / "methods_final_fits.csv", final, index=False)
     summary["final"] = {

@@ -26,8 +26,6 @@ ids): a step interrupted later resumes after the finished candidates.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -40,9 +38,8 @@ import pandas as pd
 
 from cgcnn.errors import CgcnnError
 from cgcnn.evaluation.folds import out_of_fold
-from cgcnn.fileio import sha256_file, write_json
+from cgcnn.fileio import write_json
 from cgcnn.prediction.ensemble import calibration_scale, coverage
-from cgcnn.study.base_model import base_checkpoint
 from cgcnn.study.candidates import (
     TREE_TARGETS,
     build_method,
@@ -105,32 +102,10 @@ class MethodsSetup:
     pbe: np.ndarray
     pbe_source: np.ndarray
 
-    @property
-    def scratch(self) -> Path:
-        return run_paths(self.cv.run)["models"] / "cv-methods"
-
-    def key(self, name: str) -> str:
-        """What a candidate's CV depends on: its settings (not the list of the other
-        candidates), the CV protocol, M1 and the DS2 ids."""
-        profile = self.cv.profile
-        settings = {k: v for k, v in profile.methods.to_dict().items() if k != "candidates"}
-        text = json.dumps(
-            {
-                "name": name,
-                "methods": settings,
-                "cv": profile.cv.to_dict(),
-                "device": profile.device,
-                "base": sha256_file(base_checkpoint(self.cv.run)),
-                "ids": list(self.cv.dataset.ids),
-            },
-            sort_keys=True,
-        )
-        return hashlib.sha256(text.encode()).hexdigest()
-
     def build(self, name: str, *, echo: Callable[[str], Any] = print):
         """Candidate ``name`` with its training data (:func:`cgcnn.study.candidates.build_method`)."""
         cv = self.cv
-        return build_method(name, cv.profile, cv.data, cv.base, cv.dataset, self.pbe, cv.groups, self.scratch, echo)
+        return build_method(name, cv.profile, cv.data, cv.base, cv.dataset, self.pbe, cv.groups, cv.cache, echo)
 
 
 def prepare(run_dir: str | os.PathLike, profile: StudyProfile) -> MethodsSetup:
@@ -179,37 +154,18 @@ class CandidateCV:
     members: pd.DataFrame | None = None  # each member's predictions (:func:`cgcnn.study.candidates.member_table`)
 
 
-def _cached(tables: Path, name: str, key: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None] | None:
-    meta = read_json(tables / f"methods_cv_{name}.json")
-    if meta is None or meta.get("key") != key:
-        return None
-    members = tables / f"methods_cv_{name}_members.csv"  # absent in runs made before it was kept
-    return (
-        pd.read_csv(tables / f"methods_cv_{name}.csv", dtype={"material_id": str}),
-        pd.read_csv(tables / f"methods_cv_{name}_fits.csv"),
-        pd.read_csv(members, dtype={"material_id": str}) if members.is_file() else None,
-    )
-
-
 def cross_validate(m: MethodsSetup, name: str, *, echo: Callable[[str], Any] = print) -> CandidateCV:
-    """Candidate ``name`` on every outer fold (members fitted per fold), or its CV kept from an
-    earlier run with the same key."""
+    """Candidate ``name`` on every outer fold (members fitted per fold, through the fit cache:
+    a rerun reads them back, an interrupted one resumes at the next unfinished member)."""
     tables = run_paths(m.cv.run)["tables"]
-    key = m.key(name)
-    cached = _cached(tables, name, key)
-    if cached is None:
-        method = m.build(name, echo=echo)
-        table = out_of_fold(method, m.cv.folds, list(m.cv.frame["material_id"]), name=f"ens_{name}")
-        table["std"] = pd.concat(method.spreads, ignore_index=True)["std"].to_numpy()
-        fits = pd.DataFrame(method.fits)
-        write_table(tables / f"methods_cv_{name}.csv", table, index=False)
-        write_table(tables / f"methods_cv_{name}_fits.csv", fits, index=False)
-        members = pd.concat(method.member_predictions, ignore_index=True)
-        write_table(tables / f"methods_cv_{name}_members.csv", members, index=False)
-        write_json(tables / f"methods_cv_{name}.json", {"key": key})  # written last: marks the candidate complete
-    else:
-        table, fits, members = cached
-        echo(f"{name}: cross-validation reused from tables/methods_cv_{name}.csv (same settings and data)")
+    method = m.build(name, echo=echo)
+    table = out_of_fold(method, m.cv.folds, list(m.cv.frame["material_id"]), name=f"ens_{name}")
+    table["std"] = pd.concat(method.spreads, ignore_index=True)["std"].to_numpy()
+    fits = pd.DataFrame(method.fits)
+    members = pd.concat(method.member_predictions, ignore_index=True)
+    write_table(tables / f"methods_cv_{name}.csv", table, index=False)
+    write_table(tables / f"methods_cv_{name}_fits.csv", fits, index=False)
+    write_table(tables / f"methods_cv_{name}_members.csv", members, index=False)
     calibration = calibration_rows(name, table.drop(columns="std"), table[["repeat", "material_id", "std"]], m.cv.truth)
     return CandidateCV(name, table, fits, calibration, members)
 
@@ -320,7 +276,6 @@ def select(
         "pbe_sources_ds2": {k: int(v) for k, v in pd.Series(m.pbe_source).value_counts().items()},
     }
     write_json(cv.run / "methods.json", summary)
-    shutil.rmtree(m.scratch, ignore_errors=True)
     return summary
 
 

@@ -30,8 +30,6 @@ calibration makes by CV; the generic measures live in :mod:`cgcnn.evaluation.cov
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -53,7 +51,7 @@ from cgcnn.evaluation.coverage import (
     reasons_table,
     separation,
 )
-from cgcnn.evaluation.folds import Fold, class_folds, cluster_folds, inner_split
+from cgcnn.evaluation.folds import Fold, class_folds, cluster_folds, fold_inner_split
 from cgcnn.fileio import write_json
 from cgcnn.prediction.domain import (
     IN_DOMAIN,
@@ -75,7 +73,7 @@ from cgcnn.study.display import split_trees
 from cgcnn.study.methods import MethodsSetup, load_methods
 from cgcnn.study.methods import prepare as methods_prepare
 from cgcnn.study.profiles import StudyProfile
-from cgcnn.study.rundir import read_json, run_paths, write_table
+from cgcnn.study.rundir import run_paths, write_table
 
 GROUPED, SHIFT, CLASS_OUT = "grouped", "chemistry_shift", "class_held_out"
 PROTOCOL_LABELS = {
@@ -127,24 +125,6 @@ class TrustSetup:
     def truth(self) -> np.ndarray:
         return self.m.cv.truth.loc[self.ids].to_numpy(np.float64)
 
-    @property
-    def folder(self) -> Path:
-        return Path(self.m.cv.run) / "trust" / "cv"
-
-    def key(self, protocol: str, fold: Fold) -> str:
-        """What a fold's network predictions depend on: the selected network's CV key and the
-        fold (not the trees: they are refitted on every call, in seconds)."""
-        text = json.dumps(
-            {
-                "methods": self.m.key(self.selection["network"]),
-                "protocol": protocol,
-                "test": [self.ids[p] for p in fold.test],
-                "seed": fold.seed,
-            },
-            sort_keys=True,
-        )
-        return hashlib.sha256(text.encode()).hexdigest()
-
 
 def clear_outputs(run_dir: str | os.PathLike) -> None:
     """Remove what an earlier run of this step wrote (the fold cache in ``trust/cv`` is kept:
@@ -173,7 +153,7 @@ def prepare(run_dir: str | os.PathLike, profile: StudyProfile) -> TrustSetup | N
     network = selection["network"]
     method = m.build(network)
     base_pbe = np.maximum(predict(cv.base, cv.dataset, device=profile.device), 0.0)
-    method_ppbe = build_method(network, profile, cv.data, cv.base, cv.dataset, base_pbe, cv.groups, m.scratch, print)
+    method_ppbe = build_method(network, profile, cv.data, cv.base, cv.dataset, base_pbe, cv.groups, cv.cache, print)
     magpie = magpie_features(list(cv.frame["formula"]))
     trees, ppbe_features = None, None
     target = split_trees(selection["selected"])[1]
@@ -212,20 +192,11 @@ def prepare(run_dir: str | os.PathLike, profile: StudyProfile) -> TrustSetup | N
 def fit_fold(t: TrustSetup, protocol: str, fold: Fold, *, echo: Callable[[str], Any] = print) -> pd.DataFrame:
     """Out-of-fold predictions of the selected method on one fold (members' mean and spread,
     the trees), with the PBE gaps the materials have and with M1's (``*_ppbe``)."""
-    key = t.key(protocol, fold)
-    stem = t.folder / f"{protocol}-f{fold.fold}"
-    cached = read_json(stem.with_suffix(".json"))
-    if cached is not None and cached.get("key") == key:
-        return _with_trees(t, fold, pd.read_csv(stem.with_suffix(".csv"), dtype={"material_id": str}))
     cv = t.m.cv
-    fit, val = inner_split(
-        cv.groups, fold.train, val_fraction=cv.profile.cv.inner_val_fraction, seed=1000 * fold.seed + fold.fold
-    )
-    out = t.m.scratch / f"trust-{protocol}-f{fold.fold}"
-    checkpoints = t.method.fit_members(fit, val, out, {"repeat": fold.repeat, "fold": fold.fold, "seed": fold.seed})
+    fit, val = fold_inner_split(cv.groups, fold, cv.profile.cv.inner_val_fraction)
+    checkpoints = t.method.fit_members(fit, val, {"repeat": fold.repeat, "fold": fold.fold, "seed": fold.seed})
     given = t.method.predict_members(checkpoints, fold.test)
     ppbe = t.method_ppbe.predict_members(checkpoints, fold.test)
-    shutil.rmtree(out, ignore_errors=True)
     table = pd.DataFrame(
         {
             "protocol": protocol,
@@ -239,9 +210,6 @@ def fit_fold(t: TrustSetup, protocol: str, fold: Fold, *, echo: Callable[[str], 
             **{f"member_{k}_ppbe": row for k, row in enumerate(ppbe)},
         }
     )
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    write_table(stem.with_suffix(".csv"), table, index=False)
-    write_json(stem.with_suffix(".json"), {"key": key})  # last: marks the fold complete
     echo(f"{protocol} fold {fold.fold}: {len(fold.test)} test materials")
     return _with_trees(t, fold, table)
 
@@ -505,7 +473,6 @@ def write(t: TrustSetup, a: TrustAnalysis) -> dict:
         "settings": t.profile.trust.to_dict(),
     }
     write_json(Path(t.m.cv.run) / "trust.json", summary)
-    shutil.rmtree(t.m.scratch, ignore_errors=True)
     return summary
 
 

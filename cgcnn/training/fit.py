@@ -41,13 +41,13 @@ from cgcnn.data.features import AtomFeatures
 from cgcnn.errors import CgcnnError
 from cgcnn.fileio import atomic_write_bytes
 from cgcnn.lock import RunLock
-from cgcnn.nn.model import CGCNN
-from cgcnn.prediction.inference import (
+from cgcnn.nn.forward import (
     autocast,
     check_elements,
     predict_normalised,
     resolve_device,
 )
+from cgcnn.nn.model import CGCNN
 from cgcnn.provenance import collect
 from cgcnn.training.allocator import keep_freed_memory
 from cgcnn.training.checkpoint import (
