@@ -3,7 +3,7 @@
     cgcnn graphs   CIF folder(s) or snapshot -> graph set (cached, parallel)
     cgcnn train    train a model from scratch
     cgcnn adapt    fine-tune a checkpoint on a new dataset (freeze policy), or the control
-    cgcnn evaluate metrics + per-material table of a checkpoint on a labelled set
+    cgcnn evaluate metrics + per-material table of a model (default: the shipped ensemble) on a labelled set
     cgcnn predict  predictions for CIF files
     cgcnn embed    last-convolution crystal features and post-FC vectors
 
@@ -104,7 +104,9 @@ def _write_problems(path: Path, problems) -> None:
     atomic_write_bytes(path, df.to_csv(index=False).encode())
 
 
-def _dataset(args, cfg, features):
+def _dataset(args, cfg, features, seen: set | None = None):
+    """The labelled dataset of ``--graphs`` / ``--targets``; ``seen`` (when given) receives
+    the id of every structure read, labelled or not, kept or skipped."""
     from cgcnn.data.dataset import CrystalDataset, read_targets
 
     gs, problems = load_graph_inputs(
@@ -113,6 +115,9 @@ def _dataset(args, cfg, features):
     targets = read_targets(args.targets, args.target_column) if getattr(args, "targets", None) else None
     ds = CrystalDataset(gs, targets, features, on_error=args.on_error)
     _warn_skipped(problems + ds.problems)
+    if seen is not None:
+        seen.update(gs.ids)
+        seen.update(p.item_id for p in problems)
     return ds
 
 
@@ -193,22 +198,91 @@ def _loaded(args):
 
 
 def cmd_evaluate(args) -> int:
-    import pandas as pd
-
-    from cgcnn.evaluation.metrics import regression_metrics
+    """Score a model on labelled structures: the rows ``predict`` would give them (same model
+    default, same ``--pbe-gaps``), with the label and the error; one JSON line of metrics."""
+    from cgcnn.data.building import snapshot_pbe_gaps
     from cgcnn.fileio import atomic_write_bytes
-    from cgcnn.prediction.inference import predict
+    from cgcnn.prediction.streaming import unused_pbe_ids
 
-    loaded = _loaded(args)
-    ds = _dataset(args, loaded.graph_config, loaded.features)
-    pred = predict(loaded, ds, device=args.device)
-    table = pd.DataFrame({"material_id": ds.ids, "target_ev": ds.y, "prediction_ev": pred})
-    table["error_ev"] = table["prediction_ev"] - table["target_ev"]
-    metrics = regression_metrics(table["target_ev"], table["prediction_ev"])
+    model = _predictor(args)
+    pbe = _pbe_gaps(args, model)
+    seen: set = set()
+    ds = _dataset(args, model.loaded.graph_config, model.loaded.features, seen)
+    if model.pbe_aware:  # as predict: a snapshot's own PBE gaps count as given; --pbe-gaps take precedence
+        _warn_skipped(unused_pbe_ids(set(pbe or ()), seen))
+        pbe = {**snapshot_pbe_gaps(args.graphs), **(pbe or {})}
+    table = model.predict_dataset(ds, pbe=pbe)
+    level = table.attrs.get("interval_level")
+    table.insert(1, "target_ev", ds.y.astype(float))
+    table.insert(3, "error_ev", table["prediction_ev"] - table["target_ev"])
+    if len(model.members) == 1 and model.trees is None:  # one checkpoint: no spread to report
+        table = table.drop(columns=["prediction_std_ev", "n_members"])
     if args.output:
-        atomic_write_bytes(args.output, table.to_csv(index=False).encode())
+        atomic_write_bytes(args.output, table.to_csv(index=False, float_format="%.6f").encode())
+    metrics = evaluation_metrics(table, level)
     print(json.dumps(metrics))
+    print(_evaluation_line(metrics), file=sys.stderr)
     return 0
+
+
+def _evaluation_line(m: dict) -> str:
+    """The metrics in words (standard error; standard output keeps the JSON)."""
+    if not m["n"]:
+        return "no labelled structure to score"
+    text = f"MAE {m['mae']:.3f} eV [95 % CI {m['mae_lo']:.3f}, {m['mae_hi']:.3f}] on {m['n']} materials"
+    if m.get("interval_coverage") is not None:
+        text += (
+            f"; the {100 * m['interval_level']:g} % interval covers {100 * m['interval_coverage']:.0f} % "
+            f"[{100 * m['interval_coverage_lo']:.0f}, {100 * m['interval_coverage_hi']:.0f}] of them "
+            f"(mean width {m['interval_mean_width_ev']:.2f} eV)"
+        )
+    if "n_in_domain" in m:
+        text += f"; {m['n_in_domain']} in domain"
+    return text
+
+
+def evaluation_metrics(table, level: float | None = None) -> dict:
+    """MAE (with its bootstrap 95 % interval), RMSE, R², max error and n of an evaluated
+    table; with intervals (``prediction_lo_ev``, ``prediction_hi_ev``) also their coverage
+    (with its interval) and mean width, and the MAE in and out of the applicability domain."""
+    import numpy as np
+
+    from cgcnn.evaluation.bootstrap import bootstrap_mean, mae_ci
+    from cgcnn.evaluation.metrics import regression_metrics
+
+    y, p = table["target_ev"].to_numpy(float), table["prediction_ev"].to_numpy(float)
+    metrics = regression_metrics(y, p)
+    ci = mae_ci(y, p)
+    metrics.update(mae_lo=ci.lo, mae_hi=ci.hi, mae_ci_level=ci.level)
+    if "prediction_lo_ev" in table:
+        lo, hi = table["prediction_lo_ev"].to_numpy(float), table["prediction_hi_ev"].to_numpy(float)
+        cov = bootstrap_mean(((lo <= y) & (y <= hi)).astype(float))
+        metrics.update(
+            interval_level=level,
+            interval_coverage=cov.value,
+            interval_coverage_lo=cov.lo,
+            interval_coverage_hi=cov.hi,
+            interval_mean_width_ev=float(np.mean(hi - lo)),
+        )
+    if "in_domain" in table:
+        inside = table["in_domain"].to_numpy(bool)
+        err = np.abs(p - y)
+        metrics.update(
+            n_in_domain=int(inside.sum()),
+            mae_in_domain=float(err[inside].mean()) if inside.any() else None,
+            mae_out_of_domain=float(err[~inside].mean()) if (~inside).any() else None,
+        )
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in metrics.items()}
+
+
+def _pbe_gaps(args, model) -> dict | None:
+    """The known PBE gaps of ``--pbe-gaps`` (a warning when the model does not read them)."""
+    from cgcnn.data.descriptors import read_pbe_gaps
+
+    pbe = read_pbe_gaps(args.pbe_gaps) if args.pbe_gaps else None
+    if pbe and not model.pbe_aware:
+        print("warning: --pbe-gaps is ignored: this model does not read PBE gaps", file=sys.stderr)
+    return pbe
 
 
 def _warn(p) -> None:
@@ -254,11 +328,7 @@ def cmd_predict(args) -> int:
     from cgcnn.prediction.streaming import parse_shard, predict_to_csv
 
     model = _predictor(args)
-    from cgcnn.data.descriptors import read_pbe_gaps
-
-    pbe = read_pbe_gaps(args.pbe_gaps) if args.pbe_gaps else None
-    if pbe and not model.pbe_aware:
-        print("warning: --pbe-gaps is ignored: this model does not read PBE gaps", file=sys.stderr)
+    pbe = _pbe_gaps(args, model)
     summary = predict_to_csv(
         model,
         args.inputs,
@@ -351,11 +421,26 @@ def _ckpt_args(p) -> None:
     which.add_argument(
         "--model",
         help="a model shipped with the package: 'ensemble' (experimental gaps with an uncertainty; "
-        "the default of predict) or 'base' (M1: PBE-like gaps)",
+        "the default of predict and evaluate) or 'base' (M1: PBE-like gaps)",
     )
     p.add_argument("--atom-features", default=None, help="atom_init.json (required for original CGCNN checkpoints)")
     _graph_args(p)
     p.add_argument("--device", default="auto")
+
+
+def _prediction_args(p) -> None:
+    p.add_argument(
+        "--interval-level",
+        type=_level,
+        default=None,
+        help="level of the central interval prediction_lo_ev..prediction_hi_ev of a calibrated model "
+        "(the shipped ensemble): 0.9 (default) or 90 for 90 %%",
+    )
+    p.add_argument(
+        "--pbe-gaps",
+        default=None,
+        help="CSV material_id,pbe_gap_ev of known PBE gaps (PBE-aware models; others are predicted by the base model)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -400,11 +485,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_adapt)
 
-    p = sub.add_parser("evaluate", help="metrics and per-material table on a labelled set")
+    p = sub.add_parser(
+        "evaluate",
+        help="score a model (default: the shipped ensemble) on labelled structures: metrics and a per-material table",
+    )
     _ckpt_args(p)
     _data_args(p)
     _common(p)
-    p.add_argument("--output", default=None, help="per-material CSV")
+    p.add_argument(
+        "--output",
+        default=None,
+        help="per-material CSV: material_id,target_ev,prediction_ev,error_ev and the other columns of predict",
+    )
+    _prediction_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict band gaps for structures")
@@ -424,18 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
         "[,pbe_gap_ev,pbe_gap_source][,prediction_lo_ev,prediction_hi_ev,in_domain,domain_note]), "
         "written atomically; default stdout",
     )
-    p.add_argument(
-        "--interval-level",
-        type=_level,
-        default=None,
-        help="level of the central interval prediction_lo_ev..prediction_hi_ev of a calibrated model "
-        "(the shipped ensemble): 0.9 (default) or 90 for 90 %%",
-    )
-    p.add_argument(
-        "--pbe-gaps",
-        default=None,
-        help="CSV material_id,pbe_gap_ev of known PBE gaps (PBE-aware models; others are predicted by the base model)",
-    )
+    _prediction_args(p)
     p.add_argument(
         "--chunk-size",
         type=int,

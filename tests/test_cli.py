@@ -330,3 +330,52 @@ def test_entry_point_exits_with_mains_outcome_and_freezes_the_collector(monkeypa
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_evaluate_scores_the_shipped_ensemble_by_default_with_known_pbe_gaps(
+    tiny_items, tiny_targets, tmp_path, capsys
+):
+    """What `cgcnn evaluate --graphs my_cifs --targets labels.csv` gives a user: the model of
+    predict (the shipped ensemble), its inputs (--pbe-gaps), the MAE with its bootstrap
+    interval and the coverage of the ensemble's intervals."""
+    from cgcnn.prediction.shipped import shipped_models
+
+    if "ensemble" not in shipped_models():
+        pytest.skip("no ensemble shipped in this checkout")
+    cifs = tmp_path / "my_cifs"
+    cifs.mkdir()
+    ids = [m for m, _ in tiny_items[::4]]
+    for m, s in tiny_items[::4]:
+        (cifs / f"{m}.cif").write_text(str(CifWriter(s)))
+    pd.DataFrame({"material_id": ids, "bg_exp": [tiny_targets[m] for m in ids]}).to_csv(tmp_path / "labels.csv")
+    pd.DataFrame({"material_id": [ids[0], "not-an-input"], "pbe_gap_ev": [1.0, 2.0]}).to_csv(
+        tmp_path / "pbe.csv", index=False
+    )
+    out, err = run(
+        capsys,
+        "evaluate",
+        "--graphs",
+        cifs,
+        "--targets",
+        tmp_path / "labels.csv",
+        "--pbe-gaps",
+        tmp_path / "pbe.csv",
+        "--device",
+        "cpu",
+        "--output",
+        tmp_path / "scored.csv",
+    )
+    metrics = json.loads(out)
+    table = pd.read_csv(tmp_path / "scored.csv").set_index("material_id")
+    assert table.columns[:3].tolist() == ["target_ev", "prediction_ev", "error_ev"] and len(table) == metrics["n"] == 6
+    assert table.loc[ids[0], "pbe_gap_source"] == "given" and table.loc[ids[0], "pbe_gap_ev"] == pytest.approx(1.0)
+    assert (table.drop(index=ids[0])["pbe_gap_source"] == "predicted").all()
+    assert metrics["mae"] == pytest.approx(table["error_ev"].abs().mean(), abs=1e-5)
+    assert metrics["mae_lo"] <= metrics["mae"] <= metrics["mae_hi"] and metrics["mae_ci_level"] == 0.95
+    covered = (table["prediction_lo_ev"] <= table["target_ev"]) & (table["target_ev"] <= table["prediction_hi_ev"])
+    assert metrics["interval_level"] == 0.9 and metrics["interval_coverage"] == pytest.approx(covered.mean())
+    assert metrics["interval_coverage_lo"] <= metrics["interval_coverage"] <= metrics["interval_coverage_hi"]
+    assert metrics["n_in_domain"] == int(table["in_domain"].sum())
+    assert "warning: --pbe-gaps: 1 id(s) name no input structure and were not used (first: not-an-input)" in err
+    assert f"MAE {metrics['mae']:.3f} eV [95 % CI" in err and "90 % interval covers" in err
+    assert "attach_inputs" not in err
