@@ -7,7 +7,7 @@
     cgcnn predict  predictions for CIF files
     cgcnn embed    last-convolution crystal features and post-FC vectors
 
-(About 550 lines: the argument parser and, for each sub-command, a few lines that call the
+(About 580 lines: the argument parser and, for each sub-command, a few lines that call the
 package and print one line per result or problem; nothing here computes anything, and the
 ``etl`` sub-commands live in :mod:`cgcnn.etl.commands`.)
     cgcnn etl      raw inputs -> DS1 / DS2 / DS3 (see ``cgcnn etl --help``)
@@ -201,6 +201,7 @@ def cmd_evaluate(args) -> int:
     """Score a model on labelled structures: the rows ``predict`` would give them (same model
     default, same ``--pbe-gaps``), with the label and the error; one JSON line of metrics."""
     from cgcnn.data.building import snapshot_pbe_gaps
+    from cgcnn.evaluation.scoring import scored_metrics, scored_sentence
     from cgcnn.fileio import atomic_write_bytes
     from cgcnn.prediction.streaming import unused_pbe_ids
 
@@ -219,60 +220,10 @@ def cmd_evaluate(args) -> int:
         table = table.drop(columns=["prediction_std_ev", "n_members"])
     if args.output:
         atomic_write_bytes(args.output, table.to_csv(index=False, float_format="%.6f").encode())
-    metrics = evaluation_metrics(table, level)
+    metrics = scored_metrics(table, level)
     print(json.dumps(metrics))
-    print(_evaluation_line(metrics), file=sys.stderr)
+    print(scored_sentence(metrics), file=sys.stderr)
     return 0
-
-
-def _evaluation_line(m: dict) -> str:
-    """The metrics in words (standard error; standard output keeps the JSON)."""
-    if not m["n"]:
-        return "no labelled structure to score"
-    text = f"MAE {m['mae']:.3f} eV [95 % CI {m['mae_lo']:.3f}, {m['mae_hi']:.3f}] on {m['n']} materials"
-    if m.get("interval_coverage") is not None:
-        text += (
-            f"; the {100 * m['interval_level']:g} % interval covers {100 * m['interval_coverage']:.0f} % "
-            f"[{100 * m['interval_coverage_lo']:.0f}, {100 * m['interval_coverage_hi']:.0f}] of them "
-            f"(mean width {m['interval_mean_width_ev']:.2f} eV)"
-        )
-    if "n_in_domain" in m:
-        text += f"; {m['n_in_domain']} in domain"
-    return text
-
-
-def evaluation_metrics(table, level: float | None = None) -> dict:
-    """MAE (with its bootstrap 95 % interval), RMSE, R², max error and n of an evaluated
-    table; with intervals (``prediction_lo_ev``, ``prediction_hi_ev``) also their coverage
-    (with its interval) and mean width, and the MAE in and out of the applicability domain."""
-    import numpy as np
-
-    from cgcnn.evaluation.bootstrap import bootstrap_mean, mae_ci
-    from cgcnn.evaluation.metrics import regression_metrics
-
-    y, p = table["target_ev"].to_numpy(float), table["prediction_ev"].to_numpy(float)
-    metrics = regression_metrics(y, p)
-    ci = mae_ci(y, p)
-    metrics.update(mae_lo=ci.lo, mae_hi=ci.hi, mae_ci_level=ci.level)
-    if "prediction_lo_ev" in table:
-        lo, hi = table["prediction_lo_ev"].to_numpy(float), table["prediction_hi_ev"].to_numpy(float)
-        cov = bootstrap_mean(((lo <= y) & (y <= hi)).astype(float))
-        metrics.update(
-            interval_level=level,
-            interval_coverage=cov.value,
-            interval_coverage_lo=cov.lo,
-            interval_coverage_hi=cov.hi,
-            interval_mean_width_ev=float(np.mean(hi - lo)),
-        )
-    if "in_domain" in table:
-        inside = table["in_domain"].to_numpy(bool)
-        err = np.abs(p - y)
-        metrics.update(
-            n_in_domain=int(inside.sum()),
-            mae_in_domain=float(err[inside].mean()) if inside.any() else None,
-            mae_out_of_domain=float(err[~inside].mean()) if (~inside).any() else None,
-        )
-    return {k: (None if isinstance(v, float) and v != v else v) for k, v in metrics.items()}
 
 
 def _pbe_gaps(args, model) -> dict | None:

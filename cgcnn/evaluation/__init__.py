@@ -1,2 +1,2 @@
-"""Scoring: regression ``metrics``, ``bootstrap`` intervals, grouped ``folds`` and the
-study's ``baselines``."""
+"""Scoring: regression ``metrics``, ``bootstrap`` intervals, grouped ``folds``, the
+study's ``baselines``, and ``scoring`` (what ``cgcnn evaluate`` reports)."""
