@@ -219,6 +219,14 @@ def _missing_outputs(run_dir: Path, outputs: dict) -> list[str]:
     return missing
 
 
+def _written_outside(run_dir: Path, old: dict | None) -> list[str]:
+    """Outputs of a stage's last completed run that are still there with other content: written
+    outside the runner since (a notebook run by hand in the run folder, an edit)."""
+    if not old or old.get("status") != "completed":
+        return []
+    return [rel for rel in _missing_outputs(run_dir, old.get("outputs", {})) if (run_dir / rel).is_file()]
+
+
 def redact_secrets(path: Path, environ: dict | None = None) -> int:
     """Replace the values of secret environment variables in a text file by ``***``.
 
@@ -497,6 +505,13 @@ class Pipeline:
                 upstream[stage.name] = old["outputs_digest"]
                 continue
             self.echo(f"{label}: runs: {why}")
+            outside = _written_outside(self.run_dir, old)
+            if outside:  # a notebook run by hand (papermill -p ...) is about to be undone: say so
+                self.echo(
+                    f"{label}: replaces {len(outside)} output(s) written outside the runner since its last run "
+                    f"({_shorten(outside)}), e.g. by the notebook run by hand; to keep a changed setting, give it "
+                    "to the runner (--set KEY=VALUE) or copy those files elsewhere first"
+                )
             try:
                 manifest = self._execute(stage, params, inputs, digest, mpath, label)
             except StageFailed as exc:

@@ -158,6 +158,26 @@ def test_deleted_output_reruns_its_stage(inputs):
     assert (run_dir / "b.txt").is_file()
 
 
+def test_outputs_written_by_a_notebook_run_by_hand_are_said_to_be_replaced(inputs):
+    """A notebook run by hand in the run folder (papermill -p folds 2) rewrote a stage's output;
+    the next pipeline run replaces it with the profile's result, and says so."""
+    code, _, run_dir = _run(inputs)
+    assert code == 0
+    (run_dir / "b.txt").write_text("WRITTEN BY HAND")
+    (run_dir / "metrics.json").unlink()  # gone, not rewritten: a missing output is not "written outside"
+    code, text, _ = _run(inputs)
+    assert code == 0
+    assert "second.ipynb: runs: outputs missing or changed: b.txt, metrics.json" in text
+    assert (
+        "second.ipynb: replaces 1 output(s) written outside the runner since its last run (b.txt), e.g. by the "
+        "notebook run by hand; to keep a changed setting, give it to the runner (--set KEY=VALUE)"
+    ) in text
+    assert "first.ipynb: replaces" not in text
+    assert (run_dir / "b.txt").read_text() == "ALPHA"
+    code, text, _ = _run(inputs, "--force")  # the runner's own outputs are never "written outside"
+    assert code == 0 and "replaces" not in text
+
+
 def test_failing_stage_stops_the_run_and_names_the_cell(inputs):
     bad = _notebook(
         inputs["nbs"] / "bad.ipynb",
