@@ -41,7 +41,7 @@ def training_ids(run: Path, methods: dict) -> set[str]:
 def cv_errors(run: Path, selected: str) -> tuple[dict, dict, list[dict]]:
     """MAE of the selected method's out-of-fold predictions by anion class and gap range, and
     its ten worst materials."""
-    from cgcnn.study.data_preparation import load_data
+    from cgcnn.study.datasets import load_data
 
     oof = pd.read_csv(run / "tables" / "methods_cv_predictions.csv", dtype={"material_id": str})
     oof = oof[oof["model"] == f"ens_{selected}"]

@@ -6,6 +6,7 @@ notebooks of a few lines, so every run takes seconds.
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -89,7 +90,7 @@ def test_run_folder_holds_config_environment_notebooks_and_manifests(inputs):
     manifest = json.loads((run_dir / "stages" / "01-first.json").read_text())
     assert manifest["status"] == "completed"
     assert list(manifest["outputs"]) == ["data/a.txt"]
-    assert manifest["inputs"]["parameters"]["run_dir"] == str(run_dir)
+    assert manifest["inputs"]["parameters"]["run_dir"] == "."  # relative: the folder can be moved or copied
 
 
 def test_raw_inputs_are_copied_into_the_run_and_the_source_is_untouched(inputs):
@@ -104,7 +105,9 @@ def test_raw_inputs_are_copied_into_the_run_and_the_source_is_untouched(inputs):
     assert after == before
     copied = run_dir / "bucket" / "raw" / "validation_set.csv"
     assert copied.read_bytes() == (inputs["bucket"] / "raw" / "validation_set.csv").read_bytes()
-    assert json.loads((run_dir / "config.json").read_text())["inputs"]["work_bucket"] == str(run_dir / "bucket")
+    assert (
+        json.loads((run_dir / "config.json").read_text())["inputs"]["work_bucket"] == "bucket"
+    )  # relative to the run folder
 
 
 def test_second_run_with_the_same_inputs_skips_every_stage(inputs):
@@ -176,6 +179,25 @@ def test_outputs_written_by_a_notebook_run_by_hand_are_said_to_be_replaced(input
     assert (run_dir / "b.txt").read_text() == "ALPHA"
     code, text, _ = _run(inputs, "--force")  # the runner's own outputs are never "written outside"
     assert code == 0 and "replaces" not in text
+
+
+def test_the_last_run_is_linked_as_latest_for_the_notebooks(inputs):
+    code, text, run_dir = _run(inputs)
+    link = inputs["out"] / "latest"
+    assert code == 0 and link.is_symlink() and os.readlink(link) == "test-run" and link.resolve() == run_dir
+    assert f"notebooks: give them run_dir={run_dir} and config={run_dir / 'config.json'}" in text  # not ./runs
+    code, _, other = _run(inputs, "--set", "cv.folds=4", "--run-id", "other-run")
+    assert code == 0 and os.readlink(link) == "other-run"  # the last run, whichever it is
+    link.unlink()
+    link.mkdir()  # a run folder of that name is never replaced by a link
+    assert _run(inputs)[0] == 0 and not link.is_symlink()
+
+
+def test_a_notebook_without_a_run_folder_says_to_run_the_pipeline_first(tmp_path):
+    from cgcnn.study.profiles import ProfileNotFoundError, load_profile
+
+    with pytest.raises(ProfileNotFoundError, match=r"no run folder .*runs/latest: run the pipeline once first"):
+        load_profile(tmp_path / "runs" / "latest" / "config.json")
 
 
 def test_failing_stage_stops_the_run_and_names_the_cell(inputs):

@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from cgcnn.config import EtlConfig
+from cgcnn.data.label_audit import suspicious_labels
 from cgcnn.etl.resolve import MATCH_COLUMNS
 from cgcnn.etl.rules import DATASETS, DROP_COLUMNS, DROP_REASONS, NOTE_COLUMNS, Outcome
 from cgcnn.etl.storage import Bucket, open_bucket
@@ -98,31 +99,6 @@ def find_polymorphs(ds3: pd.DataFrame, others: Mapping[str, pd.DataFrame]) -> pd
                 )
     df = pd.DataFrame(rows, columns=columns)
     return df.sort_values(["dataset", "formula", "ds3_id", "material_id"], kind="stable").reset_index(drop=True)
-
-
-SUSPICIOUS_COLUMNS = ["material_id", "formula", "bg_exp", "bg_exp_source", "bg_pbe", "reasons"]
-
-
-def suspicious_labels(ds2: pd.DataFrame, conflicts: pd.DataFrame, below_pbe_ev: float) -> pd.DataFrame:
-    """DS2 rows whose experimental label looks wrong, with why (``"; "``-separated): its
-    sources disagree by more than the conflict threshold (``conflicts``), or it lies more than
-    ``below_pbe_ev`` below the material's PBE gap."""
-    disagree = {}
-    if len(conflicts):
-        for _, c in conflicts.iterrows():
-            values = {k.removeprefix("bg_exp_"): v for k, v in c.items() if k.startswith("bg_exp_") and pd.notna(v)}
-            disagree[str(c["material_id"])] = "sources disagree: " + ", ".join(
-                f"{k} {float(v):.2f}" for k, v in values.items()
-            )
-    rows = []
-    for _, r in ds2.iterrows():
-        why = [disagree[r["material_id"]]] if r["material_id"] in disagree else []
-        pbe, exp = (pd.to_numeric(r.get(c), errors="coerce") for c in ("bg_pbe", "bg_exp"))
-        if pd.notna(pbe) and pd.notna(exp) and exp < pbe - below_pbe_ev:
-            why.append(f"{pbe - exp:.2f} eV below its PBE gap ({pbe:.2f})")
-        if why:
-            rows.append({**{c: r.get(c) for c in SUSPICIOUS_COLUMNS[:-1]}, "reasons": "; ".join(why)})
-    return pd.DataFrame(rows, columns=SUSPICIOUS_COLUMNS)
 
 
 def collect_reports(

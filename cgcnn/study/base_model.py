@@ -20,7 +20,7 @@ from cgcnn.data.features import AtomFeatures
 from cgcnn.evaluation.metrics import regression_metrics
 from cgcnn.prediction.inference import predict, resolve_device
 from cgcnn.prediction.shipped import manifest, member_checkpoints
-from cgcnn.study.data_preparation import load_data
+from cgcnn.study.datasets import load_data
 from cgcnn.study.fits import FitCache, dataset_digest
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.rundir import run_paths, write_table

@@ -49,7 +49,7 @@ from cgcnn.evaluation.metrics import regression_metrics
 from cgcnn.fileio import write_json
 from cgcnn.prediction.inference import predict, resolve_device
 from cgcnn.study.base_model import base_checkpoint
-from cgcnn.study.data_preparation import StudyData, load_data
+from cgcnn.study.datasets import StudyData, load_data
 from cgcnn.study.display import BASELINES
 from cgcnn.study.fits import CachedFit, FitCache, dataset_digest, loaded_digest
 from cgcnn.study.profiles import StudyProfile

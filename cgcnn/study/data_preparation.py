@@ -1,42 +1,36 @@
-"""Step 01-data-preparation/01: the ETL stage, and reading back a run's datasets (DS1, DS2, DS3).
+"""Step 01-data-preparation/01: the ETL stage.
 
-:func:`run_etl_stage` runs :func:`cgcnn.etl.run_etl` on the work bucket and records in
-``<run>/data/etl.json`` where its outputs are; :func:`load_data` reads them back as a
-:class:`StudyData` (tables with anion class, crystal system and number of elements, and the
-crystal graphs).
+:func:`work_bucket` decides which bucket the ETL writes to (the runner and the ETL notebook
+both call it); :func:`run_etl_stage` runs :func:`cgcnn.etl.run_etl` on it and records in
+``<run>/data/etl.json`` where its outputs are.  Later steps read them back with
+:func:`cgcnn.study.datasets.load_data` (re-exported here), which needs nothing of the ETL.
+The record holds no timing (the stage's manifest does): the same inputs give the same bytes,
+so an ETL rerun that changes nothing reruns nothing after it.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from cgcnn.data.dataset import CrystalDataset
-from cgcnn.data.graphset import GraphSet
-from cgcnn.data.material_classes import classify_frame
-from cgcnn.etl import open_bucket, run_etl
+from cgcnn.etl import open_bucket, prepare_work_bucket, run_etl
 from cgcnn.fileio import atomic_write_bytes, write_json
+from cgcnn.study.datasets import ETL_FILES, StudyData, load_data
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.rundir import run_paths, write_table
 
-# Outputs of the ETL that later stages read (bucket keys, see cgcnn.etl.run).
-ETL_FILES = {
-    "ds1_csv": "processed/ds1.csv",
-    "ds2_csv": "processed/ds2.csv",
-    "ds3_csv": "processed/ds3.csv",
-    "ds1_graphs": "graphs/ds1.npz",
-    "ds2_graphs": "graphs/ds2.npz",
-    "ds3_graphs": "graphs/ds3.npz",
-    "report": "reports/etl_report.json",
-    "drops": "reports/drops.csv",
-    "polymorphs": "reports/polymorphs.csv",
-    "conflicts": "reports/conflicts.csv",
-}
+__all__ = [
+    "StudyData",
+    "bucket_location",
+    "etl_counts_table",
+    "etl_drops_table",
+    "is_remote",
+    "load_data",
+    "run_etl_stage",
+    "work_bucket",
+]
 
 
 def run_etl_stage(
@@ -60,9 +54,7 @@ def run_etl_stage(
     paths = run_paths(run)
     n_workers = workers or profile.workers or os.cpu_count() or 1
     (paths["data"] / "etl.json").unlink(missing_ok=True)  # a failed ETL leaves no record for later stages to trust
-    t0 = time.perf_counter()
     result = run_etl(bucket, materials, profile.etl, workers=n_workers, progress=progress)
-    seconds = time.perf_counter() - t0
     write_json(
         paths["data"] / "etl.json",
         {
@@ -71,7 +63,6 @@ def run_etl_stage(
             "counts": result.counts,
             "files": _etl_files(run, bucket),
             "graph_config": profile.graph.to_dict(),
-            "seconds": round(seconds, 1),
         },
     )
     write_table(paths["tables"] / "etl_counts.csv", etl_counts_table(result))
@@ -118,61 +109,37 @@ def etl_drops_table(result) -> pd.DataFrame:
     return table
 
 
-@dataclass
-class StudyData:
-    """DS1/DS2/DS3 tables (with anion class, crystal system, number of elements) and graphs."""
-
-    run_dir: Path
-    ds1: pd.DataFrame
-    ds2: pd.DataFrame
-    ds3: pd.DataFrame
-    polymorphs: pd.DataFrame
-    counts: dict
-    files: dict[str, Path]
-    _graphs: dict = field(default_factory=dict, repr=False)
-
-    def frames(self) -> dict[str, pd.DataFrame]:
-        return {"DS1": self.ds1, "DS2": self.ds2, "DS3": self.ds3}
-
-    def graphs(self, name: str):
-        """The :class:`~cgcnn.data.graphset.GraphSet` of ``"ds1"``, ``"ds2"`` or ``"ds3"`` (loaded once)."""
-        if name not in self._graphs:
-            self._graphs[name] = GraphSet.load_npz(self.files[f"{name}_graphs"])
-        return self._graphs[name]
-
-    def dataset(self, name: str, target: str | None, features, ids: list[str] | None = None):
-        """A :class:`~cgcnn.data.dataset.CrystalDataset` of one dataset with ``target`` as label."""
-        frame = getattr(self, name)
-        if ids is None:
-            ids = list(frame["material_id"])
-        targets = None if target is None else dict(zip(frame["material_id"], frame[target].astype(float)))
-        if targets is not None:
-            targets = {m: targets[m] for m in ids}
-        return CrystalDataset(self.graphs(name), targets, features, ids=ids)
-
-    def ds3_with_ds2_polymorphs(self) -> list[str]:
-        """DS3 ids that share a reduced formula with a DS2 material (ETL polymorph report)."""
-        p = self.polymorphs
-        if p is None or len(p) == 0 or "dataset" not in p:
-            return []
-        return sorted(set(p.loc[p["dataset"].astype(str).str.lower() == "ds2", "ds3_id"].astype(str)))
+def is_remote(bucket: str | os.PathLike) -> bool:
+    """Whether ``bucket`` is a remote URI (``s3://…``); ``file://`` and plain paths are local."""
+    text = str(bucket)
+    return "://" in text and not text.startswith("file://")
 
 
-def load_data(run_dir: str | os.PathLike) -> StudyData:
-    """Read what :func:`run_etl_stage` recorded in ``<run>/data/etl.json``."""
-    run = Path(run_dir)
-    meta_path = run_paths(run)["data"] / "etl.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path} not found: run the ETL stage (01-data-preparation/01-etl.ipynb) first")
-    meta = json.loads(meta_path.read_text())
-    files = {k: (run / v if not os.path.isabs(v) else Path(v)) for k, v in meta["files"].items()}
-    frames = {}
-    for ds in ("ds1", "ds2", "ds3"):
-        df = pd.read_csv(files[f"{ds}_csv"], dtype={"material_id": str})
-        frames[ds] = classify_frame(df, formula_col="formula", spacegroup_col="spacegroup_number")
-    poly_path = files.get("polymorphs")
-    try:
-        polymorphs = pd.read_csv(poly_path, dtype=str) if poly_path and poly_path.is_file() else pd.DataFrame()
-    except pd.errors.EmptyDataError:
-        polymorphs = pd.DataFrame()
-    return StudyData(run, frames["ds1"], frames["ds2"], frames["ds3"], polymorphs, meta["counts"], files)
+def bucket_location(bucket: str | os.PathLike) -> str:
+    """A remote URI as it is; a local bucket (path or ``file://``) as an absolute, resolved path."""
+    text = str(bucket)
+    if is_remote(text):
+        return text
+    return str(Path(text.removeprefix("file://")).expanduser().resolve())
+
+
+def work_bucket(run_dir: str | os.PathLike, bucket: str | os.PathLike, *, copy: bool = True) -> str:
+    """The bucket the ETL may write to.
+
+    A local folder outside the run folder is never written: its ``raw/`` inputs are copied
+    into ``<run>/bucket/raw/`` (files with identical bytes are not copied again) and that
+    copy is returned.  An ``s3://`` bucket, or a folder already inside the run, is returned
+    as it is (the ETL writes ``processed/``, ``graphs/``, ``reports/`` beside ``raw/``, as in
+    the original workflow).  ``copy=False`` only names the work bucket (nothing is copied).
+    """
+    location = bucket_location(bucket)
+    if is_remote(location):
+        return location
+    source = Path(location)
+    run = Path(run_dir).expanduser().resolve()
+    if source == run or run in source.parents:
+        return str(source)
+    target = run / "bucket"
+    if copy:
+        prepare_work_bucket(source, target)
+    return str(target)

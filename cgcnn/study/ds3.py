@@ -32,7 +32,7 @@ from cgcnn.prediction.trees import load_tree_member
 from cgcnn.prediction.trust import load_trust
 from cgcnn.study.base_model import base_checkpoint
 from cgcnn.study.cross_validation import CONTROL, ds2_frame, model_key
-from cgcnn.study.data_preparation import StudyData, load_data
+from cgcnn.study.datasets import StudyData, load_data
 from cgcnn.study.display import BASELINES, MODEL_LABELS
 from cgcnn.study.final_models import AdaptationResult, load_adaptation
 from cgcnn.study.methods import load_methods

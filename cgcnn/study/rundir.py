@@ -1,9 +1,9 @@
-"""The run folder: its standard paths, the table writer, and the work bucket.
+"""The run folder: its standard paths and the table writer.
 
 Every stage writes into one *run folder* (layout in :mod:`cgcnn.study`).  JSON files are
 written with :func:`cgcnn.fileio.write_json`, CSV tables with :func:`write_table`, both
-atomically.  :func:`work_bucket` is the only place that decides which bucket the ETL writes
-to; the runner (``scripts/run_pipeline.py``) and the ETL notebook both call it.
+atomically.  (The work bucket the ETL writes to is decided in
+:func:`cgcnn.study.data_preparation.work_bucket`.)
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cgcnn.errors import CgcnnError
-from cgcnn.etl import prepare_work_bucket
 from cgcnn.fileio import atomic_write_bytes, write_json
 
 if TYPE_CHECKING:
@@ -22,13 +21,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CvMissingError",
-    "bucket_location",
-    "is_remote",
     "load_cv_table",
     "read_json",
     "require_cv",
     "run_paths",
-    "work_bucket",
     "write_json",
     "write_table",
 ]
@@ -85,39 +81,3 @@ def load_cv_table(run_dir: str | os.PathLike) -> pd.DataFrame:
     tables = run_paths(run_dir)["tables"]
     path = tables / "methods_cv_metrics.csv"
     return pd.read_csv(path if path.is_file() else tables / "cv_metrics.csv", index_col="model")
-
-
-def is_remote(bucket: str | os.PathLike) -> bool:
-    """Whether ``bucket`` is a remote URI (``s3://…``); ``file://`` and plain paths are local."""
-    text = str(bucket)
-    return "://" in text and not text.startswith("file://")
-
-
-def bucket_location(bucket: str | os.PathLike) -> str:
-    """A remote URI as it is; a local bucket (path or ``file://``) as an absolute, resolved path."""
-    text = str(bucket)
-    if is_remote(text):
-        return text
-    return str(Path(text.removeprefix("file://")).expanduser().resolve())
-
-
-def work_bucket(run_dir: str | os.PathLike, bucket: str | os.PathLike, *, copy: bool = True) -> str:
-    """The bucket the ETL may write to.
-
-    A local folder outside the run folder is never written: its ``raw/`` inputs are copied
-    into ``<run>/bucket/raw/`` (files with identical bytes are not copied again) and that
-    copy is returned.  An ``s3://`` bucket, or a folder already inside the run, is returned
-    as it is (the ETL writes ``processed/``, ``graphs/``, ``reports/`` beside ``raw/``, as in
-    the original workflow).  ``copy=False`` only names the work bucket (nothing is copied).
-    """
-    location = bucket_location(bucket)
-    if is_remote(location):
-        return location
-    source = Path(location)
-    run = Path(run_dir).expanduser().resolve()
-    if source == run or run in source.parents:
-        return str(source)
-    target = run / "bucket"
-    if copy:
-        prepare_work_bucket(source, target)
-    return str(target)

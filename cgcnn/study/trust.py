@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cgcnn.data.label_audit import suspicious_labels as suspicious_labels_etl
 from cgcnn.data.material_classes import anion_class
-from cgcnn.etl.audit import suspicious_labels as suspicious_labels_etl
 from cgcnn.evaluation.baselines import BoostedTrees, magpie_features
 from cgcnn.evaluation.coverage import (
     class_coverage_table,
@@ -305,7 +305,7 @@ def out_of_fold_table(t: TrustSetup, folds: dict[str, pd.DataFrame]) -> tuple[pd
 
 
 def suspicious_labels(t: TrustSetup, bounds: pd.DataFrame) -> pd.DataFrame:
-    """DS2 labels that look wrong: the ETL's tests (:func:`cgcnn.etl.audit.suspicious_labels`:
+    """DS2 labels that look wrong: the ETL's tests (:func:`cgcnn.data.label_audit.suspicious_labels`:
     sources disagreeing beyond its threshold, a gap far below its PBE gap) and an out-of-fold
     error (grouped folds, MP's PBE) beyond ``beyond_interval`` half-widths of the interval."""
     s = t.profile.trust

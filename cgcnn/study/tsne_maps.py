@@ -16,7 +16,7 @@ import pandas as pd
 
 from cgcnn.prediction.inference import embed_dataset
 from cgcnn.study.base_model import base_checkpoint
-from cgcnn.study.data_preparation import load_data
+from cgcnn.study.datasets import load_data
 from cgcnn.study.final_models import load_adaptation
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.training.checkpoint import load_checkpoint

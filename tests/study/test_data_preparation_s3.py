@@ -96,9 +96,8 @@ def _plain(name: str, blob: bytes) -> bytes:
 
 def test_etl_stage_on_s3_and_live_mp(tmp_path, secrets, fixture_bucket, fixture_mp):
     from cgcnn.data.graphset import GraphSet
-    from cgcnn.study.data_preparation import load_data, run_etl_stage
+    from cgcnn.study.data_preparation import load_data, run_etl_stage, work_bucket
     from cgcnn.study.profiles import load_profile
-    from cgcnn.study.rundir import work_bucket
 
     name, client, raw = fixture_bucket
     run = tmp_path / "run"

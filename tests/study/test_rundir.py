@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from cgcnn import fileio
-from cgcnn.study import rundir
+from cgcnn.study import data_preparation, rundir
 
 
 def test_work_bucket_copies_a_local_source_into_the_run(tmp_path):
@@ -14,22 +14,26 @@ def test_work_bucket_copies_a_local_source_into_the_run(tmp_path):
     (source / "raw").mkdir(parents=True)
     (source / "raw" / "a.csv").write_text("material_id\nfx-1\n")
     run = tmp_path / "runs" / "r1"
-    work = rundir.work_bucket(run, str(source))
+    work = data_preparation.work_bucket(run, str(source))
     assert work == str((run / "bucket").resolve())
     assert (run / "bucket" / "raw" / "a.csv").read_text() == "material_id\nfx-1\n"
     assert sorted(p.name for p in source.rglob("*")) == ["a.csv", "raw"]  # nothing added to the source
-    assert rundir.work_bucket(run, work) == work  # already inside the run
-    assert rundir.work_bucket(run, "s3://bucket/prefix") == "s3://bucket/prefix"
+    assert data_preparation.work_bucket(run, work) == work  # already inside the run
+    assert data_preparation.work_bucket(run, "s3://bucket/prefix") == "s3://bucket/prefix"
 
 
 def test_work_bucket_can_only_name_the_folder(tmp_path):
     source = tmp_path / "bucket"
     (source / "raw").mkdir(parents=True)
     run = tmp_path / "runs" / "r1"
-    assert rundir.work_bucket(run, f"file://{source}", copy=False) == str((run / "bucket").resolve())
+    assert data_preparation.work_bucket(run, f"file://{source}", copy=False) == str((run / "bucket").resolve())
     assert not run.exists()
-    assert rundir.is_remote("s3://b") and not rundir.is_remote(f"file://{source}") and not rundir.is_remote(source)
-    assert rundir.bucket_location(f"file://{source}") == str(source.resolve())
+    assert (
+        data_preparation.is_remote("s3://b")
+        and not data_preparation.is_remote(f"file://{source}")
+        and not data_preparation.is_remote(source)
+    )
+    assert data_preparation.bucket_location(f"file://{source}") == str(source.resolve())
 
 
 def test_write_json_is_atomic_and_turns_nan_into_null(tmp_path):
