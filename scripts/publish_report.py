@@ -5,7 +5,7 @@
 
 Copies ``report.md`` (unchanged: it already names the profile and the code's git SHA), the
 figures it shows, the tables it was written from (CV, DS3, methods) and the run's
-``config.json`` / ``environment.json`` / ``cv.json`` / ``methods.json`` / ``trust.json`` / ``metrics.json``,
+records (config, environment, CV, methods, trust, DS3 metrics: ``cgcnn.study.rundir.RUN_FILES``),
 so that the committed report can be checked against its sources.  Nothing is edited by hand.
 """
 
@@ -17,8 +17,11 @@ import shutil
 import sys
 from pathlib import Path
 
+from cgcnn.study.rundir import RUN_FILES
+
 REPO = Path(__file__).resolve().parents[1]
-FILES = ("report.md", "config.json", "environment.json", "cv.json", "methods.json", "trust.json", "metrics.json")
+# The run's records (cgcnn.study.rundir.RUN_FILES) that sit at the top of the run folder.
+FILES = tuple(f.path for f in RUN_FILES.values() if "/" not in f.path)
 TABLES = (
     "cv_metrics.csv",
     "methods_cv_metrics.csv",

@@ -71,6 +71,7 @@ def _trust_files(run: Path, folder: Path, files: dict) -> dict | None:
     summarise it for the manifest: how it was calibrated, what DS3 showed, the suspicious labels."""
     from cgcnn.fileio import sha256_file
     from cgcnn.prediction.trust import DOMAIN_FILE, TRUST_FILE
+    from cgcnn.study.rundir import read_json, run_paths
 
     source = run / "models" / "trust"
     if not (source / TRUST_FILE).is_file():
@@ -79,8 +80,8 @@ def _trust_files(run: Path, folder: Path, files: dict) -> dict | None:
         shutil.copyfile(source / name, folder / name)
         files[name] = sha256_file(folder / name)
     meta = json.loads((source / TRUST_FILE).read_text())
-    study = json.loads((run / "trust.json").read_text()) if (run / "trust.json").is_file() else {}
-    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+    study = read_json(run_paths(run)["trust"]) or {}
+    metrics = read_json(run_paths(run)["metrics"]) or {}
     domain = meta["domain"]
     return {
         "files": [TRUST_FILE, DOMAIN_FILE],
@@ -113,7 +114,7 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
     from cgcnn.provenance import collect
     from cgcnn.study.display import METHOD_LABELS
     from cgcnn.study.methods import load_methods
-    from cgcnn.study.rundir import load_cv_table
+    from cgcnn.study.rundir import load_cv_table, read_json, run_paths
     from cgcnn.training.checkpoint import read_checkpoint, save_checkpoint
 
     methods = load_methods(run)
@@ -231,7 +232,7 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
                 "graph_config": read_checkpoint(run / methods["final"]["checkpoints"][0])["graph_config"],
                 "calibration": methods["calibration"],
                 "cv": {
-                    "protocol": json.loads((run / "cv.json").read_text())["protocol"],
+                    "protocol": read_json(run_paths(run)["cv"])["protocol"],
                     "metrics": cv_rows,
                     "candidates_mae": methods["cv_mae_all_ds2"],
                     "candidates_mae_by_label_source": methods.get("cv_mae_by_label_source"),

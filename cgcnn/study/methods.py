@@ -30,7 +30,6 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -131,7 +130,7 @@ def clear_outputs(run_dir: str | os.PathLike) -> None:
     """Remove an earlier selection (``methods.json``, ``models/ensemble/``) so that nothing
     stale is read while this step runs (or after it, when the profile has no candidate)."""
     shutil.rmtree(run_paths(run_dir)["models"] / "ensemble", ignore_errors=True)
-    (Path(run_dir) / "methods.json").unlink(missing_ok=True)
+    run_paths(run_dir)["methods"].unlink(missing_ok=True)
     for stale in ("methods_cv_metrics.csv", "methods_ensemble_size.csv"):
         (run_paths(run_dir)["tables"] / stale).unlink(missing_ok=True)
 
@@ -275,7 +274,7 @@ def select(
         "model_config": method_model_config(network, cv.base.model_config).to_dict(),
         "pbe_sources_ds2": {k: int(v) for k, v in pd.Series(m.pbe_source).value_counts().items()},
     }
-    write_json(cv.run / "methods.json", summary)
+    write_json(paths["methods"], summary)
     return summary
 
 
@@ -302,7 +301,7 @@ def load_methods(run_dir: str | os.PathLike) -> dict | None:
     """``<run>/methods.json`` (what :func:`select` wrote), with the final fit of the selected
     ensemble under ``"final"`` once it is trained (``models/ensemble/ensemble.json``,
     :func:`cgcnn.study.final_models.train_final_ensemble`); None when the run has no methods step."""
-    summary = read_json(Path(run_dir) / "methods.json")
+    summary = read_json(run_paths(run_dir)["methods"])
     final = read_json(run_paths(run_dir)["models"] / "ensemble" / "ensemble.json")
     if summary is not None and final is not None:
         summary["final"] = final

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "RUN_FILES",
+    "RunFile",
     "CvMissingError",
     "load_cv_table",
     "read_json",
@@ -35,18 +38,35 @@ def write_table(path: str | os.PathLike, df: pd.DataFrame, *, index: bool = True
     return atomic_write_bytes(Path(path), df.to_csv(index=index).encode())
 
 
+@dataclass(frozen=True)
+class RunFile:
+    """One file of a run folder: where it is, which stage writes it, what it holds."""
+
+    path: str  # relative to the run folder
+    stage: str  # the stage that writes it (``runner``: scripts/run_pipeline.py)
+    what: str
+
+
+# Every record of a run folder, by name: the one place these file names are spelled.  Stages
+# and scripts ask for them by key (``run_paths(run)["trust"]``).
+RUN_FILES: dict[str, RunFile] = {
+    "config": RunFile("config.json", "runner", "resolved profile, overrides, inputs, the fit cache"),
+    "environment": RunFile("environment.json", "runner", "versions, git SHA, machine"),
+    "etl": RunFile("data/etl.json", "etl", "where the ETL's outputs are, and its counts"),
+    "cv": RunFile("cv.json", "cross-validation", "the CV protocol, chosen recipes and CV table (before DS3)"),
+    "methods": RunFile("methods.json", "methods", "the methods candidates' CV, the selection, its calibration"),
+    "trust": RunFile("trust.json", "trust", "intervals, applicability domain, suspicious labels"),
+    "metrics": RunFile("metrics.json", "final-models-and-ds3", "DS3 scored once: every model and baseline"),
+    "report": RunFile("report.md", "report", "the report, from the run's own numbers"),
+}
+FOLDERS = ("data", "models", "tables", "figures")
+
+
 def run_paths(run_dir: str | os.PathLike) -> dict[str, Path]:
-    """The standard sub-folders of a run folder (created on demand by the writers)."""
+    """The standard sub-folders (``data``, ``models``, ``tables``, ``figures``) and every record of
+    :data:`RUN_FILES` of a run folder, by key (created on demand by the writers)."""
     run = Path(run_dir)
-    return {
-        "run": run,
-        "data": run / "data",
-        "models": run / "models",
-        "tables": run / "tables",
-        "figures": run / "figures",
-        "metrics": run / "metrics.json",
-        "cv": run / "cv.json",
-    }
+    return {"run": run, **{f: run / f for f in FOLDERS}, **{k: run / f.path for k, f in RUN_FILES.items()}}
 
 
 class CvMissingError(CgcnnError, FileNotFoundError):

@@ -131,7 +131,7 @@ def clear_outputs(run_dir: str | os.PathLike) -> None:
     it is keyed by everything a fold depends on)."""
     paths = run_paths(run_dir)
     shutil.rmtree(paths["models"] / "trust", ignore_errors=True)
-    (Path(run_dir) / "trust.json").unlink(missing_ok=True)
+    paths["trust"].unlink(missing_ok=True)
     for name in (
         "trust_coverage",
         "trust_coverage_by_class",
@@ -472,7 +472,7 @@ def write(t: TrustSetup, a: TrustAnalysis) -> dict:
         },
         "settings": t.profile.trust.to_dict(),
     }
-    write_json(Path(t.m.cv.run) / "trust.json", summary)
+    write_json(paths["trust"], summary)
     return summary
 
 
