@@ -372,6 +372,14 @@ def test_notebook_report(fixture_run):
     for line in text.splitlines():
         if line.startswith("!["):
             assert _png(run_dir / line[line.index("(") + 1 : -1])
+    # a fixture run says its numbers mean nothing (at the top and above the findings), names the run
+    # folder, and says why an empty column is empty instead of printing None
+    assert text.splitlines()[0] == f"# Band-gap domain adaptation — report of run `{run_dir.name}`"
+    assert text.count("> **These numbers mean nothing.** This run uses the bundled fixture") == 2
+    assert "| None |" not in text and "| nan |" not in text
+    trust = json.loads((run_dir / "trust.json").read_text())
+    if all(row["n_in"] == 0 for row in trust["separation"]):  # on the fixture every material is out of domain
+        assert "No material is in domain under any protocol: the rule" in text
 
 
 def test_rerun_with_unchanged_inputs_skips_every_stage(fixture_run):

@@ -26,10 +26,13 @@ def _read_json(path: Path) -> dict:
 
 
 def markdown_table(frame: pd.DataFrame, index: bool = True) -> str:
-    """A GitHub-flavoured markdown table of ``frame`` (strings as they are, floats to 3 decimals)."""
+    """A GitHub-flavoured markdown table of ``frame`` (strings as they are, floats to 3 decimals,
+    a missing value — None or NaN: nothing to measure — as ``–``)."""
     df = frame.reset_index() if index else frame
 
     def fmt(v):
+        if v is None or (isinstance(v, float) and v != v):
+            return "–"
         return f"{v:.3f}" if isinstance(v, float) else str(v)
 
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
@@ -166,7 +169,9 @@ def _methods_section(run: Path, methods: dict) -> list[str]:
         "## Beyond fine-tuning: PBE-aware and multi-fidelity ensembles",
         f"Candidates: {'; '.join(MODEL_LABELS.get('ens_' + c, c) for c in methods['candidates'])}. Each is an ensemble of "
         f"{s['members']} members (seeds) fine-tuned from M1 on the same outer folds, early stopping on the inner split "
-        f"(at most {s['train']['epochs']} epochs, patience {s['train']['patience']}, lr {s['train']['lr']:g}). "
+        f"(at most {s['train']['epochs']} epochs, "
+        + (f"patience {s['train']['patience']}" if s["train"]["patience"] is not None else "no early stop")
+        + f", lr {s['train']['lr']:g}). "
         "Each candidate is also scored averaged (equal weights, fixed in advance) with boosted trees on Magpie composition "
         "+ the PBE gap, refitted on the same folds: trees learning the gap (`_trees`) and trees learning the "
         "correction experiment − PBE (`_ctrees`). "
@@ -247,12 +252,55 @@ def _held_out_words(trust: dict) -> str:
     )
 
 
+def empty_domain_note(separation: pd.DataFrame, rules: pd.DataFrame) -> str:
+    """Why the in-domain columns of the separation table are empty, when no material is in
+    domain under some protocol ('' otherwise): the rule that flags every material, if one does."""
+    empty = separation[separation["n_in"] == 0]
+    if empty.empty:
+        return ""
+    reasons = {}
+    for row in empty.itertuples(index=False):
+        every = rules[(rules["protocol"] == row.protocol) & (rules["n"] == row.n_out)]["rule"].tolist()
+        why = f"the rule '{every[0]}' flags all {int(row.n_out)} materials" if every else "the rules together flag all"
+        reasons[PROTOCOL_NAMES.get(row.protocol, row.protocol)] = why
+    if len(set(reasons.values())) == 1:  # one reason for every such protocol: say it once
+        where = "any protocol" if len(empty) == len(separation) else listed(list(reasons))
+        text = f"No material is in domain under {where}: {next(iter(reasons.values()))}"
+    else:
+        text = "No material is in domain under " + "; ".join(f"{p} ({why})" for p, why in reasons.items())
+    return (
+        text + ", so the MAE in domain and the difference out − in cannot be measured (`–`). The domain is "
+        "learnt from the training materials: with few of them, most elements are rare."
+    )
+
+
+def fixture_note(profile_name: str, bucket: str) -> str:
+    """A warning that the run's numbers mean nothing, for a run on the bundled fixture or with
+    the ``fixture`` profile ('' otherwise)."""
+    on_fixture = Path(str(bucket)).as_posix().rstrip("/").endswith("tests/fixtures/bucket")
+    if not on_fixture and profile_name != "fixture":
+        return ""
+    what = []
+    if on_fixture:
+        what.append(
+            "the bundled fixture (`tests/fixtures/`: about 40 materials with textbook gaps, written for the tests)"
+        )
+    if profile_name == "fixture":
+        what.append("the `fixture` profile (tiny models trained for a few epochs)")
+    return (
+        f"> **These numbers mean nothing.** This run uses {' and '.join(what)}: it checks that every step of the "
+        "study runs end to end, not how well any model predicts band gaps. For results, run on the real data "
+        "(README, 'Two commands for a fresh machine') or read the committed reports of real-data runs (`reports/`)."
+    )
+
+
 def _trust_section(run: Path, trust: dict, ds3_trust: dict | None, below_pbe_ev: float) -> list[str]:
     """Intervals, applicability domain and suspicious labels (the trust step and DS3)."""
     if not trust:
         return []
     tables = run_paths(run)["tables"]
     st = trust["settings"]
+    empty = empty_domain_note(pd.DataFrame(trust["separation"]), pd.DataFrame(trust["rules"]))
     rows = [
         "## Can a prediction be trusted? Intervals, applicability domain, suspicious labels",
         f"The selected recipe was refitted on the {trust['folds']['grouped']} grouped folds and on "
@@ -277,6 +325,7 @@ def _trust_section(run: Path, trust: dict, ds3_trust: dict | None, below_pbe_ev:
         f"predicted gap below {st['near_zero_ev']:g} eV or above the training range. MAE in vs out of domain "
         "(MP's PBE given; difference out − in with its bootstrap 95 % interval):",
         markdown_table(pd.DataFrame(trust["separation"]), index=False),
+        *([empty] if empty else []),
         "What each rule flags (a row can be flagged by several):",
         markdown_table(pd.DataFrame(trust["rules"]), index=False),
     ]
@@ -324,6 +373,7 @@ def write_report(run_dir: str | os.PathLike, profile: StudyProfile) -> Path:
     run = Path(run_dir)
     paths = run_paths(run)
     cv = require_cv(run)
+    name = run.resolve().name  # the folder's own name, also when reached through runs/latest or "."
     metrics = _read_json(paths["metrics"])
     config, env, etl = (
         _read_json(run / "config.json"),
@@ -341,10 +391,12 @@ def write_report(run_dir: str | os.PathLike, profile: StudyProfile) -> Path:
         else None
     )
     proto = cv["protocol"]
-    methods = read_json(run / "methods.json") or {}
+    methods = read_json(paths["methods"]) or {}
     counts = etl.get("counts", {})
+    warning = fixture_note(profile.name, config.get("inputs", {}).get("bucket", ""))
     parts = [
-        f"# Band-gap domain adaptation — report of run `{run.name}`",
+        f"# Band-gap domain adaptation — report of run `{name}`",
+        *([warning] if warning else []),
         f"Profile `{profile.name}`; code {env.get('git_sha', 'unknown')}; created {env.get('created', '?')} on "
         f"{env.get('platform', '?')} ({env.get('cpu_count', '?')} CPUs, GPU: {env.get('gpu') or 'none'}).",
         "## Data",
@@ -383,11 +435,12 @@ def write_report(run_dir: str | os.PathLike, profile: StudyProfile) -> Path:
         markdown_table(pd.read_csv(tables / "ds3_errors_by_gap.csv", index_col=0)),
         *_trust_section(
             run,
-            read_json(run / "trust.json") or {},
+            read_json(paths["trust"]) or {},
             metrics.get("ensemble_ds3_trust"),
             profile.etl.ds2.below_pbe_threshold,
         ),
         "## What the numbers show",
+        *([warning] if warning else []),
         findings(cv_table, ds3, best, int(metrics.get("n_ds3", len(ds3)))),
         ensemble_findings(cv_table, ds3, methods, metrics.get("ensemble_ds3_coverage", {})),
         "## Figures",
