@@ -25,7 +25,9 @@ earlier stage's outputs are missing).  ``--set KEY=VALUE`` changes one setting o
 cell that failed.
 
 The default ``--run-id`` is ``<profile>-<hash of settings and inputs>``, so running the same
-command again reuses the folder (and skips what is done).
+command again reuses the folder (and skips what is done).  ``<output>/latest`` is a link to
+the folder of the last run: the notebooks' default ``run_dir``, so a notebook opened in
+JupyterLab reads (and, rerun, writes) that run.
 
 (Over 400 lines: the command line, the stage table and the :class:`Pipeline` that decides,
 per stage, whether it is up to date — one job, the runner; the notebooks and the package
@@ -53,6 +55,8 @@ DEFAULT_MATERIALS = "snapshot:" + str(REPO / "tests" / "fixtures" / "mp_snapshot
 SECRET_VARIABLES = ("MP_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 # Files of the run folder that are never stage outputs.
 _NOT_OUTPUTS = ("notebooks/", "stages/", "config.json", "environment.json", ".lock")
+# <output>/latest -> the last run folder: the notebooks' default run_dir ("../runs/latest").
+LATEST = "latest"
 
 
 ALL_SETTINGS = None  # a stage that reads every setting
@@ -468,6 +472,7 @@ class Pipeline:
         self._check_earlier_stages()
         self.write_run_files()
         self.prepare_bucket()
+        self.point_latest()
         self.echo(f"run folder: {self.run_dir}")
         settings, files = self.profile.to_dict(), self.input_files()
         upstream: dict[str, str] = {}
@@ -519,7 +524,36 @@ class Pipeline:
                 return 1
             upstream[stage.name] = manifest["outputs_digest"]
         self.echo(f"done in {time.perf_counter() - total:.1f} s: {self.run_dir}")
+        self.echo_next_steps()
         return 0
+
+    def point_latest(self) -> None:
+        """Point ``<output>/latest`` at this run folder (a relative symlink, replaced atomically);
+        a run folder named ``latest`` is never replaced, and a file system without symlinks
+        gets a note instead."""
+        link = self.run_dir.parent / LATEST
+        if self.run_dir.name == LATEST or (link.exists() and not link.is_symlink()):
+            return
+        tmp = link.with_name(f".{LATEST}.{os.getpid()}")
+        try:
+            if tmp.is_symlink():
+                tmp.unlink()
+            tmp.symlink_to(self.run_dir.name, target_is_directory=True)
+            os.replace(tmp, link)
+        except OSError as exc:
+            self.echo(
+                f"note: {link} could not be pointed at this run ({exc}); give the notebooks run_dir={self.run_dir}"
+            )
+
+    def echo_next_steps(self) -> None:
+        """Where to look next: the notebooks' way to this run."""
+        if self.run_dir.parent == (REPO / "runs").resolve() and (self.run_dir.parent / LATEST).is_symlink():
+            self.echo(
+                "notebooks: `.venv/bin/jupyter lab`, then open any of 01-data-preparation/, 02-ml-dev/, 03-insights/: "
+                f"their default run_dir, runs/{LATEST}, is this run"
+            )
+        else:
+            self.echo(f"notebooks: give them run_dir={self.run_dir} and config={self.run_dir / 'config.json'}")
 
     def _check_earlier_stages(self) -> None:
         """With --from / --only, every earlier stage must have completed and left its outputs."""

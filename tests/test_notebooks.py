@@ -391,6 +391,31 @@ def test_rerun_with_unchanged_inputs_skips_every_stage(fixture_run):
     assert sum("skipped (inputs unchanged)" in line for line in lines) == len(NOTEBOOKS)
 
 
+def test_a_notebook_opened_by_hand_runs_on_the_last_run_with_its_default_parameters(fixture_run, tmp_path):
+    """What a user does after the README's first command: open a notebook in JupyterLab and run
+    it.  Jupyter runs it from its own folder, with the parameters cell as written: run_dir
+    ``../runs/latest``, the link the runner left to the run it made."""
+    import shutil
+
+    import papermill as pm
+
+    run_dir = _completed(fixture_run, "report")
+    assert (run_dir.parent / rp.LATEST).resolve() == run_dir.resolve()
+    repo = tmp_path / "checkout"  # the layout of the repository: notebook folders beside runs/
+    shutil.copytree(run_dir.parent, repo / "runs", symlinks=True, ignore=shutil.ignore_patterns(".cache"))
+    (repo / "03-insights").mkdir()
+    shutil.copy(REPO / NOTEBOOKS["report"], repo / "03-insights")
+    (repo / "runs" / rp.LATEST / "report.md").unlink()
+    pm.execute_notebook(
+        str(repo / NOTEBOOKS["report"]),
+        str(tmp_path / "executed.ipynb"),
+        kernel_name="python3",
+        cwd=str(repo / "03-insights"),
+        progress_bar=False,
+    )
+    assert (repo / "runs" / run_dir.name / "report.md").read_text() == (run_dir / "report.md").read_text()
+
+
 @pytest.mark.parametrize("rel", list(NOTEBOOKS.values()))
 def test_committed_notebook_has_a_tagged_parameters_cell_and_no_outputs(rel):
     nb = nbformat.read(REPO / rel, as_version=4)
@@ -398,6 +423,15 @@ def test_committed_notebook_has_a_tagged_parameters_cell_and_no_outputs(rel):
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", [])
     assert {"run_dir", "config"} <= {n.id for n in ast.walk(ast.parse(code[0].source)) if isinstance(n, ast.Name)}
+    defaults = {
+        t.id: node.value.value
+        for node in ast.parse(code[0].source).body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+        for t in node.targets
+    }
+    # by hand, a notebook reads the last run of the README's first command (runs/latest) and its settings
+    assert rp.parse_args([]).output == "runs" and rel.count("/") == 1  # ../runs from the notebook's folder
+    assert defaults["run_dir"] == f"../runs/{rp.LATEST}" and defaults["config"] == f"../runs/{rp.LATEST}/config.json"
     for cell in code:
         assert cell.get("outputs") == [] and cell.get("execution_count") is None, (
             f"{rel}: outputs are saved; strip them (nbstripout)"

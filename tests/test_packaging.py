@@ -96,3 +96,19 @@ def test_readme_pipeline_command_uses_the_same_install():
     assert len(setup) == 2
     assert setup[0].endswith("scripts/run_pipeline.py")
     assert setup[0].split(" && ")[:3] == setup[1].split(" && ")[:3]  # venv, torch, the package with its dev extra
+
+
+def test_ci_runs_the_readme_pipeline_command_then_a_notebook_in_jupyterlab():
+    """'Open them in Jupyter' works after the README's first command: CI runs that command
+    verbatim, then `jupyter lab --version` and one notebook with its default parameters."""
+    readme = (REPO / "README.md").read_text().splitlines()
+    pipeline = next(line for line in readme if line.startswith("python3 -m venv .venv"))
+    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    first = ci.index(pipeline + " || status=$?")
+    jupyter = next(k for k, line in enumerate(ci) if ".venv/bin/jupyter lab --version && " in line)
+    tests = next(k for k, line in enumerate(ci) if line.endswith("-m pytest || status=$?"))
+    assert first < jupyter < tests
+    assert ".venv/bin/jupyter nbconvert --to notebook --execute" in ci[jupyter] and ci[jupyter].endswith(
+        ".ipynb || status=$?"
+    )
+    assert "jupyterlab" in {_name(d) for d in _pyproject()["project"]["optional-dependencies"]["dev"]}

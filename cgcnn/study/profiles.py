@@ -407,6 +407,11 @@ def load_profile(
     """
     text = str(name_or_path)
     path = profile_path(text) if text in PROFILE_NAMES else Path(text)
+    if not path.is_file() and path.name == "config.json" and not path.parent.is_dir():  # a notebook's default
+        raise ProfileNotFoundError(
+            f"no run folder {path.parent}: run the pipeline once first (`.venv/bin/python scripts/run_pipeline.py` "
+            "from the repository root makes runs/latest), or give the notebook run_dir and config of a run folder"
+        )
     if not path.is_file():
         raise ProfileNotFoundError(f"profile {text!r}: no such file (bundled profiles: {', '.join(PROFILE_NAMES)})")
     settings = _run_settings(path)
