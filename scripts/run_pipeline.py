@@ -57,6 +57,10 @@ SECRET_VARIABLES = ("MP_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", 
 _NOT_OUTPUTS = ("notebooks/", "stages/", "config.json", "environment.json", ".lock")
 # <output>/latest -> the last run folder: the notebooks' default run_dir ("../runs/latest").
 LATEST = "latest"
+# Outputs no later stage reads, which hold timings and the environment (the ETL's report for the
+# bucket's users): they are checked like any output but left out of the digest later stages
+# depend on, so a rerun that changes only them reruns nothing after it.
+_RECORDS = ("bucket/reports/etl_report.json",)
 
 
 ALL_SETTINGS = None  # a stage that reads every setting
@@ -304,6 +308,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="change one setting of the profile: a dotted key and a JSON value, e.g. adapt.lr_grid=[0.001,0.003] "
         "or cv.folds=3 (repeatable; recorded in config.json and part of the default run id)",
     )
+    ap.add_argument(
+        "--cache",
+        default=None,
+        help="folder of the fit cache shared by runs (default: <output>/.cache): every fit is stored there once "
+        "and read back by any run whose settings leave it unchanged",
+    )
     ap.add_argument("--force", action="store_true", help="run every stage even when its inputs are unchanged")
     where = ap.add_mutually_exclusive_group()
     where.add_argument(
@@ -363,8 +373,8 @@ class Pipeline:
     """The run folder and its stages; :meth:`run` executes them."""
 
     def __init__(self, args: argparse.Namespace, stages: tuple[Stage, ...] = STAGES, *, echo=print):
+        from cgcnn.study.data_preparation import bucket_location, is_remote, work_bucket
         from cgcnn.study.profiles import load_profile
-        from cgcnn.study.rundir import bucket_location, is_remote, work_bucket
 
         self.args = args
         self.stages = stages
@@ -405,6 +415,8 @@ class Pipeline:
         self.run_dir = Path(args.output).expanduser().resolve() / run_id
         self.run_id = run_id
         self.work_bucket = work_bucket(self.run_dir, self.source, copy=False)  # named now, filled by prepare_bucket
+        cache = getattr(args, "cache", None)  # the fit cache (cgcnn.study.fits); default <output>/.cache
+        self.cache = str(Path(cache).expanduser().resolve()) if cache else None
 
     # -- files of the run folder ---------------------------------------------------------
     def write_run_files(self) -> None:
@@ -414,8 +426,14 @@ class Pipeline:
             "profile": self.profile.name,
             "settings": self.profile.to_dict(),
             "overrides": self.overrides,
-            "inputs": {"bucket": self.source, "work_bucket": self.work_bucket, "materials": self.materials},
+            "inputs": {
+                "bucket": self.source,
+                "work_bucket": self._in_run(self.work_bucket),
+                "materials": self.materials,
+            },
         }
+        if self.cache is not None:
+            config["cache"] = self.cache
         path = self.run_dir / "config.json"
         if _read_json(path) != config:
             write_json(path, config)
@@ -423,13 +441,13 @@ class Pipeline:
 
     def prepare_bucket(self) -> None:
         """Copy local raw inputs into the run's own work bucket (never write under the source)."""
-        from cgcnn.study.rundir import work_bucket
+        from cgcnn.study.data_preparation import work_bucket
 
         self.work_bucket = work_bucket(self.run_dir, self.source)
 
     def input_files(self) -> dict[str, str]:
         """Digests of the raw inputs the ETL reads (local ones; remote ones by URI)."""
-        from cgcnn.study.rundir import is_remote
+        from cgcnn.study.data_preparation import is_remote
 
         files: dict[str, str] = {}
         if is_remote(self.source):
@@ -443,11 +461,20 @@ class Pipeline:
             files["materials"] = self.materials
         return files
 
+    def _in_run(self, location: str) -> str:
+        """A path inside the run folder relative to it (``bucket``); anything else as it is."""
+        path = Path(location)
+        if path.is_absolute() and (path == self.run_dir or self.run_dir in path.parents):
+            return path.relative_to(self.run_dir).as_posix() or "."
+        return location
+
     def stage_parameters(self, stage: Stage) -> dict:
+        """The notebook's parameters.  Paths inside the run folder are relative to it (the
+        notebooks run there), so a run folder moved or copied elsewhere is up to date there."""
         known = {
-            "run_dir": str(self.run_dir),
-            "config": str(self.run_dir / "config.json"),
-            "bucket": self.work_bucket,
+            "run_dir": ".",
+            "config": "config.json",
+            "bucket": self._in_run(self.work_bucket),
             "materials": self.materials,
             "workers": self.profile.workers,
         }
@@ -578,6 +605,7 @@ class Pipeline:
         out_nb = self.executed_path(stage)
         out_nb.parent.mkdir(parents=True, exist_ok=True)
         before = _file_states(self.run_dir)
+        earlier = (_read_json(mpath) or {}).get("outputs", {})  # what this stage wrote last time
         manifest = {
             "stage": stage.name,
             "notebook": stage.relpath,
@@ -623,7 +651,10 @@ class Pipeline:
         if redact_secrets(out_nb):
             self.echo(f"{label}: secret values found in the executed notebook were replaced by ***")
         after = _file_states(self.run_dir)
-        changed = sorted(k for k, v in after.items() if before.get(k) != v)
+        # The stage's outputs: what it wrote now, and what it wrote last time and left in place
+        # (a fit read back from the cache, a graph file it reused), so that the same inputs give
+        # the same set of outputs and the same digest, whichever files this run touched.
+        changed = sorted({k for k, v in after.items() if before.get(k) != v} | (set(earlier) & set(after)))
         outputs = {
             rel: {"sha256": sha256_file(self.run_dir / rel), "size": after[rel][0], "mtime_ns": after[rel][1]}
             for rel in changed
@@ -633,7 +664,7 @@ class Pipeline:
             finished=_now(),
             seconds=round(seconds, 2),
             outputs=outputs,
-            outputs_digest=_sha256_json({k: v["sha256"] for k, v in outputs.items()}),
+            outputs_digest=_sha256_json({k: v["sha256"] for k, v in outputs.items() if k not in _RECORDS}),
         )
         if error:
             manifest["error"] = error
