@@ -395,6 +395,8 @@ def _prediction_args(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cgcnn.training.freeze import POLICIES
+
     parser = argparse.ArgumentParser(prog="cgcnn", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step (and every skipped item)")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks of errors (also: CGCNN_DEBUG=1)")
@@ -426,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("adapt", help="fine-tune a base checkpoint (or train the control)")
     p.add_argument("--base", required=True, help="base checkpoint")
-    p.add_argument("--freeze", choices=("none", "embedding", "convs", "head"), default="none")
+    p.add_argument("--freeze", choices=POLICIES, default="none")
     p.add_argument("--normalizer", choices=("keep", "refit"), default="refit")
     p.add_argument("--control", action="store_true", help="train the base's architecture from random weights instead")
     p.add_argument("--atom-features", default=None)

@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cgcnn.errors import CgcnnError
+from cgcnn.training.freeze import POLICIES
 
 FORMAT_VERSION = 1
 
@@ -147,7 +148,7 @@ class TrainConfig(StrictModel):
         return self
 
 
-FreezePolicy = Literal["none", "embedding", "convs", "head"]
+FreezePolicy = Literal[POLICIES]  # the policies of cgcnn.training.freeze.POLICY_TABLE
 NormalizerPolicy = Literal["keep", "refit"]
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from cgcnn.training.freeze import POLICY_TABLE
+
 TREES = "_trees"  # suffix of a method candidate averaged with the boosted trees on composition + PBE
 CTREES = "_ctrees"  # ... averaged with the same trees learning the correction experiment − PBE
 TREE_TARGETS = {TREES: "gap", CTREES: "correction"}  # suffix -> what the trees learn
@@ -48,10 +50,7 @@ MODEL_LABELS = {
     "g0w0": "G0W0",
     "m1": "M1 (base, DS1)",
     "m2": "M2 (policy chosen by CV)",
-    "m2_none": "M2, nothing frozen",
-    "m2_embedding": "M2, embedding frozen",
-    "m2_convs": "M2, embedding + convs frozen",
-    "m2_head": "M2, all but output frozen",
+    **{f"m2_{name}": f"M2, {policy.label}" for name, policy in POLICY_TABLE.items()},
     "control": "control (DS2 from scratch)",
     "ensemble": "CGCNN ensemble (method chosen by CV)",
     **{f"ens_{k}": v for k, v in METHOD_LABELS.items()},

@@ -15,7 +15,7 @@ import json
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -30,6 +30,7 @@ from cgcnn.config import (
     TrainConfig,
 )
 from cgcnn.errors import CgcnnError
+from cgcnn.training.freeze import POLICIES
 
 PROFILE_NAMES = ("fixture", "default", "study", "paper", "ship")
 
@@ -63,7 +64,9 @@ class AdaptSettings(StrictModel):
     normaliser policies are the package's types, with the package's default normaliser.
     """
 
-    policies: list[FreezePolicy] = Field(default_factory=lambda: list(get_args(FreezePolicy)), min_length=1)
+    policies: list[FreezePolicy] = Field(
+        default_factory=lambda: list(POLICIES), min_length=1, description="default: every policy of the table"
+    )
     normalizer: NormalizerPolicy = AdaptConfig.model_fields["normalizer"].default
     train: TrainConfig = Field(description="epochs = upper bound; patience = early stopping on DS2 validation")
     lr_grid: list[float] = Field(min_length=1)

@@ -186,3 +186,21 @@ def test_element_missing_from_the_base_feature_table_is_refused(
     assert len(ds) == 28 and not base.features.supports(19)
     with pytest.raises(ValueError, match=r"K \(Z=19\)"):
         adapt(base, ds, AdaptConfig(train=adapt_train), tmp_path, progress=False)
+
+
+def test_freeze_policies_are_one_table_the_config_cli_profiles_and_labels_follow():
+    from typing import get_args
+
+    from cgcnn.cli import build_parser
+    from cgcnn.config import FreezePolicy
+    from cgcnn.study.display import label
+    from cgcnn.study.profiles import load_profile
+    from cgcnn.training.freeze import POLICIES, POLICY_TABLE
+
+    assert get_args(FreezePolicy) == POLICIES == tuple(POLICY_TABLE)
+    adapt = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "adapt")[1]
+    assert next(a.choices for a in adapt._actions if a.dest == "freeze") == POLICIES
+    for name, policy in POLICY_TABLE.items():
+        assert label(f"m2_{name}") == f"M2, {policy.label}"
+    # a profile that studies every policy does not list them: a new policy in the table needs no profile edit
+    assert load_profile("fixture").adapt.policies == list(POLICIES)
