@@ -380,3 +380,18 @@ def test_only_and_from_refuse_when_an_earlier_stage_has_not_run(inputs):
         _run(inputs, "--from", "second")
     with pytest.raises(SystemExit, match="no stage 'nope'; stages: 1 first, 2 second"):
         _run(inputs, "--only", "nope")
+
+
+def test_the_docs_number_the_stages_as_the_runner_does():
+    """docs/pipeline.md and README.md: every `[k/N] notebook` line and both stage tables follow rp.STAGES."""
+    import re
+
+    repo = Path(rp.__file__).resolve().parents[1]
+    docs, readme = (repo / "docs" / "pipeline.md").read_text(), (repo / "README.md").read_text()
+    lines = re.findall(r"\[(\d+)/(\d+)\] (\S+\.ipynb)", docs + readme)
+    assert len(lines) >= 4
+    for k, n, notebook in lines:
+        assert int(n) == len(rp.STAGES) and rp.STAGES[int(k) - 1].relpath == notebook, (k, n, notebook)
+    for text in (docs, readme):
+        rows = re.findall(r"^\| (\d+) \| (?:`[\w-]+` \| )?`([^`]+\.ipynb)`", text, re.M)
+        assert rows == [(str(k + 1), s.relpath) for k, s in enumerate(rp.STAGES)]
