@@ -573,7 +573,13 @@ class Pipeline:
             )
 
     def echo_next_steps(self) -> None:
-        """Where to look next: the notebooks' way to this run."""
+        """Where to look next: the run's report (with a word on a fixture run's numbers) and the
+        notebooks' way to this run."""
+        report = self.run_dir / "report.md"
+        if report.is_file():
+            fixture = self.profile.name == "fixture" or Path(self.source) == DEFAULT_BUCKET
+            note = " (a fixture run: its numbers only show that every step runs; they mean nothing)"
+            self.echo(f"report: {report}" + (note if fixture else ""))
         if self.run_dir.parent == (REPO / "runs").resolve() and (self.run_dir.parent / LATEST).is_symlink():
             self.echo(
                 "notebooks: `.venv/bin/jupyter lab`, then open any of 01-data-preparation/, 02-ml-dev/, 03-insights/: "

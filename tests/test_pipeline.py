@@ -200,6 +200,18 @@ def test_a_notebook_without_a_run_folder_says_to_run_the_pipeline_first(tmp_path
         load_profile(tmp_path / "runs" / "latest" / "config.json")
 
 
+def test_the_run_ends_by_naming_its_report_and_a_fixture_run_says_its_numbers_mean_nothing(inputs):
+    report = _notebook(
+        inputs["nbs"] / "report.ipynb", "from pathlib import Path\n(Path(run_dir) / 'report.md').write_text('#')"
+    )
+    stages = (*inputs["stages"], rp.Stage("report", report))
+    code, text, run_dir = _run(inputs, stages=stages)  # the default profile: fixture
+    note = " (a fixture run: its numbers only show that every step runs; they mean nothing)"
+    assert code == 0 and f"report: {run_dir / 'report.md'}{note}" in text.splitlines()
+    code, text, run_dir = _run(inputs, "--profile", "default", "--run-id", "real-run", stages=stages)
+    assert code == 0 and f"report: {run_dir / 'report.md'}" in text.splitlines() and note not in text
+
+
 def test_failing_stage_stops_the_run_and_names_the_cell(inputs):
     bad = _notebook(
         inputs["nbs"] / "bad.ipynb",
