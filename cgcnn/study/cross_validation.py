@@ -42,17 +42,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cgcnn.evaluation.baselines import BoostedTrees, LinearPBE, RawPBE, magpie_features
 from cgcnn.evaluation.bootstrap import bootstrap_mean
-from cgcnn.evaluation.folds import Fold, fold_inner_split, grouped_folds, out_of_fold
+from cgcnn.evaluation.folds import Fold, fold_inner_split, grouped_folds
 from cgcnn.evaluation.metrics import regression_metrics
 from cgcnn.fileio import write_json
 from cgcnn.prediction.inference import predict, resolve_device
 from cgcnn.study.base_model import base_checkpoint
 from cgcnn.study.datasets import StudyData, load_data
-from cgcnn.study.display import BASELINES
+from cgcnn.study.engine import cross_validate
 from cgcnn.study.fits import CachedFit, FitCache, dataset_digest, loaded_digest
 from cgcnn.study.profiles import StudyProfile
+from cgcnn.study.recipes import Materials, baselines, registered
 from cgcnn.study.rundir import run_paths, write_table
 from cgcnn.training.adapt import adapt, train_control
 from cgcnn.training.checkpoint import Loaded, load_checkpoint
@@ -149,21 +149,27 @@ class CvSetup:
         }
 
 
-def ds2_frame(data: StudyData, ids: list[str]) -> pd.DataFrame:
-    """DS2 rows in ``ids`` order: material_id, formula, group (reduced formula), bg_exp, bg_pbe."""
+def materials_frame(table: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
+    """Rows of a dataset table in ``ids`` order: material_id, formula, group (reduced formula),
+    bg_exp, bg_pbe — what a recipe reads (:class:`cgcnn.study.recipes.Materials`)."""
     from pymatgen.core import Composition  # heavy; only when a frame is built
 
-    ds2 = data.ds2.set_index("material_id").loc[ids]
+    rows = table.set_index("material_id").loc[ids]
     frame = pd.DataFrame(
         {
             "material_id": ids,
-            "formula": ds2["formula"].to_numpy(),
-            "bg_exp": ds2["bg_exp"].astype(float).to_numpy(),
-            "bg_pbe": pd.to_numeric(ds2["bg_pbe"], errors="coerce").to_numpy(),
+            "formula": rows["formula"].to_numpy(),
+            "bg_exp": rows["bg_exp"].astype(float).to_numpy(),
+            "bg_pbe": pd.to_numeric(rows["bg_pbe"], errors="coerce").to_numpy(),
         }
     )
     frame["group"] = [Composition(f).reduced_formula for f in frame["formula"]]
     return frame.set_index("material_id", drop=False)
+
+
+def ds2_frame(data: StudyData, ids: list[str]) -> pd.DataFrame:
+    """DS2 rows in ``ids`` order (:func:`materials_frame`)."""
+    return materials_frame(data.ds2, ids)
 
 
 def setup(run_dir: str | os.PathLike, profile: StudyProfile) -> CvSetup:
@@ -250,45 +256,28 @@ class BaselineFits:
     gbm_choices: pd.DataFrame
 
 
-def run_baselines(frame: pd.DataFrame, folds, cv) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Out-of-fold predictions of the five baselines, and the boosted trees' chosen
-    hyper-parameters per fold (``cv``: the profile's CV settings)."""
-    y, pbe, groups = frame["bg_exp"].to_numpy(), frame["bg_pbe"].to_numpy(), list(frame["group"])
-    magpie = magpie_features(list(frame["formula"]))
-    gbm = BoostedTrees(magpie, y, groups, grid=dict(cv.gbm_grid))
-    gbm_pbe = BoostedTrees(np.column_stack([magpie, pbe]), y, groups, grid=dict(cv.gbm_grid))
-    gbm_corr = BoostedTrees(np.column_stack([magpie, pbe]), y, groups, grid=dict(cv.gbm_grid), offset=pbe)
-    methods = {
-        "pbe": RawPBE(pbe),
-        "pbe_linear": LinearPBE(pbe, y),
-        "gbm_composition": gbm,
-        "gbm_composition_pbe": gbm_pbe,
-        "gbm_composition_pbe_correction": gbm_corr,
-    }
-    fold_of = {(f.repeat, int(p)): f.fold for f in folds for p in f.test}
-    position = {m: k for k, m in enumerate(frame["material_id"])}
-    parts = []
-    for name, method in methods.items():
-        oof = out_of_fold(method, folds, list(frame["material_id"]), name=name)
-        oof["fold"] = [fold_of[(r, position[m])] for r, m in zip(oof["repeat"], oof["material_id"])]
-        parts.append(oof)
-    chosen = pd.concat(
-        [
-            pd.DataFrame(m.chosen).assign(model=n)
-            for n, m in (
-                ("gbm_composition", gbm),
-                ("gbm_composition_pbe", gbm_pbe),
-                ("gbm_composition_pbe_correction", gbm_corr),
-            )
+def run_baselines(frame: pd.DataFrame, folds, profile: StudyProfile) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Out-of-fold predictions of every registered baseline (:func:`cgcnn.study.recipes.baselines`)
+    by the study's fold loop, and the hyper-parameters each fold's fit chose."""
+    materials = Materials(frame)
+    parts, chosen = [], []
+    for recipe in baselines(profile):
+        result = cross_validate(recipe, materials, folds, val_fraction=profile.cv.inner_val_fraction)
+        parts.append(result.predictions)
+        chosen += [
+            {"repeat": i["repeat"], "fold": i["fold"], **i["params"], "model": recipe.name}
+            for i in result.infos
+            if "params" in i
         ]
+    return pd.concat(parts, ignore_index=True)[["model", "repeat", "fold", "material_id", "prediction"]], pd.DataFrame(
+        chosen
     )
-    return pd.concat(parts, ignore_index=True)[["model", "repeat", "fold", "material_id", "prediction"]], chosen
 
 
 def fit_baselines(cv: CvSetup) -> BaselineFits:
     """Raw and linearly corrected PBE, boosted trees on Magpie composition (with and without
     the PBE gap; hyper-parameters by inner grouped CV), on the folds of ``cv``."""
-    return BaselineFits(*run_baselines(cv.frame, cv.folds, cv.profile.cv))
+    return BaselineFits(*run_baselines(cv.frame, cv.folds, cv.profile))
 
 
 # --------------------------------------------------------------------------------------
@@ -347,9 +336,9 @@ def cv_summary(predictions: pd.DataFrame, truth: pd.Series, *, seed: int = 0) ->
     for model in table.index:
         ci = bootstrap_mean(errors[model], seed=seed)
         table.loc[model, ["mae_lo", "mae_hi"]] = ci.lo, ci.hi
-    baselines = [m for m in BASELINES if m in table.index]
-    if baselines:
-        best = str(table.loc[baselines, "mae"].idxmin())
+    names = [m for m in registered() if m in table.index]
+    if names:
+        best = str(table.loc[names, "mae"].idxmin())
         table["best_baseline"] = best
         for model in table.index:
             d = bootstrap_mean(errors[model] - errors[best], seed=seed)

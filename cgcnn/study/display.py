@@ -8,19 +8,13 @@ from __future__ import annotations
 
 import pandas as pd
 
+from cgcnn.study.recipes import labels as recipe_labels
 from cgcnn.training.freeze import POLICY_TABLE
 
 TREES = "_trees"  # suffix of a method candidate averaged with the boosted trees on composition + PBE
 CTREES = "_ctrees"  # ... averaged with the same trees learning the correction experiment − PBE
 TREE_TARGETS = {TREES: "gap", CTREES: "correction"}  # suffix -> what the trees learn
 
-BASELINES = {
-    "pbe": "PBE (raw)",
-    "pbe_linear": "PBE, linear correction",
-    "gbm_composition": "boosted trees, Magpie composition",
-    "gbm_composition_pbe": "boosted trees, Magpie composition + PBE",
-    "gbm_composition_pbe_correction": "boosted trees, Magpie composition + PBE, learning the correction to PBE",
-}
 METHOD_LABELS = {
     "delta": "CGCNN ensemble, PBE-aware (Δ head)",
     "delta_composition": "CGCNN ensemble, PBE-aware + composition",
@@ -44,8 +38,7 @@ def split_trees(name: str) -> tuple[str, str | None]:
     return name, None
 
 
-MODEL_LABELS = {
-    **BASELINES,
+_OTHER_LABELS = {
     "hse06": "HSE06",
     "g0w0": "G0W0",
     "m1": "M1 (base, DS1)",
@@ -57,9 +50,24 @@ MODEL_LABELS = {
 }
 
 
+def model_labels() -> dict[str, str]:
+    """Every model's reader's name, in the order tables list them: the registered baselines
+    (:mod:`cgcnn.study.recipes`, read at call time, so a recipe registered later is included),
+    then the reference methods, M1, M2 and the control, the ensembles."""
+    return {**recipe_labels(), **_OTHER_LABELS}
+
+
+def __getattr__(name: str):  # MODEL_LABELS / BASELINES: the registry as it is now
+    if name == "MODEL_LABELS":
+        return model_labels()
+    if name == "BASELINES":
+        return recipe_labels()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def label(model: str) -> str:
     """The reader's name of a model key (the key itself when it has none)."""
-    return MODEL_LABELS.get(model, model)
+    return model_labels().get(model, model)
 
 
 def display_cv_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:

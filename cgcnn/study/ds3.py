@@ -22,21 +22,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cgcnn.evaluation.baselines import BoostedTrees, magpie_features
 from cgcnn.evaluation.bootstrap import group_difference_ci, mae_ci, paired_difference_ci
-from cgcnn.evaluation.metrics import LinearCorrection, regression_metrics
+from cgcnn.evaluation.metrics import regression_metrics
 from cgcnn.fileio import write_json
 from cgcnn.prediction.ensemble import coverage, ensemble_predict
 from cgcnn.prediction.inference import predict
 from cgcnn.prediction.trees import load_tree_member
 from cgcnn.prediction.trust import load_trust
 from cgcnn.study.base_model import base_checkpoint
-from cgcnn.study.cross_validation import CONTROL, ds2_frame, model_key
+from cgcnn.study.cross_validation import CONTROL, ds2_frame, materials_frame, model_key
 from cgcnn.study.datasets import StudyData, load_data
-from cgcnn.study.display import BASELINES, MODEL_LABELS
+from cgcnn.study.display import label, model_labels
+from cgcnn.study.engine import fit_final
 from cgcnn.study.final_models import AdaptationResult, load_adaptation
 from cgcnn.study.methods import load_methods
 from cgcnn.study.profiles import StudyProfile
+from cgcnn.study.recipes import Materials, baselines, registered
 from cgcnn.study.rundir import require_cv, run_paths, write_table
 from cgcnn.training.checkpoint import load_checkpoint
 
@@ -73,25 +74,17 @@ def _long(ids: list[str], model: str, seed, values) -> pd.DataFrame:
     return pd.DataFrame({"material_id": ids, "model": model, "seed": seed, "prediction": np.asarray(values, float)})
 
 
-def _baseline_predictions(data: StudyData, ds2_ids: list[str], ids: list[str], gbm_grid: dict) -> list[pd.DataFrame]:
-    """Raw PBE, PBE linearly corrected on DS2, the boosted trees fitted on DS2, HSE06, G0W0."""
+def _baseline_predictions(
+    data: StudyData, ds2_ids: list[str], ids: list[str], profile: StudyProfile
+) -> list[pd.DataFrame]:
+    """Every registered baseline fitted on all of DS2 by the study's fold loop
+    (:func:`cgcnn.study.engine.fit_final`, seed 0), then HSE06 and G0W0 as the DS3 table gives them."""
     ds3 = data.ds3.set_index("material_id", drop=False)
-    train = ds2_frame(data, ds2_ids)
-    pbe3 = pd.to_numeric(ds3.loc[ids, "bg_pbe"], errors="coerce").to_numpy()
-    parts = [
-        _long(ids, "pbe", np.nan, pbe3),
-        _long(ids, "pbe_linear", np.nan, LinearCorrection.fit(train["bg_pbe"], train["bg_exp"]).predict(pbe3)),
-    ]
-    x2, x3 = magpie_features(list(train["formula"])), magpie_features(list(ds3.loc[ids, "formula"]))
-    pbe2 = train["bg_pbe"].to_numpy()
-    for name, (a, b, offset) in {
-        "gbm_composition": (x2, x3, None),
-        "gbm_composition_pbe": (np.column_stack([x2, pbe2]), np.column_stack([x3, pbe3]), None),
-        "gbm_composition_pbe_correction": (np.column_stack([x2, pbe2]), np.column_stack([x3, pbe3]), pbe2),
-    }.items():
-        trees = BoostedTrees(a, train["bg_exp"].to_numpy(), list(train["group"]), grid=dict(gbm_grid), offset=offset)
-        model, _ = trees.fit_all()
-        parts.append(_long(ids, name, np.nan, trees.predict(model, b, pbe3)))
+    train, test = Materials(ds2_frame(data, ds2_ids)), Materials(materials_frame(data.ds3, ids))
+    parts = []
+    for recipe in baselines(profile):
+        fitted = fit_final(recipe, train, seed=0, val_fraction=profile.cv.inner_val_fraction)
+        parts.append(_long(ids, recipe.name, np.nan, fitted.predict(test).mean))
     for col, name in (("bg_hse06", "hse06"), ("bg_g0w0", "g0w0")):
         if col in ds3.columns:
             parts.append(_long(ids, name, np.nan, pd.to_numeric(ds3.loc[ids, col], errors="coerce")))
@@ -159,7 +152,7 @@ def score(per_seed_pred: pd.DataFrame, truth: pd.Series, ids: list[str], best_ba
             for _, g in seeds
         ]
         row = {
-            "label": MODEL_LABELS.get(model, model),
+            "label": label(model),
             **regression_metrics(y, p),
             "mae_lo": ci.lo,
             "mae_hi": ci.hi,
@@ -281,16 +274,14 @@ def evaluate_ds3(
     ids = list(ds3_set.ids)
     ds3 = data.ds3.set_index("material_id", drop=False)
     truth = ds3.loc[ids, "bg_exp"].astype(float)
-    parts = _baseline_predictions(data, ds2_ids, ids, profile.cv.gbm_grid) + _model_predictions(
-        profile, adaptation, base, ds3_set
-    )
+    parts = _baseline_predictions(data, ds2_ids, ids, profile) + _model_predictions(profile, adaptation, base, ds3_set)
     ensemble_parts, ensemble_table = _ensemble_predictions(run, profile, base, data, ds3_set)
     parts += ensemble_parts
     per_seed_pred = pd.concat(parts, ignore_index=True)
     cv_metrics = cv.get("cv_metrics", {})
-    best = min((m for m in BASELINES if m in cv_metrics), key=lambda m: cv_metrics[m]["mae"], default="pbe_linear")
+    best = min((m for m in registered() if m in cv_metrics), key=lambda m: cv_metrics[m]["mae"], default="pbe_linear")
 
-    order = [m for m in MODEL_LABELS if m in set(per_seed_pred["model"])]
+    order = [m for m in model_labels() if m in set(per_seed_pred["model"])]
     summary = score(per_seed_pred, truth, ids, best).loc[order]
     excluded = [m for m in data.ds3_with_ds2_polymorphs() if m in set(ids)]
     kept = [m for m in ids if m not in set(excluded)]
@@ -329,4 +320,4 @@ def evaluate_ds3(
 
 def parity_columns(evaluation: Ds3Evaluation) -> dict[str, str]:
     """Panel title -> prediction column of ``evaluation.predictions`` (for parity plots)."""
-    return {MODEL_LABELS.get(c[5:], c[5:]): c for c in evaluation.predictions.columns if c.startswith("pred_")}
+    return {label(c[5:]): c for c in evaluation.predictions.columns if c.startswith("pred_")}

@@ -211,7 +211,7 @@ def select(
         previous = pd.read_csv(paths["tables"] / "cv_predictions.csv", dtype={"material_id": str})
         previous = previous[~previous["model"].astype(str).str.startswith("ens_")]
     else:
-        previous = run_baselines(cv.frame, cv.folds, profile.cv)[0]
+        previous = run_baselines(cv.frame, cv.folds, profile)[0]
     cv_predictions = pd.concat([previous, oof_table.drop(columns="std")], ignore_index=True)
     cv_table = cv_summary(cv_predictions, cv.truth, seed=profile.cv.seed)
     truth = cv.truth

@@ -16,9 +16,15 @@ import pandas as pd
 
 from cgcnn.fileio import atomic_write_text
 from cgcnn.prediction.intervals import NORMALISER_NOTES
-from cgcnn.study.display import MODEL_LABELS, display_cv_table, display_table
+from cgcnn.study.display import display_cv_table, display_table, label
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.rundir import load_cv_table, read_json, require_cv, run_paths
+
+
+def _ens_label(candidate: str) -> str:
+    """A methods candidate's reader's name (its key when it has none)."""
+    key = f"ens_{candidate}"
+    return label(key) if label(key) != key else candidate
 
 
 def _read_json(path: Path) -> dict:
@@ -53,9 +59,6 @@ def _interval_phrase(d: float, lo: float, hi: float, a: str, b: str) -> str:
 
 def findings(cv_table: pd.DataFrame, ds3: pd.DataFrame, best_baseline: str, n_ds3: int) -> str:
     """The plain paragraph: what the CV and DS3 numbers show, from their intervals."""
-
-    def label(m):
-        return MODEL_LABELS.get(m, m)
 
     out = []
     if "m2" in cv_table.index:
@@ -114,9 +117,6 @@ def ensemble_findings(cv_table: pd.DataFrame, ds3: pd.DataFrame, methods: dict, 
         return ""
     sel = f"ens_{methods['selected']}"
 
-    def label(m):
-        return MODEL_LABELS.get(m, m)
-
     out = []
     if sel in cv_table.index:
         r = cv_table.loc[sel]
@@ -167,7 +167,7 @@ def _methods_section(run: Path, methods: dict) -> list[str]:
     fits = run / "tables" / "methods_calibration.csv"
     rows = [
         "## Beyond fine-tuning: PBE-aware and multi-fidelity ensembles",
-        f"Candidates: {'; '.join(MODEL_LABELS.get('ens_' + c, c) for c in methods['candidates'])}. Each is an ensemble of "
+        f"Candidates: {'; '.join(_ens_label(c) for c in methods['candidates'])}. Each is an ensemble of "
         f"{s['members']} members (seeds) fine-tuned from M1 on the same outer folds, early stopping on the inner split "
         f"(at most {s['train']['epochs']} epochs, "
         + (f"patience {s['train']['patience']}" if s["train"]["patience"] is not None else "no early stop")
@@ -175,7 +175,7 @@ def _methods_section(run: Path, methods: dict) -> list[str]:
         "Each candidate is also scored averaged (equal weights, fixed in advance) with boosted trees on Magpie composition "
         "+ the PBE gap, refitted on the same folds: trees learning the gap (`_trees`) and trees learning the "
         "correction experiment − PBE (`_ctrees`). "
-        f"Selected by CV MAE: **{MODEL_LABELS.get('ens_' + methods['selected'], methods['selected'])}**. "
+        f"Selected by CV MAE: **{_ens_label(methods['selected'])}**. "
         "DS2 materials without a PBE gap read M1's prediction instead ("
         + ", ".join(f"{k}: {v}" for k, v in methods.get("pbe_sources_ds2", {}).items())
         + ").",
@@ -426,7 +426,7 @@ def write_report(run_dir: str | os.PathLike, profile: StudyProfile) -> Path:
         "prediction and are left out of every row). Δ: paired MAE difference with its bootstrap 95% interval (negative = better).",
         markdown_table(display_cv_table(cv_table), index=False),
         "## DS3 (experimental gaps; scored once)",
-        f"Best baseline by CV MAE: {MODEL_LABELS.get(best, best)}. MAE intervals: bootstrap over the DS3 materials.",
+        f"Best baseline by CV MAE: {label(best)}. MAE intervals: bootstrap over the DS3 materials.",
         markdown_table(display_table(ds3), index=False),
         f"Without the DS3 materials that have a polymorph in DS2 ({', '.join(metrics.get('ds3_without_ds2_polymorphs', {}).get('excluded', [])) or 'none'}):",
         markdown_table(display_table(ds3_np), index=False),
