@@ -34,36 +34,30 @@ import pandas as pd
 from cgcnn.config import AdaptConfig, ModelConfig
 from cgcnn.data.dataset import CrystalDataset
 from cgcnn.data.descriptors import attach_inputs
-from cgcnn.evaluation.baselines import BoostedTrees, magpie_features
 from cgcnn.evaluation.bootstrap import paired_difference_ci
-from cgcnn.evaluation.folds import fold_inner_split, out_of_fold
 from cgcnn.prediction.ensemble import mix
 from cgcnn.prediction.inference import predict, resolve_device
-from cgcnn.prediction.trees import tree_features
-from cgcnn.study.display import CTREES, HUBER, METHOD_LABELS, TREE_TARGETS, TREES
 from cgcnn.study.fits import FitCache, dataset_digest, loaded_digest
 from cgcnn.study.profiles import StudyProfile
+from cgcnn.study.recipes import NETWORKS, Fitted, Materials, Prediction, Recipe, Trees, candidate, fit_recipe
 from cgcnn.training.adapt import adapt
 from cgcnn.training.checkpoint import load_checkpoint
 
 PBE, EXPERIMENT = "pbe", "experiment"
 __all__ = [
     "EXPERIMENT",
-    "METHOD_LABELS",
     "PBE",
-    "CTREES",
-    "TREES",
     "TREES_WEIGHT",
-    "TREE_TARGETS",
+    "Averaged",
     "EnsembleMethod",
+    "NetworkEnsemble",
     "build_method",
+    "candidate_recipe",
     "ensemble_size_table",
     "member_table",
     "method_model_config",
-    "pbe_inputs",
     "method_trees",
-    "trees_out_of_fold",
-    "with_trees",
+    "pbe_inputs",
 ]
 # Fixed, equal weights: nothing is tuned on the out-of-fold predictions.  Checked on run ship-8
 # (delta_composition): choosing the weight in steps of 0.05 on the other folds picks 0.5 in four
@@ -72,16 +66,9 @@ TREES_WEIGHT = 0.5
 
 
 def method_model_config(name: str, base: ModelConfig) -> ModelConfig:
-    """The architecture of candidate ``name``: M1's, plus its per-crystal inputs."""
-    extra = {
-        "delta": {"pbe_input": True},
-        "delta_composition": {"pbe_input": True, "composition": "magpie"},
-        "multifidelity": {"pbe_input": True, "fidelities": [PBE, EXPERIMENT]},
-    }
-    name = name.removesuffix(HUBER)
-    if name not in extra:
-        raise ValueError(f"unknown method {name!r}; choose from {', '.join(extra)}")
-    return base.model_copy(update=extra[name])
+    """The architecture of candidate ``name`` (:data:`cgcnn.study.recipes.CANDIDATES`): M1's,
+    plus its network's per-crystal inputs."""
+    return base.model_copy(update=NETWORKS[candidate(name).network].inputs)
 
 
 def pbe_inputs(frame: pd.DataFrame, ids: list[str], base, dataset, device) -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +84,7 @@ def pbe_inputs(frame: pd.DataFrame, ids: list[str], base, dataset, device) -> tu
 
 @dataclass
 class EnsembleMethod:
-    """One candidate as a CV method (``__call__(train, test, context)``), plus its final fit.
+    """One candidate's network: its training data and how its members are fitted and predict.
 
     ``dataset`` holds the DS2 crystals at positions ``offset + k`` (k = DS2 position) and,
     for the multi-fidelity method, ``n_pbe`` DS1 crystals first.
@@ -111,8 +98,6 @@ class EnsembleMethod:
     cache: FitCache
     offset: int = 0
     echo: Callable[[str], Any] = print
-    spreads: list[pd.DataFrame] = field(default_factory=list)
-    member_predictions: list[pd.DataFrame] = field(default_factory=list)
     fits: list[dict] = field(default_factory=list)
 
     @property
@@ -141,8 +126,9 @@ class EnsembleMethod:
         for k in range(s.members):
             seed = 100 * int(tag.get("seed", 0)) + k
             train_cfg = self.profile.train_config(s.train, seed=seed)
-            if self.name.endswith(HUBER):
-                train_cfg = train_cfg.model_copy(update={"loss": "huber"})
+            loss = candidate(self.name).loss
+            if loss is not None:
+                train_cfg = train_cfg.model_copy(update={"loss": loss})
             cfg = AdaptConfig(freeze=s.freeze, normalizer="refit", train=train_cfg)
             result = self.cache.fit(
                 {**common, "adapt": cfg.to_dict()},
@@ -176,21 +162,6 @@ class EnsembleMethod:
         """[members, n] predictions (eV) for DS2 ``positions`` at the experimental fidelity."""
         sub = self.dataset.subset_positions(np.asarray(positions, dtype=np.int64) + self.offset)
         return np.vstack([predict(load_checkpoint(c), sub, device=self.profile.device) for c in checkpoints])
-
-    def __call__(self, train, test, ctx) -> np.ndarray:
-        fit, val = fold_inner_split(self.groups, ctx, self.profile.cv.inner_val_fraction, train=train)
-        checkpoints = self.fit_members(fit, val, {"repeat": ctx.repeat, "fold": ctx.fold, "seed": ctx.seed})
-        preds = self.predict_members(checkpoints, test)
-        ids = [self.dataset.ids[p + self.offset].split("@")[0] for p in test]
-        self.spreads.append(pd.DataFrame({"repeat": ctx.repeat, "material_id": ids, "std": preds.std(axis=0)}))
-        self.member_predictions.append(member_table(preds, ids, repeat=ctx.repeat, fold=ctx.fold))
-        maes = [r["inner_val_mae"] for r in self.fits[-len(checkpoints) :]]
-        self.echo(
-            f"repeat {ctx.repeat} fold {ctx.fold}  {self.name:>18}  inner val MAE of members "
-            + ", ".join(f"{m:.3f}" for m in maes)
-            + " eV"
-        )
-        return preds.mean(axis=0)
 
 
 def member_table(preds: np.ndarray, ids: list[str], **tag) -> pd.DataFrame:
@@ -262,32 +233,87 @@ def build_method(
     return EnsembleMethod(name, profile, base, both, groups, cache, offset=len(ds1), echo=echo)
 
 
-def method_trees(features: np.ndarray, y: np.ndarray, groups, cv, pbe: np.ndarray, target: str) -> BoostedTrees:
-    """The trees of a ``*_trees`` (``target`` "gap") or ``*_ctrees`` ("correction") candidate
-    on ``features`` (:func:`cgcnn.prediction.trees.tree_features`), hyper-parameters by inner grouped CV."""
-    if target not in TREE_TARGETS.values():
-        raise ValueError(f"unknown tree target {target!r}; choose from {', '.join(TREE_TARGETS.values())}")
-    offset = np.asarray(pbe, dtype=np.float64) if target == "correction" else None
-    return BoostedTrees(features, np.asarray(y, dtype=np.float64), list(groups), grid=dict(cv.gbm_grid), offset=offset)
-
-
-def trees_out_of_fold(
-    frame: pd.DataFrame, folds, cv, pbe: np.ndarray, target: str = "gap"
-) -> tuple[pd.DataFrame, list[dict]]:
-    """Out-of-fold predictions of boosted trees on Magpie composition + the PBE gap the
-    networks read (MP's, or M1's where MP has none), learning ``target`` (:func:`method_trees`)."""
-    features = tree_features(magpie_features(list(frame["formula"])), pbe)
-    trees = method_trees(features, frame["bg_exp"].to_numpy(), frame["group"], cv, pbe, target)
-    return out_of_fold(trees, folds, list(frame["material_id"])), trees.chosen
-
-
-def with_trees(table: pd.DataFrame, trees: pd.DataFrame, name: str, suffix: str = TREES) -> pd.DataFrame:
-    """A candidate's out-of-fold table averaged with the trees' (:func:`cgcnn.prediction.ensemble.mix`);
-    the result's model is ``ens_<name><suffix>``."""
-    merged = table.merge(
-        trees.rename(columns={"prediction": "trees"}), on=["repeat", "material_id"], suffixes=("", "_t")
+def method_trees(c, profile: StudyProfile) -> Trees | None:
+    """The trees an averaged candidate averages with (None for a network alone): boosted trees on
+    Magpie composition + the PBE gap the networks read, learning what the candidate's name says."""
+    c = candidate(c) if isinstance(c, str) else c
+    if c.trees is None:
+        return None
+    return Trees(
+        f"trees_{c.trees}", f"boosted trees learning the {c.trees}", "read", c.trees, dict(profile.cv.gbm_grid)
     )
-    mean, std = mix(merged["prediction"], merged["std"], merged["trees"], TREES_WEIGHT)
-    return merged[["repeat", "fold", "material_id"]].assign(model=f"ens_{name}{suffix}", prediction=mean, std=std)[
-        table.columns
-    ]
+
+
+@dataclass(repr=False)
+class NetworkEnsemble(Recipe):
+    """A methods candidate's CGCNN ensemble as a recipe: ``members`` networks fine-tuned from M1
+    (through the fit cache), predicting their mean, spread and each member.  ``views``: the same
+    networks reading other per-crystal inputs (e.g. M1's PBE gap for every material), keyed by
+    the :class:`~cgcnn.study.recipes.Materials` object that carries those inputs."""
+
+    method: EnsembleMethod
+    label: str
+    views: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.method.name
+
+    def settings(self) -> dict:
+        return {"candidate": self.method.name, "methods": self.method.profile.methods.to_dict()}
+
+    def fit(self, materials: Materials, train, *, seed: int, split=None, tag: dict | None = None) -> Fitted:
+        fit, val = split
+        checkpoints = self.method.fit_members(fit, val, {**(tag or {}), "seed": seed})
+        maes = [r["inner_val_mae"] for r in self.method.fits[-len(checkpoints) :]]
+        if tag and "repeat" in tag:
+            self.method.echo(
+                f"repeat {tag['repeat']} fold {tag['fold']}  {self.name:>18}  inner val MAE of members "
+                + ", ".join(f"{m:.3f}" for m in maes)
+                + " eV"
+            )
+
+        def predict_(m: Materials, pos: np.ndarray) -> Prediction:
+            method = self.views.get(id(m), self.method)
+            preds = method.predict_members(checkpoints, pos)
+            return Prediction(preds.mean(axis=0), preds.std(axis=0), preds)
+
+        return Fitted(predict_, {"checkpoints": checkpoints})
+
+
+@dataclass(repr=False)
+class Averaged(Recipe):
+    """A network ensemble averaged (fixed, equal weights) with boosted trees refitted on the same
+    training materials: one more member beside the networks, so the mean and the spread are
+    those of the mixture (:func:`cgcnn.prediction.ensemble.mix`)."""
+
+    name: str
+    label: str
+    network: Recipe
+    trees: Trees
+    weight: float = TREES_WEIGHT
+
+    def settings(self) -> dict:
+        return {"network": self.network.settings(), "trees": self.trees.settings(), "weight": self.weight}
+
+    def fit(self, materials: Materials, train, *, seed: int, split=None, tag: dict | None = None) -> Fitted:
+        net = fit_recipe(self.network, materials, train, seed=seed, split=split, tag=tag)
+        trees = fit_recipe(self.trees, materials, train, seed=seed, split=split, tag=tag)
+
+        def predict_(m: Materials, pos: np.ndarray) -> Prediction:
+            a, b = net.predict(m, pos), trees.predict(m, pos)
+            mean, std = mix(a.mean, a.spread, b.mean, self.weight)
+            return Prediction(np.asarray(mean), np.asarray(std), a.members)
+
+        return Fitted(
+            predict_, {"params": trees.info.get("params"), "trees_model": trees.info.get("model"), "network": net.info}
+        )
+
+
+def candidate_recipe(name: str, method: EnsembleMethod, profile: StudyProfile) -> Recipe:
+    """The recipe of methods candidate ``name`` on ``method``'s data (its network; for an
+    averaged candidate, with its trees)."""
+    c = candidate(name)
+    network = NetworkEnsemble(method, candidate(c.base).label)
+    trees = method_trees(c, profile)
+    return network if trees is None else Averaged(c.name, c.label, network, trees)

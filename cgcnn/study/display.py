@@ -8,34 +8,11 @@ from __future__ import annotations
 
 import pandas as pd
 
+from cgcnn.study.recipes import CANDIDATES
 from cgcnn.study.recipes import labels as recipe_labels
 from cgcnn.training.freeze import POLICY_TABLE
 
-TREES = "_trees"  # suffix of a method candidate averaged with the boosted trees on composition + PBE
-CTREES = "_ctrees"  # ... averaged with the same trees learning the correction experiment − PBE
-TREE_TARGETS = {TREES: "gap", CTREES: "correction"}  # suffix -> what the trees learn
-
-METHOD_LABELS = {
-    "delta": "CGCNN ensemble, PBE-aware (Δ head)",
-    "delta_composition": "CGCNN ensemble, PBE-aware + composition",
-    "multifidelity": "CGCNN ensemble, multi-fidelity + PBE-aware",
-}
-HUBER = "_huber"  # suffix of a candidate trained with a Huber loss (robust to a few wrong labels)
-METHOD_LABELS.update({f"{k}{HUBER}": f"{v}, Huber loss" for k, v in list(METHOD_LABELS.items())})
-_NETWORKS = list(METHOD_LABELS.items())
-METHOD_LABELS.update({f"{k}{TREES}": f"{v}, averaged with boosted trees (composition + PBE)" for k, v in _NETWORKS})
-METHOD_LABELS.update(
-    {f"{k}{CTREES}": f"{v}, averaged with boosted trees learning the correction to PBE" for k, v in _NETWORKS}
-)
-
-
-def split_trees(name: str) -> tuple[str, str | None]:
-    """A method candidate's network and what its trees learn (``"gap"``, ``"correction"``, or
-    None without trees): ``delta_ctrees`` -> ``("delta", "correction")``."""
-    for suffix, target in TREE_TARGETS.items():
-        if name.endswith(suffix):
-            return name.removesuffix(suffix), target
-    return name, None
+METHOD_LABELS = {name: c.label for name, c in CANDIDATES.items()}  # the methods candidates (cgcnn.study.recipes)
 
 
 _OTHER_LABELS = {

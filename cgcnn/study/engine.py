@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from cgcnn.evaluation.folds import Fold, fold_inner_split, inner_split
-from cgcnn.study.recipes import Fitted, Materials, Recipe
+from cgcnn.study.recipes import Fitted, Materials, Recipe, fit_recipe
 
 __all__ = ["CvResult", "cross_validate", "fit_final", "final_split"]
 
@@ -42,30 +42,36 @@ def cross_validate(
     *,
     val_fraction: float = 0.15,
     name: str | None = None,
+    also: dict[str, Materials] | None = None,
     echo: Callable[[str], Any] | None = None,
 ) -> CvResult:
     """Fit ``recipe`` on each fold's training materials (early stopping, where it stops early,
-    on the fold's inner grouped split) and predict the fold's test materials."""
+    on the fold's inner grouped split) and predict the fold's test materials.
+
+    ``also``: other views of the same materials (e.g. with M1's PBE gap in place of MP's) that
+    the same fitted model predicts too: columns ``prediction_<view>`` (and ``std_<view>``), and
+    a ``view`` column in the members' table."""
     name = name or recipe.name
+    views = {"": materials, **{f"_{k}": v for k, v in (also or {}).items()}}
     rows, infos, members = [], [], []
     for fold in folds:
         split = fold_inner_split(materials.groups, fold, val_fraction)
-        fitted = recipe.fit(materials, fold.train, seed=fold.seed, split=split)
-        pred = fitted.predict(materials, fold.test)
-        if np.shape(pred.mean) != (len(fold.test),):
-            raise ValueError(
-                f"recipe {name!r} returned {np.shape(pred.mean)} predictions for {len(fold.test)} materials"
-            )
+        tag = {"repeat": fold.repeat, "fold": fold.fold}
+        fitted = fit_recipe(recipe, materials, fold.train, seed=fold.seed, split=split, tag=tag)
         ids = [materials.ids[p] for p in fold.test]
-        part = pd.DataFrame(
-            {"repeat": fold.repeat, "fold": fold.fold, "material_id": ids, "prediction": np.asarray(pred.mean, float)}
-        )
-        if pred.spread is not None:
-            part["std"] = np.asarray(pred.spread, float)
-        if pred.members is not None:
-            k, n = np.shape(pred.members)
-            members.append(
-                pd.DataFrame(
+        part = pd.DataFrame({"repeat": fold.repeat, "fold": fold.fold, "material_id": ids})
+        for view, seen in views.items():
+            pred = fitted.predict(seen, fold.test)
+            if np.shape(pred.mean) != (len(fold.test),):
+                raise ValueError(
+                    f"recipe {name!r} returned {np.shape(pred.mean)} predictions for {len(fold.test)} materials"
+                )
+            part[f"prediction{view}"] = np.asarray(pred.mean, float)
+            if pred.spread is not None:
+                part[f"std{view}"] = np.asarray(pred.spread, float)
+            if pred.members is not None:
+                k, n = np.shape(pred.members)
+                table = pd.DataFrame(
                     {
                         "repeat": fold.repeat,
                         "fold": fold.fold,
@@ -74,9 +80,9 @@ def cross_validate(
                         "prediction": np.asarray(pred.members, float).reshape(-1),
                     }
                 )
-            )
+                members.append(table.assign(view=view.lstrip("_") or "given") if also else table)
         rows.append(part)
-        infos.append({"repeat": fold.repeat, "fold": fold.fold, **fitted.info})
+        infos.append({**tag, **fitted.info})
         if echo is not None:
             echo(f"repeat {fold.repeat} fold {fold.fold}  {name}: {len(fold.test)} test materials")
     table = pd.concat(rows, ignore_index=True)
@@ -92,4 +98,4 @@ def final_split(groups: Sequence[str], seed: int, val_fraction: float) -> tuple[
 def fit_final(recipe: Recipe, materials: Materials, *, seed: int, val_fraction: float = 0.15) -> Fitted:
     """``recipe`` fitted on every material of ``materials`` (for DS3 and for shipping)."""
     split = final_split(materials.groups, seed, val_fraction)
-    return recipe.fit(materials, np.arange(len(materials)), seed=seed, split=split)
+    return fit_recipe(recipe, materials, np.arange(len(materials)), seed=seed, split=split, tag={"final": True})

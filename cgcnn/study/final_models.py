@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cgcnn.evaluation.baselines import magpie_features
 from cgcnn.evaluation.folds import inner_split
 from cgcnn.fileio import write_json
-from cgcnn.prediction.trees import save_trees, tree_features
-from cgcnn.study.candidates import TREES_WEIGHT, method_trees
+from cgcnn.prediction.trees import save_trees
+from cgcnn.study import engine
+from cgcnn.study.candidates import candidate_recipe
 from cgcnn.study.cross_validation import CONTROL, CvSetup, model_key, setup
-from cgcnn.study.display import label, split_trees
+from cgcnn.study.display import label
+from cgcnn.study.fits import CachedFit
 from cgcnn.study.methods import load_methods, prepare
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.rundir import read_json, require_cv, run_paths, write_table
@@ -150,10 +151,12 @@ def train_final_ensemble(
     m = prepare(run, profile)
     cv = m.cv
     method = m.build(summary["network"], echo=echo)
-    fit, val = inner_split(
-        cv.groups, np.arange(len(cv.dataset)), val_fraction=profile.cv.inner_val_fraction, seed=profile.cv.seed
-    )
-    checkpoints = method.fit_members(fit, val, {"final": True, "seed": profile.cv.seed}, out=ens_dir)
+    recipe = candidate_recipe(summary["selected"], method, profile)
+    fitted = engine.fit_final(recipe, m.materials, seed=profile.cv.seed, val_fraction=profile.cv.inner_val_fraction)
+    network = fitted.info.get("network", fitted.info)  # an average keeps its network's fit under "network"
+    checkpoints = [
+        CachedFit(Path(c).parent, {}).copy_to(ens_dir / f"member-{k}") for k, c in enumerate(network["checkpoints"])
+    ]
     final = pd.DataFrame(method.fits).assign(checkpoint=[os.path.relpath(c, run) for c in checkpoints])
     write_table(paths["tables"] / "methods_final_fits.csv", final, index=False)
     summary["final"] = {
@@ -161,18 +164,14 @@ def train_final_ensemble(
         "train_ids": list(cv.dataset.ids),
         "inner_val_mae": final["inner_val_mae"].tolist(),
     }
-    target = split_trees(summary["selected"])[1]
+    target = summary.get("trees_target")
     if target is not None:
-        features = tree_features(magpie_features(list(cv.frame["formula"])), m.pbe)
-        trees, params = method_trees(features, cv.truth.to_numpy(), cv.groups, profile.cv, m.pbe, target).fit_all(
-            seed=profile.cv.seed
-        )
-        save_trees(trees, ens_dir / "trees.skops")
+        save_trees(fitted.info["trees_model"], ens_dir / "trees.skops")
         summary["final"]["trees"] = {
             "file": os.path.relpath(ens_dir / "trees.skops", run),
-            "weight": TREES_WEIGHT,
+            "weight": recipe.weight,
             "target": target,
-            "params": params,
+            "params": fitted.info["params"],
         }
     write_json(ens_dir / "ensemble.json", summary["final"])
     echo(f"final ensemble {summary['selected']}: {len(checkpoints)} members in {ens_dir}")

@@ -30,28 +30,29 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from cgcnn.errors import CgcnnError
-from cgcnn.evaluation.folds import out_of_fold
 from cgcnn.fileio import write_json
 from cgcnn.prediction.ensemble import calibration_scale, coverage
+from cgcnn.study import engine
 from cgcnn.study.candidates import (
-    TREE_TARGETS,
+    Averaged,
+    NetworkEnsemble,
     build_method,
     ensemble_size_table,
     method_model_config,
+    method_trees,
     pbe_inputs,
-    trees_out_of_fold,
-    with_trees,
 )
 from cgcnn.study.cross_validation import CvSetup, cv_summary, run_baselines
 from cgcnn.study.cross_validation import setup as cv_setup
-from cgcnn.study.display import split_trees
 from cgcnn.study.profiles import StudyProfile
+from cgcnn.study.recipes import CANDIDATES, TREE_AVERAGES, Materials, candidate
 from cgcnn.study.rundir import read_json, run_paths, write_table
 
 
@@ -102,9 +103,21 @@ class MethodsSetup:
     pbe_source: np.ndarray
 
     def build(self, name: str, *, echo: Callable[[str], Any] = print):
-        """Candidate ``name`` with its training data (:func:`cgcnn.study.candidates.build_method`)."""
+        """Candidate ``name``'s network with its training data (:func:`cgcnn.study.candidates.build_method`)."""
         cv = self.cv
         return build_method(name, cv.profile, cv.data, cv.base, cv.dataset, self.pbe, cv.groups, cv.cache, echo)
+
+    @cached_property
+    def materials(self) -> Materials:
+        """DS2 as the recipes see it, with the PBE gap the networks read."""
+        return Materials(self.cv.frame, pbe_inputs=self.pbe)
+
+    def cross_validate(self, recipe, **kw):
+        """``recipe`` on the outer folds of the fine-tuning study (:func:`cgcnn.study.engine.cross_validate`)."""
+        cv = self.cv
+        return engine.cross_validate(
+            recipe, self.materials, cv.folds, val_fraction=cv.profile.cv.inner_val_fraction, **kw
+        )
 
 
 def prepare(run_dir: str | os.PathLike, profile: StudyProfile) -> MethodsSetup:
@@ -154,14 +167,14 @@ class CandidateCV:
 
 
 def cross_validate(m: MethodsSetup, name: str, *, echo: Callable[[str], Any] = print) -> CandidateCV:
-    """Candidate ``name`` on every outer fold (members fitted per fold, through the fit cache:
-    a rerun reads them back, an interrupted one resumes at the next unfinished member)."""
+    """Candidate ``name``'s ensemble on every outer fold, by the study's fold loop (members
+    through the fit cache: a rerun reads them back, an interrupted one resumes at the next
+    unfinished member)."""
     tables = run_paths(m.cv.run)["tables"]
     method = m.build(name, echo=echo)
-    table = out_of_fold(method, m.cv.folds, list(m.cv.frame["material_id"]), name=f"ens_{name}")
-    table["std"] = pd.concat(method.spreads, ignore_index=True)["std"].to_numpy()
+    result = m.cross_validate(NetworkEnsemble(method, candidate(name).label), name=f"ens_{name}")
+    table, members = result.predictions, result.members
     fits = pd.DataFrame(method.fits)
-    members = pd.concat(method.member_predictions, ignore_index=True)
     write_table(tables / f"methods_cv_{name}.csv", table, index=False)
     write_table(tables / f"methods_cv_{name}_fits.csv", fits, index=False)
     write_table(tables / f"methods_cv_{name}_members.csv", members, index=False)
@@ -174,20 +187,35 @@ def with_boosted_trees(
 ) -> tuple[dict[str, CandidateCV], dict[str, list[dict]]]:
     """Each candidate averaged with boosted trees on composition + the PBE inputs (refitted on
     the same folds), once with trees learning the gap (``_trees``) and once learning the
-    correction to PBE (``_ctrees``): two more candidates each.  The trees' own out-of-fold
-    predictions are written to ``tables/methods_cv<suffix>.csv``.  Returns (those candidates,
-    suffix -> the trees' hyper-parameters chosen per fold)."""
+    correction to PBE (``_ctrees``): two more candidates each (:data:`cgcnn.study.recipes.CANDIDATES`),
+    each a recipe run by the same fold loop.  The trees' own out-of-fold predictions are written to
+    ``tables/methods_cv<suffix>.csv``.  Returns (those candidates, suffix -> the trees'
+    hyper-parameters chosen per fold)."""
+    profile = m.cv.profile
     hybrids, chosen = {}, {}
-    for suffix, target in TREE_TARGETS.items():
-        trees_oof, chosen[suffix] = trees_out_of_fold(m.cv.frame, m.cv.folds, m.cv.profile.cv, m.pbe, target)
-        write_table(run_paths(m.cv.run)["tables"] / f"methods_cv{suffix}.csv", trees_oof, index=False)
-        for name, result in results.items():
-            table = with_trees(result.table, trees_oof, name, suffix)
+    for suffix, (target, _) in TREE_AVERAGES.items():
+        trees = method_trees(next(c for c in CANDIDATES.values() if c.trees == target), profile)
+        alone = m.cross_validate(trees)
+        chosen[suffix] = [{"repeat": i["repeat"], "fold": i["fold"], **i["params"]} for i in alone.infos]
+        write_table(
+            run_paths(m.cv.run)["tables"] / f"methods_cv{suffix}.csv",
+            alone.predictions.drop(columns="model"),
+            index=False,
+        )
+        for name in results:
+            hybrid = candidate(f"{name}{suffix}")
+            network = NetworkEnsemble(m.build(name, echo=_quiet), candidate(name).label)
+            table = m.cross_validate(Averaged(hybrid.name, hybrid.label, network, trees), name=f"ens_{hybrid.name}")
+            table = table.predictions
             calibration = calibration_rows(
-                f"{name}{suffix}", table.drop(columns="std"), table[["repeat", "material_id", "std"]], m.cv.truth
+                hybrid.name, table.drop(columns="std"), table[["repeat", "material_id", "std"]], m.cv.truth
             )
-            hybrids[f"{name}{suffix}"] = CandidateCV(f"{name}{suffix}", table, pd.DataFrame(), calibration)
+            hybrids[hybrid.name] = CandidateCV(hybrid.name, table, pd.DataFrame(), calibration)
     return hybrids, chosen
+
+
+def _quiet(_: str) -> None:
+    """An echo that says nothing (an averaged candidate reads back fits already reported)."""
 
 
 def select(
@@ -245,7 +273,7 @@ def select(
     scale = float(calibration_table.loc[selected, "scale"])
     trees_oof = {  # written by with_boosted_trees
         suffix: pd.read_csv(paths["tables"] / f"methods_cv{suffix}.csv", dtype={"material_id": str})
-        for suffix in TREE_TARGETS
+        for suffix in TREE_AVERAGES
         if (paths["tables"] / f"methods_cv{suffix}.csv").is_file()
     }
     sizes = [
@@ -260,7 +288,8 @@ def select(
     write_table(paths["tables"] / "methods_calibration.csv", calibration_table)
     if sizes:
         write_table(paths["tables"] / "methods_ensemble_size.csv", pd.concat(sizes, ignore_index=True), index=False)
-    network, trees_target = split_trees(selected)
+    chosen_candidate = candidate(selected)
+    network, trees_target = chosen_candidate.base, chosen_candidate.trees
     summary = {
         "candidates": list(profile.methods.candidates),
         "selected": selected,

@@ -28,6 +28,7 @@ missing value; the correction-target trees train on the materials with a PBE gap
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -40,6 +41,10 @@ from cgcnn.evaluation.baselines import GBM_GRID, BoostedTrees, magpie_features
 from cgcnn.evaluation.metrics import LinearCorrection
 
 __all__ = [
+    "CANDIDATES",
+    "NETWORKS",
+    "Candidate",
+    "candidate",
     "Fitted",
     "LinearPBE",
     "Materials",
@@ -48,6 +53,7 @@ __all__ = [
     "Recipe",
     "Trees",
     "baselines",
+    "fit_recipe",
     "label_of",
     "labels",
     "register",
@@ -124,8 +130,8 @@ class Recipe:
     ``label`` and implement :meth:`fit`; ``split`` is the (fit, validation) positions an
     early-stopping fit may use (the fold loop makes it, the same for every recipe)."""
 
-    name: str = ""
-    label: str = ""
+    name: str  # set by every subclass (a class attribute, or a field of a dataclass recipe)
+    label: str
 
     def settings(self) -> dict:
         return {}
@@ -135,6 +141,17 @@ class Recipe:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def fit_recipe(
+    recipe: Recipe, materials: Materials, train, *, seed: int, split=None, tag: dict | None = None
+) -> Fitted:
+    """``recipe.fit``, passing ``tag`` (which fit this is: repeat and fold, or final) only to a
+    recipe whose ``fit`` takes it, so a simple recipe need not."""
+    params = inspect.signature(recipe.fit).parameters
+    if "tag" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return recipe.fit(materials, train, seed=seed, split=split, tag=tag)
+    return recipe.fit(materials, train, seed=seed, split=split)
 
 
 class RawPBE(Recipe):
@@ -183,6 +200,12 @@ class Trees(Recipe):
         return BoostedTrees(self.features(m), m.y, m.groups, grid=dict(self.grid), offset=offset)
 
     def fit(self, materials, train, *, seed, split=None) -> Fitted:
+        # the same trees on the same materials and training positions are fitted once per
+        # process (several averaged candidates share them)
+        key = (repr(self.settings()), id(materials), hash(np.asarray(train, dtype=np.int64).tobytes()), seed)
+        known = _TREE_FITS.get(key)
+        if known is not None and known[0] is materials:
+            return known[1]
         trees = self.model(materials)
         model, params = trees.fit(train, seed)
 
@@ -190,7 +213,79 @@ class Trees(Recipe):
             offset = self._pbe(m)[pos] if self.target == "correction" else None
             return Prediction(trees.predict(model, self.features(m)[pos], offset))
 
-        return Fitted(predict, {"params": params, "model": model})
+        fitted = Fitted(predict, {"params": params, "model": model})
+        _TREE_FITS[key] = (materials, fitted)
+        return fitted
+
+
+_TREE_FITS: dict[tuple, tuple[Materials, Fitted]] = {}
+
+
+# --------------------------------------------------------------------------------------
+# the methods candidates: names and labels follow from three small tables
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Network:
+    """A CGCNN ensemble candidate's architecture: M1's plus ``inputs`` (a ModelConfig update)."""
+
+    inputs: dict
+    label: str
+
+
+NETWORKS: dict[str, Network] = {
+    "delta": Network({"pbe_input": True}, "CGCNN ensemble, PBE-aware (Δ head)"),
+    "delta_composition": Network(
+        {"pbe_input": True, "composition": "magpie"}, "CGCNN ensemble, PBE-aware + composition"
+    ),
+    "multifidelity": Network(
+        {"pbe_input": True, "fidelities": ["pbe", "experiment"]}, "CGCNN ensemble, multi-fidelity + PBE-aware"
+    ),
+}
+# suffix -> (training loss, label suffix): a Huber loss pulls less on a few wrong labels
+LOSSES: dict[str, tuple[str | None, str]] = {"": (None, ""), "_huber": ("huber", ", Huber loss")}
+# suffix -> (what the averaged trees learn, label suffix)
+TREE_AVERAGES: dict[str, tuple[str, str]] = {
+    "_trees": ("gap", ", averaged with boosted trees (composition + PBE)"),
+    "_ctrees": ("correction", ", averaged with boosted trees learning the correction to PBE"),
+}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One methods candidate: its network, loss and (for an average) what its trees learn."""
+
+    name: str
+    network: str
+    loss: str | None
+    trees: str | None
+    label: str
+
+    @property
+    def base(self) -> str:
+        """The candidate without trees (whose members an average reuses)."""
+        return f"{self.network}{next(k for k, v in LOSSES.items() if v[0] == self.loss)}"
+
+
+def _candidates() -> dict[str, Candidate]:
+    out = {}
+    for suffix, (loss, loss_label) in LOSSES.items():
+        for net, spec in NETWORKS.items():
+            out[f"{net}{suffix}"] = Candidate(f"{net}{suffix}", net, loss, None, spec.label + loss_label)
+    bases = list(out.values())
+    for suffix, (target, trees_label) in TREE_AVERAGES.items():
+        for b in bases:
+            out[f"{b.name}{suffix}"] = Candidate(f"{b.name}{suffix}", b.network, b.loss, target, b.label + trees_label)
+    return out
+
+
+CANDIDATES: dict[str, Candidate] = _candidates()
+
+
+def candidate(name: str) -> Candidate:
+    """The methods candidate called ``name`` (a key of :data:`CANDIDATES`)."""
+    if name not in CANDIDATES:
+        raise ValueError(f"unknown methods candidate {name!r}; choose from {', '.join(CANDIDATES)}")
+    return CANDIDATES[name]
 
 
 # --------------------------------------------------------------------------------------

@@ -7,11 +7,11 @@ chemistry, an applicability domain, and the DS2 labels that look wrong.
    (:func:`cgcnn.evaluation.folds.cluster_folds`: whole composition clusters held out), and
    **class-held-out** folds (:func:`cgcnn.evaluation.folds.class_folds`: each large anion
    class held out whole, the rarer ones together), where a test material's whole class is new.
-2. :func:`fit_fold` — in each fold the selected method is refitted as in the methods step
+2. :func:`fit_protocol` — in each fold the selected recipe is refitted as in the methods step
    (same members, seeds and inner split; the boosted trees too, learning what the selection's
    trees learn) and the test materials are
    predicted twice: with the PBE gap they have (MP's) and with M1's prediction of it, as for a
-   user who gives none.  Each fold is kept in ``trust/cv/`` as soon as it is done.
+   user who gives none.  Every fit goes through the fit cache (:mod:`cgcnn.study.fits`).
 3. :func:`analyse` — the domain rules of :mod:`cgcnn.prediction.domain` applied out of fold
    (counts, feature space and gap range from the fold's training materials; the distance
    threshold from the grouped folds), the normalised conformal intervals of
@@ -42,7 +42,6 @@ import pandas as pd
 
 from cgcnn.data.label_audit import suspicious_labels as suspicious_labels_etl
 from cgcnn.data.material_classes import anion_class
-from cgcnn.evaluation.baselines import BoostedTrees, magpie_features
 from cgcnn.evaluation.coverage import (
     class_coverage_table,
     conditioning_table,
@@ -51,7 +50,7 @@ from cgcnn.evaluation.coverage import (
     reasons_table,
     separation,
 )
-from cgcnn.evaluation.folds import Fold, class_folds, cluster_folds, fold_inner_split
+from cgcnn.evaluation.folds import Fold, class_folds, cluster_folds
 from cgcnn.fileio import write_json
 from cgcnn.prediction.domain import (
     IN_DOMAIN,
@@ -66,13 +65,13 @@ from cgcnn.prediction.domain import (
 from cgcnn.prediction.ensemble import mix
 from cgcnn.prediction.inference import predict
 from cgcnn.prediction.intervals import NORMALISERS, Intervals
-from cgcnn.prediction.trees import tree_features
 from cgcnn.prediction.trust import Trust, crystal_features
-from cgcnn.study.candidates import TREES_WEIGHT, EnsembleMethod, build_method, method_trees
-from cgcnn.study.display import split_trees
+from cgcnn.study import engine
+from cgcnn.study.candidates import TREES_WEIGHT, NetworkEnsemble, build_method, method_trees
 from cgcnn.study.methods import MethodsSetup, load_methods
 from cgcnn.study.methods import prepare as methods_prepare
 from cgcnn.study.profiles import StudyProfile
+from cgcnn.study.recipes import Materials, Trees, candidate
 from cgcnn.study.rundir import run_paths, write_table
 
 GROUPED, SHIFT, CLASS_OUT = "grouped", "chemistry_shift", "class_held_out"
@@ -90,7 +89,7 @@ __all__ = [
     "TrustSetup",
     "analyse",
     "clear_outputs",
-    "fit_fold",
+    "fit_protocol",
     "prepare",
     "run_trust",
     "write",
@@ -103,10 +102,9 @@ class TrustSetup:
 
     m: MethodsSetup
     selection: dict
-    method: EnsembleMethod  # reads the PBE gap each material has
-    method_ppbe: EnsembleMethod  # the same networks' inputs with M1's PBE prediction for all
-    trees: BoostedTrees | None  # the selected recipe's trees (method_trees), or None
-    trees_ppbe_features: np.ndarray | None  # their features with M1's PBE prediction for all
+    network: NetworkEnsemble  # the selected recipe's networks (also reading M1's PBE: materials_ppbe)
+    trees: Trees | None  # the selected recipe's trees, or None
+    materials_ppbe: Materials  # DS2 with M1's PBE prediction as every material's PBE gap
     features: np.ndarray  # M1's crystal features [n, d]
     elements: list[frozenset[str]]
     classes: list[str]  # anion class of every material (cgcnn.data.material_classes)
@@ -150,16 +148,15 @@ def prepare(run_dir: str | os.PathLike, profile: StudyProfile) -> TrustSetup | N
         return None
     m = methods_prepare(run_dir, profile)
     cv = m.cv
-    network = selection["network"]
-    method = m.build(network)
+    method = m.build(selection["network"])
     base_pbe = np.maximum(predict(cv.base, cv.dataset, device=profile.device), 0.0)
-    method_ppbe = build_method(network, profile, cv.data, cv.base, cv.dataset, base_pbe, cv.groups, cv.cache, print)
-    magpie = magpie_features(list(cv.frame["formula"]))
-    trees, ppbe_features = None, None
-    target = split_trees(selection["selected"])[1]
-    if target is not None:
-        trees = method_trees(tree_features(magpie, m.pbe), cv.truth.to_numpy(), cv.groups, profile.cv, m.pbe, target)
-        ppbe_features = tree_features(magpie, base_pbe)
+    materials_ppbe = Materials(cv.frame, pbe_inputs=base_pbe)
+    method_ppbe = build_method(
+        selection["network"], profile, cv.data, cv.base, cv.dataset, base_pbe, cv.groups, cv.cache, print
+    )
+    network = NetworkEnsemble(method, candidate(selection["network"]).label, {id(materials_ppbe): method_ppbe})
+    trees = method_trees(selection["selected"], profile)
+    magpie = m.materials.magpie
     grouped = [f for f in cv.folds if f.repeat == 0]
     shift = cluster_folds(magpie, k=len(grouped), clusters=profile.trust.clusters, seed=profile.cv.seed)
     classes = [anion_class(f) for f in formulas(cv.dataset.graphs)]  # as a prediction classes them
@@ -177,10 +174,9 @@ def prepare(run_dir: str | os.PathLike, profile: StudyProfile) -> TrustSetup | N
     return TrustSetup(
         m,
         selection,
-        method,
-        method_ppbe,
+        network,
         trees,
-        ppbe_features,
+        materials_ppbe,
         features,
         element_sets(cv.dataset.graphs),
         classes,
@@ -189,41 +185,36 @@ def prepare(run_dir: str | os.PathLike, profile: StudyProfile) -> TrustSetup | N
     )
 
 
-def fit_fold(t: TrustSetup, protocol: str, fold: Fold, *, echo: Callable[[str], Any] = print) -> pd.DataFrame:
-    """Out-of-fold predictions of the selected method on one fold (members' mean and spread,
-    the trees), with the PBE gaps the materials have and with M1's (``*_ppbe``)."""
-    cv = t.m.cv
-    fit, val = fold_inner_split(cv.groups, fold, cv.profile.cv.inner_val_fraction)
-    checkpoints = t.method.fit_members(fit, val, {"repeat": fold.repeat, "fold": fold.fold, "seed": fold.seed})
-    given = t.method.predict_members(checkpoints, fold.test)
-    ppbe = t.method_ppbe.predict_members(checkpoints, fold.test)
+def fit_protocol(t: TrustSetup, protocol: str, *, echo: Callable[[str], Any] = print) -> pd.DataFrame:
+    """Out-of-fold predictions of the selected recipe on every fold of ``protocol``, by the
+    study's fold loop (members through the fit cache: the grouped folds read back the methods
+    step's fits): the networks' mean, spread and each member, and the trees, with the PBE gaps
+    the materials have and with M1's (``*_ppbe``)."""
+    folds = t.protocols[protocol]
+    kw = {"val_fraction": t.profile.cv.inner_val_fraction, "also": {"ppbe": t.materials_ppbe}}
+    net = engine.cross_validate(t.network, t.m.materials, folds, **kw)
+    p = net.predictions
     table = pd.DataFrame(
         {
             "protocol": protocol,
-            "fold": fold.fold,
-            "material_id": [t.ids[p] for p in fold.test],
-            "cgcnn_mean": given.mean(axis=0),
-            "cgcnn_std": given.std(axis=0),
-            "cgcnn_mean_ppbe": ppbe.mean(axis=0),
-            "cgcnn_std_ppbe": ppbe.std(axis=0),
-            **{f"member_{k}": row for k, row in enumerate(given)},  # each member: smaller ensembles can be scored
-            **{f"member_{k}_ppbe": row for k, row in enumerate(ppbe)},
+            "fold": p["fold"],
+            "material_id": p["material_id"],
+            "cgcnn_mean": p["prediction"],
+            "cgcnn_std": p["std"],
+            "cgcnn_mean_ppbe": p["prediction_ppbe"],
+            "cgcnn_std_ppbe": p["std_ppbe"],
         }
     )
-    echo(f"{protocol} fold {fold.fold}: {len(fold.test)} test materials")
-    return _with_trees(t, fold, table)
-
-
-def _with_trees(t: TrustSetup, fold: Fold, table: pd.DataFrame) -> pd.DataFrame:
-    """A fold's table with the selected recipe's trees refitted on its training materials
-    (``trees``, ``trees_ppbe``: with the PBE gaps the materials have, and with M1's)."""
-    table = table.drop(columns=["trees", "trees_ppbe"], errors="ignore")
-    if t.trees is None:
-        return table
-    model, _ = t.trees.fit(fold.train, fold.seed)
-    test = np.asarray(fold.test, dtype=np.int64)
-    table["trees"] = t.trees.predict(model, t.trees.features[test], t.m.pbe[test])
-    table["trees_ppbe"] = t.trees.predict(model, t.trees_ppbe_features[test], t.pbe_predicted[test])
+    members = net.members
+    for view, suffix in (("given", ""), ("ppbe", "_ppbe")):  # each member: smaller ensembles can be scored
+        mine = members[members["view"] == view]
+        for k in sorted(mine["member"].unique()):
+            table[f"member_{k}{suffix}"] = mine.loc[mine["member"] == k, "prediction"].to_numpy()
+    if t.trees is not None:
+        trees = engine.cross_validate(t.trees, t.m.materials, folds, **kw).predictions
+        table["trees"] = trees["prediction"].to_numpy()
+        table["trees_ppbe"] = trees["prediction_ppbe"].to_numpy()
+    echo(f"{protocol}: {len(folds)} folds, {len(table)} test materials")
     return table
 
 
@@ -482,7 +473,5 @@ def run_trust(run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Callab
     t = prepare(run_dir, profile)
     if t is None:
         return None
-    folds = {
-        p: pd.concat([fit_fold(t, p, f, echo=echo) for f in fl], ignore_index=True) for p, fl in t.protocols.items()
-    }
+    folds = {p: fit_protocol(t, p, echo=echo) for p in t.protocols}
     return write(t, analyse(t, folds))

@@ -34,9 +34,45 @@ def test_ensemble_size_table_without_trees_has_the_network_only():
     assert list(table["method"].unique()) == ["delta"] and list(table["mae"]) == [1.0, 2.0, 2.0]
 
 
-def test_split_trees_names_the_network_and_what_its_trees_learn():
-    from cgcnn.study.display import split_trees
+def test_candidates_are_a_table_not_a_grammar():
+    from cgcnn.study.recipes import CANDIDATES, candidate
 
-    assert split_trees("delta_composition_trees") == ("delta_composition", "gap")
-    assert split_trees("delta_composition_ctrees") == ("delta_composition", "correction")
-    assert split_trees("delta_huber") == ("delta_huber", None)
+    c = candidate("delta_composition_ctrees")
+    assert (c.network, c.loss, c.trees, c.base) == ("delta_composition", None, "correction", "delta_composition")
+    h = candidate("delta_huber_trees")
+    assert (h.network, h.loss, h.trees, h.base) == ("delta", "huber", "gap", "delta_huber")
+    assert candidate("delta_huber").trees is None
+    # every network, with and without the Huber loss, alone and averaged with either kind of trees
+    assert len(CANDIDATES) == 3 * 2 * 3
+    assert CANDIDATES["delta_ctrees"].label.startswith(CANDIDATES["delta"].label)
+
+
+def test_an_averaged_candidate_mixes_its_network_and_trees_with_fixed_equal_weights():
+    from cgcnn.study.candidates import Averaged
+    from cgcnn.study.recipes import Fitted, Materials, Prediction, Recipe
+
+    class Constant(Recipe):
+        def __init__(self, name, value, spread=None):
+            self.name, self.label, self.value, self.spread = name, name, value, spread
+
+        def fit(self, materials, train, *, seed, split=None):
+            def predict(m, pos):
+                n = len(pos)
+                s = None if self.spread is None else np.full(n, self.spread)
+                return Prediction(np.full(n, self.value), s)
+
+            return Fitted(predict)
+
+    frame = pd.DataFrame(
+        {
+            "material_id": ["a", "b"],
+            "formula": ["NaCl", "KCl"],
+            "group": ["NaCl", "KCl"],
+            "bg_exp": [1.0, 2.0],
+            "bg_pbe": [0.5, 1.0],
+        }
+    )
+    avg = Averaged("x", "x", Constant("net", 3.0, 0.2), Constant("trees", 1.0))
+    pred = avg.fit(Materials(frame), np.arange(2), seed=0).predict(Materials(frame))
+    # mean (3 + 1) / 2; spread of the mixture: sqrt(0.5 * 0.2^2 + 0.5 * 0.5 * (3 - 1)^2)
+    assert np.allclose(pred.mean, 2.0) and np.allclose(pred.spread, np.sqrt(0.5 * 0.04 + 0.25 * 4))
