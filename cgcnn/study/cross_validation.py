@@ -10,7 +10,8 @@ selected on its own test fold):
    (:func:`cgcnn.evaluation.folds.inner_split`) into a fitting part and an inner validation
    part.  Every *candidate* — each freeze policy at each learning rate of ``adapt.lr_grid``,
    and the from-scratch control at each rate of its grid — is fitted with early stopping on
-   the inner validation MAE and predicts the outer test fold — :func:`fit_fold`.
+   the inner validation MAE and predicts the outer test fold — :func:`fit_candidates`, each
+   candidate a recipe (:class:`FineTuned`) run by the study's fold loop (:mod:`cgcnn.study.engine`).
 3. The baselines are scored on the same folds — :func:`fit_baselines`.
 4. Within each fold, each model's learning rate is the candidate with the lowest inner
    validation MAE; ``m2`` is the policy (at its rate) with the lowest inner validation MAE.
@@ -36,6 +37,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +45,18 @@ import numpy as np
 import pandas as pd
 
 from cgcnn.evaluation.bootstrap import bootstrap_mean
-from cgcnn.evaluation.folds import Fold, fold_inner_split, grouped_folds
+from cgcnn.evaluation.folds import Fold, grouped_folds
 from cgcnn.evaluation.metrics import regression_metrics
 from cgcnn.fileio import write_json
 from cgcnn.prediction.inference import predict, resolve_device
+from cgcnn.study import engine
 from cgcnn.study.base_model import base_checkpoint
 from cgcnn.study.datasets import StudyData, load_data
+from cgcnn.study.display import label
 from cgcnn.study.engine import cross_validate
 from cgcnn.study.fits import CachedFit, FitCache, dataset_digest, loaded_digest
 from cgcnn.study.profiles import StudyProfile
-from cgcnn.study.recipes import Materials, baselines, registered
+from cgcnn.study.recipes import Fitted, Materials, Prediction, Recipe, baselines, registered
 from cgcnn.study.rundir import run_paths, write_table
 from cgcnn.training.adapt import adapt, train_control
 from cgcnn.training.checkpoint import Loaded, load_checkpoint
@@ -89,6 +93,11 @@ class CvSetup:
     @property
     def truth(self) -> pd.Series:
         return self.frame["bg_exp"]
+
+    @cached_property
+    def materials(self) -> Materials:
+        """DS2 as the recipes see it (:class:`cgcnn.study.recipes.Materials`)."""
+        return Materials(self.frame)
 
     @property
     def cache(self) -> FitCache:
@@ -190,58 +199,87 @@ def setup(run_dir: str | os.PathLike, profile: StudyProfile) -> CvSetup:
 # --------------------------------------------------------------------------------------
 # 2. every candidate in one outer fold
 # --------------------------------------------------------------------------------------
-@dataclass
-class FoldFits:
-    """The candidates of one outer fold: ``candidates`` (one row per candidate: model,
-    policy, lr, repeat, fold, inner validation MAE, best epoch, epochs run, seconds) and
-    ``predictions`` (model, lr, repeat, fold, material_id, prediction on the test fold)."""
+@dataclass(repr=False)
+class FineTuned(Recipe):
+    """M1 fine-tuned on DS2 with ``policy`` frozen (M2) at learning rate ``lr``, or the control:
+    M1's architecture trained from random weights (``policy`` = ``"control"``).  Early stopping
+    on the inner split; every fit through the fit cache (:meth:`CvSetup.fit`)."""
 
-    fold: Fold
+    cv: CvSetup
+    policy: str
+    lr: float
+    echo: Callable[[str], Any] | None = print
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return model_key(self.policy)
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        return label(self.name)
+
+    def settings(self) -> dict:
+        return {"policy": self.policy, "lr": self.lr}
+
+    def fit(self, materials, train, *, seed: int, split=None, tag: dict | None = None) -> Fitted:
+        result = self.cv.fit(self.policy, self.lr, seed, split)
+        loaded = load_checkpoint(result.checkpoint)
+        if self.echo is not None and tag and "repeat" in tag:
+            self.echo(
+                f"repeat {tag['repeat']} fold {tag['fold']}  {self.name:>14}  lr {self.lr:<8g} inner val MAE "
+                f"{result.best_val_mae:.4f} eV (best epoch {result.best_epoch}, {result.seconds:.1f} s)"
+            )
+
+        def predict_(m, pos):
+            return Prediction(predict(loaded, self.cv.dataset.subset_positions(pos), device=self.cv.profile.device))
+
+        info = {
+            "inner_val_mae": result.best_val_mae,
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "seconds": result.seconds,
+        }
+        return Fitted(predict_, {**info, "fit": result})
+
+
+@dataclass
+class CandidateFits:
+    """Every fine-tuning candidate on every outer fold: ``candidates`` (one row per fit: model,
+    policy, lr, repeat, fold, inner validation MAE, best epoch, epochs run, seconds) and
+    ``predictions`` (model, lr, repeat, fold, material_id, prediction on the test fold), both
+    fold by fold."""
+
     candidates: pd.DataFrame
     predictions: pd.DataFrame
 
 
-def fit_fold(cv: CvSetup, fold: Fold, *, echo: Callable[[str], Any] = print) -> FoldFits:
-    """Fit every candidate of ``cv`` on the training part of ``fold`` (early stopping on its
-    inner grouped split) and predict its test part.  Each fit comes from the fit cache when it
-    was done before (an interrupted stage resumes at the next unfinished fit)."""
-    ids = cv.dataset.ids
-    inner = fold_inner_split(cv.groups, fold, cv.profile.cv.inner_val_fraction)
-    test_set = cv.dataset.subset_positions(fold.test)
+def fit_candidates(cv: CvSetup, *, echo: Callable[[str], Any] = print) -> CandidateFits:
+    """Every candidate of ``cv`` (each freeze policy at each learning rate, the control at each
+    of its rates) through the study's fold loop: fitted on each fold's training part (early
+    stopping on its inner grouped split), predicting its test part.  Each fit comes from the fit
+    cache when it was done before (an interrupted stage resumes at the next unfinished fit)."""
+    fold_index = {(f.repeat, f.fold): k for k, f in enumerate(cv.folds)}
     rows, preds = [], []
-    for policy, lr in cv.candidates():
-        result = cv.fit(policy, lr, fold.seed, inner)
-        pred = predict(load_checkpoint(result.checkpoint), test_set, device=cv.profile.device)
-        rows.append(
-            {
-                "model": model_key(policy),
-                "policy": policy,
-                "lr": lr,
-                "repeat": fold.repeat,
-                "fold": fold.fold,
-                "inner_val_mae": result.best_val_mae,
-                "best_epoch": result.best_epoch,
-                "epochs_run": result.epochs_run,
-                "seconds": result.seconds,
-            }
-        )
-        preds.append(
-            pd.DataFrame(
+    for order, (policy, lr) in enumerate(cv.candidates()):
+        recipe = FineTuned(cv, policy, lr, echo)
+        result = engine.cross_validate(recipe, cv.materials, cv.folds, val_fraction=cv.profile.cv.inner_val_fraction)
+        for info in result.infos:
+            rows.append(
                 {
-                    "model": model_key(policy),
+                    "model": recipe.name,
+                    "policy": policy,
                     "lr": lr,
-                    "repeat": fold.repeat,
-                    "fold": fold.fold,
-                    "material_id": [ids[k] for k in fold.test],
-                    "prediction": pred,
+                    **{k: info[k] for k in ("repeat", "fold", "inner_val_mae", "best_epoch", "epochs_run", "seconds")},
+                    "_order": (fold_index[(info["repeat"], info["fold"])], order),
                 }
             )
-        )
-        echo(
-            f"repeat {fold.repeat} fold {fold.fold}  {model_key(policy):>14}  lr {lr:<8g} inner val MAE "
-            f"{result.best_val_mae:.4f} eV (best epoch {result.best_epoch}, {rows[-1]['seconds']:.1f} s)"
-        )
-    return FoldFits(fold, pd.DataFrame(rows), pd.concat(preds, ignore_index=True))
+        table = result.predictions
+        table.insert(1, "lr", lr)
+        preds.append(table.assign(_order=[(fold_index[(r, f)], order) for r, f in zip(table["repeat"], table["fold"])]))
+    # fold by fold, the candidates in order within a fold (as the tables have always been written)
+    candidates = pd.DataFrame(rows).sort_values("_order", kind="stable").drop(columns="_order")
+    predictions = pd.concat(preds, ignore_index=True).sort_values("_order", kind="stable").drop(columns="_order")
+    return CandidateFits(candidates.reset_index(drop=True), predictions.reset_index(drop=True))
 
 
 # --------------------------------------------------------------------------------------
@@ -384,7 +422,7 @@ class CvResult:
     """The cross-validation of every candidate and baseline.
 
     Attributes:
-        candidates: one row per (repeat, fold, candidate) (see :class:`FoldFits`).
+        candidates: one row per (repeat, fold, candidate) (see :class:`CandidateFits`).
         candidate_predictions: every candidate's out-of-fold predictions.
         cv_predictions: long table model, repeat, fold, material_id, prediction of every
             model (within-fold choices) and baseline.
@@ -404,10 +442,9 @@ class CvResult:
     gbm_choices: pd.DataFrame
 
 
-def summarise(cv: CvSetup, fold_fits: list[FoldFits], baselines: BaselineFits) -> CvResult:
+def summarise(cv: CvSetup, fits: CandidateFits, baselines: BaselineFits) -> CvResult:
     """Within-fold choices, the CV table of every model and baseline, the recipes by CV MAE."""
-    candidates = pd.concat([f.candidates for f in fold_fits], ignore_index=True)
-    candidate_preds = pd.concat([f.predictions for f in fold_fits], ignore_index=True)
+    candidates, candidate_preds = fits.candidates, fits.predictions
     policies = list(cv.profile.adapt.policies)
     model_preds = within_fold_choices(candidates, candidate_preds, policies)
     cv_predictions = pd.concat([baselines.predictions, model_preds], ignore_index=True)
@@ -459,7 +496,6 @@ def run_cross_validation(
     """Every step of this module in order (what the notebook does cell by cell)."""
     clear_outputs(run_dir)
     cv = setup(run_dir, profile)
-    fold_fits = [fit_fold(cv, fold, echo=echo) for fold in cv.folds]
-    result = summarise(cv, fold_fits, fit_baselines(cv))
+    result = summarise(cv, fit_candidates(cv, echo=echo), fit_baselines(cv))
     write_cv(cv, result)
     return result

@@ -19,15 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from cgcnn.evaluation.folds import inner_split
 from cgcnn.fileio import write_json
 from cgcnn.prediction.trees import save_trees
 from cgcnn.study import engine
 from cgcnn.study.candidates import candidate_recipe
-from cgcnn.study.cross_validation import CONTROL, CvSetup, model_key, setup
+from cgcnn.study.cross_validation import CONTROL, CvSetup, FineTuned, model_key, setup
 from cgcnn.study.display import label
 from cgcnn.study.fits import CachedFit
 from cgcnn.study.methods import load_methods, prepare
@@ -64,13 +62,13 @@ class AdaptationResult:
 def _fit_recipes(cv: CvSetup, choices: pd.DataFrame, seeds: list[int], echo) -> pd.DataFrame:
     """Each chosen recipe on all of DS2, once per seed (inner grouped split for early stopping)."""
     models_dir = run_paths(cv.run)["models"]
-    everything = np.arange(len(cv.dataset))
     rows = []
     for model, choice in choices.iterrows():
         folder = models_dir / (CONTROL if model == CONTROL else f"m2/{choice['policy']}")
+        recipe = FineTuned(cv, choice["policy"], float(choice["lr"]), echo=None)
         for seed in seeds:
-            splits = inner_split(cv.groups, everything, val_fraction=cv.profile.cv.inner_val_fraction, seed=seed)
-            result = cv.fit(choice["policy"], float(choice["lr"]), seed, splits)
+            fitted = engine.fit_final(recipe, cv.materials, seed=seed, val_fraction=cv.profile.cv.inner_val_fraction)
+            result = fitted.info["fit"]
             checkpoint = result.copy_to(folder / f"seed-{seed}")
             rows.append(
                 {
