@@ -1,7 +1,7 @@
-"""Baselines every CGCNN model must beat, as cross-validation methods.
+"""The machinery of the baselines every CGCNN model must beat (the baselines themselves are
+recipes of :mod:`cgcnn.study.recipes`: raw PBE, PBE linearly corrected
+(:class:`cgcnn.evaluation.metrics.LinearCorrection`), and these boosted trees):
 
-* raw PBE (``prediction = PBE gap``), and PBE linearly corrected on the training folds
-  (``exp ≈ a·PBE + b``, :class:`cgcnn.evaluation.metrics.LinearCorrection`);
 * composition-only gradient boosting: Magpie element-property statistics (matminer's
   ``ElementProperty.from_preset("magpie")``, 132 features) into scikit-learn's
   ``HistGradientBoostingRegressor``;
@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cgcnn.data.magpie import of_formulas
-from cgcnn.evaluation.folds import FoldContext
-from cgcnn.evaluation.metrics import LinearCorrection
 
 GBM_GRID = {"learning_rate": (0.05, 0.1), "max_leaf_nodes": (15, 31)}
 
@@ -38,28 +36,6 @@ def magpie_features(formulas: Sequence[str]) -> np.ndarray:
     """Magpie statistics of each composition, shape [n, 132] (matminer's magpie preset,
     vectorised in :mod:`cgcnn.data.magpie`)."""
     return of_formulas(list(formulas))
-
-
-@dataclass
-class RawPBE:
-    """The PBE gap itself."""
-
-    pbe: np.ndarray
-
-    def __call__(self, train, test, ctx: FoldContext) -> np.ndarray:
-        return np.asarray(self.pbe, dtype=np.float64)[test]
-
-
-@dataclass
-class LinearPBE:
-    """PBE corrected by a straight line fitted on the training materials that have a PBE gap."""
-
-    pbe: np.ndarray
-    y: np.ndarray
-
-    def __call__(self, train, test, ctx: FoldContext) -> np.ndarray:
-        line = LinearCorrection.fit(self.pbe[train], self.y[train])
-        return line.predict(self.pbe[test])
 
 
 @dataclass
@@ -78,7 +54,6 @@ class BoostedTrees:
     inner_folds: int = 3
     max_iter: int = 300
     offset: np.ndarray | None = None
-    chosen: list[dict] = field(default_factory=list)
 
     @property
     def target(self) -> np.ndarray:
@@ -123,12 +98,6 @@ class BoostedTrees:
         """``model``'s predictions of ``y`` for ``features`` (plus ``offset`` when the trees learn a correction)."""
         pred = model.predict(features)
         return pred if self.offset is None else pred + np.asarray(offset, dtype=np.float64)
-
-    def __call__(self, train, test, ctx: FoldContext) -> np.ndarray:
-        model, params = self.fit(train, ctx.seed)
-        self.chosen.append({"repeat": ctx.repeat, "fold": ctx.fold, **params})
-        test = np.asarray(test, dtype=np.int64)
-        return self.predict(model, self.features[test], None if self.offset is None else self.offset[test])
 
     def fit_all(self, seed: int = 0):
         """Choose hyper-parameters on every material and fit the final model (for DS3)."""

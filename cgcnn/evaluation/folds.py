@@ -1,22 +1,19 @@
-"""Cross-validation folds grouped by formula, and out-of-fold predictions.
+"""Cross-validation folds: grouped by formula, chemistry shift, class held out; the inner split.
 
 The study makes every choice by K-fold cross-validation on DS2: folds are **grouped by
 reduced formula** (polymorphs never straddle training and test), stratified by gap where
 possible (:class:`sklearn.model_selection.StratifiedGroupKFold` on gap quantile bins), and
-repeated with several seeds.  A *method* is anything with
-``fit_predict(train, test, context) -> predictions for test``; :func:`out_of_fold` runs it
-on every fold and returns one prediction per (repeat, material).  Choices inside a method
-(early stopping, hyper-parameters) use only its training positions, e.g. through
-:func:`inner_split`.
+repeated with several seeds.  The study's one fold loop (:func:`cgcnn.study.engine.cross_validate`)
+runs any recipe on these folds; choices inside a fit (early stopping, hyper-parameters) use only
+its training positions, through :func:`fold_inner_split`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -119,48 +116,8 @@ def inner_split(
 def fold_inner_split(
     groups: Sequence[str], fold, val_fraction: float, train: Sequence[int] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The inner (fit, validation) split of an outer ``fold`` (a :class:`Fold` or
-    :class:`FoldContext`; ``train`` defaults to ``fold.train``): :func:`inner_split` seeded by
+    """The inner (fit, validation) split of an outer ``fold`` (anything with ``seed`` and
+    ``fold``; ``train`` defaults to ``fold.train``): :func:`inner_split` seeded by
     the fold (``1000 * seed + fold``) — the one place every fold's early stopping is split."""
     positions = fold.train if train is None else train
     return inner_split(groups, positions, val_fraction=val_fraction, seed=1000 * fold.seed + fold.fold)
-
-
-@dataclass(frozen=True)
-class FoldContext:
-    """What a method may know about the fold it is fitting (never the test labels)."""
-
-    repeat: int
-    fold: int
-    seed: int
-
-
-Method = Callable[[np.ndarray, np.ndarray, FoldContext], np.ndarray]
-
-
-def out_of_fold(method: Method, folds: Sequence[Fold], ids: Sequence[str], *, name: str | None = None) -> pd.DataFrame:
-    """Run ``method`` on every fold; a long table ``repeat, fold, material_id, prediction``
-    (one row per material and repeat)."""
-    rows = []
-    for fold in folds:
-        pred = np.asarray(
-            method(fold.train, fold.test, FoldContext(fold.repeat, fold.fold, fold.seed)), dtype=np.float64
-        )
-        if pred.shape != (len(fold.test),):
-            raise ValueError(
-                f"method {name or method!r} returned {pred.shape} predictions for {len(fold.test)} test materials"
-            )
-        rows.append(
-            pd.DataFrame(
-                {
-                    "repeat": fold.repeat,
-                    "fold": fold.fold,
-                    "material_id": [ids[p] for p in fold.test],
-                    "prediction": pred,
-                }
-            )
-        )
-    table = pd.concat(rows, ignore_index=True)
-    if name is not None:
-        table.insert(0, "model", name)
-    return table

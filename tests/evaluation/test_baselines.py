@@ -1,25 +1,16 @@
-"""Baselines as cross-validation methods (cgcnn.evaluation.baselines)."""
+"""The boosted trees behind the tree baselines and averaged candidates (cgcnn.evaluation.baselines)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from cgcnn.evaluation.baselines import BoostedTrees, LinearPBE, RawPBE, magpie_features
-from cgcnn.evaluation.folds import FoldContext
-
-CTX = FoldContext(0, 0, 0)
+from cgcnn.evaluation.baselines import BoostedTrees, magpie_features
 
 
-def test_linear_correction_on_three_points_is_exact():
-    pbe = np.array([0.0, 1.0, 2.0, 3.0])
-    exp = 1.5 * pbe + 0.5  # exp = 1.5 PBE + 0.5 eV
-    pred = LinearPBE(pbe, exp)(np.array([0, 1, 2]), np.array([3]), CTX)
-    assert np.allclose(pred, [5.0])
-
-
-def test_raw_pbe_returns_the_pbe_gap_and_nan_where_missing():
-    pbe = np.array([0.5, np.nan, 2.0])
-    assert np.allclose(RawPBE(pbe)([0], [1, 2], CTX), [np.nan, 2.0], equal_nan=True)
+def _fit_predict(trees: BoostedTrees, train, test) -> np.ndarray:
+    model, _ = trees.fit(train, 0)
+    test = np.asarray(test)
+    return trees.predict(model, trees.features[test], None if trees.offset is None else trees.offset[test])
 
 
 def test_magpie_features_have_132_columns_and_follow_the_composition():
@@ -35,9 +26,9 @@ def test_boosted_trees_learn_a_feature_and_choose_from_the_grid():
     groups = [f"g{k % 40}" for k in range(120)]
     model = BoostedTrees(x, y, groups, grid={"learning_rate": (0.1,), "max_leaf_nodes": (7, 15)}, max_iter=100)
     train, test = np.arange(100), np.arange(100, 120)
-    pred = model(train, test, CTX)
+    pred = _fit_predict(model, train, test)
     assert np.abs(pred - y[test]).mean() < 0.3
-    assert model.chosen[0]["max_leaf_nodes"] in (7, 15)
+    assert model.fit(train, 0)[1]["max_leaf_nodes"] in (7, 15)
 
 
 def test_correction_trees_carry_the_pbe_gap_beyond_the_training_range():
@@ -50,8 +41,8 @@ def test_correction_trees_carry_the_pbe_gap_beyond_the_training_range():
     groups = [f"g{k}" for k in range(len(pbe))]
     train, test = np.arange(90), np.array([90, 91])
     grid = {"learning_rate": (0.1,), "max_leaf_nodes": (7,)}
-    corrected = BoostedTrees(x, y, groups, grid=grid, max_iter=50, offset=pbe)(train, test, CTX)
-    direct = BoostedTrees(x, y, groups, grid=grid, max_iter=50)(train, test, CTX)
+    corrected = _fit_predict(BoostedTrees(x, y, groups, grid=grid, max_iter=50, offset=pbe), train, test)
+    direct = _fit_predict(BoostedTrees(x, y, groups, grid=grid, max_iter=50), train, test)
     assert np.allclose(corrected, [5.0, 6.0], atol=1e-6)
     assert (direct < 3.01).all()  # never above the largest training gap (3 eV)
 
@@ -61,7 +52,7 @@ def test_correction_trees_leave_out_materials_without_a_pbe_gap_and_predict_nan_
     y = np.array([2.0, 3.0, 9.0, 2.5, 3.5, 1.0])  # the NaN-PBE rows' labels would spoil a constant fit
     x = np.column_stack([np.zeros(6), pbe])
     trees = BoostedTrees(x, y, list("abcdef"), grid={"learning_rate": (0.1,), "max_leaf_nodes": (7,)}, offset=pbe)
-    pred = trees(np.array([0, 1, 2, 3]), np.array([4, 5]), CTX)
+    pred = _fit_predict(trees, np.array([0, 1, 2, 3]), np.array([4, 5]))
     assert np.isclose(pred[0], 3.5, atol=1e-6) and np.isnan(pred[1])
     model, _ = trees.fit_all()
     assert np.allclose(model.predict(x[[0, 1]]), 1.0, atol=1e-6)  # the bare model predicts the correction

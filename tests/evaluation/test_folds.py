@@ -1,11 +1,11 @@
-"""Grouped cross-validation folds and out-of-fold predictions (cgcnn.evaluation.folds)."""
+"""Cross-validation folds and the inner split (cgcnn.evaluation.folds)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cgcnn.evaluation.folds import gap_bins, grouped_folds, inner_split, out_of_fold
+from cgcnn.evaluation.folds import gap_bins, grouped_folds, inner_split
 
 # 40 materials, 25 formulas: 10 formulas appear twice (polymorphs), 5 three times...
 GROUPS = (
@@ -50,27 +50,6 @@ def test_inner_split_keeps_formulas_together_inside_the_training_positions():
     assert set(fit) | set(val) == set(train) and not set(fit) & set(val)
     assert not {GROUPS[p] for p in fit} & {GROUPS[p] for p in val}
     assert len(val) > 0
-
-
-def test_out_of_fold_gives_one_prediction_per_material_and_repeat():
-    folds = grouped_folds(GROUPS, GAPS, k=4, repeats=2, seed=3)
-    ids = [f"m{k}" for k in range(len(GROUPS))]
-    seen_train = []
-
-    def method(train, test, ctx):
-        seen_train.append(set(train))
-        return np.full(len(test), float(ctx.repeat))
-
-    table = out_of_fold(method, folds, ids, name="const")
-    assert len(table) == 2 * len(ids)
-    assert table.groupby("repeat")["material_id"].nunique().tolist() == [len(ids), len(ids)]
-    assert (table["prediction"] == table["repeat"]).all() and (table["model"] == "const").all()
-
-
-def test_a_method_returning_the_wrong_shape_is_named():
-    folds = grouped_folds(GROUPS, GAPS, k=4, repeats=1)
-    with pytest.raises(ValueError, match="method 'bad' returned"):
-        out_of_fold(lambda tr, te, ctx: np.zeros(1), folds, [str(k) for k in range(len(GROUPS))], name="bad")
 
 
 def test_cluster_folds_hold_out_whole_composition_clusters():
