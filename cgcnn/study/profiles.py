@@ -30,6 +30,7 @@ from cgcnn.config import (
     TrainConfig,
 )
 from cgcnn.errors import CgcnnError
+from cgcnn.study.recipes import CANDIDATES
 from cgcnn.training.freeze import POLICIES
 
 PROFILE_NAMES = ("fixture", "default", "study", "paper", "ship")
@@ -108,14 +109,9 @@ class CVSettings(StrictModel):
     )
 
 
-MethodName = Literal[
-    "delta",
-    "delta_composition",
-    "multifidelity",
-    "delta_huber",
-    "delta_composition_huber",
-    "multifidelity_huber",
-]
+# the methods candidates a profile may name: each network with each loss (cgcnn.study.recipes.CANDIDATES;
+# their averages with the trees are added by the methods stage)
+MethodName = Literal[tuple(name for name, c in CANDIDATES.items() if c.trees is None)]
 
 
 class MethodSettings(StrictModel):
