@@ -11,7 +11,7 @@ Run folder ``<output>/<run-id>/``:
     config.json        resolved profile + inputs            environment.json  versions, git SHA, machine
     notebooks/…        executed notebooks                   stages/*.json     one manifest per stage
     bucket/            the run's work bucket (a copy of the raw inputs + ETL outputs)
-    data/ models/ tables/ figures/ metrics.json             written by the notebooks
+    data/ models/ tables/ figures/ and the records            written by the notebooks (cgcnn.study.rundir.RUN_FILES)
 
 A stage is skipped when its manifest says it completed with the same inputs: the same
 parameters, notebook, the code it runs (the ``cgcnn`` modules its notebook imports,

@@ -1,4 +1,4 @@
-"""Ship the ensemble a pipeline run selected (``<run>/methods.json``) as ``cgcnn/models/<name>/``.
+"""Ship the ensemble a pipeline run selected (its methods record) as ``cgcnn/models/<name>/``.
 
 Used by ``scripts/ship_model.py --study-run RUN``.  Writes slim ``member-<k>.pt`` checkpoints
 (weights, settings, normaliser; no optimiser state) and ``manifest.json``: the method, the
@@ -120,7 +120,7 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
     methods = load_methods(run)
     if not methods or not methods.get("final"):
         _fail(
-            f"{run}/methods.json has no trained ensemble; run the pipeline with a profile that names methods candidates"
+            f"{run_paths(run)['methods']} has no trained ensemble; run the pipeline with a profile that names methods candidates"
         )
     excluded: set[str] = set()
     for path in exclude_files:

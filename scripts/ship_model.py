@@ -7,7 +7,7 @@ A single trained model (the base model M1)::
         --graphs GRAPHS.npz --targets DS1.csv --target-column bg_pbe \
         --exclude-ids VALIDATION_SET.csv [--description "…"]
 
-The ensemble selected by a pipeline run's methods stage (``<run>/methods.json``)::
+The ensemble selected by a pipeline run's methods stage (its methods record)::
 
     .venv/bin/python scripts/ship_model.py --name ensemble --study-run PIPELINE_RUN_FOLDER \
         --exclude-ids VALIDATION_SET.csv
@@ -40,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--run", help="training output folder (best.pt, run.json, splits.json)")
     p.add_argument("--graphs", help="the graph set the model was trained on (.npz)")
     p.add_argument("--targets", help="the labels CSV it was trained on")
-    p.add_argument("--study-run", help="a pipeline run folder whose methods stage trained an ensemble (methods.json)")
+    p.add_argument("--study-run", help="a pipeline run folder whose methods stage trained an ensemble")
     p.add_argument("--target-column", default=None)
     p.add_argument(
         "--exclude-ids",

@@ -1,5 +1,5 @@
 """Step 02-ml-dev/02: grouped cross-validation on DS2 of every freeze policy, the control and
-the baselines; the CV table and the recipes it chooses (``cv.json``).
+the baselines; the CV table and the recipes it chooses (the CV record).
 
 Protocol (no choice ever looks at DS3, and no out-of-fold prediction comes from a model
 selected on its own test fold):
@@ -18,7 +18,7 @@ selected on its own test fold):
    Those choices give the honest out-of-fold predictions of the CV table.  The recipes the
    final models use are chosen by the cross-validated MAE of the candidates: for each model
    its best learning rate, M2 the best policy — :func:`summarise`.
-5. The CV table and the choices are written (``tables/cv_*.csv``, ``cv.json``) before any
+5. The CV table and the choices are written (``tables/cv_*.csv``, the CV record) before any
    final model is trained and before DS3 is touched — :func:`write_cv`.
 
 The CV table is computed on the materials that **every** model predicts (DS2 materials
@@ -457,7 +457,7 @@ def summarise(cv: CvSetup, fits: CandidateFits, baselines: BaselineFits) -> CvRe
 # 5. the record
 # --------------------------------------------------------------------------------------
 def write_cv(cv: CvSetup, result: CvResult) -> Path:
-    """Write the CV tables and ``cv.json`` (protocol, chosen recipes, CV table); returns its path."""
+    """Write the CV tables and the CV record (protocol, chosen recipes, CV table); returns its path."""
     paths = run_paths(cv.run)
     settings = cv.profile.cv
     write_table(paths["tables"] / "cv_candidates.csv", result.candidates, index=False)
@@ -485,7 +485,7 @@ def write_cv(cv: CvSetup, result: CvResult) -> Path:
 
 
 def clear_outputs(run_dir: str | os.PathLike) -> None:
-    """Remove an earlier ``cv.json``, so that no later step reads a record of other settings while
+    """Remove an earlier the CV record, so that no later step reads a record of other settings while
     this one runs (the fits themselves stay in the fit cache)."""
     run_paths(run_dir)["cv"].unlink(missing_ok=True)
 

@@ -1,6 +1,6 @@
 """Step 02-ml-dev/04, second half — DS3 evaluation: the models the cross-validation chose, every baseline, with intervals.
 
-DS3 is touched once, here, and only after the CV table exists (``<run>/cv.json``; the
+DS3 is touched once, here, and only after the CV table exists (the CV record; the
 evaluation refuses to run without it).  Scored: raw PBE, PBE linearly corrected on all of
 DS2, the two boosted-tree baselines fitted on all of DS2 (hyper-parameters by inner CV),
 HSE06, G0W0, M1, every M2 variant and the control (final models, one per seed; a model's
@@ -10,7 +10,7 @@ Per model: MAE with a bootstrap 95 % interval (materials resampled), RMSE, R², 
 ``n``; for seeded models also the mean ± std of the per-seed MAE; paired differences (with
 intervals) against the baseline with the best CV MAE and, for M2, against the control.
 Errors by anion class and by gap range, and the table without the DS3 materials that have a
-DS2 polymorph.  Writes ``<run>/metrics.json`` and ``<run>/tables/ds3_*.csv``.
+DS2 polymorph.  Writes the DS3 record (``run_paths(run)["metrics"]``) and ``<run>/tables/ds3_*.csv``.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _model_predictions(profile: StudyProfile, adaptation: AdaptationResult, base
 def _ensemble_predictions(
     run: Path, profile: StudyProfile, base, data: StudyData, ds3_set
 ) -> tuple[list[pd.DataFrame], pd.DataFrame | None]:
-    """The selected ensemble (``<run>/methods.json``), called as a user would: structures, the
+    """The selected ensemble (from the methods record), called as a user would: structures, the
     known PBE gaps of the DS3 table, M1 for any missing one, the intervals and domain flag of
     the trust step (``models/trust``) when it ran.  (rows, its prediction table by material)."""
     methods = load_methods(run)

@@ -4,8 +4,8 @@
   rate) and the control, once per seed, with early stopping on an inner grouped validation
   split of DS2; in ``<run>/models/m2/<policy>/seed-<s>/`` and ``<run>/models/control/seed-<s>/``
   (DS3 uses the mean over seeds).  The recipes are read from what the cross-validation step
-  wrote (``tables/adaptation_choices.csv``, ``cv.json``), never chosen here.
-* :func:`train_final_ensemble` — the method the methods step selected (``methods.json``),
+  wrote (``tables/adaptation_choices.csv``, the CV record), never chosen here.
+* :func:`train_final_ensemble` — the method the methods step selected (the methods record),
   its members trained on all of DS2 (``<run>/models/ensemble/member-<k>/``, plus the boosted
   trees when the selection is an average with them).
 """
@@ -137,7 +137,7 @@ def train_final_ensemble(
 ) -> dict | None:
     """Train the method the methods step selected on all of DS2 (members, and the boosted
     trees for an average with them); writes ``models/ensemble/ensemble.json`` (what
-    :func:`cgcnn.study.methods.load_methods` returns under ``"final"``) and returns ``methods.json`` with it.
+    :func:`cgcnn.study.methods.load_methods` returns under ``"final"``) and returns the methods record with it.
     None when the run has no methods step."""
     run = Path(run_dir)
     summary = load_methods(run)

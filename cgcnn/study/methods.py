@@ -17,7 +17,7 @@ inner grouped validation split and the test fold gets their mean and spread —
 :func:`cross_validate`; each candidate is also averaged with the boosted trees —
 :func:`with_boosted_trees`.  The candidate with the lowest CV MAE is selected, the spread's
 calibration factor is fitted on its out-of-fold predictions, and everything is written
-(``tables/methods_*.csv``, ``methods.json``, the CV table) — :func:`select`.  The selected
+(``tables/methods_*.csv``, the methods record, the CV table) — :func:`select`.  The selected
 recipe is trained on all of DS2 by the next step (:func:`cgcnn.study.final_models.train_final_ensemble`).
 DS3 is never looked at here.  Each candidate's CV is kept as soon as it finishes
 (``tables/methods_cv_<name>.*``, with a key of its settings, the CV protocol, M1 and the DS2
@@ -124,14 +124,14 @@ def prepare(run_dir: str | os.PathLike, profile: StudyProfile) -> MethodsSetup:
     """The folds of the fine-tuning study and the PBE inputs of every DS2 material.
 
     Refuses (one line) when the profile's CV settings are not those the cross-validation step
-    recorded in ``cv.json``: the candidates must be scored on the same folds."""
+    recorded in the CV record: the candidates must be scored on the same folds."""
     record = read_json(run_paths(run_dir)["cv"])
     if record is not None:
         done = {k: record["protocol"].get(k) for k in ("folds", "repeats", "seed", "inner_val_fraction")}
         now = {k: getattr(profile.cv, k) for k in done}
         if done != now:
             raise CvMismatchError(
-                f"cv.json was written with cv settings {done} but this profile has {now}: "
+                f"{run_paths(run_dir)['cv'].name} was written with cv settings {done} but this profile has {now}: "
                 "rerun the cross-validation step with these settings, or give the methods step the same ones"
             )
     cv = cv_setup(run_dir, profile)
@@ -140,7 +140,7 @@ def prepare(run_dir: str | os.PathLike, profile: StudyProfile) -> MethodsSetup:
 
 
 def clear_outputs(run_dir: str | os.PathLike) -> None:
-    """Remove an earlier selection (``methods.json``, ``models/ensemble/``) so that nothing
+    """Remove an earlier selection (the methods record, ``models/ensemble/``) so that nothing
     stale is read while this step runs (or after it, when the profile has no candidate)."""
     shutil.rmtree(run_paths(run_dir)["models"] / "ensemble", ignore_errors=True)
     run_paths(run_dir)["methods"].unlink(missing_ok=True)
@@ -226,9 +226,9 @@ def select(
 ) -> dict:
     """The candidate with the lowest CV MAE, its calibration, and the CV table of every model
     (the fine-tuning study's and the baselines' included, on the same paired rows).  Writes
-    ``methods.json`` and the ``methods_*`` tables (``methods_cv_metrics.csv``: that CV table;
+    the methods record and the ``methods_*`` tables (``methods_cv_metrics.csv``: that CV table;
     ``methods_ensemble_size.csv``: each candidate's CV MAE with fewer of its members);
-    the cross-validation step's files are only read.  Returns ``methods.json``'s contents."""
+    the cross-validation step's files are only read.  Returns the methods record's contents."""
     cv, profile = m.cv, m.cv.profile
     paths = run_paths(cv.run)
     every = {**results, **hybrids}
@@ -311,7 +311,7 @@ def run_methods(
     run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Callable[[str], Any] = print
 ) -> dict | None:
     """Every step of this module in order (what the notebook does cell by cell).  Returns
-    ``methods.json``'s contents, or None when the profile names no candidate."""
+    the methods record's contents, or None when the profile names no candidate."""
     clear_outputs(run_dir)
     if not profile.methods.candidates:
         return None
@@ -327,7 +327,7 @@ def run_methods(
 
 
 def load_methods(run_dir: str | os.PathLike) -> dict | None:
-    """``<run>/methods.json`` (what :func:`select` wrote), with the final fit of the selected
+    """The methods record (what :func:`select` wrote), with the final fit of the selected
     ensemble under ``"final"`` once it is trained (``models/ensemble/ensemble.json``,
     :func:`cgcnn.study.final_models.train_final_ensemble`); None when the run has no methods step."""
     summary = read_json(run_paths(run_dir)["methods"])

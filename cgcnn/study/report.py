@@ -18,7 +18,7 @@ from cgcnn.fileio import atomic_write_text
 from cgcnn.prediction.intervals import NORMALISER_NOTES
 from cgcnn.study.display import display_cv_table, display_table, label
 from cgcnn.study.profiles import StudyProfile
-from cgcnn.study.rundir import load_cv_table, read_json, require_cv, run_paths
+from cgcnn.study.rundir import RUN_FILES, load_cv_table, read_json, require_cv, run_paths
 
 
 def _ens_label(candidate: str) -> str:
@@ -412,7 +412,7 @@ def write_report(run_dir: str | os.PathLike, profile: StudyProfile) -> Path:
         "training formulas form an inner validation split that stops training early and picks each model's learning rate "
         "and M2's freeze policy, so no out-of-fold prediction comes from a model chosen on its own test fold. Baselines "
         "are scored on the same folds; the boosted trees' hyper-parameters are chosen by inner CV. The CV table and the "
-        f"chosen recipes were written to `cv.json` before DS3 was touched. M2's policy: `{cv['selected_policy']}`; "
+        f"chosen recipes were written to `{RUN_FILES['cv'].path}` before DS3 was touched. M2's policy: `{cv['selected_policy']}`; "
         "learning rates: " + ", ".join(f"{k} {v:g}" for k, v in cv["learning_rates"].items()) + ". "
         f"Final models: every recipe trained on all of DS2 once per seed ({', '.join(map(str, metrics.get('seeds', [])))}); "
         "a model's DS3 prediction is the mean over its seeds.",

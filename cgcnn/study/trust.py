@@ -1,7 +1,7 @@
 """Step 02-ml-dev/04: how far the selected ensemble can be trusted — intervals that hold on new
 chemistry, an applicability domain, and the DS2 labels that look wrong.
 
-1. :func:`prepare` — the selected method (``methods.json``), M1's crystal features, elements,
+1. :func:`prepare` — the selected method (the methods record), M1's crystal features, elements,
    Magpie features and M1's PBE prediction of every DS2 material, and three protocols: the
    **grouped** folds of the fine-tuning study (first repeat) and **chemistry-shift** folds
    (:func:`cgcnn.evaluation.folds.cluster_folds`: whole composition clusters held out), and
@@ -20,7 +20,7 @@ chemistry, an applicability domain, and the DS2 labels that look wrong.
    coverage and width (each fold's materials scored by a calibration that never saw them),
    overall and per anion class, MAE in vs out of domain with a bootstrap interval (those
    measures: :mod:`cgcnn.evaluation.coverage`), and the table of suspicious labels.
-4. :func:`write` — ``trust.json``, ``tables/trust_*.csv`` and the shipped calibration
+4. :func:`write` — the trust record, ``tables/trust_*.csv`` and the shipped calibration
    (``models/trust/``: :class:`cgcnn.prediction.trust.Trust` fitted on all of DS2).
 
 DS3 is not touched here; the final step scores the intervals and the flag on it once.
@@ -422,7 +422,7 @@ def analyse(t: TrustSetup, folds: dict[str, pd.DataFrame]) -> TrustAnalysis:
 
 
 def write(t: TrustSetup, a: TrustAnalysis) -> dict:
-    """``trust.json``, the ``trust_*`` tables and ``models/trust/`` (the calibration to ship)."""
+    """the trust record, the ``trust_*`` tables and ``models/trust/`` (the calibration to ship)."""
     paths = run_paths(t.m.cv.run)
     write_table(paths["tables"] / "trust_coverage.csv", a.coverage, index=False)
     write_table(paths["tables"] / "trust_coverage_by_class.csv", a.by_class, index=False)
