@@ -291,8 +291,10 @@ def test_notebook_trust_calibrates_intervals_and_the_domain_out_of_fold(fixture_
     assert (oof["lo"] >= 0).all() and (oof["lo"] <= oof["prediction"]).all() and (oof["prediction"] <= oof["hi"]).all()
     assert (oof["domain_note"].fillna("") == "").eq(oof["in_domain"]).all()  # a note exactly when out of domain
     assert set(oof.loc[oof["pbe_input"] == "predicted", "category"]) == {"pbe_predicted"}
-    # the per-fold tables keep every member's prediction beside their mean
-    fold = pd.read_csv(sorted((run_dir / "trust" / "cv").glob("grouped-f*.csv"))[0])
+    # a protocol's out-of-fold table keeps every member's prediction beside their mean (fits read back from the cache)
+    from cgcnn.study import profiles, trust
+
+    fold = trust.fit_protocol(trust.prepare(run_dir, profiles.load_profile(run_dir / "config.json")), "grouped")
     members = fold[[f"member_{k}" for k in range(load_methods(run_dir)["settings"]["members"])]]
     assert np.allclose(members.mean(axis=1), fold["cgcnn_mean"])
     coverage = pd.read_csv(run_dir / "tables" / "trust_coverage.csv")
@@ -508,19 +510,26 @@ def test_ship_model_ships_the_run_s_ensemble_and_refuses_a_leak(fixture_run, tmp
     assert (models / "ensemble" / "manifest.json").read_bytes() == before
 
 
-def test_methods_stage_resumes_after_the_candidates_it_finished(fixture_run, tmp_path):
+def test_methods_stage_resumes_after_the_fits_it_finished(fixture_run, tmp_path):
     import shutil
 
     from cgcnn.study import methods, profiles
 
     run_dir = _completed(fixture_run, "methods")
-    copy = tmp_path / "run"
+    copy, cache = tmp_path / "run", tmp_path / "cache"
     shutil.copytree(run_dir, copy)
+    shutil.copytree(run_dir.parent / ".cache", cache)  # the fit cache the pipeline filled
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "cache": str(cache)}))
     before = json.loads((copy / "methods.json").read_text())
-    (copy / "tables" / "methods_cv_multifidelity.json").unlink()  # as if interrupted during that candidate
-    lines: list[str] = []
-    after = methods.run_methods(copy, profiles.load_profile(copy / "config.json"), echo=lines.append)
-    reused = [line for line in lines if "reused" in line]
-    assert [line.split(":")[0] for line in reused] == ["delta", "delta_composition", "delta_composition_huber"]
-    assert any(line.startswith("repeat 0 fold 0") and "multifidelity" in line for line in lines)  # recomputed
-    assert after["cv_mae_all_ds2"] == pytest.approx(before["cv_mae_all_ds2"], abs=1e-4)  # same seeds: same numbers
+    # as if interrupted while the multi-fidelity candidate was being fitted: its members' fits are not there
+    specs = [(p.parent, json.loads(p.read_text())) for p in cache.glob("fits/*/*/spec.json")]
+    lost = [folder for folder, spec in specs if spec["kind"] == "member" and spec["model"].get("fidelities")]
+    assert lost
+    for folder in lost:
+        shutil.rmtree(folder)
+    kept = {p.parent.name for p in cache.glob("fits/*/*/fit.json")}
+    after = methods.run_methods(copy, profiles.load_profile(copy / "config.json"), echo=lambda _: None)
+    new = {p.parent.name for p in cache.glob("fits/*/*/fit.json")} - kept
+    assert len(new) == len(lost)  # only the lost fits ran again; every other fit was read back
+    assert after["cv_mae_all_ds2"] == before["cv_mae_all_ds2"]  # same fits, same numbers
