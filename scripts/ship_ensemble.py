@@ -114,6 +114,7 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
     from cgcnn.provenance import collect
     from cgcnn.study.display import METHOD_LABELS
     from cgcnn.study.methods import load_methods
+    from cgcnn.study.recipes import registered
     from cgcnn.study.rundir import load_cv_table, read_json, run_paths
     from cgcnn.training.checkpoint import read_checkpoint, save_checkpoint
 
@@ -132,7 +133,7 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
     base_sha = sha256_file(run / "models" / "m1" / "best.pt")
     selected = methods["selected"]
     cv_table = load_cv_table(run)
-    keep = [m for m in cv_table.index if m.startswith(("pbe", "gbm_")) or m in ("m2", "control", f"ens_{selected}")]
+    keep = [m for m in cv_table.index if m in {*registered(), "m2", "control", f"ens_{selected}"}]
     cols = [
         c
         for c in (

@@ -399,20 +399,21 @@ def choose_recipes(candidate_preds: pd.DataFrame, truth: pd.Series, policies: li
     mae = (
         candidate_preds.assign(err=err).groupby(["model", "lr", "repeat"])["err"].mean().groupby(["model", "lr"]).mean()
     )
+    policy_of = {model_key(p): p for p in [*policies, CONTROL]}  # model key -> what it freezes (or the control)
     rows = []
     for model, grp in mae.groupby(level="model", sort=False):
         lr = float(grp.idxmin()[1])
         rows.append(
             {
                 "model": model,
-                "policy": CONTROL if model == CONTROL else model.removeprefix("m2_"),
+                "policy": policy_of[model],
                 "lr": lr,
                 "cv_mae": float(grp.min()),
             }
         )
     choices = pd.DataFrame(rows).set_index("model")
     adapted = choices.loc[[model_key(p) for p in policies]]
-    selected = str(adapted["cv_mae"].idxmin()).removeprefix("m2_")
+    selected = policy_of[str(adapted["cv_mae"].idxmin())]
     choices["selected"] = choices.index == model_key(selected)
     return choices, selected
 

@@ -237,7 +237,7 @@ def select(
     calibration_table = pd.DataFrame([r.calibration for r in every.values()]).set_index("method")
     if (paths["tables"] / "cv_predictions.csv").is_file():  # written by the fine-tuning study
         previous = pd.read_csv(paths["tables"] / "cv_predictions.csv", dtype={"material_id": str})
-        previous = previous[~previous["model"].astype(str).str.startswith("ens_")]
+        previous = previous[~previous["model"].isin({f"ens_{name}" for name in CANDIDATES})]
     else:
         previous = run_baselines(cv.frame, cv.folds, profile)[0]
     cv_predictions = pd.concat([previous, oof_table.drop(columns="std")], ignore_index=True)
