@@ -223,6 +223,7 @@ class FitCache:
             write_json(partial / "spec.json", spec)
             write_json(partial / "fit.json", record)  # last: marks the fit complete
             os.replace(partial, final)
+        shutil.rmtree(final.with_name(key + ".lock"), ignore_errors=True)  # the fit is complete: no lock needed
         return CachedFit(final, record)
 
     @staticmethod
