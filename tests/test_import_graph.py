@@ -65,3 +65,21 @@ def test_names_a_package_imports_on_first_use_count_as_their_module(tmp_path):
     (pkg / "training.py").write_text("")
     (pkg / "notebook_like.py").write_text("from pkg import fit\n")
     assert import_graph(pkg)["pkg.notebook_like"] == {"pkg.training"}  # pkg itself: already running
+
+
+def test_layers_keep_stage_inputs_small():
+    """Data reads no bucket, training and evaluation import nothing of prediction, and no stage
+    after the EDA runs an ETL module (so a change to the ETL reruns only the ETL and the EDA)."""
+    graph = import_graph(parents=True)
+
+    def reach(prefix: str, below: str) -> list[str]:
+        return sorted(m for m, targets in graph.items() if m.startswith(prefix) for t in targets if t.startswith(below))
+
+    assert reach("cgcnn.data", "cgcnn.etl") == []
+    assert reach("cgcnn.training", "cgcnn.prediction") == []
+    assert reach("cgcnn.evaluation", "cgcnn.prediction") == []
+    later = sorted(REPO.glob("02-ml-dev/*.ipynb")) + sorted(REPO.glob("03-insights/*.ipynb"))
+    assert len(later) == 7
+    for notebook in later:
+        etl = [m for m in modules_used(notebook_imports(notebook)) if m.startswith("cgcnn.etl")]
+        assert etl == [], f"{notebook.name} runs {etl}"

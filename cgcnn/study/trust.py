@@ -19,13 +19,13 @@ chemistry, an applicability domain, and the DS2 labels that look wrong.
    Mondrian by domain category, and by anion class where the CV says so), their **cross-fitted**
    coverage and width (each fold's materials scored by a calibration that never saw them),
    overall and per anion class, MAE in vs out of domain with a bootstrap interval (those
-   measures: :mod:`cgcnn.evaluation.coverage`), and the table of suspicious labels.
+   measures: :mod:`cgcnn.prediction.coverage`), and the table of suspicious labels.
 4. :func:`write` — the trust record, ``tables/trust_*.csv`` and the shipped calibration
    (``models/trust/``: :class:`cgcnn.prediction.trust.Trust` fitted on all of DS2).
 
 DS3 is not touched here; the final step scores the intervals and the flag on it once.
 (Over 400 lines: one notebook step whose cells are these functions, with the choices its
-calibration makes by CV; the generic measures live in :mod:`cgcnn.evaluation.coverage`.)
+calibration makes by CV; the generic measures live in :mod:`cgcnn.prediction.coverage`.)
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ import pandas as pd
 
 from cgcnn.data.label_audit import suspicious_labels as suspicious_labels_etl
 from cgcnn.data.material_classes import anion_class
-from cgcnn.evaluation.coverage import (
+from cgcnn.evaluation.folds import Fold, class_folds, cluster_folds
+from cgcnn.fileio import write_json
+from cgcnn.prediction.coverage import (
     class_coverage_table,
     conditioning_table,
     coverage_table,
@@ -50,8 +52,6 @@ from cgcnn.evaluation.coverage import (
     reasons_table,
     separation,
 )
-from cgcnn.evaluation.folds import Fold, class_folds, cluster_folds
-from cgcnn.fileio import write_json
 from cgcnn.prediction.domain import (
     IN_DOMAIN,
     OUT_OF_DOMAIN,
@@ -362,7 +362,7 @@ def analyse(t: TrustSetup, folds: dict[str, pd.DataFrame]) -> TrustAnalysis:
     model never saw).  Two choices are made on the cross-fitted DS2 predictions (MP's PBE,
     every protocol scored): the normaliser whose intervals are narrower (calibrated per
     category), then whether the scores are also kept per anion class — kept when that brings
-    the classes' coverage closer to the level (lower :func:`cgcnn.evaluation.coverage.class_gap`)."""
+    the classes' coverage closer to the level (lower :func:`cgcnn.prediction.coverage.class_gap`)."""
     s = t.profile.trust
     level = s.level
     calibrate_on = [p for p in s.calibrate_on if p in t.protocols]  # prepare checked one is there

@@ -1,5 +1,8 @@
 """How good are intervals and a domain flag, measured on out-of-fold predictions.
 
+(In the prediction layer beside the intervals and the domain it measures, so that evaluation
+imports nothing of prediction.)
+
 The functions take a long out-of-fold table — one row per (protocol, fold, PBE input,
 material) with ``truth``, ``prediction``, ``spread`` (the raw ensemble spread), ``category``
 and ``in_domain`` / ``domain_note`` (:mod:`cgcnn.prediction.domain`), ``anion_class`` — as

@@ -1,10 +1,10 @@
-"""Interval and domain measures on out-of-fold tables (cgcnn.evaluation.coverage): facts checkable by hand."""
+"""Interval and domain measures on out-of-fold tables (cgcnn.prediction.coverage): facts checkable by hand."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cgcnn.evaluation.coverage import (
+from cgcnn.prediction.coverage import (
     class_coverage_table,
     class_gap,
     conditioning_table,
