@@ -15,6 +15,10 @@ uncertainty); ``load_model("base")`` the shipped base model M1 (PBE-like gaps).
 Inputs are everything :func:`cgcnn.data.building.read_inputs` accepts: pymatgen ``Structure``s
 (one, a list, ``{id: structure}``), CIF files or folders, a Materials Project snapshot
 (``.jsonl.gz``), or a saved graph set.
+
+(Over 400 lines: the one public entry point — loading any model, naming in-memory structures,
+aligning the PBE gaps a user gives, the warnings the CLI prints too — kept together so that the
+Python API and ``cgcnn predict`` answer the same inputs the same way.)
 """
 
 from __future__ import annotations

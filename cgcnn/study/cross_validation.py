@@ -28,8 +28,9 @@ over the repeats, a bootstrap 95 % interval of the MAE (materials resampled; eac
 material's absolute error averaged over repeats), and paired differences against the best
 baseline and (for M2) against the control.
 
-(Over 400 lines: the module is one notebook step, and its five functions are the five cells of
-that step; the methods step reuses its setup, baselines and CV table.)
+(Over 400 lines: the module is one notebook step — setup, the fine-tuning candidates as recipes,
+the baselines, the within-fold choices and CV table, the record — one function per cell; the
+methods step reuses its setup, baselines and CV table.)
 """
 
 from __future__ import annotations

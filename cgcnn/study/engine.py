@@ -20,11 +20,11 @@ import pandas as pd
 from cgcnn.evaluation.folds import Fold, fold_inner_split, inner_split
 from cgcnn.study.recipes import Fitted, Materials, Recipe, fit_recipe
 
-__all__ = ["CvResult", "cross_validate", "fit_final", "final_split"]
+__all__ = ["OutOfFold", "cross_validate", "fit_final", "final_split"]
 
 
 @dataclass
-class CvResult:
+class OutOfFold:
     """One recipe on every fold: ``predictions`` (model, repeat, fold, material_id, prediction,
     and ``std`` for an ensemble) and what each fold's fit chose (``infos``: one dict per fold,
     with repeat and fold)."""
@@ -44,7 +44,7 @@ def cross_validate(
     name: str | None = None,
     also: dict[str, Materials] | None = None,
     echo: Callable[[str], Any] | None = None,
-) -> CvResult:
+) -> OutOfFold:
     """Fit ``recipe`` on each fold's training materials (early stopping, where it stops early,
     on the fold's inner grouped split) and predict the fold's test materials.
 
@@ -87,7 +87,7 @@ def cross_validate(
             echo(f"repeat {fold.repeat} fold {fold.fold}  {name}: {len(fold.test)} test materials")
     table = pd.concat(rows, ignore_index=True)
     table.insert(0, "model", name)
-    return CvResult(name, table, infos, pd.concat(members, ignore_index=True) if members else None)
+    return OutOfFold(name, table, infos, pd.concat(members, ignore_index=True) if members else None)
 
 
 def final_split(groups: Sequence[str], seed: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:

@@ -54,7 +54,6 @@ __all__ = [
     "Trees",
     "baselines",
     "fit_recipe",
-    "label_of",
     "labels",
     "register",
     "registered",
@@ -340,7 +339,3 @@ register(
 def labels(profile=None) -> dict[str, str]:
     """Name -> label of every registered baseline."""
     return {r.name: r.label for r in baselines(profile)}
-
-
-def label_of(name: str) -> str | None:
-    return labels().get(name)
