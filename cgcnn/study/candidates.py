@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,14 +48,12 @@ __all__ = [
     "PBE",
     "TREES_WEIGHT",
     "Averaged",
-    "EnsembleMethod",
     "NetworkEnsemble",
-    "build_method",
     "candidate_recipe",
     "ensemble_size_table",
-    "member_table",
     "method_model_config",
     "method_trees",
+    "network_ensemble",
     "pbe_inputs",
 ]
 # Fixed, equal weights: nothing is tuned on the out-of-fold predictions.  Checked on run ship-8
@@ -82,53 +79,56 @@ def pbe_inputs(frame: pd.DataFrame, ids: list[str], base, dataset, device) -> tu
     return known, source
 
 
-@dataclass
-class EnsembleMethod:
-    """One candidate's network: its training data and how its members are fitted and predict.
-
-    ``dataset`` holds the DS2 crystals at positions ``offset + k`` (k = DS2 position) and,
-    for the multi-fidelity method, ``n_pbe`` DS1 crystals first.
-    """
+@dataclass(repr=False)
+class NetworkEnsemble(Recipe):
+    """A methods candidate's CGCNN ensemble as a recipe: ``members`` seeds of M1 with the
+    candidate's inputs, fine-tuned through the fit cache, predicting their mean, spread and each
+    member.  ``dataset`` holds the DS2 crystals at positions ``offset + k`` (k = DS2 position)
+    and, for the multi-fidelity network, ``offset`` DS1 crystals first.  ``views``: the same
+    networks reading other per-crystal inputs (e.g. M1's PBE gap for every material), keyed by
+    the id of the :class:`~cgcnn.study.recipes.Materials` object that carries those inputs."""
 
     name: str
+    label: str
     profile: StudyProfile
     base: Any  # cgcnn.training.checkpoint.Loaded
     dataset: Any  # cgcnn.data.dataset.CrystalDataset
-    groups: list[str]
     cache: FitCache
     offset: int = 0
     echo: Callable[[str], Any] = print
+    views: dict = field(default_factory=dict)
     fits: list[dict] = field(default_factory=list)
 
     @property
     def model_config(self) -> ModelConfig:
         return method_model_config(self.name, self.base.model_config)
 
-    def fit_members(self, fit: np.ndarray, val: np.ndarray, tag: dict, out: Path | None = None) -> list[Path]:
-        """Fit ``members`` seeds on DS2 positions ``fit`` (early stopping on ``val``) through the
-        fit cache; their checkpoints (copied into ``out/member-<k>/`` when ``out`` is given)."""
+    def settings(self) -> dict:
+        return {"candidate": self.name, "methods": self.profile.methods.to_dict()}
+
+    def fit(self, materials: Materials, train, *, seed: int, split=None, tag: dict | None = None) -> Fitted:
+        """Fit ``members`` seeds on the DS2 positions of ``split`` = (fit, validation) through the
+        fit cache; their checkpoints are under ``info["checkpoints"]``."""
         s = self.profile.methods
-        train = np.asarray(fit, dtype=np.int64) + self.offset
+        fit = np.asarray(split[0], dtype=np.int64) + self.offset
         if self.offset:  # multi-fidelity: the PBE crystals, and the DS2 ones weighted
-            train = np.concatenate([np.arange(self.offset), np.repeat(train, s.experiment_weight)])
-        val = np.asarray(val, dtype=np.int64) + self.offset
+            fit = np.concatenate([np.arange(self.offset), np.repeat(fit, s.experiment_weight)])
+        val = np.asarray(split[1], dtype=np.int64) + self.offset
         ids = self.dataset.ids
         common = {
             "kind": "member",
             "model": self.model_config.model_dump(),
             "base": loaded_digest(self.base),
             "data": dataset_digest(self.dataset),
-            "fit": [ids[k] for k in train],
+            "fit": [ids[k] for k in fit],
             "val": [ids[k] for k in val],
             "device": resolve_device(self.profile.device).type,
         }
-        paths = []
+        checkpoints = []
         for k in range(s.members):
-            seed = 100 * int(tag.get("seed", 0)) + k
-            train_cfg = self.profile.train_config(s.train, seed=seed)
-            loss = candidate(self.name).loss
-            if loss is not None:
-                train_cfg = train_cfg.model_copy(update={"loss": loss})
+            train_cfg = self.profile.train_config(s.train, seed=100 * seed + k)
+            if candidate(self.name).loss is not None:
+                train_cfg = train_cfg.model_copy(update={"loss": candidate(self.name).loss})
             cfg = AdaptConfig(freeze=s.freeze, normalizer="refit", train=train_cfg)
             result = self.cache.fit(
                 {**common, "adapt": cfg.to_dict()},
@@ -137,7 +137,7 @@ class EnsembleMethod:
                     self.dataset,
                     cfg,
                     folder,
-                    splits=(train, val),
+                    splits=(fit, val),
                     model_config=self.model_config,
                     progress=False,
                     resume=True,
@@ -146,36 +146,27 @@ class EnsembleMethod:
             self.fits.append(
                 {
                     "method": self.name,
-                    **tag,
+                    **(tag or {}),
+                    "seed": 100 * seed + k,
                     "member": k,
-                    "seed": seed,
                     "inner_val_mae": result.best_val_mae,
                     "best_epoch": result.best_epoch,
                     "epochs_run": result.epochs_run,
                     "seconds": result.seconds,
                 }
             )
-            paths.append(result.checkpoint if out is None else result.copy_to(out / f"member-{k}"))
-        return paths
+            checkpoints.append(result.checkpoint)
+        if tag and "repeat" in tag:
+            maes = ", ".join(f"{r['inner_val_mae']:.3f}" for r in self.fits[-len(checkpoints) :])
+            self.echo(f"repeat {tag['repeat']} fold {tag['fold']}  {self.name:>18}  inner val MAE of members {maes} eV")
 
-    def predict_members(self, checkpoints: list[Path], positions: np.ndarray) -> np.ndarray:
-        """[members, n] predictions (eV) for DS2 ``positions`` at the experimental fidelity."""
-        sub = self.dataset.subset_positions(np.asarray(positions, dtype=np.int64) + self.offset)
-        return np.vstack([predict(load_checkpoint(c), sub, device=self.profile.device) for c in checkpoints])
+        def predict_(m: Materials, pos: np.ndarray) -> Prediction:
+            net = self.views.get(id(m), self)
+            sub = net.dataset.subset_positions(np.asarray(pos, dtype=np.int64) + net.offset)
+            preds = np.vstack([predict(load_checkpoint(c), sub, device=self.profile.device) for c in checkpoints])
+            return Prediction(preds.mean(axis=0), preds.std(axis=0), preds)
 
-
-def member_table(preds: np.ndarray, ids: list[str], **tag) -> pd.DataFrame:
-    """Long table of each member's out-of-fold predictions ([members, n] -> one row per pair),
-    so that a smaller ensemble (its first members: the same seeds) can be scored afterwards."""
-    k, n = preds.shape
-    return pd.DataFrame(
-        {
-            **tag,
-            "material_id": np.tile(ids, k),
-            "member": np.repeat(np.arange(k), n),
-            "prediction": preds.reshape(-1),
-        }
-    )
+        return Fitted(predict_, {"checkpoints": checkpoints})
 
 
 def ensemble_size_table(
@@ -184,8 +175,8 @@ def ensemble_size_table(
     """CV MAE of candidate ``name`` with only its first ``k`` members (k = 1 … K: the same seeds,
     folds and fits — a smaller ensemble of this run), alone and averaged with the trees
     (``trees``: suffix -> their out-of-fold table), and MAE(k) − MAE(K) on the same materials with a
-    paired bootstrap 95 % interval: whether the ensemble is large enough.  ``members``: the
-    long table of :func:`member_table`."""
+    paired bootstrap 95 % interval: whether the ensemble is large enough.  ``members``: each
+    member's out-of-fold predictions (repeat, fold, material_id, member, prediction)."""
     wide = members.pivot_table(index=["repeat", "material_id"], columns="member", values="prediction").sort_index(
         axis=1
     )
@@ -215,22 +206,25 @@ def ensemble_size_table(
     return pd.DataFrame(rows)
 
 
-def build_method(
-    name: str, profile: StudyProfile, data, base, ds2, pbe: np.ndarray, groups, cache: FitCache, echo
-) -> EnsembleMethod:
-    """The candidate ``name`` with its training dataset (DS2, and DS1 crystals for multi-fidelity)."""
+def network_ensemble(
+    name: str, profile: StudyProfile, data, base, ds2, pbe: np.ndarray, cache: FitCache, echo=print
+) -> NetworkEnsemble:
+    """Candidate network ``name`` (a key of :data:`cgcnn.study.recipes.CANDIDATES` without trees)
+    with its training dataset: DS2 reading ``pbe`` as its PBE gap, and DS1 crystals for
+    multi-fidelity."""
     cfg = method_model_config(name, base.model_config)
     ds2 = ds2.subset_positions(np.arange(len(ds2)))  # a copy: inputs differ per method
     attach_inputs(ds2, cfg, fidelity=EXPERIMENT if cfg.fidelities else None, pbe=pbe)
+    label = candidate(name).label
     if not cfg.fidelities:
-        return EnsembleMethod(name, profile, base, ds2, groups, cache, echo=echo)
+        return NetworkEnsemble(name, label, profile, base, ds2, cache, echo=echo)
     ds1_ids = list(data.ds1["material_id"])
     n = min(profile.methods.pbe_crystals, len(ds1_ids))
     pick = sorted(np.random.default_rng(profile.cv.seed).choice(len(ds1_ids), size=n, replace=False).tolist())
     ds1 = data.dataset("ds1", "bg_pbe", base.features, ids=[ds1_ids[k] for k in pick])
     attach_inputs(ds1, cfg, fidelity=PBE, pbe=None)  # the PBE label is the target: never an input
     both = CrystalDataset.concat([(ds1, PBE), (ds2, EXPERIMENT)])
-    return EnsembleMethod(name, profile, base, both, groups, cache, offset=len(ds1), echo=echo)
+    return NetworkEnsemble(name, label, profile, base, both, cache, offset=len(ds1), echo=echo)
 
 
 def method_trees(c, profile: StudyProfile) -> Trees | None:
@@ -242,43 +236,6 @@ def method_trees(c, profile: StudyProfile) -> Trees | None:
     return Trees(
         f"trees_{c.trees}", f"boosted trees learning the {c.trees}", "read", c.trees, dict(profile.cv.gbm_grid)
     )
-
-
-@dataclass(repr=False)
-class NetworkEnsemble(Recipe):
-    """A methods candidate's CGCNN ensemble as a recipe: ``members`` networks fine-tuned from M1
-    (through the fit cache), predicting their mean, spread and each member.  ``views``: the same
-    networks reading other per-crystal inputs (e.g. M1's PBE gap for every material), keyed by
-    the :class:`~cgcnn.study.recipes.Materials` object that carries those inputs."""
-
-    method: EnsembleMethod
-    label: str
-    views: dict = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self.method.name
-
-    def settings(self) -> dict:
-        return {"candidate": self.method.name, "methods": self.method.profile.methods.to_dict()}
-
-    def fit(self, materials: Materials, train, *, seed: int, split=None, tag: dict | None = None) -> Fitted:
-        fit, val = split
-        checkpoints = self.method.fit_members(fit, val, {**(tag or {}), "seed": seed})
-        maes = [r["inner_val_mae"] for r in self.method.fits[-len(checkpoints) :]]
-        if tag and "repeat" in tag:
-            self.method.echo(
-                f"repeat {tag['repeat']} fold {tag['fold']}  {self.name:>18}  inner val MAE of members "
-                + ", ".join(f"{m:.3f}" for m in maes)
-                + " eV"
-            )
-
-        def predict_(m: Materials, pos: np.ndarray) -> Prediction:
-            method = self.views.get(id(m), self.method)
-            preds = method.predict_members(checkpoints, pos)
-            return Prediction(preds.mean(axis=0), preds.std(axis=0), preds)
-
-        return Fitted(predict_, {"checkpoints": checkpoints})
 
 
 @dataclass(repr=False)
@@ -310,10 +267,8 @@ class Averaged(Recipe):
         )
 
 
-def candidate_recipe(name: str, method: EnsembleMethod, profile: StudyProfile) -> Recipe:
-    """The recipe of methods candidate ``name`` on ``method``'s data (its network; for an
-    averaged candidate, with its trees)."""
-    c = candidate(name)
-    network = NetworkEnsemble(method, candidate(c.base).label)
-    trees = method_trees(c, profile)
-    return network if trees is None else Averaged(c.name, c.label, network, trees)
+def candidate_recipe(name: str, network: NetworkEnsemble, profile: StudyProfile) -> Recipe:
+    """The recipe of methods candidate ``name``: its ``network``, averaged with its trees when the
+    candidate is an average."""
+    trees = method_trees(name, profile)
+    return network if trees is None else Averaged(name, candidate(name).label, network, trees)

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -50,7 +50,6 @@ from cgcnn.evaluation.folds import Fold, grouped_folds
 from cgcnn.evaluation.metrics import regression_metrics
 from cgcnn.fileio import write_json
 from cgcnn.prediction.inference import predict, resolve_device
-from cgcnn.study import engine
 from cgcnn.study.base_model import base_checkpoint
 from cgcnn.study.datasets import StudyData, load_data
 from cgcnn.study.display import label
@@ -58,7 +57,7 @@ from cgcnn.study.engine import cross_validate
 from cgcnn.study.fits import CachedFit, FitCache, dataset_digest, loaded_digest
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.recipes import Fitted, Materials, Prediction, Recipe, baselines, registered
-from cgcnn.study.rundir import run_paths, write_table
+from cgcnn.study.rundir import clear, run_paths, write_table
 from cgcnn.training.adapt import adapt, train_control
 from cgcnn.training.checkpoint import Loaded, load_checkpoint
 
@@ -263,7 +262,7 @@ def fit_candidates(cv: CvSetup, *, echo: Callable[[str], Any] = print) -> Candid
     rows, preds = [], []
     for order, (policy, lr) in enumerate(cv.candidates()):
         recipe = FineTuned(cv, policy, lr, echo)
-        result = engine.cross_validate(recipe, cv.materials, cv.folds, val_fraction=cv.profile.cv.inner_val_fraction)
+        result = cross_validate(recipe, cv.materials, cv.folds, val_fraction=cv.profile.cv.inner_val_fraction)
         for info in result.infos:
             rows.append(
                 {
@@ -286,37 +285,26 @@ def fit_candidates(cv: CvSetup, *, echo: Callable[[str], Any] = print) -> Candid
 # --------------------------------------------------------------------------------------
 # 3. the baselines on the same folds
 # --------------------------------------------------------------------------------------
-@dataclass
-class BaselineFits:
-    """Out-of-fold predictions of the five baselines (model, repeat, fold, material_id,
-    prediction) and the boosted trees' hyper-parameters chosen per fold."""
-
-    predictions: pd.DataFrame
-    gbm_choices: pd.DataFrame
-
-
-def run_baselines(frame: pd.DataFrame, folds, profile: StudyProfile) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Out-of-fold predictions of every registered baseline (:func:`cgcnn.study.recipes.baselines`)
-    by the study's fold loop, and the hyper-parameters each fold's fit chose."""
-    materials = Materials(frame)
-    parts, chosen = [], []
-    for recipe in baselines(profile):
-        result = cross_validate(recipe, materials, folds, val_fraction=profile.cv.inner_val_fraction)
-        parts.append(result.predictions)
-        chosen += [
-            {"repeat": i["repeat"], "fold": i["fold"], **i["params"], "model": recipe.name}
-            for i in result.infos
-            if "params" in i
-        ]
-    return pd.concat(parts, ignore_index=True)[["model", "repeat", "fold", "material_id", "prediction"]], pd.DataFrame(
-        chosen
-    )
+class BaselineFits(NamedTuple):
+    predictions: pd.DataFrame  # model, repeat, fold, material_id, prediction
+    gbm_choices: pd.DataFrame  # the boosted trees' hyper-parameters per fold
 
 
 def fit_baselines(cv: CvSetup) -> BaselineFits:
-    """Raw and linearly corrected PBE, boosted trees on Magpie composition (with and without
-    the PBE gap; hyper-parameters by inner grouped CV), on the folds of ``cv``."""
-    return BaselineFits(*run_baselines(cv.frame, cv.folds, cv.profile))
+    """Every registered baseline (:func:`cgcnn.study.recipes.baselines`) on the folds of ``cv``:
+    out-of-fold predictions (model, repeat, fold, material_id, prediction) and the
+    hyper-parameters each fold's boosted trees chose."""
+    parts, chosen = [], []
+    for recipe in baselines(cv.profile):
+        result = cross_validate(recipe, cv.materials, cv.folds, val_fraction=cv.profile.cv.inner_val_fraction)
+        parts.append(result.predictions)
+        chosen += [
+            {**{k: i[k] for k in ("repeat", "fold")}, **i["params"], "model": recipe.name}
+            for i in result.infos
+            if "params" in i
+        ]
+    predictions = pd.concat(parts, ignore_index=True)[["model", "repeat", "fold", "material_id", "prediction"]]
+    return BaselineFits(predictions, pd.DataFrame(chosen))
 
 
 # --------------------------------------------------------------------------------------
@@ -445,14 +433,15 @@ class CvResult:
 
 
 def summarise(cv: CvSetup, fits: CandidateFits, baselines: BaselineFits) -> CvResult:
-    """Within-fold choices, the CV table of every model and baseline, the recipes by CV MAE."""
+    """Within-fold choices, the CV table of every model and baseline (``baselines``: what
+    :func:`fit_baselines` returns), the recipes by CV MAE."""
     candidates, candidate_preds = fits.candidates, fits.predictions
     policies = list(cv.profile.adapt.policies)
     model_preds = within_fold_choices(candidates, candidate_preds, policies)
-    cv_predictions = pd.concat([baselines.predictions, model_preds], ignore_index=True)
+    cv_predictions = pd.concat([baselines[0], model_preds], ignore_index=True)
     table = cv_summary(cv_predictions, cv.truth, seed=cv.profile.cv.seed)
     choices, selected = choose_recipes(candidate_preds, cv.truth, policies)
-    return CvResult(candidates, candidate_preds, cv_predictions, table, choices, selected, baselines.gbm_choices)
+    return CvResult(candidates, candidate_preds, cv_predictions, table, choices, selected, baselines[1])
 
 
 # --------------------------------------------------------------------------------------
@@ -486,17 +475,11 @@ def write_cv(cv: CvSetup, result: CvResult) -> Path:
     return paths["cv"]
 
 
-def clear_outputs(run_dir: str | os.PathLike) -> None:
-    """Remove an earlier the CV record, so that no later step reads a record of other settings while
-    this one runs (the fits themselves stay in the fit cache)."""
-    run_paths(run_dir)["cv"].unlink(missing_ok=True)
-
-
 def run_cross_validation(
     run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Callable[[str], Any] = print
 ) -> CvResult:
     """Every step of this module in order (what the notebook does cell by cell)."""
-    clear_outputs(run_dir)
+    clear(run_dir, "cross-validation")
     cv = setup(run_dir, profile)
     result = summarise(cv, fit_candidates(cv, echo=echo), fit_baselines(cv))
     write_cv(cv, result)

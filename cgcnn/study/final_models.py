@@ -148,14 +148,14 @@ def train_final_ensemble(
     shutil.rmtree(ens_dir, ignore_errors=True)
     m = prepare(run, profile)
     cv = m.cv
-    method = m.build(summary["network"], echo=echo)
-    recipe = candidate_recipe(summary["selected"], method, profile)
+    network = m.build(summary["network"], echo=echo)
+    recipe = candidate_recipe(summary["selected"], network, profile)
     fitted = engine.fit_final(recipe, m.materials, seed=profile.cv.seed, val_fraction=profile.cv.inner_val_fraction)
-    network = fitted.info.get("network", fitted.info)  # an average keeps its network's fit under "network"
+    fit = fitted.info.get("network", fitted.info)  # an average keeps its network's fit under "network"
     checkpoints = [
-        CachedFit(Path(c).parent, {}).copy_to(ens_dir / f"member-{k}") for k, c in enumerate(network["checkpoints"])
+        CachedFit(Path(c).parent, {}).copy_to(ens_dir / f"member-{k}") for k, c in enumerate(fit["checkpoints"])
     ]
-    final = pd.DataFrame(method.fits).assign(checkpoint=[os.path.relpath(c, run) for c in checkpoints])
+    final = pd.DataFrame(network.fits).assign(checkpoint=[os.path.relpath(c, run) for c in checkpoints])
     write_table(paths["tables"] / "methods_final_fits.csv", final, index=False)
     summary["final"] = {
         "checkpoints": [os.path.relpath(c, run) for c in checkpoints],

@@ -27,7 +27,6 @@ ids): a step interrupted later resumes after the finished candidates.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -43,17 +42,17 @@ from cgcnn.study import engine
 from cgcnn.study.candidates import (
     Averaged,
     NetworkEnsemble,
-    build_method,
     ensemble_size_table,
     method_model_config,
     method_trees,
+    network_ensemble,
     pbe_inputs,
 )
-from cgcnn.study.cross_validation import CvSetup, cv_summary, run_baselines
+from cgcnn.study.cross_validation import CvSetup, cv_summary, fit_baselines
 from cgcnn.study.cross_validation import setup as cv_setup
 from cgcnn.study.profiles import StudyProfile
 from cgcnn.study.recipes import CANDIDATES, TREE_AVERAGES, Materials, candidate
-from cgcnn.study.rundir import read_json, run_paths, write_table
+from cgcnn.study.rundir import clear, read_json, run_paths, write_table
 
 
 class CvMismatchError(CgcnnError, ValueError):
@@ -62,7 +61,6 @@ class CvMismatchError(CgcnnError, ValueError):
 
 __all__ = [
     "CvMismatchError",
-    "clear_outputs",
     "CandidateCV",
     "MethodsSetup",
     "calibration_rows",
@@ -71,7 +69,6 @@ __all__ = [
     "prepare",
     "run_methods",
     "select",
-    "setup",
     "with_boosted_trees",
 ]
 
@@ -102,10 +99,10 @@ class MethodsSetup:
     pbe: np.ndarray
     pbe_source: np.ndarray
 
-    def build(self, name: str, *, echo: Callable[[str], Any] = print):
-        """Candidate ``name``'s network with its training data (:func:`cgcnn.study.candidates.build_method`)."""
+    def build(self, name: str, *, echo: Callable[[str], Any] = print) -> NetworkEnsemble:
+        """Candidate network ``name`` with its training data (:func:`cgcnn.study.candidates.network_ensemble`)."""
         cv = self.cv
-        return build_method(name, cv.profile, cv.data, cv.base, cv.dataset, self.pbe, cv.groups, cv.cache, echo)
+        return network_ensemble(name, cv.profile, cv.data, cv.base, cv.dataset, self.pbe, cv.cache, echo)
 
     @cached_property
     def materials(self) -> Materials:
@@ -139,21 +136,6 @@ def prepare(run_dir: str | os.PathLike, profile: StudyProfile) -> MethodsSetup:
     return MethodsSetup(cv, pbe, source)
 
 
-def clear_outputs(run_dir: str | os.PathLike) -> None:
-    """Remove an earlier selection (the methods record, ``models/ensemble/``) so that nothing
-    stale is read while this step runs (or after it, when the profile has no candidate)."""
-    shutil.rmtree(run_paths(run_dir)["models"] / "ensemble", ignore_errors=True)
-    run_paths(run_dir)["methods"].unlink(missing_ok=True)
-    for stale in ("methods_cv_metrics.csv", "methods_ensemble_size.csv"):
-        (run_paths(run_dir)["tables"] / stale).unlink(missing_ok=True)
-
-
-def setup(run_dir: str | os.PathLike, profile: StudyProfile) -> MethodsSetup:
-    """:func:`clear_outputs`, then :func:`prepare`."""
-    clear_outputs(run_dir)
-    return prepare(run_dir, profile)
-
-
 @dataclass
 class CandidateCV:
     """One candidate's out-of-fold predictions (``table``: model, repeat, fold, material_id,
@@ -163,7 +145,7 @@ class CandidateCV:
     table: pd.DataFrame
     fits: pd.DataFrame
     calibration: dict
-    members: pd.DataFrame | None = None  # each member's predictions (:func:`cgcnn.study.candidates.member_table`)
+    members: pd.DataFrame | None = None  # each member's predictions (repeat, fold, material_id, member, prediction)
 
 
 def cross_validate(m: MethodsSetup, name: str, *, echo: Callable[[str], Any] = print) -> CandidateCV:
@@ -171,10 +153,10 @@ def cross_validate(m: MethodsSetup, name: str, *, echo: Callable[[str], Any] = p
     through the fit cache: a rerun reads them back, an interrupted one resumes at the next
     unfinished member)."""
     tables = run_paths(m.cv.run)["tables"]
-    method = m.build(name, echo=echo)
-    result = m.cross_validate(NetworkEnsemble(method, candidate(name).label), name=f"ens_{name}")
+    network = m.build(name, echo=echo)
+    result = m.cross_validate(network, name=f"ens_{name}")
     table, members = result.predictions, result.members
-    fits = pd.DataFrame(method.fits)
+    fits = pd.DataFrame(network.fits)
     write_table(tables / f"methods_cv_{name}.csv", table, index=False)
     write_table(tables / f"methods_cv_{name}_fits.csv", fits, index=False)
     write_table(tables / f"methods_cv_{name}_members.csv", members, index=False)
@@ -204,7 +186,7 @@ def with_boosted_trees(
         )
         for name in results:
             hybrid = candidate(f"{name}{suffix}")
-            network = NetworkEnsemble(m.build(name, echo=_quiet), candidate(name).label)
+            network = m.build(name, echo=_quiet)
             table = m.cross_validate(Averaged(hybrid.name, hybrid.label, network, trees), name=f"ens_{hybrid.name}")
             table = table.predictions
             calibration = calibration_rows(
@@ -216,6 +198,21 @@ def with_boosted_trees(
 
 def _quiet(_: str) -> None:
     """An echo that says nothing (an averaged candidate reads back fits already reported)."""
+
+
+def _cv_mae(oof: pd.DataFrame, truth: pd.Series, names) -> dict[str, float]:
+    """Each candidate's CV MAE (the mean over repeats) on the rows of ``oof``."""
+    return {
+        n: float(
+            np.mean(
+                [
+                    np.abs(g["prediction"] - truth.loc[g["material_id"]].to_numpy()).mean()
+                    for _, g in oof[oof["model"] == f"ens_{n}"].groupby("repeat")
+                ]
+            )
+        )
+        for n in names
+    }
 
 
 def select(
@@ -239,36 +236,16 @@ def select(
         previous = pd.read_csv(paths["tables"] / "cv_predictions.csv", dtype={"material_id": str})
         previous = previous[~previous["model"].isin({f"ens_{name}" for name in CANDIDATES})]
     else:
-        previous = run_baselines(cv.frame, cv.folds, profile)[0]
+        previous = fit_baselines(cv)[0]
     cv_predictions = pd.concat([previous, oof_table.drop(columns="std")], ignore_index=True)
     cv_table = cv_summary(cv_predictions, cv.truth, seed=profile.cv.seed)
     truth = cv.truth
-    mae = {
-        n: float(
-            np.mean(
-                [
-                    np.abs(g["prediction"] - truth.loc[g["material_id"]].to_numpy()).mean()
-                    for _, g in oof_table[oof_table["model"] == f"ens_{n}"].groupby("repeat")
-                ]
-            )
-        )
-        for n in every
-    }
+    mae = _cv_mae(oof_table, truth, every)
     selected = min(mae, key=mae.get)
     source = cv.data.ds2.set_index("material_id")["bg_exp_source"].astype(str)
-    mae_by_source = {  # every candidate on the rows each experimental source labelled (same folds)
-        src: {
-            n: float(
-                np.mean(
-                    [
-                        np.abs(g["prediction"] - truth.loc[g["material_id"]].to_numpy()).mean()
-                        for _, g in part[part["model"] == f"ens_{n}"].groupby("repeat")
-                    ]
-                )
-            )
-            for n in every
-        }
-        for src, part in oof_table.assign(source=source.loc[oof_table["material_id"]].to_numpy()).groupby("source")
+    sources = source.loc[oof_table["material_id"]].to_numpy()
+    mae_by_source = {
+        src: _cv_mae(part, truth, every) for src, part in oof_table.assign(source=sources).groupby("source")
     }
     scale = float(calibration_table.loc[selected, "scale"])
     trees_oof = {  # written by with_boosted_trees
@@ -312,7 +289,7 @@ def run_methods(
 ) -> dict | None:
     """Every step of this module in order (what the notebook does cell by cell).  Returns
     the methods record's contents, or None when the profile names no candidate."""
-    clear_outputs(run_dir)
+    clear(run_dir, "methods")
     if not profile.methods.candidates:
         return None
     m = prepare(run_dir, profile)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 __all__ = [
     "RUN_FILES",
     "RunFile",
+    "STAGE_OUTPUTS",
+    "clear",
     "CvMissingError",
     "load_cv_table",
     "read_json",
@@ -60,6 +63,26 @@ RUN_FILES: dict[str, RunFile] = {
     "report": RunFile("report.md", "report", "the report, from the run's own numbers"),
 }
 FOLDERS = ("data", "models", "tables", "figures")
+# What a stage removes before it runs, so that nothing stale is read while it runs (or after it,
+# when it writes less this time): its record, and the files it may not rewrite.  Fits stay in
+# the fit cache.
+STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "cross-validation": (RUN_FILES["cv"].path,),
+    "methods": (
+        RUN_FILES["methods"].path,
+        "models/ensemble",
+        "tables/methods_cv_metrics.csv",
+        "tables/methods_ensemble_size.csv",
+    ),
+    "trust": (RUN_FILES["trust"].path, "models/trust", "tables/trust_*.csv", "tables/suspicious_labels.csv"),
+}
+
+
+def clear(run_dir: str | os.PathLike, stage: str) -> None:
+    """Remove what ``stage`` wrote earlier (:data:`STAGE_OUTPUTS`)."""
+    for pattern in STAGE_OUTPUTS[stage]:
+        for path in Path(run_dir).glob(pattern):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def run_paths(run_dir: str | os.PathLike) -> dict[str, Path]:

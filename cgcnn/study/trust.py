@@ -31,7 +31,6 @@ calibration makes by CV; the generic measures live in :mod:`cgcnn.prediction.cov
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,12 +66,12 @@ from cgcnn.prediction.inference import predict
 from cgcnn.prediction.intervals import NORMALISERS, Intervals
 from cgcnn.prediction.trust import Trust, crystal_features
 from cgcnn.study import engine
-from cgcnn.study.candidates import TREES_WEIGHT, NetworkEnsemble, build_method, method_trees
+from cgcnn.study.candidates import TREES_WEIGHT, NetworkEnsemble, method_trees, network_ensemble
 from cgcnn.study.methods import MethodsSetup, load_methods
 from cgcnn.study.methods import prepare as methods_prepare
 from cgcnn.study.profiles import StudyProfile
-from cgcnn.study.recipes import Materials, Trees, candidate
-from cgcnn.study.rundir import run_paths, write_table
+from cgcnn.study.recipes import Materials, Trees
+from cgcnn.study.rundir import clear, run_paths, write_table
 
 GROUPED, SHIFT, CLASS_OUT = "grouped", "chemistry_shift", "class_held_out"
 PROTOCOL_LABELS = {
@@ -88,7 +87,6 @@ __all__ = [
     "TrustAnalysis",
     "TrustSetup",
     "analyse",
-    "clear_outputs",
     "fit_protocol",
     "prepare",
     "run_trust",
@@ -124,23 +122,6 @@ class TrustSetup:
         return self.m.cv.truth.loc[self.ids].to_numpy(np.float64)
 
 
-def clear_outputs(run_dir: str | os.PathLike) -> None:
-    """Remove what an earlier run of this step wrote (the fold cache in ``trust/cv`` is kept:
-    it is keyed by everything a fold depends on)."""
-    paths = run_paths(run_dir)
-    shutil.rmtree(paths["models"] / "trust", ignore_errors=True)
-    paths["trust"].unlink(missing_ok=True)
-    for name in (
-        "trust_coverage",
-        "trust_coverage_by_class",
-        "trust_conditioning",
-        "trust_domain",
-        "trust_predictions",
-        "suspicious_labels",
-    ):
-        (paths["tables"] / f"{name}.csv").unlink(missing_ok=True)
-
-
 def prepare(run_dir: str | os.PathLike, profile: StudyProfile) -> TrustSetup | None:
     """The selected method and the two protocols; None when the run selected no method."""
     selection = load_methods(run_dir)
@@ -148,13 +129,11 @@ def prepare(run_dir: str | os.PathLike, profile: StudyProfile) -> TrustSetup | N
         return None
     m = methods_prepare(run_dir, profile)
     cv = m.cv
-    method = m.build(selection["network"])
     base_pbe = np.maximum(predict(cv.base, cv.dataset, device=profile.device), 0.0)
     materials_ppbe = Materials(cv.frame, pbe_inputs=base_pbe)
-    method_ppbe = build_method(
-        selection["network"], profile, cv.data, cv.base, cv.dataset, base_pbe, cv.groups, cv.cache, print
-    )
-    network = NetworkEnsemble(method, candidate(selection["network"]).label, {id(materials_ppbe): method_ppbe})
+    network = m.build(selection["network"])
+    ppbe = network_ensemble(selection["network"], profile, cv.data, cv.base, cv.dataset, base_pbe, cv.cache)
+    network.views[id(materials_ppbe)] = ppbe
     trees = method_trees(selection["selected"], profile)
     magpie = m.materials.magpie
     grouped = [f for f in cv.folds if f.repeat == 0]
@@ -469,7 +448,7 @@ def write(t: TrustSetup, a: TrustAnalysis) -> dict:
 
 def run_trust(run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Callable[[str], Any] = print) -> dict | None:
     """Every step of this module in order (what the notebook does cell by cell)."""
-    clear_outputs(run_dir)
+    clear(run_dir, "trust")
     t = prepare(run_dir, profile)
     if t is None:
         return None

@@ -3,22 +3,28 @@
 import numpy as np
 import pandas as pd
 
-from cgcnn.study.candidates import ensemble_size_table, member_table
+from cgcnn.study.candidates import ensemble_size_table
 
 
-def test_member_table_has_one_row_per_member_and_material():
-    preds = np.array([[1.0, 2.0, 3.0], [1.5, 2.5, 3.5]])  # [members, materials]
-    table = member_table(preds, ["a", "b", "c"], repeat=0, fold=2)
-    assert len(table) == 6 and set(table["fold"]) == {2} and set(table["repeat"]) == {0}
-    assert table.set_index(["member", "material_id"]).loc[(1, "b"), "prediction"] == 2.5
-    assert np.allclose(table.groupby("material_id")["prediction"].mean().loc[["a", "b", "c"]], preds.mean(axis=0))
+def member_table(preds: np.ndarray, ids: list[str]) -> pd.DataFrame:
+    """Each member's predictions ([members, n]) as the fold loop writes them: one row per pair."""
+    k, n = preds.shape
+    return pd.DataFrame(
+        {
+            "repeat": 0,
+            "fold": 0,
+            "material_id": np.tile(ids, k),
+            "member": np.repeat(np.arange(k), n),
+            "prediction": preds.reshape(-1),
+        }
+    )
 
 
 def test_ensemble_size_table_scores_the_first_k_members_alone_and_with_trees():
     truth = pd.Series({"a": 1.0, "b": 2.0})
     # member 0 is 1 eV too high, member 1 is 1 eV too low: one member errs by 1, both average to the truth
     preds = np.array([[2.0, 3.0], [0.0, 1.0]])
-    members = member_table(preds, ["a", "b"], repeat=0, fold=0)
+    members = member_table(preds, ["a", "b"])
     trees = pd.DataFrame({"repeat": 0, "fold": 0, "material_id": ["a", "b"], "prediction": [1.0, 2.0]})
     table = ensemble_size_table("delta", members, truth, {"_trees": trees}).set_index(["method", "members"])
     assert table.loc[("delta", 1), "mae"] == 1.0 and table.loc[("delta", 2), "mae"] == 0.0
@@ -29,7 +35,7 @@ def test_ensemble_size_table_scores_the_first_k_members_alone_and_with_trees():
 
 def test_ensemble_size_table_without_trees_has_the_network_only():
     truth = pd.Series({"a": 0.0})
-    members = member_table(np.array([[1.0], [3.0], [2.0]]), ["a"], repeat=0, fold=0)
+    members = member_table(np.array([[1.0], [3.0], [2.0]]), ["a"])
     table = ensemble_size_table("delta", members, truth)
     assert list(table["method"].unique()) == ["delta"] and list(table["mae"]) == [1.0, 2.0, 2.0]
 
