@@ -6,6 +6,7 @@
     cgcnn evaluate metrics + per-material table of a model (default: the shipped ensemble) on a labelled set
     cgcnn predict  predictions for CIF files
     cgcnn embed    last-convolution crystal features and post-FC vectors
+    cgcnn finetune adapt the shipped ensemble to a lab's own gaps (grouped CV, verdict, model folder)
 
 (About 580 lines: the argument parser and, for each sub-command, a few lines that call the
 package and print one line per result or problem; nothing here computes anything, and the
@@ -298,6 +299,37 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_finetune(args) -> int:
+    """Adapt the shipped ensemble to a lab's own gaps by grouped CV, with a verdict (docs/finetune.md)."""
+    from cgcnn.config import load_config
+    from cgcnn.finetune.run import finetune
+    from cgcnn.finetune.settings import FinetuneSettings
+
+    settings = load_config(FinetuneSettings, args.config, folds=args.folds, seed=args.seed)
+
+    def echo(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    out, comparison, lab = finetune(
+        args.table,
+        args.structures,
+        args.output,
+        base=args.base,
+        settings=settings,
+        cache=args.cache,
+        on_error=args.on_error,
+        strict=args.strict,
+        workers=args.workers,
+        echo=None if args.quiet else echo,
+        report=lambda p: _warn(p) if p.kind == "warning" else print(f"warning: left out {p}", file=sys.stderr),
+    )
+    table = comparison.table.drop(columns=["label"]).round(3)
+    print(table.to_string(), file=sys.stderr)
+    print(f"verdict: {comparison.verdict}")
+    print(f"model folder ({comparison.final}) -> {out}; use it with: cgcnn predict --model {out} ...", file=sys.stderr)
+    return 0
+
+
 def cmd_embed(args) -> int:
     from cgcnn.prediction.predictor import Predictor
     from cgcnn.prediction.streaming import embed_to_npz
@@ -372,7 +404,8 @@ def _ckpt_args(p) -> None:
     which.add_argument(
         "--model",
         help="a model shipped with the package: 'ensemble' (experimental gaps with an uncertainty; "
-        "the default of predict and evaluate) or 'base' (M1: PBE-like gaps)",
+        "the default of predict and evaluate) or 'base' (M1: PBE-like gaps), or a model folder "
+        "(one written by cgcnn finetune)",
     )
     p.add_argument("--atom-features", default=None, help="atom_init.json (required for original CGCNN checkpoints)")
     _graph_args(p)
@@ -489,6 +522,32 @@ def build_parser() -> argparse.ArgumentParser:
         "a column 'disorder' names it for each such structure",
     )
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "finetune",
+        help="adapt the shipped ensemble to your own measured gaps: grouped CV of zero-shot, recalibration, "
+        "fine-tuning and residual trees, a verdict, and a model folder for predict --model",
+    )
+    p.add_argument("table", help="CSV material_id,bg_exp[,pbe_gap_ev]: your measured gaps (eV) and optional PBE gaps")
+    p.add_argument(
+        "structures",
+        nargs="+",
+        help="the structures, read as cgcnn predict reads them: CIF files or folders (ids = file names without the "
+        "suffix), a snapshot (.jsonl.gz), or a saved graph set",
+    )
+    p.add_argument(
+        "--output", required=True, help="the model folder to write (built beside it, renamed into place at the end)"
+    )
+    p.add_argument("--base", default="ensemble", help="the model to adapt: the shipped 'ensemble' (default) or a copy")
+    p.add_argument("--config", default=None, help="FinetuneSettings JSON (unknown keys rejected; docs/finetune.md)")
+    p.add_argument("--folds", type=int, default=None, help="outer folds (default: 3-5 by the table's size)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the folds and fits (default 0)")
+    p.add_argument(
+        "--cache", default=None, help="fit cache folder (default: .<output>.fits beside the output); a rerun resumes"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    _common(p)
+    p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("embed", help="crystal features (last conv layer) and post-FC vectors")
     _ckpt_args(p)

@@ -23,6 +23,7 @@ Python API and ``cgcnn predict`` answer the same inputs the same way.)
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
@@ -41,7 +42,7 @@ from cgcnn.errors import DatasetError, InputWarning, OnError, Problem
 from cgcnn.prediction.ensemble import ensemble_predict
 from cgcnn.prediction.inference import embed_dataset
 from cgcnn.prediction.shipped import (
-    manifest,
+    ShippedModelError,
     member_checkpoints,
     shipped_model_dir,
     shipped_models,
@@ -383,6 +384,8 @@ def load_model(
         path: the name of a model shipped with the package — ``"ensemble"`` (the default:
             experimental band gaps with an uncertainty, see ``cgcnn/models/MODEL_CARD.md``)
             or ``"base"`` (M1, a PBE-like gap); see :func:`cgcnn.prediction.shipped.shipped_models` —,
+            a model folder holding a ``manifest.json`` (a copy of a shipped one, or one written by
+            ``cgcnn finetune``: the shipped ensemble adapted to a lab's own gaps),
             one of our self-describing checkpoints (``best.pt``), or an original CGCNN
             ``.pth.tar`` (then give ``atom_features``, ``radius`` and ``max_neighbors``).
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
@@ -394,35 +397,52 @@ def load_model(
         CheckpointError: the file is not a usable checkpoint (the message says why).
         ShippedModelError: no such shipped model and no such file.
     """
-    if not Path(path).exists() and (str(path) in shipped_models() or str(path) == DEFAULT_MODEL):
-        name = str(path)
-        members = [load_checkpoint(f, device="cpu") for f in member_checkpoints(name)]
-        info = manifest(name)
-        pbe_model = None
-        if info.get("pbe_model"):  # a file beside the members, or another shipped model
-            own = shipped_model_dir(name) / info["pbe_model"]
-            pbe_model = load_checkpoint(
-                own if own.is_file() else member_checkpoints(info["pbe_model"])[0], device="cpu"
-            )
-        scale = float((info.get("calibration") or {}).get("scale", 1.0))
-        trust = load_trust(shipped_model_dir(name)) if pbe_model is not None else None
-        trees, weight = None, 0.5
-        if info.get("trees"):  # boosted trees on composition + PBE, stored with skops (no pickle)
-            trees, weight = load_tree_member(shipped_model_dir(name), info["trees"]), info["trees"]["weight"]
-        return Predictor(
-            members,
-            device=device,
-            batch_size=batch_size,
-            source=f"shipped:{name}",
-            scale=scale,
-            pbe_model=pbe_model,
-            fidelity=fidelity,
-            trees=trees,
-            trees_weight=weight,
-            trust=trust,
-            interval_level=interval_level,
+    folder = Path(path)
+    shipped = not folder.exists() and (str(path) in shipped_models() or str(path) == DEFAULT_MODEL)
+    if shipped or (folder.is_dir() and (folder / "manifest.json").is_file()):
+        folder = shipped_model_dir(str(path)) if shipped else folder
+        source = f"shipped:{path}" if shipped else str(folder)
+        return _from_folder(
+            folder, source, device=device, batch_size=batch_size, fidelity=fidelity, level=interval_level
         )
     loaded = load_checkpoint(
         path, atom_features=atom_features, radius=radius, max_neighbors=max_neighbors, device="cpu"
     )
     return Predictor(loaded, device=device, batch_size=batch_size, source=str(path), fidelity=fidelity)
+
+
+def _from_folder(folder: Path, source: str, *, device, batch_size, fidelity, level) -> Predictor:
+    """A model folder holding ``manifest.json``: a shipped one, or one written by ``cgcnn finetune``
+    (``"kind": "adapted"``, :mod:`cgcnn.prediction.adapted`)."""
+    info = json.loads((folder / "manifest.json").read_text())
+    if info.get("kind") == "adapted":
+        from cgcnn.prediction.adapted import load_adapted
+
+        return load_adapted(folder, device=device, batch_size=batch_size, interval_level=level)
+    files = sorted(folder.glob("member-*.pt")) or [folder / "model.pt"]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise ShippedModelError(f"model {source!r} is incomplete: {missing[0]} is missing; reinstall or rebuild it")
+    members = [load_checkpoint(f, device="cpu") for f in files]
+    pbe_model = None
+    if info.get("pbe_model"):  # a file beside the members, or another shipped model
+        own = folder / info["pbe_model"]
+        pbe_model = load_checkpoint(own if own.is_file() else member_checkpoints(info["pbe_model"])[0], device="cpu")
+    scale = float((info.get("calibration") or {}).get("scale", 1.0))
+    trust = load_trust(folder) if pbe_model is not None else None
+    trees, weight = None, 0.5
+    if info.get("trees"):  # boosted trees on composition + PBE, stored with skops (no pickle)
+        trees, weight = load_tree_member(folder, info["trees"]), info["trees"]["weight"]
+    return Predictor(
+        members,
+        device=device,
+        batch_size=batch_size,
+        source=source,
+        scale=scale,
+        pbe_model=pbe_model,
+        fidelity=fidelity,
+        trees=trees,
+        trees_weight=weight,
+        trust=trust,
+        interval_level=level,
+    )
