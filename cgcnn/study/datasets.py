@@ -30,6 +30,8 @@ ETL_FILES = {
     "ds1_graphs": "graphs/ds1.npz",
     "ds2_graphs": "graphs/ds2.npz",
     "ds3_graphs": "graphs/ds3.npz",
+    "ds2_json": "json/ds2.json",  # material_id -> row fields + CIF (the structures a backbone reads)
+    "ds3_json": "json/ds3.json",
     "report": "reports/etl_report.json",
     "drops": "reports/drops.csv",
     "polymorphs": "reports/polymorphs.csv",
@@ -68,6 +70,14 @@ class StudyData:
         if targets is not None:
             targets = {m: targets[m] for m in ids}
         return CrystalDataset(self.graphs(name), targets, features, ids=ids)
+
+    def structures(self, name: str, ids: list[str] | None = None) -> dict:
+        """id -> pymatgen ``Structure`` of ``"ds2"`` or ``"ds3"`` (from the ETL's CIFs), in ``ids`` order."""
+        from pymatgen.core import Structure
+
+        rows = json.loads(Path(self.files[f"{name}_json"]).read_text())
+        ids = list(getattr(self, name)["material_id"]) if ids is None else ids
+        return {m: Structure.from_str(rows[m]["cif"], fmt="cif") for m in ids}
 
     def ds3_with_ds2_polymorphs(self) -> list[str]:
         """DS3 ids that share a reduced formula with a DS2 material (ETL polymorph report)."""

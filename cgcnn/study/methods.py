@@ -41,7 +41,6 @@ from cgcnn.prediction.ensemble import calibration_scale, coverage
 from cgcnn.study import engine
 from cgcnn.study.candidates import (
     Averaged,
-    NetworkEnsemble,
     ensemble_size_table,
     method_model_config,
     method_trees,
@@ -51,7 +50,7 @@ from cgcnn.study.candidates import (
 from cgcnn.study.cross_validation import CvSetup, cv_summary, fit_baselines
 from cgcnn.study.cross_validation import setup as cv_setup
 from cgcnn.study.profiles import StudyProfile
-from cgcnn.study.recipes import CANDIDATES, TREE_AVERAGES, Materials, candidate
+from cgcnn.study.recipes import BACKBONES, CANDIDATES, NETWORKS, TREE_AVERAGES, Materials, candidate
 from cgcnn.study.rundir import clear, read_json, run_paths, write_table
 
 
@@ -67,6 +66,7 @@ __all__ = [
     "cross_validate",
     "load_methods",
     "prepare",
+    "usable_candidates",
     "run_methods",
     "select",
     "with_boosted_trees",
@@ -99,10 +99,31 @@ class MethodsSetup:
     pbe: np.ndarray
     pbe_source: np.ndarray
 
-    def build(self, name: str, *, echo: Callable[[str], Any] = print) -> NetworkEnsemble:
-        """Candidate network ``name`` with its training data (:func:`cgcnn.study.candidates.network_ensemble`)."""
+    def build(self, name: str, *, echo: Callable[[str], Any] = print):
+        """Candidate ``name`` without trees: a CGCNN ensemble with its training data
+        (:func:`cgcnn.study.candidates.network_ensemble`), or a backbone recipe
+        (:class:`cgcnn.study.backbone_recipes.ChgnetRecipe`)."""
         cv = self.cv
+        if name in BACKBONES:
+            from cgcnn.study.backbone_recipes import ChgnetRecipe
+
+            return ChgnetRecipe(name, candidate(name).label, cv.profile, self.chgnet_records, cv.cache, echo)
         return network_ensemble(name, cv.profile, cv.data, cv.base, cv.dataset, self.pbe, cv.cache, echo)
+
+    @cached_property
+    def chgnet_records(self) -> dict:
+        """id -> CHGNet record of every DS2 and DS3 material (computed once per crystal, kept in
+        the fit cache's ``features/``: :class:`cgcnn.backbones.chgnet.FeatureStore`)."""
+        from cgcnn.backbones.chgnet import FeatureStore
+
+        cv = self.cv
+        structures = {**cv.data.structures("ds2", cv.dataset.ids), **cv.data.structures("ds3")}
+        store = FeatureStore(cv.cache.root / "features", cv.profile.methods.chgnet.version)
+
+        def skipped(mid: str, why: str) -> None:
+            print(f"warning: {mid}: {why}; it has no CHGNet prediction (left out of every paired row)")
+
+        return store.records(structures, on_error=skipped)
 
     @cached_property
     def materials(self) -> Materials:
@@ -115,6 +136,19 @@ class MethodsSetup:
         return engine.cross_validate(
             recipe, self.materials, cv.folds, val_fraction=cv.profile.cv.inner_val_fraction, **kw
         )
+
+
+def usable_candidates(profile: StudyProfile, *, echo: Callable[[str], Any] = print) -> list[str]:
+    """The profile's candidates this machine can run: a backbone's are left out, with one line
+    saying why, when its optional extra is not installed."""
+    from cgcnn.backbones.chgnet import available
+
+    names = list(profile.methods.candidates)
+    why = available() if any(n in BACKBONES for n in names) else None
+    if why:
+        echo(f"note: {why}; left out: {', '.join(n for n in names if n in BACKBONES)}")
+        names = [n for n in names if n not in BACKBONES]
+    return names
 
 
 def prepare(run_dir: str | os.PathLike, profile: StudyProfile) -> MethodsSetup:
@@ -159,7 +193,8 @@ def cross_validate(m: MethodsSetup, name: str, *, echo: Callable[[str], Any] = p
     fits = pd.DataFrame(network.fits)
     write_table(tables / f"methods_cv_{name}.csv", table, index=False)
     write_table(tables / f"methods_cv_{name}_fits.csv", fits, index=False)
-    write_table(tables / f"methods_cv_{name}_members.csv", members, index=False)
+    if members is not None:  # a single model (e.g. kernel ridge) has no members
+        write_table(tables / f"methods_cv_{name}_members.csv", members, index=False)
     calibration = calibration_rows(name, table.drop(columns="std"), table[["repeat", "material_id", "std"]], m.cv.truth)
     return CandidateCV(name, table, fits, calibration, members)
 
@@ -268,7 +303,7 @@ def select(
     chosen_candidate = candidate(selected)
     network, trees_target = chosen_candidate.base, chosen_candidate.trees
     summary = {
-        "candidates": list(profile.methods.candidates),
+        "candidates": list(results),
         "selected": selected,
         "network": network,
         "trees_target": trees_target,
@@ -277,7 +312,8 @@ def select(
         "calibration": {"scale": scale, **{k: float(v) for k, v in calibration_table.loc[selected].items()}},
         "trees_cv_choices": trees_chosen,
         "settings": profile.methods.to_dict(),
-        "model_config": method_model_config(network, cv.base.model_config).to_dict(),
+        "model_config": method_model_config(network, cv.base.model_config).to_dict() if network in NETWORKS else None,
+        "backbone": BACKBONES[network].backbone if network in BACKBONES else "cgcnn",
         "pbe_sources_ds2": {k: int(v) for k, v in pd.Series(m.pbe_source).value_counts().items()},
     }
     write_json(paths["methods"], summary)
@@ -293,7 +329,7 @@ def run_methods(
     if not profile.methods.candidates:
         return None
     m = prepare(run_dir, profile)
-    results = {name: cross_validate(m, name, echo=echo) for name in profile.methods.candidates}
+    results = {name: cross_validate(m, name, echo=echo) for name in usable_candidates(profile, echo=echo)}
     hybrids, chosen = with_boosted_trees(m, results)
     summary = select(m, results, hybrids, chosen)
     echo(

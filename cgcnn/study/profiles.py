@@ -114,6 +114,21 @@ class CVSettings(StrictModel):
 MethodName = Literal[tuple(name for name, c in CANDIDATES.items() if c.trees is None)]
 
 
+class ChgnetSettings(StrictModel):
+    """The CHGNet candidates (:mod:`cgcnn.study.backbone_recipes`; ``pip install -e ".[chgnet]"``)."""
+
+    version: str = Field("0.3.0", description="pretrained CHGNet weights (shipped in the chgnet wheel)")
+    krr_alpha: list[float] = Field([0.01, 0.1, 1.0], description="frozen: kernel ridge alphas (inner CV)")
+    krr_gamma: list[float] = Field(
+        [0.25, 0.5, 1.0, 2.0], description="frozen: RBF gammas, times 1 / number of features (inner CV)"
+    )
+    lr: float = Field(1e-3, gt=0, description="readout fine-tuning: learning rate")
+    block_lr: float = Field(3e-4, gt=0, description="last block + readout fine-tuning: learning rate")
+    epochs: int = Field(200, ge=1)
+    patience: int = Field(20, ge=1)
+    batch_size: int = Field(32, ge=1)
+
+
 class MethodSettings(StrictModel):
     """PBE-aware and multi-fidelity CGCNN ensembles (:mod:`cgcnn.study.methods`), scored by
     the same grouped CV as the fine-tuning study; the best by CV MAE is trained on all of DS2
@@ -140,6 +155,7 @@ class MethodSettings(StrictModel):
     experiment_weight: int = Field(
         3, ge=1, description="multifidelity: each DS2 training crystal is seen this many times per epoch"
     )
+    chgnet: ChgnetSettings = Field(default_factory=ChgnetSettings)
 
     @model_validator(mode="after")
     def _check(self) -> MethodSettings:

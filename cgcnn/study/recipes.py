@@ -41,6 +41,7 @@ from cgcnn.evaluation.baselines import GBM_GRID, BoostedTrees, magpie_features
 from cgcnn.evaluation.metrics import LinearCorrection
 
 __all__ = [
+    "BACKBONES",
     "CANDIDATES",
     "NETWORKS",
     "Candidate",
@@ -240,6 +241,28 @@ NETWORKS: dict[str, Network] = {
         {"pbe_input": True, "fidelities": ["pbe", "experiment"]}, "CGCNN ensemble, multi-fidelity + PBE-aware"
     ),
 }
+
+
+# Pretrained universal backbones (cgcnn.backbones; optional extras): how much of each is trained
+# on DS2, and what else the head reads.  Every one learns the correction to PBE.
+@dataclass(frozen=True)
+class Backbone:
+    """A backbone candidate: ``backbone`` (``chgnet``), ``train`` (``frozen``: a kernel ridge
+    head on its frozen crystal representation; ``readout`` / ``block``: its readout, or its last
+    interaction block and readout, fine-tuned), ``magpie`` (the head also reads Magpie)."""
+
+    backbone: str
+    train: str
+    magpie: bool
+    label: str
+
+
+BACKBONES: dict[str, Backbone] = {
+    "chgnet_frozen": Backbone("chgnet", "frozen", False, "CHGNet frozen features + PBE, kernel ridge"),
+    "chgnet_frozen_magpie": Backbone("chgnet", "frozen", True, "CHGNet frozen features + Magpie + PBE, kernel ridge"),
+    "chgnet_readout": Backbone("chgnet", "readout", False, "CHGNet, readout fine-tuned (rest frozen)"),
+    "chgnet_block": Backbone("chgnet", "block", False, "CHGNet, last interaction block + readout fine-tuned"),
+}
 # suffix -> (training loss, label suffix): a Huber loss pulls less on a few wrong labels
 LOSSES: dict[str, tuple[str | None, str]] = {"": (None, ""), "_huber": ("huber", ", Huber loss")}
 # suffix -> (what the averaged trees learn, label suffix)
@@ -270,6 +293,8 @@ def _candidates() -> dict[str, Candidate]:
     for suffix, (loss, loss_label) in LOSSES.items():
         for net, spec in NETWORKS.items():
             out[f"{net}{suffix}"] = Candidate(f"{net}{suffix}", net, loss, None, spec.label + loss_label)
+    for name, spec in BACKBONES.items():
+        out[name] = Candidate(name, name, None, None, spec.label)
     bases = list(out.values())
     for suffix, (target, trees_label) in TREE_AVERAGES.items():
         for b in bases:

@@ -70,7 +70,7 @@ from cgcnn.study.candidates import TREES_WEIGHT, NetworkEnsemble, method_trees, 
 from cgcnn.study.methods import MethodsSetup, load_methods
 from cgcnn.study.methods import prepare as methods_prepare
 from cgcnn.study.profiles import StudyProfile
-from cgcnn.study.recipes import Materials, Trees
+from cgcnn.study.recipes import NETWORKS, Materials, Trees
 from cgcnn.study.rundir import clear, run_paths, write_table
 
 GROUPED, SHIFT, CLASS_OUT = "grouped", "chemistry_shift", "class_held_out"
@@ -132,8 +132,9 @@ def prepare(run_dir: str | os.PathLike, profile: StudyProfile) -> TrustSetup | N
     base_pbe = np.maximum(predict(cv.base, cv.dataset, device=profile.device), 0.0)
     materials_ppbe = Materials(cv.frame, pbe_inputs=base_pbe)
     network = m.build(selection["network"])
-    ppbe = network_ensemble(selection["network"], profile, cv.data, cv.base, cv.dataset, base_pbe, cv.cache)
-    network.views[id(materials_ppbe)] = ppbe
+    if selection["network"] in NETWORKS:  # a CGCNN network reads its PBE input from its dataset
+        ppbe = network_ensemble(selection["network"], profile, cv.data, cv.base, cv.dataset, base_pbe, cv.cache)
+        network.views[id(materials_ppbe)] = ppbe
     trees = method_trees(selection["selected"], profile)
     magpie = m.materials.magpie
     grouped = [f for f in cv.folds if f.repeat == 0]
@@ -184,7 +185,7 @@ def fit_protocol(t: TrustSetup, protocol: str, *, echo: Callable[[str], Any] = p
             "cgcnn_std_ppbe": p["std_ppbe"],
         }
     )
-    members = net.members
+    members = net.members if net.members is not None else pd.DataFrame(columns=["view", "member"])
     for view, suffix in (("given", ""), ("ppbe", "_ppbe")):  # each member: smaller ensembles can be scored
         mine = members[members["view"] == view]
         for k in sorted(mine["member"].unique()):
