@@ -2,7 +2,8 @@
 says about them before any adaptation (the *zero-shot* prediction).
 
 The table is a CSV ``material_id,bg_exp`` with an optional ``pbe_gap_ev`` (a PBE gap the lab
-computed; blank = unknown, then the shipped M1 predicts one as ``cgcnn predict`` does).  The
+computed; blank = unknown: a snapshot's own ``band_gap`` when the structures are a snapshot,
+else the shipped M1 predicts one, as ``cgcnn predict`` does).  The
 structures are read and checked exactly as ``cgcnn predict`` reads them
 (:func:`cgcnn.data.building.read_inputs`: CIF files or folders, ids = file names without the
 suffix; a snapshot ``.jsonl.gz``; a saved graph set).  Every row or structure that cannot be
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cgcnn.data.building import read_inputs
+from cgcnn.data.building import build_graphs, read_inputs, snapshot_pbe_gaps, snapshot_structures
 from cgcnn.data.dataset import CrystalDataset
 from cgcnn.data.descriptors import MAX_PBE_GAP_EV, attach_inputs, composition_features
 from cgcnn.errors import DatasetError, OnError, Problem
@@ -148,6 +149,24 @@ class Lab:
         return len(self.materials)
 
 
+def _snapshot(structures) -> Path | None:
+    """The snapshot file when ``structures`` is one (a path, or a list holding one path)."""
+    paths = [structures] if isinstance(structures, (str, Path)) else structures
+    if isinstance(paths, (list, tuple)) and len(paths) == 1 and isinstance(paths[0], (str, Path)):
+        path = Path(paths[0])
+        if path.is_file() and path.name.endswith((".jsonl.gz", ".jsonl")):
+            return path
+    return None
+
+
+def _read_structures(structures, cfg, wanted: set[str], **kw):
+    """:func:`read_inputs`, reading only the table's ids from a snapshot (which may hold many more)."""
+    snapshot = _snapshot(structures)
+    if snapshot is not None:
+        return build_graphs(snapshot_structures(snapshot, ids=wanted), cfg, **kw)
+    return read_inputs(structures, cfg, **kw)
+
+
 def _groups(graphs) -> list[str]:
     from pymatgen.core import Composition
 
@@ -185,7 +204,16 @@ def load_lab(
     cfg = model.loaded.graph_config
     strict = strict or on_error == "error"  # as cgcnn predict: --on-error error implies --strict
     graphs, skipped = (
-        read_inputs(structures, cfg, workers=workers, on_error=on_error, progress=False, strict=strict, notes=notes)
+        _read_structures(
+            structures,
+            cfg,
+            set(rows[ID]),
+            workers=workers,
+            on_error=on_error,
+            progress=False,
+            strict=strict,
+            notes=notes,
+        )
         if len(rows)
         else (None, [])
     )
@@ -210,6 +238,9 @@ def load_lab(
             "model on these with cgcnn evaluate"
         )
     frame = rows.set_index(ID).loc[ds.ids]
+    if _snapshot(structures) is not None:  # as cgcnn predict: a snapshot's own PBE gaps count as given
+        known = snapshot_pbe_gaps(structures)
+        frame[PBE] = [v if np.isfinite(v) else known.get(m, np.nan) for m, v in frame[PBE].items()]
     given = {m: float(v) for m, v in frame[PBE].items() if np.isfinite(v)}
     if echo is not None:
         echo(f"{n} materials ({len(given)} with a PBE gap given); {len(problems)} left out; zero-shot predictions …")

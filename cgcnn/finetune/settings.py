@@ -18,12 +18,13 @@ __all__ = ["FinetuneSettings", "folds_for"]
 class FinetuneSettings(StrictModel):
     """How the lab's data are cross-validated and the recipes fitted.
 
-    ``folds``: outer folds grouped by reduced formula (None: :func:`folds_for` the table's
-    size); ``min_materials``: fewer usable materials are refused.  The fine-tuned members:
-    every freeze policy of ``policies`` is fitted on a fold's inner fitting part, and the one
-    with the lowest inner validation MAE (mean over members) predicts the fold.  ``tie_ev``:
-    recipes whose CV MAE lies within this of the lowest count as tied, and the simplest of them
-    is selected (zero-shot, then recalibration, residual trees, fine-tuning, the average).
+        ``folds``: outer folds grouped by reduced formula (None: :func:`folds_for` the table's
+        size); ``min_materials``: fewer usable materials are refused.  The fine-tuned members:
+        every freeze policy of ``policies`` is fitted on a fold's inner fitting part, and the one
+        with the lowest inner validation MAE of the first member is chosen, and every member
+    fine-tuned under it predicts the fold.  ``tie_ev``:
+        recipes whose CV MAE lies within this of the lowest count as tied, and the simplest of them
+        is selected (zero-shot, then recalibration, residual trees, fine-tuning, the average).
     """
 
     folds: int | None = Field(None, ge=2, le=10)
@@ -32,10 +33,10 @@ class FinetuneSettings(StrictModel):
     min_materials: int = Field(20, ge=10)
     inner_val_fraction: float = Field(0.2, gt=0, lt=0.5)
     policies: list[Literal[POLICIES]] = Field(default_factory=lambda: ["head", "convs", "none"], min_length=1)
-    epochs: int = Field(30, ge=1)
-    patience: int = Field(6, ge=1)
-    lr: float = Field(3e-4, gt=0)
-    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(40, ge=1)
+    patience: int = Field(8, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(16, ge=1)
     trees_grid: dict[Literal["learning_rate", "max_leaf_nodes", "min_samples_leaf"], list[float | int]] = Field(
         default_factory=lambda: {"learning_rate": [0.05], "max_leaf_nodes": [7, 15], "min_samples_leaf": [10]}
     )
