@@ -75,6 +75,7 @@ def start(
             raise DatasetError(f"--base {base}: neither a model folder nor a shipped model; give --base ensemble")
         base_dir = shipped_model_dir(str(base))
     torch.manual_seed(s.seed)
+    torch.set_num_threads(s.threads)
     model = load_model(str(base_dir), device=s.device)
     root = Path(cache) if cache is not None else out.parent / f".{out.name}.fits"
     return Setup(s, model, str(base), base_dir, out, FitCache(root), time.perf_counter())
