@@ -16,13 +16,14 @@ the lab's data by grouped cross-validation (:mod:`cgcnn.finetune`), in ``manifes
 
 Intervals and the applicability domain (``trust.json``, ``domain.npz``) were recalibrated on the
 lab's out-of-fold errors of that recipe, and the domain extended with the lab's materials.
-The same functions compute the recipes' out-of-fold predictions in cross-validation, so what
-was scored is what predicts.
+``load_model(folder)`` gives a :class:`~cgcnn.prediction.predictor.Predictor` carrying the
+:class:`Adaptation`, whose :meth:`Adaptation.predict` makes its table.  The same functions
+compute the recipes' out-of-fold predictions in cross-validation, so what was scored is what
+predicts.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,8 +32,8 @@ import pandas as pd
 
 from cgcnn.data.descriptors import composition_features
 from cgcnn.prediction.ensemble import ensemble_predict
-from cgcnn.prediction.trees import TreeMember, load_tree_member, load_trees
-from cgcnn.prediction.trust import add_trust_columns, load_trust
+from cgcnn.prediction.trees import load_trees
+from cgcnn.prediction.trust import add_trust_columns
 from cgcnn.training.checkpoint import load_checkpoint
 
 __all__ = [
@@ -40,10 +41,8 @@ __all__ = [
     "Adaptation",
     "average",
     "linear",
-    "load_adapted",
     "residual_features",
     "residual",
-    "tree_member_prediction",
 ]
 
 COMPONENTS = ("zero_shot", "recalibrated", "finetuned", "residual_trees")
@@ -85,6 +84,34 @@ class Adaptation:
     finetuned: list = field(default_factory=list)  # Loaded members
     trees: object | None = None  # the residual trees (a HistGradientBoostingRegressor)
 
+    def predict(self, model, ds, pbe=None) -> pd.DataFrame:
+        """The prediction table of ``model`` (a :class:`~cgcnn.prediction.predictor.Predictor`
+        holding the shipped ensemble) with this adaptation on top; the columns of
+        :meth:`Predictor.predict_dataset`."""
+        base = dict(pbe_model=model.pbe_model, trees=model.trees, trees_weight=model.trees_weight)
+        run = dict(batch_size=model.batch_size, device=model.device)
+        table = ensemble_predict(model.members, ds, pbe=pbe, scale=1.0, **base, **run)
+        zs, spread = table["prediction_ev"].to_numpy(), table["prediction_std_ev"].to_numpy()
+        read = table["pbe_gap_ev"].to_numpy(np.float64)
+        parts = []
+        for comp in self.components:
+            if comp == "zero_shot":
+                parts.append((zs, spread))
+            elif comp == "recalibrated":
+                parts.append(linear(zs, spread, *self.line))
+            elif comp == "residual_trees":
+                parts.append((residual(self.trees, composition_features(ds.graphs), read, zs), spread))
+            else:  # finetuned: the members read the same PBE gaps
+                ft = ensemble_predict(self.finetuned, ds, pbe=dict(zip(ds.ids, read)), scale=1.0, **base, **run)
+                parts.append((ft["prediction_ev"].to_numpy(), ft["prediction_std_ev"].to_numpy()))
+        mean, raw = parts[0] if len(parts) == 1 else average(parts)
+        table["prediction_ev"] = np.maximum(mean, 0.0)
+        table["prediction_std_ev"] = model.scale * raw
+        table["n_members"] = len(model.members) + (model.trees is not None) + len(self.finetuned)
+        if model.trust is not None:
+            add_trust_columns(table, raw, ds, model.trust, model.pbe_model, level=model.interval_level, **run)
+        return table
+
     @classmethod
     def load(cls, folder: Path, entry: dict) -> Adaptation:
         comps = list(entry.get("components") or [entry["recipe"]])
@@ -103,72 +130,3 @@ class Adaptation:
             ft,
             load_trees(folder / trees["file"]) if trees else None,
         )
-
-
-def _adapted_class():
-    from cgcnn.prediction.predictor import Predictor
-
-    class AdaptedPredictor(Predictor):
-        """The shipped ensemble with the adaptation of :class:`Adaptation` on top."""
-
-        def __init__(self, members, *, adaptation: Adaptation, **kw):
-            super().__init__(members, **kw)
-            self.adaptation = adaptation
-
-        def predict_dataset(self, ds, *, pbe=None) -> pd.DataFrame:
-            base = dict(pbe_model=self.pbe_model, trees=self.trees, trees_weight=self.trees_weight)
-            run = dict(batch_size=self.batch_size, device=self.device)
-            table = ensemble_predict(self.members, ds, pbe=pbe, scale=1.0, **base, **run)
-            zs, spread = table["prediction_ev"].to_numpy(), table["prediction_std_ev"].to_numpy()
-            read = table["pbe_gap_ev"].to_numpy(np.float64)
-            a = self.adaptation
-            parts = []
-            for comp in a.components:
-                if comp == "zero_shot":
-                    parts.append((zs, spread))
-                elif comp == "recalibrated":
-                    parts.append(linear(zs, spread, *a.line))
-                elif comp == "residual_trees":
-                    parts.append((residual(a.trees, composition_features(ds.graphs), read, zs), spread))
-                else:  # finetuned: the members read the same PBE gaps
-                    ft = ensemble_predict(
-                        a.finetuned, ds, pbe=dict(zip(ds.ids, read)), scale=1.0, **base, trust=None, **run
-                    )
-                    parts.append((ft["prediction_ev"].to_numpy(), ft["prediction_std_ev"].to_numpy()))
-            mean, raw = parts[0] if len(parts) == 1 else average(parts)
-            table["prediction_ev"] = np.maximum(mean, 0.0)
-            table["prediction_std_ev"] = self.scale * raw
-            table["n_members"] = len(self.members) + (self.trees is not None) + len(a.finetuned)
-            if self.trust is not None:
-                level = self.interval_level
-                add_trust_columns(table, raw, ds, self.trust, self.pbe_model, level=level, **run)
-            return table
-
-    return AdaptedPredictor
-
-
-def load_adapted(folder: str | Path, *, device: str = "auto", batch_size: int = 256, interval_level=None):
-    """The :class:`Predictor` of an adapted model folder written by ``cgcnn finetune``."""
-    folder = Path(folder)
-    info = json.loads((folder / "manifest.json").read_text())
-    members = [load_checkpoint(folder / f, device="cpu") for f in info["member_files"]]
-    pbe_model = load_checkpoint(folder / info["pbe_model"], device="cpu")
-    trees = load_tree_member(folder, info["trees"]) if info.get("trees") else None
-    return _adapted_class()(
-        members,
-        adaptation=Adaptation.load(folder, info["adaptation"]),
-        device=device,
-        batch_size=batch_size,
-        source=f"adapted:{folder}",
-        scale=float((info.get("calibration") or {}).get("scale", 1.0)),
-        pbe_model=pbe_model,
-        trees=trees,
-        trees_weight=float(info["trees"]["weight"]) if info.get("trees") else 0.5,
-        trust=load_trust(folder),
-        interval_level=interval_level,
-    )
-
-
-def tree_member_prediction(trees: TreeMember | None, composition, pbe) -> np.ndarray | None:
-    """The shipped tree member's gap for each crystal (None without trees)."""
-    return None if trees is None else trees.predict(composition, pbe)

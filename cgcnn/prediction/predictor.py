@@ -86,6 +86,8 @@ class Predictor:
         trust: calibrated intervals and applicability domain (:class:`cgcnn.prediction.trust.Trust`):
             the table gains ``prediction_lo_ev, prediction_hi_ev, in_domain, domain_note``.
         interval_level: the intervals' central level (default: the calibration's, 0.9).
+        adaptation: what ``cgcnn finetune`` fitted on a lab's gaps on top of the ensemble
+            (:class:`cgcnn.prediction.adapted.Adaptation`).
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class Predictor:
         trees_weight: float = 0.5,
         trust=None,
         interval_level: float | None = None,
+        adaptation=None,
     ):
         self.members = [loaded] if isinstance(loaded, Loaded) else list(loaded)
         if not self.members:
@@ -117,6 +120,7 @@ class Predictor:
         self.trees_weight = float(trees_weight)
         self.trust = trust
         self.interval_level = interval_level
+        self.adaptation = adaptation
         if trust is not None and pbe_model is None:
             raise ValueError("a predictor with intervals needs the feature model (pbe_model)")
         if interval_level is not None:
@@ -174,6 +178,8 @@ class Predictor:
 
     def predict_dataset(self, ds: CrystalDataset, *, pbe: Mapping[str, float] | None = None) -> pd.DataFrame:
         """The table of :meth:`predict` for a ready dataset."""
+        if self.adaptation is not None:
+            return self.adaptation.predict(self, ds, pbe)
         return ensemble_predict(
             self.members,
             ds,
@@ -415,11 +421,13 @@ def _from_folder(folder: Path, source: str, *, device, batch_size, fidelity, lev
     """A model folder holding ``manifest.json``: a shipped one, or one written by ``cgcnn finetune``
     (``"kind": "adapted"``, :mod:`cgcnn.prediction.adapted`)."""
     info = json.loads((folder / "manifest.json").read_text())
-    if info.get("kind") == "adapted":
-        from cgcnn.prediction.adapted import load_adapted
+    adaptation = None
+    if info.get("kind") == "adapted":  # the shipped ensemble adapted to a lab's gaps (cgcnn finetune)
+        from cgcnn.prediction.adapted import Adaptation
 
-        return load_adapted(folder, device=device, batch_size=batch_size, interval_level=level)
-    files = sorted(folder.glob("member-*.pt")) or [folder / "model.pt"]
+        adaptation = Adaptation.load(folder, info["adaptation"])
+    named = [folder / f for f in info.get("member_files", [])]
+    files = named or sorted(folder.glob("member-*.pt")) or [folder / "model.pt"]
     missing = [f for f in files if not f.is_file()]
     if missing:
         raise ShippedModelError(f"model {source!r} is incomplete: {missing[0]} is missing; reinstall or rebuild it")
@@ -445,4 +453,5 @@ def _from_folder(folder: Path, source: str, *, device, batch_size, fidelity, lev
         trees_weight=weight,
         trust=trust,
         interval_level=level,
+        adaptation=adaptation,
     )
