@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 # pip name -> conda name where they differ
 PIP_TO_CONDA = {"torch": "pytorch", "opentsne": "opentsne"}
 # installed from PyPI inside the conda environment (the pip: section)
-PIP_ONLY = {"mp-api", "moto"}
+PIP_ONLY = {"mp-api", "moto", "chgnet"}
 
 
 def _name(requirement: str) -> str:
@@ -36,9 +36,14 @@ def _conda_and_pip(env: dict) -> tuple[set[str], set[str]]:
     return conda - {"python", "pip"}, pip
 
 
-def test_environment_lists_every_pyproject_dependency_and_dev_extra():
+def _extras(project: dict) -> list[str]:
+    """Every optional dependency (dev, and the backbones' extras): conda users get them all."""
+    return [d for extra in project["optional-dependencies"].values() for d in extra]
+
+
+def test_environment_lists_every_pyproject_dependency_and_extra():
     project = _pyproject()["project"]
-    wanted = {_name(d) for d in project["dependencies"]} | {_name(d) for d in project["optional-dependencies"]["dev"]}
+    wanted = {_name(d) for d in project["dependencies"]} | {_name(d) for d in _extras(project)}
     conda, pip = _conda_and_pip(_environment())
     expected_conda = {PIP_TO_CONDA.get(n, n) for n in wanted if n not in PIP_ONLY}
     assert conda == expected_conda
@@ -53,7 +58,7 @@ def test_pip_only_packages_keep_their_extras_in_environment():
 
 def test_version_bounds_agree_between_the_two_files():
     project = _pyproject()["project"]
-    reqs = list(project["dependencies"]) + list(project["optional-dependencies"]["dev"])
+    reqs = list(project["dependencies"]) + _extras(project)
     bounds = {_name(r): re.sub(r"^[^<>=!~]*", "", r.split(";")[0]).replace(" ", "") for r in reqs}
     env = _environment()
     flat = [d for d in env["dependencies"] if isinstance(d, str)]

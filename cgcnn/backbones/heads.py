@@ -5,7 +5,8 @@ Two depths (:data:`DEPTHS`), each a head that learns the **correction to PBE** (
 is the PBE gap the material reads plus the head's output):
 
 * ``readout`` — CHGNet's readout (a per-atom MLP, averaged over atoms) starts from its pretrained
-  weights, with a new output layer set to zero (it predicted energies); everything below is
+  weights, with a new output layer drawn from the fit's seed (it predicted energies; the seeds
+  make an ensemble's members differ); everything below is
   frozen: the readout input is read from the feature store;
 * ``block`` — the same, plus CHGNet's last interaction block and its readout LayerNorm
   trained too, starting from what enters that block (also in the store).
@@ -61,7 +62,7 @@ class HeadFit:
 
 class ChgnetHead(nn.Module):
     """CHGNet's readout (and, at depth ``block``, its last interaction block and readout norm),
-    copied from the pretrained model, with a new zero-initialised output."""
+    copied from the pretrained model, with a new output layer (initialised from torch's seed)."""
 
     def __init__(self, depth: str, version: str):
         super().__init__()
@@ -72,9 +73,7 @@ class ChgnetHead(nn.Module):
         self.block = copy.deepcopy(backbone.atom_conv_layers[-1]) if depth == "block" else None
         self.norm = copy.deepcopy(backbone.readout_norm) if depth == "block" else None
         self.mlp = copy.deepcopy(backbone.mlp)
-        out = self.mlp.layers[-1]
-        nn.init.zeros_(out.weight)
-        nn.init.zeros_(out.bias)
+        self.mlp.layers[-1].reset_parameters()  # a new output (it predicted energies), drawn from the fit's seed
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.block is None:
@@ -165,7 +164,7 @@ def fit_head(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         val_mae = float(np.abs(mu + sigma * _predict(model, val_records, 256) - y[val]).mean())
         state["epoch"] += 1
         if val_mae < state["best"]:

@@ -105,9 +105,34 @@ class ChgnetRecipe(Recipe):
         return np.column_stack([*parts, m.pbe_read[pos]])
 
     def fit(self, materials: Materials, train, *, seed: int, split=None, tag: dict | None = None) -> Fitted:
+        """Fit on the training positions whose crystal has a CHGNet record; the fitted model
+        predicts NaN for a crystal without one."""
+        keep = self._has(materials)
         if self.spec.train == "frozen":
-            return self._fit_frozen(materials, np.asarray(train, dtype=np.int64), seed, tag)
-        return self._fit_heads(materials, split, seed, tag)
+            train = np.asarray(train, dtype=np.int64)
+            fitted = self._fit_frozen(materials, train[keep[train]], seed, tag)
+        else:
+            fit, val = (np.asarray(p, dtype=np.int64) for p in split)
+            fitted = self._fit_heads(materials, (fit[keep[fit]], val[keep[val]]), seed, tag)
+
+        def predict_(m: Materials, pos: np.ndarray) -> Prediction:
+            pos = np.asarray(pos, dtype=np.int64)
+            ok = self._has(m)[pos]
+            if ok.all():
+                return fitted.predictor(m, pos)
+            part = fitted.predictor(m, pos[ok])
+            mean, spread = np.full(len(pos), np.nan), np.full(len(pos), np.nan)
+            mean[ok], spread[ok] = part.mean, part.spread
+            members = None
+            if part.members is not None:
+                members = np.full((len(part.members), len(pos)), np.nan)
+                members[:, ok] = part.members
+            return Prediction(mean, spread, members)
+
+        return Fitted(predict_, fitted.info)
+
+    def _has(self, m: Materials) -> np.ndarray:
+        return np.array([i in self.records for i in m.ids], dtype=bool)
 
     def _fit_frozen(self, m: Materials, train: np.ndarray, seed: int, tag) -> Fitted:
         s = self.profile.methods.chgnet
@@ -137,13 +162,13 @@ class ChgnetRecipe(Recipe):
     def _fit_heads(self, m: Materials, split, seed: int, tag) -> Fitted:
         s, members = self.profile.methods.chgnet, self.profile.methods.members
         fit, val = (np.asarray(p, dtype=np.int64) for p in split)
-        records = [self.records[i] for i in m.ids]
+        records = [self.records.get(i) for i in m.ids]  # None: no record (never in fit or val)
         correction = m.y - m.pbe_read
         lr = s.lr if self.spec.train == "readout" else s.block_lr
         common = {
             "kind": "chgnet_head",
             "code": code_digest(HEAD_MODULES),
-            "data": records_digest(records),
+            "data": records_digest([records[k] for k in np.concatenate([fit, val])]),
             "correction": np.round(correction, 10).tolist(),
             "fit": [m.ids[k] for k in fit],
             "val": [m.ids[k] for k in val],

@@ -22,22 +22,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cgcnn.evaluation.baselines import magpie_features
 from cgcnn.evaluation.bootstrap import group_difference_ci, mae_ci, paired_difference_ci
 from cgcnn.evaluation.metrics import regression_metrics
 from cgcnn.fileio import write_json
-from cgcnn.prediction.ensemble import coverage, ensemble_predict
+from cgcnn.prediction.ensemble import coverage, ensemble_predict, mix
 from cgcnn.prediction.inference import predict
 from cgcnn.prediction.trees import load_tree_member
-from cgcnn.prediction.trust import load_trust
+from cgcnn.prediction.trust import add_trust_columns, load_trust
 from cgcnn.study.base_model import base_checkpoint
+from cgcnn.study.candidates import pbe_inputs
 from cgcnn.study.cross_validation import CONTROL, ds2_frame, materials_frame, model_key
 from cgcnn.study.datasets import StudyData, load_data
 from cgcnn.study.display import label, model_labels
 from cgcnn.study.engine import fit_final
 from cgcnn.study.final_models import AdaptationResult, load_adaptation
+from cgcnn.study.fits import FitCache
 from cgcnn.study.methods import load_methods
+from cgcnn.study.methods import prepare as methods_prepare
 from cgcnn.study.profiles import StudyProfile
-from cgcnn.study.recipes import Materials, baselines, registered
+from cgcnn.study.recipes import BACKBONES, Materials, baselines, registered
 from cgcnn.study.rundir import require_cv, run_paths, write_table
 from cgcnn.training.checkpoint import load_checkpoint
 
@@ -105,6 +109,29 @@ def _model_predictions(profile: StudyProfile, adaptation: AdaptationResult, base
     return parts
 
 
+def _backbone_candidates(run: Path, profile: StudyProfile, data: StudyData, base, ds3_set) -> list[pd.DataFrame]:
+    """Every backbone candidate the methods step compared (CHGNet; without trees), fitted on all
+    of DS2 and scored on DS3 once (``ens_<name>``), the PBE gaps as the ensemble reads them."""
+    methods = load_methods(run) or {}
+    names = [c for c in methods.get("candidates", []) if c in BACKBONES]
+    if not names:
+        return []
+    m = methods_prepare(run, profile)
+    ids = list(ds3_set.ids)
+    pbe, _ = pbe_inputs(data.ds3, ids, base, ds3_set, profile.device)
+    test = Materials(materials_frame(data.ds3, ids), pbe_inputs=pbe)
+    parts = []
+    for name in names:
+        fitted = fit_final(
+            m.build(name, echo=lambda _: None),
+            m.materials,
+            seed=profile.cv.seed,
+            val_fraction=profile.cv.inner_val_fraction,
+        )
+        parts.append(_long(ids, f"ens_{name}", np.nan, fitted.predict(test).mean))
+    return parts
+
+
 def _ensemble_predictions(
     run: Path, profile: StudyProfile, base, data: StudyData, ds3_set
 ) -> tuple[list[pd.DataFrame], pd.DataFrame | None]:
@@ -114,6 +141,11 @@ def _ensemble_predictions(
     methods = load_methods(run)
     if not methods or not methods.get("final"):
         return [], None
+    if methods["final"].get("backbone"):
+        table = _backbone_table(run, profile, base, data, ds3_set, methods)
+        return [_long(list(table["material_id"]), "ensemble", np.nan, table["prediction_ev"])], table.set_index(
+            "material_id"
+        )
     members = [load_checkpoint(run / c) for c in methods["final"]["checkpoints"]]
     ds3 = data.ds3.set_index("material_id")
     pbe = pd.to_numeric(ds3["bg_pbe"], errors="coerce").dropna().to_dict()
@@ -134,6 +166,44 @@ def _ensemble_predictions(
     return [_long(list(table["material_id"]), "ensemble", np.nan, table["prediction_ev"])], table.set_index(
         "material_id"
     )
+
+
+def _backbone_table(run: Path, profile: StudyProfile, base, data: StudyData, ds3_set, methods: dict) -> pd.DataFrame:
+    """The selected backbone ensemble (:mod:`cgcnn.prediction.backbone`) on DS3, as a user would
+    call it: the known PBE gaps, M1's prediction for a missing one, the trees when the selection
+    averages with them, the calibrated spread, and the trust step's intervals and domain flag."""
+    from cgcnn.backbones.chgnet import FeatureStore
+    from cgcnn.prediction.backbone import BackboneModel
+
+    model = BackboneModel.load(run / methods["final"]["backbone"])
+    ids = list(ds3_set.ids)
+    store = FeatureStore(FitCache.of_run(run).root / "features", model.manifest["version"])
+    records = store.records(data.structures("ds3", ids))
+    pbe, source = pbe_inputs(data.ds3, ids, base, ds3_set, profile.device)
+    magpie = magpie_features(list(data.ds3.set_index("material_id").loc[ids, "formula"]))
+    has = np.array([m in records for m in ids])
+    mean, std = np.full(len(ids), np.nan), np.full(len(ids), np.nan)
+    if has.any():
+        pos = np.flatnonzero(has)
+        mean[pos], std[pos] = model.predict([records[ids[p]] for p in pos], magpie[pos], pbe[pos])
+    trees = methods["final"].get("trees")
+    if trees:
+        member = load_tree_member(run, trees)
+        mean, std = mix(mean, std, member.predict(magpie, pbe), trees["weight"])
+    table = pd.DataFrame(
+        {
+            "material_id": ids,
+            "prediction_ev": np.maximum(mean, 0.0),
+            "prediction_std_ev": methods["calibration"]["scale"] * std,
+            "n_members": len(model.manifest["files"]) + bool(trees),
+            "pbe_gap_ev": pbe,
+            "pbe_gap_source": source,
+        }
+    )
+    trust = load_trust(run_paths(run)["models"] / "trust")
+    if trust is not None:
+        add_trust_columns(table, std, ds3_set, trust, base, device=profile.device)
+    return table
 
 
 def score(per_seed_pred: pd.DataFrame, truth: pd.Series, ids: list[str], best_baseline: str) -> pd.DataFrame:
@@ -276,7 +346,7 @@ def evaluate_ds3(
     truth = ds3.loc[ids, "bg_exp"].astype(float)
     parts = _baseline_predictions(data, ds2_ids, ids, profile) + _model_predictions(profile, adaptation, base, ds3_set)
     ensemble_parts, ensemble_table = _ensemble_predictions(run, profile, base, data, ds3_set)
-    parts += ensemble_parts
+    parts += ensemble_parts + _backbone_candidates(run, profile, data, base, ds3_set)
     per_seed_pred = pd.concat(parts, ignore_index=True)
     cv_metrics = cv.get("cv_metrics", {})
     best = min((m for m in registered() if m in cv_metrics), key=lambda m: cv_metrics[m]["mae"], default="pbe_linear")

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from cgcnn.fileio import write_json
+from cgcnn.prediction.backbone import save_backbone
 from cgcnn.prediction.trees import save_trees
 from cgcnn.study import engine
 from cgcnn.study.candidates import candidate_recipe
@@ -30,6 +31,7 @@ from cgcnn.study.display import label
 from cgcnn.study.fits import CachedFit
 from cgcnn.study.methods import load_methods, prepare
 from cgcnn.study.profiles import StudyProfile
+from cgcnn.study.recipes import BACKBONES
 from cgcnn.study.rundir import read_json, require_cv, run_paths, write_table
 
 
@@ -152,16 +154,38 @@ def train_final_ensemble(
     recipe = candidate_recipe(summary["selected"], network, profile)
     fitted = engine.fit_final(recipe, m.materials, seed=profile.cv.seed, val_fraction=profile.cv.inner_val_fraction)
     fit = fitted.info.get("network", fitted.info)  # an average keeps its network's fit under "network"
-    checkpoints = [
-        CachedFit(Path(c).parent, {}).copy_to(ens_dir / f"member-{k}") for k, c in enumerate(fit["checkpoints"])
-    ]
-    final = pd.DataFrame(network.fits).assign(checkpoint=[os.path.relpath(c, run) for c in checkpoints])
+    if summary["network"] in BACKBONES:  # a backbone's head, stored as cgcnn.prediction.backbone reads it
+        spec = BACKBONES[summary["network"]]
+        manifest = {
+            "backbone": spec.backbone,
+            "version": profile.methods.chgnet.version,
+            "candidate": summary["network"],
+        }
+        folder = ens_dir / "backbone"
+        save_backbone(
+            folder,
+            {**manifest, "train": spec.train, "magpie": spec.magpie},
+            krr=[fit["model"], *fit["bagged"]] if "model" in fit else None,
+            heads=fit.get("checkpoints"),
+        )
+        checkpoints = []
+        final = pd.DataFrame(network.fits)
+        summary["final"] = {
+            "backbone": os.path.relpath(folder, run),
+            "checkpoints": [],
+            "train_ids": list(cv.dataset.ids),
+        }
+    else:
+        checkpoints = [
+            CachedFit(Path(c).parent, {}).copy_to(ens_dir / f"member-{k}") for k, c in enumerate(fit["checkpoints"])
+        ]
+        final = pd.DataFrame(network.fits).assign(checkpoint=[os.path.relpath(c, run) for c in checkpoints])
+        summary["final"] = {
+            "checkpoints": [os.path.relpath(c, run) for c in checkpoints],
+            "train_ids": list(cv.dataset.ids),
+            "inner_val_mae": final["inner_val_mae"].tolist(),
+        }
     write_table(paths["tables"] / "methods_final_fits.csv", final, index=False)
-    summary["final"] = {
-        "checkpoints": [os.path.relpath(c, run) for c in checkpoints],
-        "train_ids": list(cv.dataset.ids),
-        "inner_val_mae": final["inner_val_mae"].tolist(),
-    }
     target = summary.get("trees_target")
     if target is not None:
         save_trees(fitted.info["trees_model"], ens_dir / "trees.skops")
@@ -172,7 +196,7 @@ def train_final_ensemble(
             "params": fitted.info["params"],
         }
     write_json(ens_dir / "ensemble.json", summary["final"])
-    echo(f"final ensemble {summary['selected']}: {len(checkpoints)} members in {ens_dir}")
+    echo(f"final ensemble {summary['selected']}: in {ens_dir}")
     return summary
 
 

@@ -39,6 +39,7 @@ from cgcnn.errors import CgcnnError
 from cgcnn.fileio import write_json
 from cgcnn.prediction.ensemble import calibration_scale, coverage
 from cgcnn.study import engine
+from cgcnn.study.backbone_question import backbone_comparisons
 from cgcnn.study.candidates import (
     Averaged,
     ensemble_size_table,
@@ -294,6 +295,9 @@ def select(
         if r.members is not None
     ]
 
+    backbones = backbone_comparisons(cv_predictions, truth, seed=profile.cv.seed)
+    if len(backbones):
+        write_table(paths["tables"] / "methods_backbones.csv", backbones, index=False)
     write_table(paths["tables"] / "methods_cv_metrics.csv", cv_table)
     write_table(paths["tables"] / "methods_cv_predictions.csv", oof_table, index=False)
     write_table(paths["tables"] / "methods_cv_fits.csv", fits, index=False)
@@ -314,6 +318,7 @@ def select(
         "settings": profile.methods.to_dict(),
         "model_config": method_model_config(network, cv.base.model_config).to_dict() if network in NETWORKS else None,
         "backbone": BACKBONES[network].backbone if network in BACKBONES else "cgcnn",
+        "backbone_question": backbones.to_dict(orient="records"),
         "pbe_sources_ds2": {k: int(v) for k, v in pd.Series(m.pbe_source).value_counts().items()},
     }
     write_json(paths["methods"], summary)

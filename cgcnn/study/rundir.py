@@ -73,6 +73,7 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
         "models/ensemble",
         "tables/methods_cv_metrics.csv",
         "tables/methods_ensemble_size.csv",
+        "tables/methods_backbones.csv",
     ),
     "trust": (RUN_FILES["trust"].path, "models/trust", "tables/trust_*.csv", "tables/suspicious_labels.csv"),
 }

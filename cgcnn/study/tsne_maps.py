@@ -73,6 +73,31 @@ def embed_datasets(
     return DatasetEmbeddings(model, ckpt, frames, conv, hidden)
 
 
+def embed_backbone(run_dir: str | os.PathLike, profile: StudyProfile) -> DatasetEmbeddings | None:
+    """CHGNet's crystal representation (:mod:`cgcnn.backbones.chgnet`) of DS2 and DS3, as ``conv``
+    (and ``hidden``) of a :class:`DatasetEmbeddings`; None when the run's methods step had no
+    CHGNet candidate.  Read from the feature store the methods step filled (computed if missing)."""
+    from cgcnn.study.methods import load_methods
+    from cgcnn.study.recipes import BACKBONES
+
+    methods = load_methods(run_dir) or {}
+    if not any(c in BACKBONES for c in methods.get("candidates", [])):
+        return None
+    from cgcnn.backbones.chgnet import FeatureStore
+    from cgcnn.study.fits import FitCache
+
+    data = load_data(run_dir)
+    store = FeatureStore(FitCache.of_run(run_dir).root / "features", profile.methods.chgnet.version)
+    frames, conv = {}, {}
+    for name in ("ds2", "ds3"):
+        records = store.records(data.structures(name))
+        frame = getattr(data, name)
+        frame = frame[frame["material_id"].isin(records)].reset_index(drop=True)
+        frames[name] = frame
+        conv[name] = np.stack([records[m].crystal for m in frame["material_id"]])
+    return DatasetEmbeddings("chgnet", store.root, frames, conv, conv)
+
+
 def tsne_table(embeddings: DatasetEmbeddings, tsne, *, fitted: str = "ds2", projected: str = "ds3") -> pd.DataFrame:
     """t-SNE coordinates with material id, dataset, formula, gaps and classes (one row per crystal)."""
     parts = []

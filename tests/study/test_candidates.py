@@ -41,15 +41,17 @@ def test_ensemble_size_table_without_trees_has_the_network_only():
 
 
 def test_candidates_are_a_table_not_a_grammar():
-    from cgcnn.study.recipes import CANDIDATES, candidate
+    from cgcnn.study.recipes import BACKBONES, CANDIDATES, candidate
 
     c = candidate("delta_composition_ctrees")
     assert (c.network, c.loss, c.trees, c.base) == ("delta_composition", None, "correction", "delta_composition")
     h = candidate("delta_huber_trees")
     assert (h.network, h.loss, h.trees, h.base) == ("delta", "huber", "gap", "delta_huber")
     assert candidate("delta_huber").trees is None
-    # every network, with and without the Huber loss, alone and averaged with either kind of trees
-    assert len(CANDIDATES) == 3 * 2 * 3
+    # every CGCNN network, with and without the Huber loss, and every backbone candidate, alone and
+    # averaged with either kind of trees
+    assert len(CANDIDATES) == 3 * 2 * 3 + len(BACKBONES) * 3
+    assert candidate("chgnet_readout_ctrees").base == "chgnet_readout"
     assert CANDIDATES["delta_ctrees"].label.startswith(CANDIDATES["delta"].label)
 
 
