@@ -75,7 +75,9 @@ class StudyData:
         """id -> pymatgen ``Structure`` of ``"ds2"`` or ``"ds3"`` (from the ETL's CIFs), in ``ids`` order."""
         from pymatgen.core import Structure
 
-        rows = json.loads(Path(self.files[f"{name}_json"]).read_text())
+        path = self.files.get(f"{name}_json")  # recorded since the backbones; before, beside processed/
+        path = Path(path) if path else Path(self.files[f"{name}_csv"]).parent.parent / "json" / f"{name}.json"
+        rows = json.loads(path.read_text())
         ids = list(getattr(self, name)["material_id"]) if ids is None else ids
         return {m: Structure.from_str(rows[m]["cif"], fmt="cif") for m in ids}
 
