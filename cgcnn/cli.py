@@ -325,6 +325,13 @@ def cmd_finetune(args) -> int:
     )
     table = comparison.table.drop(columns=["label"]).round(3)
     print(table.to_string(), file=sys.stderr)
+    trust = json.loads((out / "manifest.json").read_text())["trust"]
+    for row in trust["cross_fitted_coverage"]:
+        print(
+            f"{trust['level']:.0%} intervals, {row['subset']}: cross-fitted coverage {row['coverage']:.2f} of "
+            f"{row['n']} materials, mean width {row['mean_width_ev']:.2f} eV",
+            file=sys.stderr,
+        )
     print(f"verdict: {comparison.verdict}")
     print(f"model folder ({comparison.final}) -> {out}; use it with: cgcnn predict --model {out} ...", file=sys.stderr)
     return 0

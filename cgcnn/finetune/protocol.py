@@ -12,7 +12,8 @@ selection, and the verdict in plain words.
   model as it is (zero-shot), with its bootstrap 95 % interval (:mod:`cgcnn.evaluation.bootstrap`).
 * Selected: the recipe with the lowest CV MAE (recipes within ``tie_ev`` of it count as tied;
   the simplest wins).  It is **shipped** only when its paired interval against zero-shot lies
-  wholly below 0; otherwise the honest answer is the shipped model as it is.
+  wholly below 0 and it lowers the MAE by at least ``min_gain_ev`` (a few meV are not worth a
+  new model); otherwise the honest answer is the shipped model as it is.
 """
 
 from __future__ import annotations
@@ -106,44 +107,51 @@ def cv_table(lab: Lab, oof: dict[str, OutOfFold], settings: FinetuneSettings, se
     return table
 
 
+def _ev(*values: float, sign: str = "") -> list[str]:
+    """Values in eV with two decimals, or three when the largest is below 0.05 eV."""
+    digits = 3 if max(abs(v) for v in values) < 0.05 else 2
+    return [f"{v:{sign}.{digits}f}" for v in values]
+
+
 def select(table: pd.DataFrame, settings: FinetuneSettings) -> tuple[str, str, str]:
     """(selected, final, verdict): the lowest CV MAE among zero-shot and the adaptations (ties
     within ``tie_ev``: the simplest), shipped only when its paired interval against zero-shot
-    lies below 0 (see the module docstring)."""
+    lies below 0 and it lowers the MAE by at least ``min_gain_ev`` (see the module docstring)."""
     models = [n for n in SIMPLEST_FIRST if n in table.index]
     best = float(table.loc[models, "mae"].min())
     selected = next(n for n in models if table.loc[n, "mae"] <= best + settings.tie_ev)
     zs = table.loc["zero_shot"]
     n = int(zs["n"])
-    zs_text = f"{zs['mae']:.2f} [{zs['mae_lo']:.2f}, {zs['mae_hi']:.2f}] eV"
+    zs_text = "{} [{}, {}] eV".format(*_ev(zs["mae"], zs["mae_lo"], zs["mae_hi"]))
+    keep = "no evidence that adapting helps: keep the shipped model"
     if selected == "zero_shot":
         others = [m for m in models if m != "zero_shot"]
-        runner = min(others, key=lambda m: table.loc[m, "mae"]) if others else None
         tail = ""
-        if runner is not None:
+        if others:
+            runner = min(others, key=lambda m: table.loc[m, "mae"])
             r = table.loc[runner]
-            tail = (
-                f"; the best adaptation ({LABELS[runner]}) changes it by {r['diff_vs_zero_shot']:+.2f} "
-                f"[{r['diff_lo']:+.2f}, {r['diff_hi']:+.2f}] eV"
+            tail = "; the best adaptation ({}) changes it by {} [{}, {}] eV".format(
+                LABELS[runner], *_ev(r["diff_vs_zero_shot"], r["diff_lo"], r["diff_hi"], sign="+")
             )
-        verdict = (
-            f"no evidence that adapting helps: keep the shipped model (its cross-validated MAE on your {n} "
-            f"materials is {zs_text}{tail})."
-        )
-        return selected, "zero_shot", verdict
+        return selected, "zero_shot", f"{keep} (its cross-validated MAE on your {n} materials is {zs_text}{tail})."
     s = table.loc[selected]
-    if s["diff_hi"] < 0:
+    gain, lo, hi = -s["diff_vs_zero_shot"], -s["diff_hi"], -s["diff_lo"]
+    if s["diff_hi"] < 0 and gain >= settings.min_gain_ev:
         verdict = (
-            f"{ACTIONS[selected]} lowers the error by {-s['diff_vs_zero_shot']:.2f} [{-s['diff_hi']:.2f}, "
-            f"{-s['diff_lo']:.2f}] eV (cross-validated MAE on your {n} materials {zs['mae']:.2f} -> "
-            f"{s['mae']:.2f} eV): use the adapted model."
+            "{} lowers the error by {} [{}, {}] eV (cross-validated MAE on your {} materials {} -> {} eV): "
+            "use the adapted model.".format(ACTIONS[selected], *_ev(gain, lo, hi), n, *_ev(zs["mae"], s["mae"]))
         )
         return selected, selected, verdict
+    if s["diff_hi"] < 0:
+        verdict = (
+            "no adaptation helps enough to matter: keep the shipped model. The best, {}, lowers the cross-validated "
+            "MAE by only {} [{}, {}] eV, less than {:g} eV (zero-shot MAE {} on {} materials)."
+        ).format(ACTIONS[selected], *_ev(gain, lo, hi), settings.min_gain_ev, zs_text, n)
+        return selected, "zero_shot", verdict
     verdict = (
-        f"no evidence that adapting helps: keep the shipped model. The best adaptation, {ACTIONS[selected]}, "
-        f"changes the cross-validated MAE by {s['diff_vs_zero_shot']:+.2f} [{s['diff_lo']:+.2f}, "
-        f"{s['diff_hi']:+.2f}] eV, an interval that includes 0 (zero-shot MAE {zs_text} on {n} materials)."
-    )
+        "{}. The best adaptation, {}, changes the cross-validated MAE by {} [{}, {}] eV, an interval that "
+        "includes 0 (zero-shot MAE {} on {} materials)."
+    ).format(keep, ACTIONS[selected], *_ev(s["diff_vs_zero_shot"], s["diff_lo"], s["diff_hi"], sign="+"), zs_text, n)
     return selected, "zero_shot", verdict
 
 

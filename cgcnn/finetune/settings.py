@@ -24,7 +24,9 @@ class FinetuneSettings(StrictModel):
         with the lowest inner validation MAE of the first member is chosen, and every member
     fine-tuned under it predicts the fold.  ``tie_ev``:
         recipes whose CV MAE lies within this of the lowest count as tied, and the simplest of them
-        is selected (zero-shot, then recalibration, residual trees, fine-tuning, the average).
+        is selected (zero-shot, then recalibration, residual trees, fine-tuning, the average);
+    ``min_gain_ev``: an adaptation ships only when it lowers the CV MAE by at least this (and its
+    paired interval against zero-shot lies below 0).
     ``threads``: torch's intra-op threads (set for the whole process).  The fits are small: on 2
     cores shared with other work, one thread ran a fine-tuning epoch of 40 crystals in 0.16 s and
     two threads in 7 s (they wait for each other), so the default is 1.
@@ -47,6 +49,7 @@ class FinetuneSettings(StrictModel):
     level: float = Field(0.9, gt=0, lt=1)
     n_boot: int = Field(2000, ge=100)
     tie_ev: float = Field(0.001, ge=0)
+    min_gain_ev: float = Field(0.01, ge=0)
     min_class_scores: int = Field(30, ge=0)
     device: str = "cpu"
     threads: int = Field(1, ge=1, description="torch threads for the fits and predictions")

@@ -51,3 +51,34 @@ def test_small_tables_get_fewer_folds_and_never_more_than_their_formulas():
 def test_settings_reject_an_unknown_key():
     with pytest.raises(ValueError, match="epoch"):
         FinetuneSettings.model_validate({"epoch": 3})
+
+
+def _table(**adapted):
+    import pandas as pd
+
+    rows = {
+        "zero_shot": dict(mae=0.30, mae_lo=0.25, mae_hi=0.35, n=100, diff_vs_zero_shot=0.0, diff_lo=0.0, diff_hi=0.0)
+    }
+    rows["recalibrated"] = dict(mae=0.30, mae_lo=0.25, mae_hi=0.35, n=100, **adapted)
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+@pytest.mark.parametrize(
+    ("diff", "final", "start"),
+    [
+        (
+            (-0.08, -0.13, -0.03),
+            "recalibrated",
+            "recalibrating the shipped ensemble (a line fitted on your gaps) lowers the error by 0.08 [0.03, 0.13] eV",
+        ),
+        ((-0.05, -0.12, 0.02), "zero_shot", "no evidence that adapting helps: keep the shipped model. The best"),
+        ((-0.003, -0.005, -0.001), "zero_shot", "no adaptation helps enough to matter: keep the shipped model"),
+    ],
+)
+def test_the_verdict_ships_an_adaptation_only_when_its_paired_interval_lies_below_zero(diff, final, start):
+    from cgcnn.finetune.protocol import select
+
+    table = _table(diff_vs_zero_shot=diff[0], diff_lo=diff[1], diff_hi=diff[2])
+    table.loc["recalibrated", "mae"] = 0.30 + diff[0]
+    selected, shipped, verdict = select(table, FinetuneSettings())
+    assert selected == "recalibrated" and shipped == final and verdict.startswith(start)
