@@ -54,7 +54,7 @@ def _ensemble_section(name: str, m: dict) -> list[str]:
         f"## `{name}` — {m['description']}",
         f"Method `{m['method']}`, {m['members']} members"
         + (
-            f" ({m['cgcnn_members']} CGCNNs and boosted trees on Magpie composition + PBE"
+            f" ({m['cgcnn_members'] or 'a CHGNet head'} {'CGCNNs ' if m['cgcnn_members'] else ''}and boosted trees on Magpie composition + PBE"
             + (
                 ", learning the correction experiment − PBE (their gap: PBE + their output)"
                 if m["trees"].get("target") == "correction"
@@ -65,8 +65,10 @@ def _ensemble_section(name: str, m: dict) -> list[str]:
             else ""
         )
         + f"; PBE gaps not given are predicted by `{m['pbe_model']}` (the M1 the members started from). "
-        f"Trained on {m['data']['n_train']} experimental gaps (DS2) in {m['wall_time_s']:.0f} s; "
-        f"code {m['trained_with'].get('git_sha')}, profile `{m['trained_with'].get('profile')}`. "
+        f"Trained on {m['data']['n_train']} experimental gaps (DS2)"
+        + (f" in {m['wall_time_s']:.0f} s; " if m.get("wall_time_s") is not None else "; ")
+        + (f"backbone: CHGNet (`{m['backbone']}/`, cgcnn.prediction.backbone); " if m.get("backbone") else "")
+        + f"code {m['trained_with'].get('git_sha')}, profile `{m['trained_with'].get('profile')}`. "
         f"No training id is a DS3 id ({m['data']['excluded_ids_checked']} excluded ids checked).",
         f"### Cross-validated accuracy on DS2 ({cv['protocol']['folds']} folds grouped by {cv['protocol']['grouped_by']}, "
         f"{cv['protocol']['repeats']} repeat(s); eV)",

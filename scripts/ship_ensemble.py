@@ -189,6 +189,12 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
             slim["meta"] = {"shipped_as": f"{name}/member-{k}", "git_sha": env.get("git_sha")}
             save_checkpoint(tmp / f"member-{k}.pt", slim)
             files[f"member-{k}.pt"] = sha256_file(tmp / f"member-{k}.pt")
+        backbone = methods["final"].get("backbone")  # a model on another backbone (CHGNet): its folder
+        if backbone:
+            shutil.copytree(run / backbone, tmp / "backbone")
+            for f in sorted(p for p in (tmp / "backbone").rglob("*") if p.is_file()):
+                files[str(f.relative_to(tmp))] = sha256_file(f)
+            n_members = len(json.loads((tmp / "backbone" / "backbone.json").read_text())["files"])
         trees = methods["final"].get("trees")
         if trees:
             shutil.copyfile(run / trees["file"], tmp / "trees.skops")
@@ -204,8 +210,12 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
             {
                 "name": name,
                 "description": description
-                or f"{METHOD_LABELS.get(selected, selected)}: {n_members} CGCNN members fine-tuned from M1 "
-                "on the experimental gaps of DS2"
+                or f"{METHOD_LABELS.get(selected, selected)}: "
+                + (
+                    f"{n_members} CGCNN members fine-tuned from M1 on the experimental gaps of DS2"
+                    if not backbone
+                    else "a CHGNet head trained on the experimental gaps of DS2 (the correction to PBE)"
+                )
                 + (
                     ", and boosted trees on composition + PBE"
                     + (" learning the correction to PBE" if trees.get("target") == "correction" else "")
@@ -216,7 +226,8 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
                 "kind": "ensemble",
                 "method": selected,
                 "members": n_members + bool(trees),
-                "cgcnn_members": n_members,
+                "cgcnn_members": 0 if backbone else n_members,
+                "backbone": "backbone" if backbone else None,
                 "files": files,
                 "trees": {
                     "file": "trees.skops",
@@ -230,7 +241,9 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
                 "target": "bg_exp",
                 "pbe_model": PBE_MODEL,
                 "model_config": methods["model_config"],
-                "graph_config": read_checkpoint(run / methods["final"]["checkpoints"][0])["graph_config"],
+                "graph_config": read_checkpoint(run / (methods["final"]["checkpoints"] or ["models/m1/best.pt"])[0])[
+                    "graph_config"
+                ],
                 "calibration": methods["calibration"],
                 "cv": {
                     "protocol": read_json(run_paths(run)["cv"])["protocol"],
@@ -244,7 +257,7 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
                 "trust": trust,
                 "settings": methods["settings"],
                 "final_fits": fits.drop(columns=["checkpoint"], errors="ignore").to_dict(orient="records"),
-                "wall_time_s": round(float(fits["seconds"].sum()), 2),
+                "wall_time_s": round(float(fits["seconds"].sum()), 2) if "seconds" in fits else None,
                 "data": {
                     "ds2_csv_sha256": sha256_file(ds2_csv) if ds2_csv else None,
                     "n_train": len(methods["final"]["train_ids"]),

@@ -90,11 +90,15 @@ class ChgnetHead(nn.Module):
             )
         per_atom = self.mlp(atoms).view(-1)
         owners, n = batch["owners"], batch["n_atoms"]
-        return torch.zeros(len(n), dtype=per_atom.dtype).index_add_(0, owners, per_atom) / n
+        return torch.zeros(len(n), dtype=per_atom.dtype, device=per_atom.device).index_add_(0, owners, per_atom) / n
 
 
-def collate(records: Sequence[ChgnetRecord], depth: str) -> dict[str, torch.Tensor]:
-    """One batch of crystals: their arrays concatenated, graph indices offset per crystal."""
+def collate(records: Sequence[ChgnetRecord], depth: str, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """One batch of crystals: their arrays concatenated, graph indices offset per crystal (on ``device``)."""
+    return {k: v.to(device) for k, v in _collate(records, depth).items()}
+
+
+def _collate(records: Sequence[ChgnetRecord], depth: str) -> dict[str, torch.Tensor]:
     n = np.array([len(r.atoms) for r in records])
     batch = {
         "n_atoms": torch.tensor(n, dtype=torch.float32),
@@ -112,11 +116,16 @@ def collate(records: Sequence[ChgnetRecord], depth: str) -> dict[str, torch.Tens
     return batch
 
 
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 def _predict(model: ChgnetHead, records: Sequence[ChgnetRecord], batch_size: int) -> np.ndarray:
     model.eval()
     with torch.no_grad():
         parts = [
-            model(collate(records[k : k + batch_size], model.depth)).numpy() for k in range(0, len(records), batch_size)
+            model(collate(records[k : k + batch_size], model.depth, _device(model))).cpu().numpy()
+            for k in range(0, len(records), batch_size)
         ]
     return np.concatenate(parts) if parts else np.zeros(0)
 
@@ -130,6 +139,7 @@ def fit_head(
     folder: str | os.PathLike,
     *,
     resume: bool = True,
+    device: str = "cpu",
 ) -> HeadFit:
     """Train a head on ``records[fit]`` to predict ``correction`` (experiment − PBE, eV), early
     stopping on the MAE over ``records[val]``; ``best.pt`` / ``history.csv`` in ``folder``."""
@@ -138,19 +148,19 @@ def fit_head(
     y = np.asarray(correction, dtype=np.float64)
     mu, sigma = float(y[fit].mean()), float(y[fit].std() or 1.0)
     torch.manual_seed(settings.seed)
-    model = ChgnetHead(settings.depth, settings.version)
+    model = ChgnetHead(settings.depth, settings.version).to(device)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
     rng = np.random.default_rng(settings.seed)
     state = {"epoch": 0, "best": np.inf, "best_epoch": 0, "history": []}
     last = folder / "last.pt"
     if resume and last.is_file():
-        saved = torch.load(last, weights_only=False)
+        saved = torch.load(last, weights_only=False, map_location=device)
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         rng.bit_generator.state = saved["rng"]
-        torch.set_rng_state(saved["torch_rng"])
+        torch.set_rng_state(saved["torch_rng"].cpu())
         state = saved["state"]
-    target = torch.tensor((y - mu) / sigma, dtype=torch.float32)
+    target = torch.tensor((y - mu) / sigma, dtype=torch.float32, device=device)
     val_records = [records[k] for k in val]
     meta = {"format": FORMAT, "settings": settings.__dict__, "normaliser": {"mean": mu, "std": sigma}}
     while state["epoch"] < settings.epochs and state["epoch"] - state["best_epoch"] < settings.patience:
@@ -160,7 +170,8 @@ def fit_head(
         losses = []
         for k in range(0, len(order), settings.batch_size):
             idx = order[k : k + settings.batch_size]
-            loss = nn.functional.mse_loss(model(collate([records[i] for i in idx], settings.depth)), target[idx])
+            batch = collate([records[i] for i in idx], settings.depth, device)
+            loss = nn.functional.mse_loss(model(batch), target[torch.as_tensor(idx, device=device)])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -193,19 +204,19 @@ def _save(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-def load_head(checkpoint: str | os.PathLike) -> tuple[ChgnetHead, dict]:
-    """A head from its ``best.pt`` (and the checkpoint's metadata)."""
-    saved = torch.load(checkpoint, weights_only=False)
+def load_head(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[ChgnetHead, dict]:
+    """A head from its ``best.pt`` (and the checkpoint's metadata), on ``device``."""
+    saved = torch.load(checkpoint, weights_only=False, map_location=device)
     if saved.get("format") != FORMAT:
         raise ValueError(f"{checkpoint}: not a CHGNet head checkpoint of format {FORMAT}")
     s = saved["settings"]
-    model = ChgnetHead(s["depth"], s["version"])
+    model = ChgnetHead(s["depth"], s["version"]).to(device)
     model.load_state_dict(saved["model"])
     return model, saved
 
 
-def predict_head(checkpoint: str | os.PathLike, records: Sequence[ChgnetRecord]) -> np.ndarray:
+def predict_head(checkpoint: str | os.PathLike, records: Sequence[ChgnetRecord], device: str = "cpu") -> np.ndarray:
     """The correction to PBE (eV) a head predicts for ``records``."""
-    model, saved = load_head(checkpoint)
+    model, saved = load_head(checkpoint, device)
     norm = saved["normaliser"]
     return norm["mean"] + norm["std"] * _predict(model, list(records), 256)

@@ -12,17 +12,27 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from cgcnn.errors import CgcnnError
 from cgcnn.fileio import atomic_write_bytes, write_json
 
 FORMAT = 1
 MANIFEST = "backbone.json"
-__all__ = ["BackboneModel", "BackboneModelError", "KernelRidgeArrays", "save_backbone"]
+__all__ = [
+    "BackboneMember",
+    "BackboneModel",
+    "BackboneModelError",
+    "KernelRidgeArrays",
+    "read_structures",
+    "structures_of",
+    "save_backbone",
+]
 
 
 class BackboneModelError(CgcnnError, ValueError):
@@ -129,3 +139,98 @@ class BackboneModel:
 
         preds = np.vstack([pbe + predict_head(self.folder / f, records) for f in self.manifest["files"]])
         return preds.mean(axis=0), preds.std(axis=0)
+
+
+def read_structures(inputs, wanted: set[str]) -> dict:
+    """id -> pymatgen ``Structure`` of the inputs a prediction was given (in memory, CIF files or
+    folders, a snapshot), for the ids in ``wanted`` (those whose graphs passed the checks) —
+    parsed as the graph builder parses them, so the ids match."""
+    from cgcnn.data.building import _is_snapshot, _saved_graph_set, snapshot_structures, structure_items
+    from cgcnn.data.cif import cif_items
+    from cgcnn.data.graphset import GraphSet
+
+    if isinstance(inputs, GraphSet) or (isinstance(inputs, (str, Path)) and _saved_graph_set(Path(inputs))):
+        raise BackboneModelError(
+            "a CHGNet model reads structures, not a saved graph set: give CIF files, a snapshot or pymatgen structures"
+        )
+    if isinstance(inputs, (str, Path)) or (
+        isinstance(inputs, (list, tuple)) and all(isinstance(x, (str, Path)) for x in inputs)
+    ):
+        paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(x) for x in inputs]
+        items = snapshot_structures(paths[0]) if len(paths) == 1 and _is_snapshot(paths[0]) else cif_items(paths)
+    else:
+        items = structure_items(inputs)
+    return structures_of(items, wanted)
+
+
+def structures_of(items, wanted: set[str]) -> dict:
+    """id -> ``Structure`` of ``(id, CIF text / path / Structure)`` items, for the ids in ``wanted``."""
+    from cgcnn.data.building import parse_items
+
+    out = {}
+    for item_id, obj in items:
+        for sid, structure in parse_items(item_id, obj)[0]:
+            if sid in wanted:
+                out[sid] = structure
+    return out
+
+
+@dataclass
+class BackboneMember:
+    """A stored backbone model inside a model folder, as a :class:`~cgcnn.prediction.predictor.Predictor`
+    uses it: the Predictor checks the structures and builds their CGCNN graphs (for M1's PBE gap
+    where none is given, and for the applicability domain); this adds the CHGNet prediction, the
+    trees, the calibrated spread and the intervals."""
+
+    model: BackboneModel
+
+    def predict(self, predictor, ds, pbe) -> pd.DataFrame:
+        from cgcnn.backbones.chgnet import FeatureStore
+        from cgcnn.data.descriptors import composition_features
+        from cgcnn.prediction.ensemble import mix, resolve_pbe
+        from cgcnn.prediction.trust import add_trust_columns
+
+        structures = getattr(ds, "structures", None) or {}
+        ids = list(ds.ids)
+        with tempfile.TemporaryDirectory(prefix="cgcnn-chgnet-") as tmp:
+            records = FeatureStore(tmp, self.model.manifest["version"]).records(
+                {i: structures[i] for i in ids if i in structures}
+            )
+        pbe_values, source = resolve_pbe(
+            [predictor.pbe_model],
+            ds,
+            pbe,
+            predictor.pbe_model,
+            batch_size=predictor.batch_size,
+            device=predictor.device,
+        )
+        magpie = composition_features(ds.graphs)
+        mean, std = np.full(len(ids), np.nan), np.full(len(ids), np.nan)
+        ok = np.array([i in records for i in ids], dtype=bool)
+        if ok.any():
+            pos = np.flatnonzero(ok)
+            mean[pos], std[pos] = self.model.predict([records[ids[p]] for p in pos], magpie[pos], pbe_values[pos])
+        if predictor.trees is not None:
+            mean, std = mix(mean, std, predictor.trees.predict(magpie, pbe_values), predictor.trees_weight)
+        table = pd.DataFrame(
+            {
+                "material_id": ids,
+                "prediction_ev": np.maximum(mean, 0.0),
+                "prediction_std_ev": predictor.scale * std,
+                "n_members": len(self.model.manifest["files"]) + (predictor.trees is not None),
+                "pbe_gap_ev": pbe_values.astype(np.float64),
+                "pbe_gap_source": source,
+            }
+        )
+        if predictor.trust is not None:
+            add_trust_columns(
+                table,
+                std,
+                ds,
+                predictor.trust,
+                predictor.pbe_model,
+                level=predictor.interval_level,
+                batch_size=predictor.batch_size,
+                device=predictor.device,
+            )
+        return table

@@ -105,6 +105,7 @@ class Predictor:
         trust=None,
         interval_level: float | None = None,
         adaptation=None,
+        backbone=None,
     ):
         self.members = [loaded] if isinstance(loaded, Loaded) else list(loaded)
         if not self.members:
@@ -121,6 +122,7 @@ class Predictor:
         self.trust = trust
         self.interval_level = interval_level
         self.adaptation = adaptation
+        self.backbone = backbone  # a CHGNet model (cgcnn.prediction.backbone.BackboneMember); members = [M1]
         if trust is not None and pbe_model is None:
             raise ValueError("a predictor with intervals needs the feature model (pbe_model)")
         if interval_level is not None:
@@ -134,7 +136,7 @@ class Predictor:
 
     @property
     def pbe_aware(self) -> bool:
-        return self.loaded.model_config.pbe_input
+        return self.backbone is not None or self.loaded.model_config.pbe_input
 
     @property
     def columns(self) -> list[str]:
@@ -169,6 +171,10 @@ class Predictor:
         )
         ds = CrystalDataset(graphs, None, self.loaded.features, on_error=on_error)
         ds.problems = problems + ds.problems
+        if self.backbone is not None:  # CHGNet reads the structures themselves
+            from cgcnn.prediction.backbone import read_structures
+
+            ds.structures = read_structures(structures, set(ds.ids))
         if len(ds) == 0:
             first = f" (first: {ds.problems[0]})" if ds.problems else ""
             raise DatasetError(
@@ -180,6 +186,8 @@ class Predictor:
         """The table of :meth:`predict` for a ready dataset."""
         if self.adaptation is not None:
             return self.adaptation.predict(self, ds, pbe)
+        if self.backbone is not None:
+            return self.backbone.predict(self, ds, pbe)
         return ensemble_predict(
             self.members,
             ds,
@@ -421,6 +429,8 @@ def _from_folder(folder: Path, source: str, *, device, batch_size, fidelity, lev
     """A model folder holding ``manifest.json``: a shipped one, or one written by ``cgcnn finetune``
     (``"kind": "adapted"``, :mod:`cgcnn.prediction.adapted`)."""
     info = json.loads((folder / "manifest.json").read_text())
+    if info.get("backbone"):  # a model on another backbone (CHGNet), selected by the study's CV
+        return _backbone_folder(folder, info, device=device, batch_size=batch_size, level=level)
     adaptation = None
     if info.get("kind") == "adapted":  # the shipped ensemble adapted to a lab's gaps (cgcnn finetune)
         from cgcnn.prediction.adapted import Adaptation
@@ -454,4 +464,28 @@ def _from_folder(folder: Path, source: str, *, device, batch_size, fidelity, lev
         trust=trust,
         interval_level=level,
         adaptation=adaptation,
+    )
+
+
+def _backbone_folder(folder: Path, info: dict, *, device, batch_size, level) -> Predictor:
+    """A model folder whose model is on another backbone (``"backbone"``: its sub-folder,
+    :mod:`cgcnn.prediction.backbone`), with M1 (``pbe_model``) for missing PBE gaps and the domain."""
+    from cgcnn.prediction.backbone import BackboneMember, BackboneModel
+
+    pbe_model = load_checkpoint(folder / info["pbe_model"], device="cpu")
+    trees, weight = None, 0.5
+    if info.get("trees"):
+        trees, weight = load_tree_member(folder, info["trees"]), info["trees"]["weight"]
+    return Predictor(
+        pbe_model,
+        device=device,
+        batch_size=batch_size,
+        source=str(folder),
+        scale=float((info.get("calibration") or {}).get("scale", 1.0)),
+        pbe_model=pbe_model,
+        trees=trees,
+        trees_weight=weight,
+        trust=load_trust(folder),
+        interval_level=level,
+        backbone=BackboneMember(BackboneModel.load(folder / info["backbone"])),
     )

@@ -185,15 +185,15 @@ def _built_chunks(
     strict: bool = False,
     on_item=None,
     disorder: str = "refuse",
-) -> Iterator[tuple[int, GraphSet, list[Problem]]]:
-    """(input count, graphs, problems) of every chunk, read and built when the caller asks for
+) -> Iterator[tuple[list | GraphSet, GraphSet, list[Problem]]]:
+    """(the chunk's input items, graphs, problems) of every chunk, read and built when the caller asks for
     it; an id already read in an earlier chunk is a duplicate (a problem).  Building the next
     chunk while the current one is predicted was measured slower on 2 cores (the graph
     workers and torch's threads compete), so the stages take turns."""
     earlier: dict = {}
     for chunk in _chunks(items, start, stop, chunk_size):
         graphs, problems = _chunk_graphs(chunk, earlier, model, workers, on_error, strict, on_item, disorder)
-        yield len(chunk), graphs, problems
+        yield chunk, graphs, problems
 
 
 def predict_to_csv(
@@ -245,8 +245,16 @@ def predict_to_csv(
         chunks = _built_chunks(
             items, start, stop, chunk_size, model, workers, on_error, strict, lambda: bar.update(1), disorder
         )
-        for _, graphs, problems in chunks:
+        for chunk, graphs, problems in chunks:
             ds = CrystalDataset(graphs, None, model.loaded.features, on_error=on_error)
+            if getattr(model, "backbone", None) is not None:  # CHGNet reads the structures themselves
+                from cgcnn.prediction.backbone import BackboneModelError, structures_of
+
+                if isinstance(chunk, GraphSet):
+                    raise BackboneModelError(
+                        "a CHGNet model reads structures, not a saved graph set: give CIF files or a snapshot"
+                    )
+                ds.structures = structures_of(chunk, set(ds.ids))
             _tell(summary, problems + ds.problems, report)
             seen.update(graphs.ids)
             seen.update(p.item_id for p in problems)

@@ -26,6 +26,7 @@ import numpy as np
 
 from cgcnn.backbones.chgnet import ChgnetRecord
 from cgcnn.backbones.heads import HeadSettings, fit_head, predict_head
+from cgcnn.prediction.inference import resolve_device
 from cgcnn.study.fits import FitCache, code_digest
 from cgcnn.study.recipes import BACKBONES, Fitted, Materials, Prediction, Recipe
 
@@ -164,7 +165,8 @@ class ChgnetRecipe(Recipe):
         fit, val = (np.asarray(p, dtype=np.int64) for p in split)
         records = [self.records.get(i) for i in m.ids]  # None: no record (never in fit or val)
         correction = m.y - m.pbe_read
-        lr = s.lr if self.spec.train == "readout" else s.block_lr
+        lr, epochs = (s.lr, s.epochs) if self.spec.train == "readout" else (s.block_lr, s.block_epochs)
+        device = resolve_device(self.profile.device).type
         common = {
             "kind": "chgnet_head",
             "code": code_digest(HEAD_MODULES),
@@ -175,10 +177,10 @@ class ChgnetRecipe(Recipe):
         }
         checkpoints = []
         for k in range(members):
-            hs = HeadSettings(self.spec.train, lr, s.epochs, s.patience, s.batch_size, 100 * seed + k, s.version)
+            hs = HeadSettings(self.spec.train, lr, epochs, s.patience, s.batch_size, 100 * seed + k, s.version)
             result = self.cache.fit(
-                {**common, "settings": hs.__dict__},
-                lambda folder, hs=hs: fit_head(records, correction, fit, val, hs, folder, resume=True),
+                {**common, "settings": hs.__dict__, "device": device},
+                lambda folder, hs=hs: fit_head(records, correction, fit, val, hs, folder, resume=True, device=device),
             )
             self.fits.append(
                 {
@@ -199,7 +201,7 @@ class ChgnetRecipe(Recipe):
 
         def predict_(mm: Materials, pos: np.ndarray) -> Prediction:
             recs, pbe = [self.records[mm.ids[p]] for p in pos], mm.pbe_read[pos]
-            preds = np.vstack([pbe + predict_head(c, recs) for c in checkpoints])
+            preds = np.vstack([pbe + predict_head(c, recs, device) for c in checkpoints])
             return Prediction(preds.mean(axis=0), preds.std(axis=0), preds)
 
         return Fitted(predict_, {"checkpoints": checkpoints})

@@ -124,7 +124,10 @@ class ChgnetSettings(StrictModel):
     )
     lr: float = Field(1e-3, gt=0, description="readout fine-tuning: learning rate")
     block_lr: float = Field(3e-4, gt=0, description="last block + readout fine-tuning: learning rate")
-    epochs: int = Field(200, ge=1)
+    epochs: int = Field(200, ge=1, description="readout fine-tuning: at most this many epochs")
+    block_epochs: int = Field(
+        20, ge=1, description="last block + readout: at most this many epochs (an epoch costs ~30x a readout epoch)"
+    )
     patience: int = Field(20, ge=1)
     batch_size: int = Field(32, ge=1)
 

@@ -111,3 +111,63 @@ def test_an_interrupted_head_fit_resumes_to_the_uninterrupted_weights(tmp_path):
     a = torch.load(tmp_path / "full" / "best.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "cut" / "best.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_chgnet_model_folder_predicts_through_load_model_and_the_command_line(tmp_path):
+    """A model folder whose model is a CHGNet head (as the study ships one when CV selects it):
+    load_model and `cgcnn predict --model` give what the stored head gives for the same crystals."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from cgcnn import load_model
+    from cgcnn.prediction.backbone import BackboneModel, save_backbone
+    from cgcnn.prediction.shipped import member_checkpoints
+    from cgcnn.study.backbone_recipes import KernelRidgeHead
+
+    structures = {
+        "nacl": nacl(),
+        "cscl": cscl(),
+        "si": silicon(),
+        "nacl2": nacl(5.9),
+        "cscl2": cscl(4.3),
+        "si2": silicon(5.6),
+    }
+    pbe = {k: 0.5 + 0.3 * i for i, k in enumerate(structures)}
+    recs = FeatureStore(tmp_path / "store").records(structures)
+    ids = list(structures)
+    model = BackboneModel(tmp_path, {"magpie": False, "train": "frozen"})
+    X = model.features([recs[i] for i in ids], None, np.array([pbe[i] for i in ids]))
+    y = np.linspace(0.1, 1.0, len(ids))
+    head = KernelRidgeHead((0.1,), (1.0,))
+    fits = [head.fit(X, y, {"alpha": 0.1, "gamma": 1.0}) for _ in range(3)]
+    folder = tmp_path / "model"
+    manifest = {"backbone": "chgnet", "version": backbone.MODEL_VERSION, "candidate": "chgnet_frozen"}
+    save_backbone(folder / "backbone", {**manifest, "train": "frozen", "magpie": False}, krr=fits)
+    shutil.copyfile(member_checkpoints("base")[0], folder / "pbe-model.pt")
+    (folder / "manifest.json").write_text(json.dumps({"backbone": "backbone", "pbe_model": "pbe-model.pt"}))
+
+    table = load_model(folder).predict(structures, pbe=pbe).set_index("material_id")
+    expected = np.array([pbe[i] for i in ids]) + fits[0].predict(X)
+    assert np.allclose(table.loc[ids, "prediction_ev"], np.maximum(expected, 0), atol=1e-5)
+    assert set(table["pbe_gap_source"]) == {"given"}
+
+    cifs = tmp_path / "cifs"
+    cifs.mkdir()
+    for i, s in structures.items():
+        s.to(filename=str(cifs / f"{i}.cif"))
+    gaps = tmp_path / "pbe.csv"
+    gaps.write_text("material_id,pbe_gap_ev\n" + "".join(f"{i},{v}\n" for i, v in pbe.items()))
+    out = subprocess.run(
+        [sys.executable, "-m", "cgcnn", "predict", str(cifs), "--model", str(folder), "--pbe-gaps", str(gaps)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    import io
+
+    import pandas as pd
+
+    cli = pd.read_csv(io.StringIO(out)).set_index("material_id")
+    assert np.allclose(cli.loc[ids, "prediction_ev"], table.loc[ids, "prediction_ev"], atol=1e-5)
