@@ -8,7 +8,7 @@
     cgcnn embed    last-convolution crystal features and post-FC vectors
     cgcnn finetune adapt the shipped ensemble to a lab's own gaps (grouped CV, verdict, model folder)
 
-(About 580 lines: the argument parser and, for each sub-command, a few lines that call the
+(About 650 lines: the argument parser and, for each sub-command, a few lines that call the
 package and print one line per result or problem; nothing here computes anything, and the
 ``etl`` sub-commands live in :mod:`cgcnn.etl.commands`.)
     cgcnn etl      raw inputs -> DS1 / DS2 / DS3 (see ``cgcnn etl --help``)
@@ -550,7 +550,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=None, help="outer folds (default: 3-5 by the table's size)")
     p.add_argument("--seed", type=int, default=None, help="seed of the folds and fits (default 0)")
     p.add_argument(
-        "--cache", default=None, help="fit cache folder (default: .<output>.fits beside the output); a rerun resumes"
+        "--cache",
+        default=None,
+        help="fit cache folder, kept (default: .<output>.fits beside the output, removed when the run succeeds); "
+        "a rerun after a crash resumes from it",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     _common(p)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -228,4 +229,6 @@ def finetune(
         lab, comparison.oof[comparison.final], folds, level=s.level, min_class_scores=s.min_class_scores
     )
     out = write(setup, lab, comparison, parts, trust, scale, report, (table, structures))
+    if cache is None:  # the default cache only serves a rerun after a crash: the model folder has what it needs
+        shutil.rmtree(setup.cache.root, ignore_errors=True)
     return out, comparison, lab
