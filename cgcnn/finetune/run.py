@@ -75,6 +75,11 @@ def start(
         if str(base) not in shipped_models():
             raise DatasetError(f"--base {base}: neither a model folder nor a shipped model; give --base ensemble")
         base_dir = shipped_model_dir(str(base))
+    if json.loads((base_dir / "manifest.json").read_text()).get("backbone"):
+        raise DatasetError(
+            f"--base {base}: a model on another backbone (CHGNet); cgcnn finetune adapts a CGCNN ensemble "
+            "with its members, trees and calibration: give a copy of one"
+        )
     torch.manual_seed(s.seed)
     torch.set_num_threads(s.threads)
     model = load_model(str(base_dir), device=s.device)
