@@ -81,3 +81,24 @@ def test_a_rerun_replaces_a_model_folder_whole(tmp_path, zero_shot, records):
     out, comparison, _ = finetune(table, str(SNAPSHOT), tmp_path / "model", settings=settings, echo=None)
     assert not (out / "stray.txt").exists() and comparison.final == "recalibrated"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".model.")) == []
+
+
+def test_a_run_that_fails_while_writing_leaves_the_earlier_folder_as_it_was(tmp_path, zero_shot, records, monkeypatch):
+    import pytest
+
+    from cgcnn.finetune import folder
+    from cgcnn.finetune.run import finetune
+
+    table = write_lab(tmp_path / "lab.csv", zero_shot, records, offset=0.3)
+    settings = {"recipes": ["recalibrated"], "n_boot": 200}
+    out, *_ = finetune(table, str(SNAPSHOT), tmp_path / "model", settings=settings, echo=None)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(folder, "atomic_write_text", broken)  # fails after every other file is written
+    with pytest.raises(OSError, match="disk full"):
+        finetune(write_lab(table, zero_shot, records, offset=0.5), str(SNAPSHOT), out, settings=settings, echo=None)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".model")] == []
