@@ -327,6 +327,20 @@ def fixture_note(profile_name: str, bucket: str) -> str:
     )
 
 
+def _backbone_coverage_rows(trust: dict) -> list[str]:
+    """The best CHGNet candidate's cross-fitted coverage, when the selection is on CGCNN."""
+    rows = trust.get("backbone_coverage")
+    if not rows:
+        return []
+    table = pd.DataFrame(rows)
+    name = _ens_label(str(table["model"].iloc[0]))
+    return [
+        f"The same protocols and calibration for the best CHGNet candidate ({name}): does the interval hold on "
+        "the other backbone?",
+        markdown_table(table.drop(columns=[c for c in ("level", "model") if c in table]), index=False),
+    ]
+
+
 def _trust_section(run: Path, trust: dict, ds3_trust: dict | None, below_pbe_ev: float) -> list[str]:
     """Intervals, applicability domain and suspicious labels (the trust step and DS3)."""
     if not trust:
@@ -351,6 +365,7 @@ def _trust_section(run: Path, trust: dict, ds3_trust: dict | None, below_pbe_ev:
         + " folds; coverage is cross-fitted (each fold scored by a calibration that never saw its materials) and "
         "measured on every protocol.",
         markdown_table(pd.read_csv(tables / "trust_coverage.csv").drop(columns=["level"]), index=False),
+        *_backbone_coverage_rows(trust),
         *_class_rows(tables, trust),
         f"Out of domain: an element in fewer than {st['min_element_count']} training materials, a nearest training "
         f"crystal in M1's feature space farther than {trust['distance_threshold']:.2f} (the "

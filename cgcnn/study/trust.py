@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +70,8 @@ from cgcnn.study.candidates import TREES_WEIGHT, NetworkEnsemble, method_trees, 
 from cgcnn.study.methods import MethodsSetup, load_methods
 from cgcnn.study.methods import prepare as methods_prepare
 from cgcnn.study.profiles import StudyProfile
-from cgcnn.study.recipes import NETWORKS, Materials, Trees
-from cgcnn.study.rundir import clear, run_paths, write_table
+from cgcnn.study.recipes import BACKBONES, NETWORKS, Materials, Trees, candidate
+from cgcnn.study.rundir import clear, read_json, run_paths, write_table
 
 GROUPED, SHIFT, CLASS_OUT = "grouped", "chemistry_shift", "class_held_out"
 PROTOCOL_LABELS = {
@@ -87,10 +87,12 @@ __all__ = [
     "TrustAnalysis",
     "TrustSetup",
     "analyse",
+    "backbone_coverage",
     "fit_protocol",
     "prepare",
     "run_trust",
     "write",
+    "write_backbone_coverage",
 ]
 
 
@@ -447,6 +449,36 @@ def write(t: TrustSetup, a: TrustAnalysis) -> dict:
     return summary
 
 
+def backbone_coverage(t: TrustSetup, *, echo: Callable[[str], Any] = print) -> pd.DataFrame | None:
+    """The cross-fitted coverage of the best candidate on the other backbone (CHGNet), by the same
+    protocols and calibration choices as the selected recipe's, when the selection is on CGCNN:
+    does the interval hold whatever the backbone?  None when the run has no CHGNet candidate or
+    selected one (then the main tables are its own)."""
+    scores = {n: v for n, v in t.selection["cv_mae_all_ds2"].items() if candidate(n).network in BACKBONES}
+    if not scores or t.selection["network"] in BACKBONES:
+        return None
+    name = min(scores, key=scores.get)
+    base = candidate(name).base
+    other = replace(
+        t,
+        network=t.m.build(base, echo=lambda _: None),
+        trees=method_trees(name, t.profile),
+        selection={**t.selection, "selected": name, "network": base},
+    )
+    folds = {p: fit_protocol(other, p, echo=echo) for p in other.protocols}
+    return analyse(other, folds).coverage.assign(model=name)
+
+
+def write_backbone_coverage(t: TrustSetup, coverage: pd.DataFrame | None) -> None:
+    """``tables/trust_coverage_backbone.csv`` and ``backbone_coverage`` in the trust record."""
+    if coverage is None:
+        return
+    paths = run_paths(t.m.cv.run)
+    write_table(paths["tables"] / "trust_coverage_backbone.csv", coverage, index=False)
+    record = read_json(paths["trust"]) or {}
+    write_json(paths["trust"], {**record, "backbone_coverage": coverage.to_dict(orient="records")})
+
+
 def run_trust(run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Callable[[str], Any] = print) -> dict | None:
     """Every step of this module in order (what the notebook does cell by cell)."""
     clear(run_dir, "trust")
@@ -454,4 +486,6 @@ def run_trust(run_dir: str | os.PathLike, profile: StudyProfile, *, echo: Callab
     if t is None:
         return None
     folds = {p: fit_protocol(t, p, echo=echo) for p in t.protocols}
-    return write(t, analyse(t, folds))
+    summary = write(t, analyse(t, folds))
+    write_backbone_coverage(t, backbone_coverage(t, echo=echo))
+    return summary
