@@ -75,10 +75,16 @@ def start(
         if str(base) not in shipped_models():
             raise DatasetError(f"--base {base}: neither a model folder nor a shipped model; give --base ensemble")
         base_dir = shipped_model_dir(str(base))
-    if json.loads((base_dir / "manifest.json").read_text()).get("backbone"):
+    base_info = json.loads((base_dir / "manifest.json").read_text())
+    if base_info.get("backbone"):
         raise DatasetError(
             f"--base {base}: a model on another backbone (CHGNet); cgcnn finetune adapts a CGCNN ensemble "
             "with its members, trees and calibration: give a copy of one"
+        )
+    if base_info.get("kind") == "adapted":
+        raise DatasetError(
+            f"--base {base}: already adapted by cgcnn finetune; adapt the shipped ensemble instead "
+            "(--base ensemble), with every measurement in one table"
         )
     torch.manual_seed(s.seed)
     torch.set_num_threads(s.threads)

@@ -115,3 +115,14 @@ def test_missing_columns_and_unknown_settings_are_one_line(tmp_path, lab, capsys
     assert "epoch" in _fail(
         capsys, "finetune", _table(table, rows), cifs, "--output", tmp_path / "m", "--config", config
     )
+
+
+def test_an_adapted_folder_is_not_adapted_again(tmp_path, lab, capsys):
+    cifs, rows, config = lab
+    table = _table(tmp_path / "lab.csv", rows)
+    assert (
+        main([str(a) for a in ["finetune", table, cifs, "--output", tmp_path / "m", "--config", config, "--quiet"]])
+        == 0
+    )
+    message = _fail(capsys, "finetune", table, cifs, "--output", tmp_path / "m2", "--base", tmp_path / "m")
+    assert "already adapted" in message and "--base ensemble" in message
