@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -39,7 +40,12 @@ def main(argv=None) -> int:
     data = load_data(args.run_dir)
     structures = {**data.structures("ds2"), **data.structures("ds3")}
     n_atoms = np.array([len(s) for s in structures.values()])
-    out = {"crystals": len(structures), "atoms_mean": float(n_atoms.mean()), "threads": torch.get_num_threads()}
+    out = {
+        "crystals": len(structures),
+        "atoms_mean": float(n_atoms.mean()),
+        "threads": torch.get_num_threads(),
+        "load_average_1min": os.getloadavg()[0],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         store = FeatureStore(tmp)
         t0 = time.perf_counter()
@@ -72,6 +78,11 @@ def main(argv=None) -> int:
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     text = json.dumps(out, indent=2)
     print(text)
+    print(
+        f"chgnet: {1000 * out['record_s_per_crystal']:.0f} ms/crystal for the representation, readout epoch "
+        f"{out['readout_s_per_epoch']:.2f} s, block epoch {out['block_s_per_epoch']:.1f} s on DS2, "
+        f"prediction {out['end_to_end_predict_crystals_per_s']:.0f} crystals/s end to end, peak RSS {out['peak_rss_mb']:.0f} MB"
+    )
     if args.out:
         Path(args.out).write_text(text + "\n")
     return 0
