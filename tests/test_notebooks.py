@@ -34,6 +34,9 @@ NOTEBOOKS = {
     "tsne": "03-insights/01-tsne.ipynb",
     "report": "03-insights/02-report.ipynb",
 }
+# the fixture profile's CHGNet candidates (tests/backbones checks the backbone itself)
+CHGNET = ["chgnet_frozen_magpie", "chgnet_readout", "chgnet_block"]
+BACKBONE_ROWS = [f"ens_{c}" for c in CHGNET]
 ALL_MODELS = [
     "pbe",
     "pbe_linear",
@@ -50,6 +53,7 @@ ALL_MODELS = [
     "m2_head",
     "control",
     "ensemble",
+    *BACKBONE_ROWS,  # every CHGNet candidate compared, fitted on DS2 and scored on DS3 once
 ]
 ENSEMBLE_CANDIDATES = [
     "ens_delta",
@@ -64,6 +68,7 @@ ENSEMBLE_CANDIDATES = [
     "ens_delta_composition_ctrees",
     "ens_multifidelity_ctrees",
     "ens_delta_composition_huber_ctrees",
+    *[f"ens_{c}{suffix}" for suffix in ("", "_trees", "_ctrees") for c in CHGNET],
 ]
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -92,6 +97,12 @@ def _completed(fixture_run, stage: str) -> Path:
     assert not errors
     assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")  # it really ran
     return run_dir
+
+
+def _labels(models: list[str]) -> list[str]:
+    from cgcnn.study.display import label
+
+    return [label(m) for m in models]
 
 
 def _png(path: Path) -> bool:
@@ -156,7 +167,7 @@ def test_notebook_cross_validation(fixture_run):
     meta = json.loads((run_dir / "data" / "etl.json").read_text())
     ds2 = pd.read_csv(run_dir / meta["files"]["ds2_csv"])
     preds = pd.read_csv(run_dir / "tables" / "cv_predictions.csv")
-    assert set(preds["model"]) == set(ALL_MODELS) - {"hse06", "g0w0", "m1", "ensemble"}
+    assert set(preds["model"]) == set(ALL_MODELS) - {"hse06", "g0w0", "m1", "ensemble", *BACKBONE_ROWS}
     assert (preds.groupby("model")["material_id"].nunique() == 23).all()
     formulas = ds2.set_index("material_id")["formula"]
     assert (
@@ -209,9 +220,9 @@ def test_notebook_methods_cross_validate_select_calibrate_and_train_an_ensemble(
     _completed(fixture_run, "methods")
     run_dir = _completed(fixture_run, "final-models-and-ds3")
     methods = load_methods(run_dir)  # methods.json, and the final fit under "final"
-    assert methods["candidates"] == ["delta", "delta_composition", "multifidelity", "delta_composition_huber"]
+    assert methods["candidates"] == ["delta", "delta_composition", "multifidelity", "delta_composition_huber", *CHGNET]
     mae = methods["cv_mae_all_ds2"]
-    assert set(mae) == {
+    assert set(mae) - {f"{c}{suffix}" for suffix in ("", "_trees", "_ctrees") for c in CHGNET} == {
         "delta",
         "delta_composition",
         "multifidelity",
@@ -247,7 +258,8 @@ def test_notebook_methods_cross_validate_select_calibrate_and_train_an_ensemble(
     assert not np.allclose(ctrees.loc[trees.index], trees)  # two tree models, not one table twice
     # the CV MAE with fewer members: all of them is the candidate's own CV MAE, a difference of 0
     sizes = pd.read_csv(run_dir / "tables" / "methods_ensemble_size.csv")
-    assert set(sizes["method"]) == set(mae) and set(sizes["members"]) == {1, 2}
+    single = {n for n in mae if n.startswith("chgnet_frozen")}  # kernel ridge: one model, no members
+    assert set(sizes["method"]) == set(mae) - single and set(sizes["members"]) == {1, 2}
     full = sizes[sizes["members"] == 2].set_index("method")
     assert np.allclose(full["mae"], pd.Series(mae).loc[full.index]) and (full["vs_all_members"] == 0).all()
     assert "Is the ensemble large enough?" in (run_dir / "report.md").read_text()
@@ -258,9 +270,15 @@ def test_notebook_methods_cross_validate_select_calibrate_and_train_an_ensemble(
     assert np.allclose(hyb["std"] ** 2, 0.5 * net["std"] ** 2 + 0.25 * (net["prediction"] - trees) ** 2)
     cal = methods["calibration"]
     assert cal["scale"] > 0 and 0 <= cal["within_1sd"] <= cal["within_2sd"] <= 1
-    # the selected recipe trained on all of DS2: one checkpoint per member, written after the CV record
-    members = [run_dir / c for c in methods["final"]["checkpoints"]]
-    assert len(members) == methods["settings"]["members"] == 2 and all(m.is_file() for m in members)
+    # the selected recipe trained on all of DS2: one checkpoint per member (for a CHGNet selection, its
+    # stored head), written after the CV record
+    if methods["backbone"] == "cgcnn":
+        members = [run_dir / c for c in methods["final"]["checkpoints"]]
+        assert len(members) == methods["settings"]["members"] == 2 and all(m.is_file() for m in members)
+    else:
+        folder = run_dir / methods["final"]["backbone"]
+        members = [folder / f for f in json.loads((folder / "backbone.json").read_text())["files"]]
+        assert members and all(m.is_file() for m in members)
     assert sorted(methods["final"]["train_ids"]) == sorted(
         pd.read_csv(run_dir / "tables" / "cv_predictions.csv")["material_id"].unique()
     )
@@ -295,8 +313,9 @@ def test_notebook_trust_calibrates_intervals_and_the_domain_out_of_fold(fixture_
     from cgcnn.study import profiles, trust
 
     fold = trust.fit_protocol(trust.prepare(run_dir, profiles.load_profile(run_dir / "config.json")), "grouped")
-    members = fold[[f"member_{k}" for k in range(load_methods(run_dir)["settings"]["members"])]]
-    assert np.allclose(members.mean(axis=1), fold["cgcnn_mean"])
+    if not load_methods(run_dir)["network"].startswith("chgnet_frozen"):  # kernel ridge has no members
+        members = fold[[f"member_{k}" for k in range(load_methods(run_dir)["settings"]["members"])]]
+        assert np.allclose(members.mean(axis=1), fold["cgcnn_mean"])
     coverage = pd.read_csv(run_dir / "tables" / "trust_coverage.csv")
     assert set(coverage["protocol"]) == {"grouped", "chemistry_shift", "class_held_out"}
     assert coverage["coverage"].between(0, 1).all()
@@ -351,6 +370,10 @@ def test_notebook_tsne(fixture_run):
             assert coords["dataset"].value_counts().to_dict() == {"DS2": 23, "DS3": 6}
             assert np.isfinite(coords[["x", "y"]].to_numpy()).all()
     assert set(coords.loc[coords["dataset"] == "DS3", "formula"]) == {"ZnTe", "GaN", "CdSe", "ZnS", "InN", "SnO2"}
+    # CHGNet's representation, mapped the same way (the run compared CHGNet candidates)
+    assert _png(run_dir / "figures" / "tsne_chgnet_crystal.png")
+    chgnet = pd.read_csv(run_dir / "tables" / "tsne_chgnet_crystal.csv")
+    assert chgnet["dataset"].value_counts().to_dict() == {"DS2": 23, "DS3": 6}
 
 
 def test_notebook_report(fixture_run):
@@ -371,6 +394,10 @@ def test_notebook_report(fixture_run):
     methods = json.loads((run_dir / "methods.json").read_text())
     selected = f"ens_{methods['selected']}"
     assert f"has CV MAE {cv.loc[selected, 'mae']:.3f} eV" in text and "## Beyond fine-tuning" in text
+    # the backbone question, from methods.json's paired differences, and CHGNet's t-SNE map
+    assert "## Does the backbone matter?" in text and "**backbone, alone: CHGNet − CGCNN**" in text
+    assert "![tsne chgnet crystal](figures/tsne_chgnet_crystal.png)" in text
+    assert all(f"| {methods_label} |" in text for methods_label in _labels(BACKBONE_ROWS))  # their DS3 rows
     for line in text.splitlines():
         if line.startswith("!["):
             assert _png(run_dir / line[line.index("(") + 1 : -1])
@@ -470,8 +497,12 @@ def test_ship_model_ships_the_run_s_ensemble_and_refuses_a_leak(fixture_run, tmp
     methods = json.loads((run_dir / "methods.json").read_text())
     hybrid = methods["selected"].endswith(("_trees", "_ctrees"))
     assert (info["trees"] or {}).get("target") == methods["trees_target"]  # what the trees learnt, or no trees
-    assert info["method"] == methods["selected"] and info["cgcnn_members"] == 2 and info["members"] == 2 + hybrid
-    expected = ["domain.npz", "manifest.json", "member-0.pt", "member-1.pt", "pbe-model.pt"]
+    if methods["backbone"] == "cgcnn":
+        assert info["method"] == methods["selected"] and info["cgcnn_members"] == 2 and info["members"] == 2 + hybrid
+        expected = ["domain.npz", "manifest.json", "member-0.pt", "member-1.pt", "pbe-model.pt"]
+    else:  # a CHGNet head: its folder beside M1 (missing PBE gaps, the domain)
+        assert info["method"] == methods["selected"] and info["cgcnn_members"] == 0 and info["backbone"] == "backbone"
+        expected = ["backbone", "domain.npz", "manifest.json", "pbe-model.pt"]
     expected += (["trees.skops"] if hybrid else []) + ["trust.json"]
     assert sorted(p.name for p in (models / "ensemble").iterdir()) == expected
     assert not set(pd.read_csv(validation, dtype=str)["material_id"]) & set(info["ids"]["all_labels_seen"])

@@ -63,7 +63,14 @@ def test_the_backbone_question_measures_paired_differences():
     truth = pd.Series({f"m{k}": float(k % 3) for k in range(30)})
     ids = list(truth.index)
     rows = []
-    for model, offset in (("ens_delta", 1.0), ("ens_chgnet_frozen", 0.0), ("ens_chgnet_readout", 0.5)):
+    models = (
+        ("ens_delta", 1.0),
+        ("ens_chgnet_frozen", 0.0),
+        ("ens_chgnet_readout", 0.5),
+        ("m2_none", 0.2),
+        ("m2_convs", 0.3),
+    )
+    for model, offset in models:
         rows.append(
             pd.DataFrame(
                 {"model": model, "repeat": 0, "fold": 0, "material_id": ids, "prediction": truth.to_numpy() + offset}
@@ -75,6 +82,8 @@ def test_the_backbone_question_measures_paired_differences():
     assert alone["diff"] == pytest.approx(-1.0) and alone["hi"] < 0
     tuned = table.loc["fine-tuning on CHGNet: fine-tuned − frozen features"]
     assert tuned["diff"] == pytest.approx(0.5) and tuned["lo"] > 0
+    cgcnn = table.loc["fine-tuning on CGCNN: nothing frozen − frozen features"]  # M2's own fits, same rows
+    assert (cgcnn["a"], cgcnn["b"]) == ("m2_none", "m2_convs") and cgcnn["diff"] == pytest.approx(-0.1)
 
 
 def test_no_backbone_candidate_no_backbone_question():
