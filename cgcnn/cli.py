@@ -7,11 +7,11 @@
     cgcnn predict  predictions for CIF files
     cgcnn embed    last-convolution crystal features and post-FC vectors
     cgcnn finetune adapt the shipped ensemble to a lab's own gaps (grouped CV, verdict, model folder)
-
-(About 650 lines: the argument parser and, for each sub-command, a few lines that call the
-package and print one line per result or problem; nothing here computes anything, and the
-``etl`` sub-commands live in :mod:`cgcnn.etl.commands`.)
     cgcnn etl      raw inputs -> DS1 / DS2 / DS3 (see ``cgcnn etl --help``)
+
+(Over 400 lines — about 650: the argument parser and, for each sub-command, a few lines that call
+the package and print one line per result or problem; nothing here computes anything, and the
+``etl`` sub-commands live in :mod:`cgcnn.etl.commands`.)
 
 Heavy imports (torch) happen inside the commands, so ``cgcnn graphs`` starts fast.
 """
