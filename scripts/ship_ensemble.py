@@ -110,7 +110,7 @@ def _trust_files(run: Path, folder: Path, files: dict) -> dict | None:
 
 def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Path, description: str = "") -> Path:
     from cgcnn.fileio import sha256_file, write_json
-    from cgcnn.prediction.shipped import member_checkpoints
+    from cgcnn.prediction.shipped import member_checkpoints, slim_checkpoint
     from cgcnn.provenance import collect
     from cgcnn.study.display import METHOD_LABELS
     from cgcnn.study.methods import load_methods
@@ -170,23 +170,7 @@ def ship_ensemble(run: Path, name: str, exclude_files: list[str], models_dir: Pa
         tmp.chmod(0o755)
         for k, ckpt in enumerate(methods["final"]["checkpoints"]):
             raw = read_checkpoint(run / ckpt)
-            slim = {
-                key: raw[key]
-                for key in (
-                    "format",
-                    "format_version",
-                    "model_config",
-                    "graph_config",
-                    "atom_features",
-                    "normalizer",
-                    "state_dict",
-                    "epoch",
-                    "best_val_mae",
-                    "best_epoch",
-                    "train_config",
-                )
-            }
-            slim["meta"] = {"shipped_as": f"{name}/member-{k}", "git_sha": env.get("git_sha")}
+            slim = slim_checkpoint(raw, shipped_as=f"{name}/member-{k}", git_sha=env.get("git_sha"))
             save_checkpoint(tmp / f"member-{k}.pt", slim)
             files[f"member-{k}.pt"] = sha256_file(tmp / f"member-{k}.pt")
         backbone = methods["final"].get("backbone")  # a model on another backbone (CHGNet): its folder

@@ -62,6 +62,7 @@ def main(argv=None) -> int:
     from cgcnn.evaluation.metrics import regression_metrics
     from cgcnn.fileio import sha256_file, write_json
     from cgcnn.prediction.inference import predict
+    from cgcnn.prediction.shipped import slim_checkpoint
     from cgcnn.provenance import collect
     from cgcnn.training.checkpoint import (
         load_checkpoint,
@@ -102,23 +103,7 @@ def main(argv=None) -> int:
     history = pd.read_csv(run / "history.csv")
 
     raw = read_checkpoint(run / "best.pt")
-    slim = {
-        k: raw[k]
-        for k in (
-            "format",
-            "format_version",
-            "model_config",
-            "graph_config",
-            "atom_features",
-            "normalizer",
-            "state_dict",
-            "epoch",
-            "best_val_mae",
-            "best_epoch",
-            "train_config",
-        )
-    }
-    slim["meta"] = {"shipped_as": args.name, "git_sha": info.get("git_sha")}
+    slim = slim_checkpoint(raw, shipped_as=args.name, git_sha=info.get("git_sha"))
     out = Path(args.models_dir) / args.name
     save_checkpoint(out / "model.pt", slim)
     write_json(

@@ -2,8 +2,9 @@
 
 ``member-<k>.pt``, ``trees.skops`` and ``pbe-model.pt`` are the shipped ensemble's own files
 (its zero-shot prediction); ``finetuned-<k>.pt`` (fine-tuned members) and
-``residual-trees.skops`` are there when the shipped recipe uses them; ``trust.json`` and
-``domain.npz`` hold the recalibrated intervals and the extended domain; ``manifest.json``
+``residual-trees.skops`` are there when the shipped recipe uses them; the calibration files
+(:data:`cgcnn.prediction.trust.TRUST_FILE`, ``DOMAIN_FILE``) hold the recalibrated intervals and
+the extended domain; ``manifest.json``
 every id, setting and figure, ``MODEL_CARD.md`` the CV table and the verdict; ``cv.csv``,
 ``cv_predictions.csv`` and ``left_out.csv`` the tables behind them.  The folder is built beside
 the target and renamed into place at the end, so an existing folder is never left half-written.
@@ -20,24 +21,11 @@ import pandas as pd
 
 from cgcnn.errors import DatasetError
 from cgcnn.fileio import atomic_write_text, sha256_file, write_json
+from cgcnn.prediction.shipped import slim_checkpoint
 from cgcnn.prediction.trees import save_trees
 from cgcnn.training.checkpoint import read_checkpoint, save_checkpoint
 
 __all__ = ["check_output", "model_card", "write_folder"]
-
-SLIM = (
-    "format",
-    "format_version",
-    "model_config",
-    "graph_config",
-    "atom_features",
-    "normalizer",
-    "state_dict",
-    "epoch",
-    "best_val_mae",
-    "best_epoch",
-    "train_config",
-)
 
 
 def check_output(out: str | Path) -> Path:
@@ -71,8 +59,7 @@ def write_folder(out: str | Path, base_dir: Path, parts: dict, manifest: dict, c
         finetuned = []
         for k, ckpt in enumerate(parts.get("finetuned") or []):
             raw = read_checkpoint(ckpt)
-            slim = {key: raw[key] for key in SLIM if key in raw}
-            slim["meta"] = {"finetuned_from": members[k], "by": "cgcnn finetune"}
+            slim = slim_checkpoint(raw, finetuned_from=members[k], by="cgcnn finetune")
             save_checkpoint(tmp / f"finetuned-{k}.pt", slim)
             finetuned.append(f"finetuned-{k}.pt")
         if parts.get("residual_trees") is not None:

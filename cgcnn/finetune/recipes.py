@@ -186,10 +186,7 @@ class _Members:
                 {
                     "policy": policy,
                     "member": k,
-                    "inner_val_mae": result.best_val_mae,
-                    "best_epoch": result.best_epoch,
-                    "epochs_run": result.epochs_run,
-                    "seconds": result.seconds,
+                    **result.summary(),
                 }
             )
         return paths, maes

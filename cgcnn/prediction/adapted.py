@@ -14,7 +14,7 @@ the lab's data by grouped cross-validation (:mod:`cgcnn.finetune`), in ``manifes
 * ``average`` — the equal-weight mean of several of those (``components``); its spread is
   the mixture's (the components' variances and their disagreement).
 
-Intervals and the applicability domain (``trust.json``, ``domain.npz``) were recalibrated on the
+Intervals and the applicability domain (the calibration files of :mod:`cgcnn.prediction.trust`) were recalibrated on the
 lab's out-of-fold errors of that recipe, and the domain extended with the lab's materials.
 ``load_model(folder)`` gives a :class:`~cgcnn.prediction.predictor.Predictor` carrying the
 :class:`Adaptation`, whose :meth:`Adaptation.predict` makes its table.  The same functions

@@ -16,6 +16,27 @@ from pathlib import Path
 from cgcnn.errors import CgcnnError
 
 MANIFEST = "manifest.json"
+# What a shipped checkpoint keeps of a training checkpoint: weights, settings, normaliser (no
+# optimiser or resume state).
+SLIM_KEYS = (
+    "format",
+    "format_version",
+    "model_config",
+    "graph_config",
+    "atom_features",
+    "normalizer",
+    "state_dict",
+    "epoch",
+    "best_val_mae",
+    "best_epoch",
+    "train_config",
+)
+
+
+def slim_checkpoint(raw: dict, **meta) -> dict:
+    """The part of a training checkpoint (:func:`cgcnn.training.checkpoint.read_checkpoint`) a
+    shipped model keeps, with ``meta`` (e.g. where it was shipped, the git SHA) under ``"meta"``."""
+    return {**{key: raw[key] for key in SLIM_KEYS if key in raw}, "meta": meta}
 
 
 class ShippedModelError(CgcnnError, FileNotFoundError):

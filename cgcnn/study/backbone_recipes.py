@@ -188,10 +188,7 @@ class ChgnetRecipe(Recipe):
                     **(tag or {}),
                     "seed": hs.seed,
                     "member": k,
-                    "inner_val_mae": result.best_val_mae,
-                    "best_epoch": result.best_epoch,
-                    "epochs_run": result.epochs_run,
-                    "seconds": result.seconds,
+                    **result.summary(),
                 }
             )
             checkpoints.append(result.checkpoint)

@@ -149,10 +149,7 @@ class NetworkEnsemble(Recipe):
                     **(tag or {}),
                     "seed": 100 * seed + k,
                     "member": k,
-                    "inner_val_mae": result.best_val_mae,
-                    "best_epoch": result.best_epoch,
-                    "epochs_run": result.epochs_run,
-                    "seconds": result.seconds,
+                    **result.summary(),
                 }
             )
             checkpoints.append(result.checkpoint)

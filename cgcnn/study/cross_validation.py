@@ -233,12 +233,7 @@ class FineTuned(Recipe):
         def predict_(m, pos):
             return Prediction(predict(loaded, self.cv.dataset.subset_positions(pos), device=self.cv.profile.device))
 
-        info = {
-            "inner_val_mae": result.best_val_mae,
-            "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run,
-            "seconds": result.seconds,
-        }
+        info = result.summary()
         return Fitted(predict_, {**info, "fit": result})
 
 

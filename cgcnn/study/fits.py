@@ -142,6 +142,15 @@ class CachedFit:
     def seconds(self) -> float:
         return float(self.record["seconds"])
 
+    def summary(self) -> dict:
+        """What the fits tables record of this fit."""
+        return {
+            "inner_val_mae": self.best_val_mae,
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epochs_run,
+            "seconds": self.seconds,
+        }
+
     def history(self):
         import pandas as pd
 
